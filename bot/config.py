@@ -1,0 +1,149 @@
+"""``shipbot.yml``: services, environments and integrations, validated by pydantic.
+
+``check_config`` turns every validation problem into one line with its location and,
+where we can guess, a suggestion, so that ``shipbot config check`` is useful in CI.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from commands.parser import SUBCOMMANDS
+from integrations.registry import PROVIDERS, CIConfig, DeployConfig
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+CHANNEL_RE = re.compile(r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{8,})$")
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class EnvironmentConfig(BaseModel):
+    """One environment; their order in the file is the promotion order."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+
+
+class ServiceConfig(BaseModel):
+    """One deployable service: where it reports, how it is built and deployed."""
+
+    model_config = ConfigDict(extra="forbid")
+    channel: str = Field(description="Channel ID (C0123ABCD) or name (#deploys-api)")
+    ci: CIConfig | None = Field(default=None, description="Omit to deploy versions as given")
+    deploy: DeployConfig
+    environments: list[str] | None = Field(
+        default=None, description="Environments this service deploys to (default: all)"
+    )
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, v: str) -> str:
+        if not CHANNEL_RE.match(v):
+            raise ValueError("must be a channel ID like C0123ABCD or a name like #deploys-api")
+        return v
+
+
+class ShipbotConfig(BaseModel):
+    """The whole file."""
+
+    model_config = ConfigDict(extra="forbid")
+    environments: dict[str, EnvironmentConfig] = Field(min_length=1)
+    services: dict[str, ServiceConfig] = Field(min_length=1)
+    poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+
+    @field_validator("environments", "services")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(f"'{name}': names are lowercase letters, digits, '-' and '_'")
+            if name in SUBCOMMANDS:
+                raise ValueError(f"'{name}' is a /deploy subcommand; choose another name")
+        return v
+
+    @model_validator(mode="after")
+    def _service_environments_exist(self) -> ShipbotConfig:
+        for name, svc in self.services.items():
+            for env in svc.environments or []:
+                if env not in self.environments:
+                    raise ValueError(
+                        f"services.{name}.environments: unknown environment '{env}'"
+                        f"{_suggest(env, self.environments)}"
+                    )
+        return self
+
+    @property
+    def environment_order(self) -> list[str]:
+        return list(self.environments)
+
+    def environments_of(self, service: str) -> list[str]:
+        svc = self.services[service]
+        return list(svc.environments) if svc.environments else self.environment_order
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _location(parts: tuple[Any, ...]) -> str:
+    """Dotted path, without the provider tag pydantic adds inside a discriminated union."""
+    kept = [p for i, p in enumerate(parts)
+            if not (i and parts[i - 1] in ("ci", "deploy") and p in PROVIDERS)]
+    return ".".join(str(p) for p in kept)
+
+
+def _format_error(err: Any) -> str:
+    loc = _location(err["loc"])
+    if err["type"] == "union_tag_invalid":
+        tag = err["ctx"]["tag"]
+        expected = [t.strip(" '") for t in err["ctx"]["expected_tags"].split(",")]
+        return f"{loc}.provider: unknown provider '{tag}'{_suggest(tag, expected)}" + (
+            f"; known: {', '.join(expected)}"
+        )
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown setting (check the spelling; see `shipbot config schema`)"
+    if err["type"] == "missing":
+        return f"{loc}: required setting is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def parse_config(data: Any) -> ShipbotConfig:
+    try:
+        return ShipbotConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_format_error(e) for e in exc.errors()]) from None
+
+
+def load_config(path: Path) -> ShipbotConfig:
+    """Read and validate a config file; every problem is reported at once."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError([f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"])
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: expected a mapping with 'environments' and 'services'"])
+    return parse_config(data)
+
+
+def json_schema() -> dict[str, Any]:
+    return ShipbotConfig.model_json_schema()

@@ -1,0 +1,91 @@
+"""Sends Slack-shaped, properly signed requests to a running Shipbot over HTTP.
+
+Shared by the tests, the benchmarks and `shipbot console`, so all three exercise
+the exact code path Slack does: signature check, Bolt routing, ack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+TEAM = {"id": "T0001", "domain": "shipbot-test"}
+
+
+def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
+    """Slack's v0 signature headers for ``body``."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    base = f"v0:{ts}:{body}".encode()
+    digest = hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+class SlackDriver:
+    def __init__(self, base_url: str, signing_secret: str, *, timeout: float = 10.0) -> None:
+        self.url = base_url.rstrip("/") + "/slack/events"
+        self.secret = signing_secret
+        self.http = httpx.AsyncClient(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def command_body(
+        self, text: str, *, user: str = "U0ALICE", channel: str = "C0DEPLOYS",
+        command: str = "/deploy", trigger_id: str | None = None,
+    ) -> str:
+        return urlencode({
+            "token": "unused-verification-token",
+            "team_id": TEAM["id"], "team_domain": TEAM["domain"],
+            "channel_id": channel, "channel_name": "deploys",
+            "user_id": user, "user_name": user.lower(),
+            "command": command, "text": text,
+            "api_app_id": "A0SHIPBOT", "is_enterprise_install": "false",
+            "response_url": "https://hooks.slack.invalid/commands/T0001/1/x",
+            "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
+        })
+
+    async def command(self, text: str, **kwargs: Any) -> httpx.Response:
+        """POST a slash command; returns Slack's view of our ack (status, JSON body)."""
+        headers = kwargs.pop("headers", {})
+        body = self.command_body(text, **kwargs)
+        return await self.post(body, "application/x-www-form-urlencoded", headers)
+
+    def action_payload(
+        self, action_id: str, value: str, *, user: str = "U0ALICE", channel: str = "C0DEPLOYS",
+        message_ts: str = "1700000000.000100", block_id: str = "b",
+    ) -> dict[str, Any]:
+        """A ``block_actions`` payload shaped as Slack's docs show for a button click."""
+        return {
+            "type": "block_actions",
+            "team": TEAM,
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0001"},
+            "api_app_id": "A0SHIPBOT",
+            "token": "unused-verification-token",
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
+                          "is_ephemeral": False},
+            "trigger_id": f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
+            "channel": {"id": channel, "name": "deploys"},
+            "message": {"type": "message", "ts": message_ts, "text": "", "blocks": []},
+            "response_url": "https://hooks.slack.invalid/actions/T0001/1/x",
+            "actions": [{
+                "type": "button", "action_id": action_id, "block_id": block_id,
+                "text": {"type": "plain_text", "text": action_id}, "value": value,
+                "action_ts": f"{time.time():.6f}",
+            }],
+        }
+
+    async def click(self, action_id: str, value: str, **kwargs: Any) -> httpx.Response:
+        payload = self.action_payload(action_id, value, **kwargs)
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.post(body, "application/x-www-form-urlencoded", {})
+
+    async def post(self, body: str, content_type: str, headers: dict[str, str]) -> httpx.Response:
+        signed = {**sign(self.secret, body), "Content-Type": content_type, **headers}
+        return await self.http.post(self.url, content=body, headers=signed)

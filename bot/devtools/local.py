@@ -1,0 +1,81 @@
+"""A whole Shipbot on loopback: the real ASGI app under uvicorn, a fake Slack Web API,
+and a driver that sends it signed requests. Used by the console, tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from bot.clock import Clock, system_clock
+from bot.config import ShipbotConfig
+from bot.devtools.driver import SlackDriver
+from bot.devtools.fake_slack import FakeSlack
+from bot.runtime import Shipbot
+from bot.settings import Settings
+from bot.web.app import build_asgi_app
+
+
+class LocalBot:
+    def __init__(
+        self,
+        config: ShipbotConfig,
+        *,
+        database_url: str,
+        state_dir: Path,
+        clock: Clock = system_clock,
+        tick_seconds: float = 0.2,
+        fake_slack: FakeSlack | None = None,
+    ) -> None:
+        self.config, self.database_url, self.state_dir = config, database_url, state_dir
+        self.clock, self.tick_seconds = clock, tick_seconds
+        self.slack = fake_slack or FakeSlack()
+        self.signing_secret = secrets.token_hex(16)
+        self._own_slack = fake_slack is None
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def __aenter__(self) -> LocalBot:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self._own_slack:
+            await self.slack.start()
+        settings = Settings(
+            SLACK_BOT_TOKEN="xoxb-local-test",  # type: ignore[arg-type]
+            SLACK_SIGNING_SECRET=self.signing_secret,  # type: ignore[arg-type]
+            SLACK_API_URL=self.slack.base_url,
+            DATABASE_URL=self.database_url,
+            SHIPBOT_STATE_DIR=self.state_dir,
+            SHIPBOT_TICK_SECONDS=self.tick_seconds,
+        )
+        self.bot = Shipbot(settings, self.config, self.clock)
+        config = uvicorn.Config(build_asgi_app(self.bot), host="127.0.0.1", port=0,
+                                log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                await self._task  # surfaces the start-up error
+                raise RuntimeError("server stopped during start-up")
+            await asyncio.sleep(0.01)
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.driver = SlackDriver(self.url, self.signing_secret)
+
+    async def stop(self) -> None:
+        """Graceful stop: the ASGI lifespan shuts the bot down."""
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+            await self.driver.aclose()
+        if self._own_slack:
+            await self.slack.stop()

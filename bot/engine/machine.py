@@ -1,0 +1,141 @@
+"""The deployment state machine: the only code that changes ``Deployment.state``.
+
+Each transition is checked against ``TRANSITIONS`` and recorded as an audit event
+in the caller's transaction, together with a status-card refresh in the outbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.store.models import AuditEvent, Deployment, Outbox
+
+
+class State(StrEnum):
+    REQUESTED = "requested"
+    AWAITING_APPROVAL = "awaiting_approval"
+    QUEUED = "queued"
+    BUILDING = "building"
+    DEPLOYING = "deploying"
+    VERIFYING = "verifying"
+    PROMOTING = "promoting"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+
+
+S = State
+TRANSITIONS: dict[State, frozenset[State]] = {
+    S.REQUESTED: frozenset({S.AWAITING_APPROVAL, S.QUEUED, S.REJECTED, S.CANCELLED, S.FAILED}),
+    S.AWAITING_APPROVAL: frozenset({S.QUEUED, S.REJECTED, S.EXPIRED, S.CANCELLED}),
+    S.QUEUED: frozenset({S.BUILDING, S.DEPLOYING, S.CANCELLED, S.FAILED}),
+    S.BUILDING: frozenset({S.DEPLOYING, S.CANCELLED, S.FAILED}),
+    S.DEPLOYING: frozenset({S.VERIFYING, S.SUCCEEDED, S.FAILED, S.PAUSED, S.ROLLING_BACK}),
+    S.VERIFYING: frozenset({S.VERIFYING, S.PROMOTING, S.PAUSED, S.ROLLING_BACK, S.FAILED}),
+    S.PAUSED: frozenset({S.VERIFYING, S.PROMOTING, S.ROLLING_BACK, S.CANCELLED}),
+    S.PROMOTING: frozenset({S.SUCCEEDED, S.FAILED, S.ROLLING_BACK}),
+    S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),
+    S.SUCCEEDED: frozenset(),
+    S.REJECTED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.FAILED: frozenset(),
+    S.ROLLED_BACK: frozenset(),
+    S.ROLLBACK_FAILED: frozenset(),
+}
+TERMINAL: frozenset[State] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+IN_FLIGHT: frozenset[State] = frozenset(State) - TERMINAL
+# Cancel is safe only before the target is touched.
+CANCELLABLE: frozenset[State] = frozenset({S.REQUESTED, S.QUEUED, S.BUILDING})
+STATE_TEXT: dict[State, str] = {
+    s: s.value.replace("_", " ").capitalize() for s in State
+}
+# States in which something is actually changing on the target.
+CHANGING: frozenset[State] = frozenset(
+    {S.BUILDING, S.DEPLOYING, S.VERIFYING, S.PROMOTING, S.ROLLING_BACK}
+)
+
+
+class InvalidTransition(Exception):
+    """A bug or a race: the deployment is not in a state that allows this change."""
+
+
+def slot(service: str, env: str) -> str:
+    return f"{service}/{env}"
+
+
+async def create(
+    session: AsyncSession, deployment: Deployment, *, actor: str, now: datetime, detail: str = ""
+) -> Deployment:
+    """Add a freshly requested deployment, its first audit event and its status card."""
+    deployment.state = S.REQUESTED
+    deployment.active_slot = slot(deployment.service, deployment.env)
+    deployment.created_at = deployment.updated_at = now
+    deployment.next_action_at = now
+    session.add(deployment)
+    await session.flush()
+    assert deployment.id is not None
+    session.add(_audit(deployment, actor, "requested", None, S.REQUESTED, detail, now))
+    session.add(Outbox(deployment_id=deployment.id, kind="card", created_at=now))
+    return deployment
+
+
+def transition(
+    session: AsyncSession,
+    deployment: Deployment,
+    to: State,
+    *,
+    actor: str,
+    now: datetime,
+    detail: str = "",
+    action: str = "transition",
+) -> None:
+    """Move ``deployment`` to ``to`` or raise ``InvalidTransition``; audit it."""
+    current = State(deployment.state)
+    if to not in TRANSITIONS[current]:
+        raise InvalidTransition(f"deployment {deployment.id}: {current} -> {to} is not allowed")
+    deployment.state = to
+    deployment.updated_at = now
+    deployment.step_attempts = 0
+    if detail:
+        deployment.detail = detail
+    if to in TERMINAL:
+        deployment.active_slot = None
+        deployment.finished_at = now
+        deployment.next_action_at = None
+        deployment.step_deadline_at = None
+    assert deployment.id is not None
+    session.add(deployment)
+    session.add(_audit(deployment, actor, action, current, to, detail, now))
+    session.add(Outbox(deployment_id=deployment.id, kind="card", created_at=now))
+
+
+def _audit(
+    dep: Deployment,
+    actor: str,
+    action: str,
+    from_state: State | None,
+    to_state: State | None,
+    detail: str,
+    now: datetime,
+) -> AuditEvent:
+    return AuditEvent(
+        deployment_id=dep.id,
+        service=dep.service,
+        env=dep.env,
+        actor=actor,
+        action=action,
+        from_state=from_state,
+        to_state=to_state,
+        detail=detail[:2000],
+        at=now,
+    )

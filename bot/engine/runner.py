@@ -1,0 +1,152 @@
+"""Advances due deployments. Called by the scheduler tick and woken early by new work.
+
+A deployment is claimed with a conditional UPDATE (a lease with expiry), so two
+replicas, or a tick racing a wake-up, never advance the same deployment at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import or_, update
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import col, func, select
+
+from bot.clock import Clock
+from bot.engine import machine
+from bot.engine.machine import IN_FLIGHT, State
+from bot.engine.outbox import note
+from bot.engine.providers import ServiceProviders
+from bot.engine.steps import STEPS, StepContext
+from bot.metrics import Metrics
+from bot.store.db import Sessions
+from bot.store.models import Deployment
+from integrations.base import IntegrationError
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(seconds=60)
+MAX_STEP_ATTEMPTS = 5
+BATCH = 20
+
+
+class Runner:
+    def __init__(
+        self,
+        sessions: Sessions,
+        providers: dict[str, ServiceProviders],
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        owner: str,
+        poll_seconds: float,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.sessions, self.providers, self.clock, self.metrics = sessions, providers, clock, metrics
+        self.owner, self.poll_seconds, self.on_change = owner, poll_seconds, on_change
+        self._lock = asyncio.Lock()
+
+    async def tick(self) -> int:
+        """Advance every due deployment once; return how many were advanced."""
+        async with self._lock:
+            now = self.clock()
+            async with self.sessions() as session:
+                due = (await session.exec(
+                    select(Deployment.id)
+                    .where(col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
+                           col(Deployment.next_action_at) <= now)
+                    .order_by(col(Deployment.next_action_at))
+                    .limit(BATCH)
+                )).all()
+            claimed = [i for i in due if i is not None and await self._claim(i)]
+            await asyncio.gather(*(self.advance(i) for i in claimed))
+            await self._count_states()
+            if claimed:
+                self.on_change()
+            return len(claimed)
+
+    async def _claim(self, dep_id: int) -> bool:
+        now = self.clock()
+        async with self.sessions() as session:
+            result = await session.exec(
+                update(Deployment)
+                .where(col(Deployment.id) == dep_id,
+                       or_(col(Deployment.lease_until).is_(None),
+                           col(Deployment.lease_until) < now))
+                .values(lease_owner=self.owner, lease_until=now + LEASE)
+            )
+            await session.commit()
+            return result.rowcount == 1  # type: ignore[attr-defined]
+
+    async def advance(self, dep_id: int) -> None:
+        """Run the step for the deployment's current state, then release the lease."""
+        async with self.sessions() as session:
+            dep = await session.get(Deployment, dep_id)
+            if dep is None or dep.lease_owner != self.owner:
+                return
+            state = State(dep.state)
+            step = STEPS.get(state)
+            now = self.clock()
+            started = asyncio.get_running_loop().time()
+            try:
+                if step is not None:
+                    providers = self.providers[dep.service]
+                    await step(StepContext(session, providers, now, self.poll_seconds), dep)
+                else:
+                    dep.next_action_at = None
+                dep.lease_owner, dep.lease_until = None, None
+                session.add(dep)
+                await session.commit()
+            except StaleDataError:
+                await session.rollback()
+                await self._release(dep_id)
+                return
+            except Exception as exc:
+                await session.rollback()
+                await self._step_error(dep_id, state, exc)
+                return
+            finally:
+                self.metrics.step_seconds.labels(state.value).observe(
+                    asyncio.get_running_loop().time() - started)
+
+    async def _release(self, dep_id: int) -> None:
+        async with self.sessions() as session:
+            await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
+                               .values(lease_owner=None, lease_until=None))
+            await session.commit()
+
+    async def _step_error(self, dep_id: int, state: State, exc: Exception) -> None:
+        """Retry a failing step with backoff; after a few attempts, fail with the reason."""
+        user_safe = isinstance(exc, IntegrationError)
+        reason = str(exc) if user_safe else f"internal error ({type(exc).__name__})"
+        log.warning("deployment %s: step %s failed: %s", dep_id, state, reason,
+                    exc_info=not user_safe)
+        now = self.clock()
+        async with self.sessions() as session:
+            dep = await session.get(Deployment, dep_id)
+            if dep is None or State(dep.state) is not state:
+                return
+            dep.step_attempts += 1
+            dep.lease_owner, dep.lease_until = None, None
+            if dep.step_attempts >= MAX_STEP_ATTEMPTS and state in STEPS:
+                machine.transition(session, dep, State.FAILED, actor="shipbot", now=now,
+                                   detail=f"Gave up after {MAX_STEP_ATTEMPTS} attempts: {reason}")
+                note(session, dep, f":x: *Stopped while {state.value}:* {reason}. Nothing "
+                     f"more will run. Fix the cause, then `/deploy {dep.service} {dep.env} "
+                     f"{dep.version or ''}` again.", now=now)
+            else:
+                backoff = min(60.0, self.poll_seconds * 2 ** dep.step_attempts)
+                dep.next_action_at = now + timedelta(seconds=backoff)
+            session.add(dep)
+            await session.commit()
+
+    async def _count_states(self) -> None:
+        async with self.sessions() as session:
+            rows = (await session.exec(
+                select(Deployment.state, func.count()).group_by(Deployment.state)
+            )).all()
+        counts = dict(rows)
+        for state in State:
+            self.metrics.deployments.labels(state.value).set(counts.get(state.value, 0))

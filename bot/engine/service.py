@@ -1,0 +1,149 @@
+"""What commands ask of the engine: start, cancel, and read deployments.
+
+The only entry point from the edge into state changes. Each method does its
+database work in one transaction and returns the sentence to show the user.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import or_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import col, select
+
+from bot.clock import Clock
+from bot.engine import machine, policy
+from bot.engine.machine import State
+from bot.engine.outbox import note
+from bot.engine.providers import ServiceProviders
+from bot.store.db import Sessions
+from bot.store.models import Deployment
+from commands.model import Cancel, Deploy, History, Status
+
+
+@dataclass
+class SlotStatus:
+    service: str
+    env: str
+    current: Deployment | None = None
+    in_progress: Deployment | None = None
+
+
+class DeployService:
+    def __init__(
+        self,
+        sessions: Sessions,
+        channels: dict[str, str],
+        providers: dict[str, ServiceProviders],
+        clock: Clock,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.sessions, self.channels, self.providers = sessions, channels, providers
+        self.clock, self.on_change = clock, on_change
+
+    async def request(self, cmd: Deploy, actor: str, request_key: str) -> str:
+        """Record the request (once per request_key) and let the runner take it from there."""
+        now = self.clock()
+        async with self.sessions() as session:
+            seen = await self._by_key(request_key)
+            if seen is not None:
+                return f"Already received: this request is deployment #{seen.id} ({seen.state})."
+            decision = await policy.may_deploy(session, cmd.service, cmd.env, now)
+            if not decision.allowed:
+                return decision.reason
+            dep = Deployment(
+                request_key=request_key, service=cmd.service, env=cmd.env, version=cmd.version,
+                reason=cmd.reason, requester=actor, state=State.REQUESTED,
+                channel=self.channels[cmd.service], created_at=now, updated_at=now,
+            )
+            try:
+                await machine.create(session, dep, actor=actor, now=now, detail=cmd.reason or "")
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return await self._explain_conflict(request_key, cmd)
+        self.on_change()
+        what = f"`{cmd.version}`" if cmd.version else "the latest build"
+        return (
+            f":rocket: Deployment #{dep.id} of {cmd.service} {what} to {cmd.env} is on its way. "
+            f"Progress is posted in {self.channels[cmd.service]}; cancel with "
+            f"`/deploy cancel {cmd.service} {cmd.env}` before the deploy starts."
+        )
+
+    async def _by_key(self, request_key: str) -> Deployment | None:
+        async with self.sessions() as session:
+            stmt = select(Deployment).where(Deployment.request_key == request_key)
+            return (await session.exec(stmt)).first()
+
+    async def _explain_conflict(self, request_key: str, cmd: Deploy) -> str:
+        """A concurrent request won the race: say which one, as the policy would."""
+        seen = await self._by_key(request_key)
+        if seen is not None:
+            return f"Already received: this request is deployment #{seen.id} ({seen.state})."
+        async with self.sessions() as session:
+            decision = await policy.may_deploy(session, cmd.service, cmd.env, self.clock())
+        return decision.reason or "Another deployment just started; try again in a moment."
+
+    async def cancel(self, cmd: Cancel, actor: str) -> str:
+        now = self.clock()
+        async with self.sessions() as session:
+            if cmd.deployment_id is not None:
+                dep = await session.get(Deployment, cmd.deployment_id)
+                if dep is None:
+                    return f"Deployment #{cmd.deployment_id} does not exist; nothing was changed."
+            else:
+                assert cmd.service and cmd.env
+                dep = await policy.in_flight(session, cmd.service, cmd.env)
+                if dep is None:
+                    return (f"Nothing to cancel: no deployment of {cmd.service} to {cmd.env} "
+                            "is running.")
+            decision = policy.may_cancel(dep)
+            if not decision.allowed:
+                return decision.reason
+            run_id, providers = dep.ci_run_id, self.providers[dep.service]
+            machine.transition(session, dep, State.CANCELLED, actor=actor, now=now,
+                               detail=f"Cancelled by <@{actor}>.", action="cancel")
+            note(session, dep, f":heavy_multiplication_x: Cancelled by <@{actor}>. "
+                 f"Nothing was changed on {dep.env}.", now=now)
+            try:
+                await session.commit()
+            except StaleDataError:
+                return f"Deployment #{dep.id} changed state just now; look at it and try again."
+        if run_id and providers.ci:
+            await providers.ci.cancel(run_id)
+        self.on_change()
+        return f"Cancelled deployment #{dep.id} of {dep.service} to {dep.env}."
+
+    async def status(
+        self, cmd: Status, environments: dict[str, list[str]]
+    ) -> list[SlotStatus]:
+        """Per service and environment: what runs there now, and what is in progress."""
+        services = [cmd.service] if cmd.service else sorted(environments)
+        async with self.sessions() as session:
+            stmt = (select(Deployment)
+                    .where(col(Deployment.service).in_(services),
+                           or_(col(Deployment.state) == State.SUCCEEDED,
+                               col(Deployment.active_slot).is_not(None)))
+                    .order_by(col(Deployment.id).desc()).limit(2000))
+            rows = (await session.exec(stmt)).all()
+        slots = {(s, e): SlotStatus(s, e) for s in services for e in environments[s]}
+        for dep in rows:
+            slot = slots.get((dep.service, dep.env))
+            if slot is None:
+                continue
+            if dep.active_slot and slot.in_progress is None:
+                slot.in_progress = dep
+            elif dep.state == State.SUCCEEDED and slot.current is None:
+                slot.current = dep
+        return list(slots.values())
+
+    async def history(self, cmd: History, limit: int = 10) -> list[Deployment]:
+        async with self.sessions() as session:
+            stmt = select(Deployment).where(Deployment.service == cmd.service)
+            if cmd.env:
+                stmt = stmt.where(Deployment.env == cmd.env)
+            stmt = stmt.order_by(col(Deployment.id).desc()).limit(limit)
+            return list((await session.exec(stmt)).all())

@@ -1,0 +1,157 @@
+"""One function per in-flight state: look at the world, move the deployment on.
+
+Each step is idempotent: work it starts is keyed by deployment and step, so a
+step repeated after a crash finds the run it started instead of starting another.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import as_utc, human_duration
+from bot.engine import machine
+from bot.engine.machine import State
+from bot.engine.outbox import note
+from bot.engine.providers import ServiceProviders
+from bot.store.models import Deployment
+from integrations.base import JobSpec, RunState, RunStatus
+
+
+class StepContext:
+    """What a step may use: the session, the service's providers, time, polling pace."""
+
+    def __init__(
+        self, session: AsyncSession, providers: ServiceProviders, now: datetime, poll: float
+    ) -> None:
+        self.session, self.providers, self.now, self.poll = session, providers, now, poll
+
+    def later(self, dep: Deployment) -> None:
+        dep.next_action_at = self.now + timedelta(seconds=self.poll)
+        self.session.add(dep)
+
+
+def job(dep: Deployment, step: str) -> JobSpec:
+    assert dep.version is not None
+    return JobSpec(key=f"deployment-{dep.id}-{step}", service=dep.service, env=dep.env,
+                   version=dep.version)
+
+
+async def last_succeeded_version(session: AsyncSession, service: str, env: str) -> str | None:
+    stmt = (
+        select(Deployment.version)
+        .where(Deployment.service == service, Deployment.env == env,
+               Deployment.state == State.SUCCEEDED)
+        .order_by(col(Deployment.finished_at).desc())
+        .limit(1)
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def step_requested(ctx: StepContext, dep: Deployment) -> None:
+    ci = ctx.providers.ci
+    if dep.version is None:
+        dep.version = await ci.latest_version(dep.service) if ci else None
+        if dep.version is None:
+            machine.transition(
+                ctx.session, dep, State.FAILED, actor="shipbot", now=ctx.now,
+                detail=f"No version given and CI knows no build of {dep.service}. "
+                f"Name one: `/deploy {dep.service} {dep.env} v1.2.3`.",
+            )
+            return
+        note(ctx.session, dep, f":label: No version given: the latest build is `{dep.version}`.",
+             now=ctx.now)
+    dep.previous_version = await last_succeeded_version(ctx.session, dep.service, dep.env)
+    machine.transition(ctx.session, dep, State.QUEUED, actor="shipbot", now=ctx.now)
+    dep.next_action_at = ctx.now
+
+
+async def step_queued(ctx: StepContext, dep: Deployment) -> None:
+    ci = ctx.providers.ci
+    if ci is None:
+        await start_deploy(ctx, dep)
+        return
+    dep.ci_run_id = await ci.start(job(dep, "build"))
+    machine.transition(ctx.session, dep, State.BUILDING, actor="shipbot", now=ctx.now,
+                       detail=f"build {dep.ci_run_id}")
+    dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.ci_timeout)
+    note(ctx.session, dep, f":hammer_and_wrench: Build started for `{dep.version}`.",
+         now=ctx.now)
+    ctx.later(dep)
+
+
+async def step_building(ctx: StepContext, dep: Deployment) -> None:
+    assert ctx.providers.ci is not None and dep.ci_run_id is not None
+    status = await ctx.providers.ci.poll(dep.ci_run_id)
+    if status.url and status.url != dep.ci_url:
+        dep.ci_url = status.url
+    if status.state is RunState.RUNNING:
+        await _still_running(ctx, dep, status, "build")
+        return
+    if status.state is RunState.FAILED:
+        await _fail(ctx, dep, f"Build failed: {status.detail}.", status)
+        return
+    note(ctx.session, dep, f":white_check_mark: Build passed ({status.detail}).", now=ctx.now,
+         detail=status.output_tail or None, link=status.url)
+    await start_deploy(ctx, dep)
+
+
+async def start_deploy(ctx: StepContext, dep: Deployment) -> None:
+    dep.deploy_run_id = await ctx.providers.target.start(job(dep, "deploy"))
+    machine.transition(ctx.session, dep, State.DEPLOYING, actor="shipbot", now=ctx.now,
+                       detail=f"deploy {dep.deploy_run_id}")
+    dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.deploy_timeout)
+    note(ctx.session, dep, f":rocket: Deploying `{dep.version}` to {dep.env}.", now=ctx.now)
+    ctx.later(dep)
+
+
+async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
+    assert dep.deploy_run_id is not None
+    status = await ctx.providers.target.poll(dep.deploy_run_id)
+    if status.state is RunState.RUNNING:
+        await _still_running(ctx, dep, status, "deploy")
+        return
+    if status.state is RunState.FAILED:
+        await _fail(ctx, dep, f"Deploy failed: {status.detail}.", status)
+        return
+    took = human_duration((ctx.now - as_utc(dep.created_at)).total_seconds())
+    machine.transition(ctx.session, dep, State.SUCCEEDED, actor="shipbot", now=ctx.now,
+                       detail=f"{dep.env} runs {dep.version} (took {took}).")
+    note(ctx.session, dep,
+         f":white_check_mark: *{dep.service} {dep.version} is live on {dep.env}* "
+         f"— total {took}.", now=ctx.now, detail=status.output_tail or None)
+
+
+async def _still_running(ctx: StepContext, dep: Deployment, status: RunStatus, what: str) -> None:
+    if dep.step_deadline_at and ctx.now >= as_utc(dep.step_deadline_at):
+        run_id = dep.ci_run_id if what == "build" else dep.deploy_run_id
+        provider = ctx.providers.ci if what == "build" else ctx.providers.target
+        if provider and run_id:
+            await provider.cancel(run_id)
+        await _fail(ctx, dep, f"The {what} did not finish in time and was stopped.", status)
+        return
+    ctx.later(dep)
+
+
+async def _fail(ctx: StepContext, dep: Deployment, reason: str, status: RunStatus) -> None:
+    before = f"`{dep.previous_version}`" if dep.previous_version else "its previous version"
+    if State(dep.state) is State.DEPLOYING:
+        where = (f"The deploy may have changed {dep.env} partly (it ran {before} before): "
+                 "check the output below, then fix forward or roll back.")
+    else:
+        where = f"{dep.env} was not touched and still runs {before}."
+    machine.transition(ctx.session, dep, State.FAILED, actor="shipbot", now=ctx.now,
+                       detail=reason)
+    note(ctx.session, dep,
+         f":x: *{reason}* {where} To retry: `/deploy {dep.service} {dep.env} {dep.version}`.",
+         now=ctx.now, detail=status.output_tail or None, link=status.url)
+
+
+STEPS = {
+    State.REQUESTED: step_requested,
+    State.QUEUED: step_queued,
+    State.BUILDING: step_building,
+    State.DEPLOYING: step_deploying,
+}

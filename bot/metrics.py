@@ -1,0 +1,23 @@
+"""Prometheus metrics on a registry owned by the running bot (no import-time globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.deployments = Gauge(
+            "shipbot_deployments", "Deployments by state", ["state"], registry=self.registry)
+        self.step_seconds = Histogram(
+            "shipbot_step_duration_seconds", "Time spent advancing one step, by state",
+            ["state"], registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.slack_errors = Counter(
+            "shipbot_slack_api_errors_total", "Slack Web API calls that failed",
+            ["method", "error"], registry=self.registry)
+        self.commands = Counter(
+            "shipbot_commands_total", "Slash commands handled, by kind and outcome",
+            ["kind", "outcome"], registry=self.registry)

@@ -1,0 +1,91 @@
+"""Wiring: builds every part from settings and config and runs the background loops.
+
+One factory, no globals: tests build as many bots as they like, each with its
+own database, Slack endpoint and clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from slack_bolt.async_app import AsyncApp
+
+from bot.clock import Clock, system_clock
+from bot.config import ShipbotConfig
+from bot.engine.providers import build_providers
+from bot.engine.runner import Runner
+from bot.engine.service import DeployService
+from bot.metrics import Metrics
+from bot.settings import Settings
+from bot.slack.app import build_slack_app, build_web_client
+from bot.slack.notifier import Notifier
+from bot.store.db import create_engine, create_schema, session_factory
+from commands.handlers import CommandHandlers
+from commands.parser import Catalog
+
+log = logging.getLogger(__name__)
+
+
+class Shipbot:
+    """The running bot: store, engine, notifier, Slack app and scheduler."""
+
+    def __init__(self, settings: Settings, config: ShipbotConfig, clock: Clock = system_clock):
+        self.settings, self.config, self.clock = settings, config, clock
+        self.metrics = Metrics()
+        self.db = create_engine(settings.DATABASE_URL)
+        self.sessions = session_factory(self.db)
+        token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
+        self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL)
+        self.providers = build_providers(config, settings.SHIPBOT_STATE_DIR)
+        self.notifier = Notifier(self.sessions, self.client, clock, self.metrics)
+        self.runner = Runner(
+            self.sessions, self.providers, clock, self.metrics,
+            owner=f"shipbot-{uuid.uuid4().hex[:12]}",
+            poll_seconds=config.poll_interval_seconds, on_change=self.notifier.kick,
+        )
+        self.service = DeployService(
+            self.sessions, {n: s.channel for n, s in config.services.items()},
+            self.providers, clock, on_change=self.wake,
+        )
+        catalog = Catalog({n: config.environments_of(n) for n in config.services})
+        self.handlers = CommandHandlers(self.service, catalog, clock)
+        secret = settings.SLACK_SIGNING_SECRET
+        self.slack: AsyncApp = build_slack_app(
+            self.client, secret.get_secret_value() if secret else None, self.handlers)
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        """Create the schema, then resume whatever the database says is in flight."""
+        await create_schema(self.db)
+        self.scheduler.add_job(self.runner.tick, "interval", id="tick", max_instances=1,
+                               coalesce=True, seconds=self.settings.SHIPBOT_TICK_SECONDS)
+        self.scheduler.start()
+        self._spawn(self.notifier.run_forever())
+        self.wake()
+
+    def wake(self) -> None:
+        """New work was recorded: advance it now instead of at the next tick."""
+        self._spawn(self.runner.tick())
+        self.notifier.kick()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        await self.db.dispose()

@@ -1,0 +1,85 @@
+"""The Bolt app: verify, acknowledge in milliseconds, hand over to the handlers.
+
+No business logic here. A slash command's reply is the ack body itself (ephemeral),
+and its work is a database row the engine picks up, so nothing depends on this
+process living on after the ack.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.blocks import CANCEL_ACTION
+from commands.handlers import CommandHandlers, Invocation
+
+log = logging.getLogger(__name__)
+SLASH_COMMANDS = ("/deploy",)
+
+
+def build_web_client(token: str, base_url: str) -> AsyncWebClient:
+    """Slack client with retries on 429 (honouring Retry-After), 5xx and dropped connections."""
+    return AsyncWebClient(
+        token=token,
+        base_url=base_url,
+        timeout=10,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def build_slack_app(
+    client: AsyncWebClient, signing_secret: str | None, handlers: CommandHandlers
+) -> AsyncApp:
+    app = AsyncApp(
+        client=client,
+        signing_secret=signing_secret or "socket-mode-payloads-are-not-signed",
+        request_verification_enabled=signing_secret is not None,
+        logger=log,
+    )
+
+    @app.command("/deploy")
+    async def deploy_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+        who = Invocation(user=command["user_id"], request_key=_command_key(command))
+        reply = await handlers.on_text(command.get("text", ""), who)
+        await ack(text=reply.text, response_type="in_channel" if reply.public else "ephemeral")
+
+    @app.action(CANCEL_ACTION)
+    async def cancel_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        action = body["actions"][0]
+        user = body["user"]["id"]
+        reply = await handlers.on_cancel_click(str(action.get("value", "")), user)
+        await _tell(client, body, user, reply.text)
+
+    return app
+
+
+def _command_key(command: dict[str, Any]) -> str:
+    """Slack sends the same trigger_id when it retries a command: our dedupe key."""
+    trigger = command.get("trigger_id")
+    return f"slash:{trigger}" if trigger else f"slash:no-trigger:{uuid.uuid4()}"
+
+
+async def _tell(client: AsyncWebClient, body: dict[str, Any], user: str, text: str) -> None:
+    """Answer a click privately in the channel it came from."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id")
+    if not channel:
+        return
+    try:
+        await client.chat_postEphemeral(channel=channel, user=user, text=text)
+    except Exception:
+        log.warning("could not answer user %s in %s", user, channel, exc_info=True)

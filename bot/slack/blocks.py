@@ -1,0 +1,197 @@
+"""Block Kit rendering: pure functions from our data to Slack JSON.
+
+Every builder keeps within Slack's limits (section text 3,000, header 150, button
+text 75) so a long reason or a noisy build log can never make a post fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from bot.clock import as_utc, human_duration
+from bot.engine.machine import CANCELLABLE, IN_FLIGHT, STATE_TEXT, State
+from bot.store.models import Deployment
+
+Blocks = list[dict[str, Any]]
+
+
+class SlotLike(Protocol):
+    service: str
+    env: str
+    current: Deployment | None
+    in_progress: Deployment | None
+
+
+SECTION_LIMIT = 3000
+HEADER_LIMIT = 150
+CANCEL_ACTION = "deploy_cancel"
+
+STATE_EMOJI: dict[State, str] = {
+    State.REQUESTED: ":inbox_tray:",
+    State.AWAITING_APPROVAL: ":raised_hand:",
+    State.QUEUED: ":hourglass_flowing_sand:",
+    State.BUILDING: ":hammer_and_wrench:",
+    State.DEPLOYING: ":rocket:",
+    State.VERIFYING: ":mag:",
+    State.PROMOTING: ":arrow_double_up:",
+    State.PAUSED: ":double_vertical_bar:",
+    State.SUCCEEDED: ":white_check_mark:",
+    State.REJECTED: ":no_entry:",
+    State.EXPIRED: ":alarm_clock:",
+    State.CANCELLED: ":heavy_multiplication_x:",
+    State.FAILED: ":x:",
+    State.ROLLING_BACK: ":rewind:",
+    State.ROLLED_BACK: ":leftwards_arrow_with_hook:",
+    State.ROLLBACK_FAILED: ":rotating_light:",
+}
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn control characters, so user text cannot ping or fake links."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clip(text, SECTION_LIMIT)}}
+
+
+def context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": clip(text, 3000)}]}
+
+
+def code_block(text: str, limit: int = 2500) -> dict[str, Any]:
+    body = text.replace("```", "'''")
+    if len(body) > limit:
+        body = "…" + body[-limit:]
+    return section(f"```{body or '(no output)'}```")
+
+
+def button(label: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    b: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": clip(label, 75)},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        b["style"] = style
+    return b
+
+
+def state_label(state: str) -> str:
+    return f"{STATE_EMOJI[State(state)]} {STATE_TEXT[State(state)]}"
+
+
+def version_text(dep: Deployment) -> str:
+    version = f"`{dep.version}`" if dep.version else "_latest build (resolving)_"
+    if dep.previous_version and dep.previous_version != dep.version:
+        version += f" (was `{dep.previous_version}`)"
+    return version
+
+
+def elapsed(dep: Deployment, now: datetime) -> str:
+    end = as_utc(dep.finished_at) if dep.finished_at else now
+    took = human_duration((end - as_utc(dep.created_at)).total_seconds())
+    return f"took {took}" if dep.finished_at else f"{took} so far"
+
+
+def next_step(dep: Deployment) -> str:
+    """The card's 'what happens next / what you can do' line."""
+    state, target = State(dep.state), f"{dep.service} {dep.env}"
+    again = f"`/deploy {dep.service} {dep.env} {dep.version or '<version>'}`"
+    running = f"`{dep.previous_version}`" if dep.previous_version else "its previous version"
+    return {
+        State.REQUESTED: "Next: checks, then the build. You can cancel until the deploy starts.",
+        State.QUEUED: "Next: the build starts. You can cancel until the deploy starts.",
+        State.BUILDING: f"Next: deploy to {dep.env} when the build passes. You can still cancel.",
+        State.DEPLOYING: f"Next: {target} reports the result. Progress is in the thread.",
+        State.SUCCEEDED: f"{target} now runs `{dep.version}`.",
+        State.FAILED: f"Nothing more will run; {dep.env} still runs {running}. "
+        f"See the thread, fix, then run {again} again.",
+        State.CANCELLED: f"Nothing was changed on {dep.env}. Run {again} to try again.",
+    }.get(state, "Progress is in the thread.")
+
+
+def status_card(dep: Deployment, now: datetime) -> tuple[str, Blocks]:
+    """The root message of a deployment, re-rendered on every state change."""
+    label = state_label(dep.state)
+    title = f"{dep.service} → {dep.env}"
+    fields = [
+        f"*Version*\n{version_text(dep)}",
+        f"*State*\n{label}",
+        f"*Requested by*\n<@{dep.requester}>",
+        f"*Time*\n{elapsed(dep, now)}",
+    ]
+    blocks: Blocks = [
+        {"type": "header", "text": {"type": "plain_text", "text": clip(title, HEADER_LIMIT)}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+    ]
+    if dep.reason:
+        blocks.append(section(f"*Reason*\n{escape(dep.reason)}"))
+    if dep.detail and State(dep.state) not in IN_FLIGHT:
+        blocks.append(section(f"*Outcome*\n{escape(dep.detail)}"))
+    blocks.append(context(f"{next_step(dep)}  ·  Deployment #{dep.id}"))
+    if State(dep.state) in CANCELLABLE:
+        blocks.append({
+            "type": "actions",
+            "block_id": f"deployment:{dep.id}",
+            "elements": [button("Cancel", CANCEL_ACTION, str(dep.id), style="danger")],
+        })
+    text = f"{title} {dep.version or ''}: {label}".replace("  ", " ")
+    return text, blocks
+
+
+def thread_note(text: str, detail: str | None = None, link: str | None = None) -> Blocks:
+    """One step in the deployment thread: a sentence, optional output, optional link."""
+    blocks: Blocks = [section(text)]
+    if link:
+        blocks.append(context(f"<{link}|Open the run>"))
+    if detail:
+        blocks.append(code_block(detail))
+    return blocks
+
+
+def when(dt: datetime | None, now: datetime) -> str:
+    if dt is None:
+        return "-"
+    ago = human_duration((now - as_utc(dt)).total_seconds())
+    return f"{as_utc(dt):%Y-%m-%d %H:%M} UTC ({ago} ago)"
+
+
+def status_text(slots: Sequence[SlotLike], now: datetime) -> str:
+    """`/deploy status`: one line per service and environment."""
+    lines = ["*What runs where*"]
+    for slot in slots:
+        cur = slot.current
+        line = f"• *{slot.service}* {slot.env}: "
+        if cur is None:
+            line += "nothing deployed by Shipbot yet"
+        else:
+            line += f"`{cur.version}` since {when(cur.finished_at, now)} by <@{cur.requester}>"
+        run = slot.in_progress
+        if run is not None:
+            line += (f"\n    ↳ {state_label(run.state)}: `{run.version or 'latest'}` by "
+                     f"<@{run.requester}>, #{run.id}, {elapsed(run, now)}")
+        lines.append(line)
+    return clip("\n".join(lines), 3000)
+
+
+def history_text(service: str, env: str | None, deps: Sequence[Deployment], now: datetime) -> str:
+    """`/deploy history`: the last deployments with outcome and duration."""
+    scope = f"{service} {env}" if env else service
+    if not deps:
+        return f"No deployments of {scope} yet. Start one with `/deploy {service} <env>`."
+    lines = [f"*Last {len(deps)} deployments of {scope}*"]
+    for d in deps:
+        lines.append(
+            f"• #{d.id} {as_utc(d.created_at):%Y-%m-%d %H:%M} UTC  {d.env}  "
+            f"`{d.version or 'latest'}`  {state_label(d.state)}  {elapsed(d, now)}  "
+            f"by <@{d.requester}>"
+        )
+    return clip("\n".join(lines), 3000)

@@ -1,0 +1,151 @@
+"""Delivers the outbox to Slack: one status card per deployment, kept current with
+``chat.update``, and the thread replies under it, in order.
+
+Slack failures never touch deployment state: a failed call is logged, counted and
+retried later with backoff; the deployment carries on meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import timedelta
+from itertools import groupby
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import update
+from sqlmodel import col, or_, select
+
+from bot.clock import Clock
+from bot.metrics import Metrics
+from bot.slack.blocks import status_card
+from bot.store.db import Sessions
+from bot.store.models import Deployment, Outbox
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 8
+IDLE_SECONDS = 1.0
+PARALLEL_DEPLOYMENTS = 8
+
+
+class Notifier:
+    def __init__(
+        self, sessions: Sessions, client: AsyncWebClient, clock: Clock, metrics: Metrics
+    ) -> None:
+        self.sessions, self.client, self.clock, self.metrics = sessions, client, clock, metrics
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(PARALLEL_DEPLOYMENTS)
+
+    def kick(self) -> None:
+        """Something was queued: deliver now rather than at the next idle check."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            try:
+                await self.deliver_pending()
+            except Exception:
+                log.exception("outbox delivery failed; retrying")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+            self._wake.clear()
+
+    async def deliver_pending(self) -> int:
+        now = self.clock()
+        async with self.sessions() as session:
+            rows = (await session.exec(
+                select(Outbox)
+                .where(col(Outbox.delivered_at).is_(None),
+                       or_(col(Outbox.next_attempt_at).is_(None), col(Outbox.next_attempt_at) <= now))
+                .order_by(col(Outbox.deployment_id), col(Outbox.id))
+                .limit(500)
+            )).all()
+        groups = [list(g) for _, g in groupby(rows, key=lambda r: r.deployment_id)]
+        await asyncio.gather(*(self._deliver_group(g) for g in groups))
+        return len(rows)
+
+    async def _deliver_group(self, rows: list[Outbox]) -> None:
+        """Thread replies in order; all pending card refreshes collapse into one update."""
+        async with self._slots:
+            dep_id = rows[0].deployment_id
+            cards = [r for r in rows if r.kind == "card"]
+            for row in rows:
+                if row.kind != "thread":
+                    continue
+                if not await self._attempt([row], self._post_thread(dep_id, row)):
+                    return  # keep order: later replies wait for this one
+            if cards:
+                await self._attempt(cards, self._refresh_card(dep_id))
+
+    async def _attempt(self, rows: list[Outbox], call: object) -> bool:
+        try:
+            await call  # type: ignore[misc]
+        except (SlackApiError, SlackClientError, OSError, TimeoutError) as exc:
+            await self._failed(rows, exc)
+            return False
+        await self._mark(rows, delivered=True)
+        return True
+
+    async def _card_ref(self, dep_id: int) -> tuple[Deployment, str, str]:
+        """The deployment and its root message, posting the card first if needed."""
+        async with self.sessions() as session:
+            dep = await session.get(Deployment, dep_id)
+        assert dep is not None
+        if dep.card_ts and dep.card_channel:
+            return dep, dep.card_channel, dep.card_ts
+        text, blocks = status_card(dep, self.clock())
+        resp = await self.client.chat_postMessage(
+            channel=dep.channel, text=text, blocks=blocks, unfurl_links=False)
+        channel, ts = str(resp["channel"]), str(resp["ts"])
+        async with self.sessions() as session:
+            await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
+                               .values(card_channel=channel, card_ts=ts))
+            await session.commit()
+        dep.card_channel, dep.card_ts = channel, ts
+        return dep, channel, ts
+
+    async def _post_thread(self, dep_id: int, row: Outbox) -> None:
+        _, channel, ts = await self._card_ref(dep_id)
+        await self.client.chat_postMessage(
+            channel=channel, thread_ts=ts, text=row.text, blocks=json.loads(row.blocks),
+            unfurl_links=False)
+
+    async def _refresh_card(self, dep_id: int) -> None:
+        dep, channel, ts = await self._card_ref(dep_id)
+        async with self.sessions() as session:
+            fresh = await session.get(Deployment, dep_id)
+        assert fresh is not None
+        text, blocks = status_card(fresh, self.clock())
+        await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+
+    async def _failed(self, rows: list[Outbox], exc: Exception) -> None:
+        error = exc.response.get("error", "unknown") if isinstance(exc, SlackApiError) else (
+            type(exc).__name__)
+        method = "chat.update" if rows[0].kind == "card" else "chat.postMessage"
+        self.metrics.slack_errors.labels(method, str(error)).inc()
+        log.warning("Slack %s for deployment %s failed (%s); will retry",
+                    method, rows[0].deployment_id, error)
+        await self._mark(rows, delivered=False, error=str(error))
+
+    async def _mark(self, rows: list[Outbox], *, delivered: bool, error: str = "") -> None:
+        now = self.clock()
+        async with self.sessions() as session:
+            for row in rows:
+                fresh = await session.get(Outbox, row.id)
+                if fresh is None:
+                    continue
+                if delivered:
+                    fresh.delivered_at, fresh.last_error = now, None
+                else:
+                    fresh.attempts += 1
+                    fresh.last_error = error[:500]
+                    if fresh.attempts >= MAX_ATTEMPTS:
+                        log.error("giving up on outbox row %s: %s", fresh.id, error)
+                        fresh.delivered_at = now  # dead letter: kept with its last_error
+                    else:
+                        fresh.next_attempt_at = now + timedelta(seconds=2 ** fresh.attempts)
+                session.add(fresh)
+            await session.commit()

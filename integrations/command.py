@@ -1,0 +1,313 @@
+"""The ``command`` provider: runs a local program as a CI build or as a deploy step.
+
+Every run gets a directory ``state_dir/<run_id>`` whose name is derived from the
+engine's idempotency key; creating it is the claim that the run was started, so a
+repeated ``start`` (e.g. after a bot restart) finds it instead of running the step a
+second time. The program is supervised by ``integrations.command_wrapper``, a detached
+process that records pid, output and result in that directory, so that any bot
+process, including one started after a crash, can poll or cancel the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
+from integrations.command_wrapper import is_alive, now_iso, read_pid
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+_RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# The directory holding the ``integrations`` package: ``-m`` finds the wrapper from
+# there whether or not the package is installed, whatever the bot's cwd is.
+_IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
+_MAX_TAIL_CHARS = 2500
+RUNNER_LOST = "the runner stopped without reporting a result (was the machine restarted?)"
+
+
+def _check_placeholders(argv: list[str], allowed: tuple[str, ...]) -> None:
+    """Reject ``{verison}``-style typos at config load instead of deploying them literally.
+
+    Only ``{identifier}`` counts as a placeholder; other braces (JSON etc.) are literal.
+    """
+    for arg in argv:
+        for name in _PLACEHOLDER.findall(arg):
+            if name not in allowed:
+                names = ", ".join(f"{{{n}}}" for n in allowed)
+                raise ValueError(f"unknown placeholder {{{name}}} (allowed: {names})")
+
+
+def render(arg: str, values: dict[str, str]) -> str:
+    """Fill placeholders in one pass: inserted values are never re-scanned or re-parsed."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), arg)
+
+
+def run_id_for(key: str) -> str:
+    """A safe directory name for ``key``; the hash keeps distinct keys distinct."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", key).lstrip(".-")[:80]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{readable}-{digest}" if readable else digest
+
+
+class CommandConfig(BaseModel):
+    # Errors never echo the input: env values can be secrets.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    provider: Literal["command"] = "command"
+    argv: list[str] = Field(min_length=1, description="templated with {service} {env} {version}")
+    timeout_seconds: float = Field(600.0, gt=0)
+    # Checked on the keys alone, so that no error message can carry a value (a secret).
+    env: dict[EnvName, str] = Field(default_factory=dict, description="extra environment")
+    workdir: str | None = None
+    latest_version_argv: list[str] | None = Field(
+        None, min_length=1, description="CI only: prints the newest built version; {service}"
+    )
+    output_lines: int = Field(20, ge=0, le=1000)
+
+    @field_validator("argv")
+    @classmethod
+    def _argv_template(cls, argv: list[str]) -> list[str]:
+        if not argv[0]:
+            raise ValueError("the program (first item) must not be empty")
+        _check_placeholders(argv, ("service", "env", "version"))
+        return argv
+
+    @field_validator("latest_version_argv")
+    @classmethod
+    def _latest_template(cls, argv: list[str] | None) -> list[str] | None:
+        if argv is not None:
+            _check_placeholders(argv, ("service",))
+        return argv
+
+
+class CommandProvider:
+    """Implements both ``CIProvider`` and ``DeployTarget`` on top of a local program."""
+
+    LAUNCH_GRACE_SECONDS = 30.0  # a run dir without a runner pid may still be launching
+    WEDGE_GRACE_SECONDS = 30.0  # after the timeout, how long the runner gets to report
+    LATEST_VERSION_TIMEOUT_SECONDS = 30.0
+
+    def __init__(self, config: CommandConfig, state_dir: Path, *, python: str = sys.executable):
+        self._config = config
+        self._state_dir = Path(state_dir).absolute()
+        self._python = python
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, **self._config.env}
+
+    def run_dir(self, run_id: str) -> Path:
+        """The run's directory; IntegrationError for ids we never handed out."""
+        path = self._state_dir / run_id
+        if not _RUN_ID.fullmatch(run_id) or not path.is_dir():
+            raise IntegrationError(f"unknown command run: {run_id!r}")
+        return path
+
+    async def start(self, job: JobSpec) -> str:
+        run_id = run_id_for(job.key)
+        rundir = self._state_dir / run_id
+        values = {"service": job.service, "env": job.env, "version": job.version}
+        spec = {
+            "argv": [render(arg, values) for arg in self._config.argv],
+            "env_names": sorted(self._config.env),  # never the values: they can be secrets
+            "timeout_seconds": self._config.timeout_seconds,
+            "workdir": self._config.workdir or os.getcwd(),
+            "started_at": now_iso(),
+        }
+        try:
+            await asyncio.to_thread(self._claim, rundir, spec)
+        except FileExistsError:
+            return run_id  # started before, maybe by a previous bot process
+        try:
+            launcher = await asyncio.create_subprocess_exec(
+                self._python, "-m", "integrations.command_wrapper", str(rundir),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+                env=self._env(), cwd=_IMPORT_ROOT,
+            )
+            # Returns as soon as the launcher has forked off the supervisor: milliseconds.
+            code = await launcher.wait()
+        except OSError as exc:
+            code, why = None, exc.strerror
+        else:
+            why = f"exit code {code}"
+        if code != 0:
+            error = f"could not launch the command runner ({why})"
+            await asyncio.to_thread(_publish_result, rundir, {"error": error})
+        return run_id
+
+    def _claim(self, rundir: Path, spec: dict[str, Any]) -> None:
+        """mkdir is atomic: exactly one caller gets to start the run for a key."""
+        self._state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        rundir.mkdir(mode=0o700)  # raises FileExistsError if already started
+        tmp = rundir / ".spec.json.tmp"
+        tmp.write_text(json.dumps(spec, indent=2))
+        os.replace(tmp, rundir / "spec.json")
+
+    async def poll(self, run_id: str) -> RunStatus:
+        rundir = self.run_dir(run_id)
+        return await asyncio.to_thread(self._poll_sync, rundir)
+
+    def _poll_sync(self, rundir: Path) -> RunStatus:
+        spec = _read_json(rundir / "spec.json") or {}
+        result = _read_json(rundir / "result.json") or self._check_runner(rundir, spec)
+        tail = _output_tail(rundir / "output.log", self._config.output_lines)
+        if result is None:
+            return RunStatus(state=RunState.RUNNING, output_tail=tail, detail="is running")
+        code, error = result.get("exit_code"), result.get("error")
+        state = RunState.FAILED
+        if error:
+            detail = "was cancelled" if error == "cancelled" else str(error)
+        elif result.get("timed_out"):
+            timeout = spec.get("timeout_seconds", self._config.timeout_seconds)
+            detail = f"timed out after {timeout:g} s and was stopped"
+        elif code is None:
+            detail = "finished without an exit code"
+        elif code < 0:
+            detail = f"was killed by signal {-code}"
+            with contextlib.suppress(ValueError):
+                detail = f"was killed by {signal.Signals(-code).name}"
+        else:
+            detail = f"exited with code {code}"
+            state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
+        return RunStatus(state=state, exit_code=code, output_tail=tail, detail=detail)
+
+    def _check_runner(self, rundir: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """No result yet: None while the runner is healthy, else the result to record."""
+        started = _parse_time(spec.get("started_at")) or rundir.stat().st_mtime
+        runner = read_pid(rundir / "pid")
+        overdue = started + float(spec.get("timeout_seconds", self._config.timeout_seconds))
+        if runner is not None and is_alive(runner):
+            if time.time() < overdue + self.WEDGE_GRACE_SECONDS:
+                return None
+            # The runner should have stopped the program long ago: it is wedged.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(runner[0], signal.SIGKILL)
+            _kill_program(rundir, signal.SIGKILL)
+            return _publish_result(rundir, {"timed_out": True})
+        if runner is None and time.time() < started + self.LAUNCH_GRACE_SECONDS:
+            return None  # still being launched (start() is between mkdir and fork)
+        # The runner is gone: it may have written its result just before exiting.
+        result = _read_json(rundir / "result.json")
+        if result is not None:
+            return result
+        _kill_program(rundir, signal.SIGKILL)  # nobody supervises it any more
+        return _publish_result(rundir, {"error": RUNNER_LOST})
+
+    async def cancel(self, run_id: str) -> None:
+        rundir = self.run_dir(run_id)
+        await asyncio.to_thread(self._cancel_sync, rundir)
+
+    def _cancel_sync(self, rundir: Path) -> None:
+        """Mark the run cancelled and stop the program; the runner records the result."""
+        if (rundir / "result.json").exists():
+            return
+        (rundir / "cancel").touch()  # the runner also checks this, e.g. before spawning
+        _kill_program(rundir, signal.SIGTERM)
+        if not is_alive(read_pid(rundir / "pid")):  # nobody left to record the outcome
+            _kill_program(rundir, signal.SIGKILL)
+            _publish_result(rundir, {"error": "cancelled"})
+
+    async def latest_version(self, service: str) -> str | None:
+        if self._config.latest_version_argv is None:
+            return None
+        argv = [render(arg, {"service": service}) for arg in self._config.latest_version_argv]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=self._env(), cwd=self._config.workdir,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            missing = exc.filename if exc.filename == self._config.workdir else argv[0]
+            raise IntegrationError(f"latest-version command: {missing} not found") from exc
+        except OSError as exc:
+            raise IntegrationError(f"latest-version command: {argv[0]}: {exc.strerror}") from exc
+        timeout = self.LATEST_VERSION_TIMEOUT_SECONDS
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            msg = f"latest-version command timed out after {timeout:g} s"
+            raise IntegrationError(msg) from None
+        if proc.returncode != 0:
+            last = _last_line(err.decode(errors="replace"))[:200]
+            raise IntegrationError(
+                f"latest-version command exited with code {proc.returncode}"
+                + (f": {last}" if last else "")
+            )
+        return _last_line(out.decode(errors="replace")) or None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _parse_time(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _publish_result(rundir: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """Record a result the runner could not, without overwriting one it did write."""
+    result = {"exit_code": None, "timed_out": False, "error": None, **fields,
+              "finished_at": now_iso()}
+    tmp = rundir / f".result.json.{secrets.token_hex(8)}.tmp"  # concurrent polls
+    tmp.write_text(json.dumps(result, indent=2))
+    try:
+        os.link(tmp, rundir / "result.json")  # atomic create-if-absent
+    except FileExistsError:
+        result = _read_json(rundir / "result.json") or result
+    finally:
+        tmp.unlink()
+    return result
+
+
+def _kill_program(rundir: Path, signum: int) -> None:
+    """Signal the program's process group, if it is still the process we started."""
+    child = read_pid(rundir / "child.pid")
+    if child is not None and is_alive(child):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child[0], signum)
+
+
+def _output_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines (at most ~2500 chars) of the output, for the Slack thread."""
+    if lines <= 0:
+        return ""
+    try:
+        with path.open("rb") as fh:
+            start = max(0, fh.seek(0, os.SEEK_END) - 64 * 1024)
+            fh.seek(start)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return ""
+    all_lines = text.splitlines()[1 if start else 0 :]  # the first one may be cut
+    tail = "\n".join(all_lines[-lines:])
+    return tail if len(tail) <= _MAX_TAIL_CHARS else "…" + tail[-_MAX_TAIL_CHARS + 1 :]

@@ -1,0 +1,82 @@
+"""Fixtures that run a whole Shipbot on loopback (errbot's testbot, bolt's scenario tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import ShipbotConfig, parse_config
+from bot.devtools.local import LocalBot
+
+STEP = str(Path(__file__).parent / "scripts" / "step.py")
+
+
+def step(log: Path, **env: Any) -> dict[str, Any]:
+    """A command-provider config running tests/scripts/step.py."""
+    timeout = env.pop("timeout", 30)
+    return {
+        "provider": "command",
+        "argv": [sys.executable, STEP, "{service}", "{env}", "{version}"],
+        "timeout_seconds": timeout,
+        "env": {"STEP_LOG": str(log), **{k: str(v) for k, v in env.items()}},
+    }
+
+
+def make_config(tmp_path: Path, ci: dict[str, Any] | None = None,
+                deploy: dict[str, Any] | None = None, **extra: Any) -> ShipbotConfig:
+    ci = ci if ci is not None else step(tmp_path / "ci.log")
+    deploy = deploy or step(tmp_path / "deploy.log")
+    service = {"channel": "#deploys-api", "ci": ci, "deploy": deploy}
+    data = {
+        "poll_interval_seconds": 0.1,
+        "environments": {"dev": {}, "staging": {}, "production": {}},
+        "services": {
+            "api": service,
+            "web": {"channel": "#deploys-web", "deploy": step(tmp_path / "web.log")},
+            "worker": {"channel": "#deploys-worker", "deploy": step(tmp_path / "worker.log"),
+                       "environments": ["staging", "production"]},
+        },
+        **extra,
+    }
+    return parse_config(data)
+
+
+@pytest.fixture
+def config_factory(tmp_path: Path) -> Callable[..., ShipbotConfig]:
+    return lambda **kw: make_config(tmp_path, **kw)
+
+
+@pytest.fixture
+async def make_bot(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[LocalBot]]]:
+    bots: list[LocalBot] = []
+
+    async def factory(config: ShipbotConfig | None = None, **kwargs: Any) -> LocalBot:
+        bot = LocalBot(
+            config or make_config(tmp_path),
+            database_url=kwargs.pop("database_url", f"sqlite:///{tmp_path}/shipbot.db"),
+            state_dir=tmp_path / "state", **kwargs,
+        )
+        await bot.start()
+        bots.append(bot)
+        return bot
+
+    yield factory
+    for bot in bots:
+        await bot.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:
+    """Poll ``check`` until it returns something truthy (background work has no callback)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        await asyncio.sleep(0.05)

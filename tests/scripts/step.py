@@ -1,0 +1,24 @@
+"""A CI/deploy step for tests: logs its argv, prints output, then behaves as told.
+
+Environment: STEP_LOG (file to append a JSON line of argv to), STEP_SLEEP (seconds),
+STEP_EXIT (exit code), STEP_MARK (file created once the step has started).
+"""
+
+import json
+import os
+import sys
+import time
+
+log = os.environ.get("STEP_LOG")
+if log:
+    with open(log, "a") as fh:
+        fh.write(json.dumps(sys.argv[1:]) + "\n")
+mark = os.environ.get("STEP_MARK")
+if mark:
+    open(mark, "w").close()
+for i in range(30):
+    print(f"output line {i} of {sys.argv[1:]}", flush=True)
+time.sleep(float(os.environ.get("STEP_SLEEP", "0")))
+code = int(os.environ.get("STEP_EXIT", "0"))
+print(f"done with code {code}", flush=True)
+sys.exit(code)

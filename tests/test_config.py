@@ -1,0 +1,81 @@
+"""`shipbot.yml` validation and the `shipbot config` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.cli import main
+from bot.config import ConfigError, load_config
+
+ROOT = Path(__file__).parent.parent
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    path = tmp_path / "shipbot.yml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def base() -> dict:
+    return yaml.safe_load((ROOT / "shipbot.yml").read_text())
+
+
+def test_example_config_is_valid_and_ordered() -> None:
+    config = load_config(ROOT / "shipbot.yml")
+    assert config.environment_order == ["dev", "staging", "production"]
+    assert set(config.services) == {"api", "web", "worker"}
+    assert config.environments_of("worker") == ["staging", "production"]
+
+
+def test_check_reports_every_problem_with_location_and_suggestion(tmp_path: Path, capsys) -> None:
+    data = base()
+    data["services"]["api"]["deploy"]["provider"] = "comand"
+    data["services"]["web"]["channel"] = "deploys web"
+    data["services"]["worker"]["timeout"] = 3
+    path = write(tmp_path, data)
+
+    assert main(["config", "check", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert ("services.api.deploy.provider: unknown provider 'comand' (did you mean 'command'?)"
+            in out)
+    assert "services.web.channel: must be a channel ID like C0123ABCD" in out
+    assert "services.worker.timeout: unknown setting" in out
+
+
+def test_check_names_unknown_environment_of_a_service(tmp_path: Path) -> None:
+    data = base()
+    data["services"]["worker"]["environments"] = ["stagin"]
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    assert "unknown environment 'stagin' (did you mean 'staging'?)" in str(err.value)
+
+
+def test_check_rejects_bad_placeholders_and_reserved_names(tmp_path: Path) -> None:
+    data = base()
+    data["services"]["api"]["deploy"]["argv"] = ["deploy.sh", "{verison}"]
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    assert "services.api.deploy.argv: unknown placeholder {verison}" in str(err.value)
+    data = base()
+    data["services"]["status"] = data["services"].pop("web")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, data))
+    assert "'status' is a /deploy subcommand" in str(err.value)
+
+
+def test_check_reports_yaml_syntax_errors_with_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, "services:\n  api: [unclosed\n"))
+    assert "shipbot.yml:3:1: not valid YAML" in str(err.value)
+
+
+def test_check_ok_and_schema(capsys) -> None:
+    assert main(["config", "check", str(ROOT / "shipbot.yml")]) == 0
+    assert "OK — 3 services, environments dev → staging → production" in capsys.readouterr().out
+    assert main(["config", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert "services" in schema["properties"]

@@ -1,0 +1,470 @@
+"""FakeSlack driven by the real slack_sdk client, so the fake stays honest about the wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry import builtin_async_handlers
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.devtools.fake_slack import FakeSlack
+
+TS_RE = re.compile(r"^\d{10}\.\d{6}$")
+
+
+class FakeClock:
+    """Manually advanced monotonic clock so rate-limit tests never depend on wall time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def button(text: str = "Go", **extra: Any) -> dict[str, Any]:
+    return {"type": "button", "text": {"type": "plain_text", "text": text}, **extra}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack(rate_limits=False) as server:
+        yield server
+
+
+@pytest.fixture
+def client(fake: FakeSlack) -> AsyncWebClient:
+    return AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+
+
+async def expect_error(call: Any, error: str, status: int = 200) -> SlackApiError:
+    with pytest.raises(SlackApiError) as info:
+        await call
+    assert info.value.response.status_code == status
+    assert info.value.response["error"] == error
+    return info.value
+
+
+# -- lifecycle and basics --------------------------------------------------------------
+
+
+async def test_base_url_and_auth_test(fake: FakeSlack, client: AsyncWebClient) -> None:
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/api/", fake.base_url)
+    resp = await client.auth_test()
+    assert (resp["user_id"], resp["bot_id"], resp["team_id"]) == ("UBOT", "BBOT", "T0001")
+    assert resp["team"] == "Shipbot test"
+    assert (await client.conversations_join(channel="C1"))["channel"]["id"] == "C1"
+
+
+async def test_base_url_requires_start() -> None:
+    with pytest.raises(RuntimeError):
+        _ = FakeSlack().base_url
+
+
+async def test_bad_or_missing_token() -> None:
+    async with FakeSlack(tokens={"xoxb-good"}) as fake:
+        good = AsyncWebClient(token="xoxb-good", base_url=fake.base_url)
+        assert (await good.auth_test())["ok"]
+        await expect_error(
+            AsyncWebClient(token="xoxb-bad", base_url=fake.base_url).auth_test(), "invalid_auth"
+        )
+        await expect_error(AsyncWebClient(base_url=fake.base_url).auth_test(), "not_authed")
+        assert [c.failed for c in fake.calls_to("auth.test")] == [False, True, True]
+
+
+async def test_default_tokens_accept_only_bot_tokens(fake: FakeSlack) -> None:
+    user_client = AsyncWebClient(token="xoxp-user", base_url=fake.base_url)
+    await expect_error(user_client.auth_test(), "invalid_auth")
+
+
+async def test_unknown_method(client: AsyncWebClient) -> None:
+    await expect_error(client.api_call("nope.nothing"), "unknown_method")
+
+
+async def test_invalid_json_body(fake: FakeSlack) -> None:
+    headers = {"Authorization": "Bearer xoxb-x", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        url = fake.base_url + "chat.postMessage"
+        async with session.post(url, data=b"{nope", headers=headers) as resp:
+            assert (await resp.json())["error"] == "invalid_json"
+
+
+# -- messages ------------------------------------------------------------------------------
+
+
+async def test_post_message_records_json_call_and_stores(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    blocks = [section("*Deploy* api v1.2")]
+    resp = await client.chat_postMessage(channel="C1", text="Deploy api", blocks=blocks)
+    assert resp["channel"] == "C1"
+    assert TS_RE.match(resp["ts"])
+    assert resp["message"]["blocks"] == blocks
+    (call,) = fake.calls_to("chat.postMessage")
+    assert call.params == {"channel": "C1", "text": "Deploy api", "blocks": blocks}
+    assert call.headers["Authorization"] == "Bearer xoxb-test"
+    assert call.headers["Content-Type"].startswith("application/json")  # slack_sdk sends JSON
+    assert not call.failed
+    (stored,) = fake.messages("C1")
+    assert (stored["ts"], stored["text"], stored["replies"]) == (resp["ts"], "Deploy api", [])
+
+
+async def test_timestamps_are_unique_and_increasing(client: AsyncWebClient) -> None:
+    stamps = [
+        (await client.chat_postMessage(channel=f"C{i % 2}", text="x"))["ts"] for i in range(5)
+    ]
+    assert stamps == sorted(set(stamps), key=float)
+
+
+async def test_form_encoded_post_decodes_blocks(fake: FakeSlack, client: AsyncWebClient) -> None:
+    blocks = [section("from a form")]
+    form = {"channel": "C1", "text": "t", "blocks": json.dumps(blocks)}
+    await client.api_call("chat.postMessage", data=form)
+    (call,) = fake.calls_to("chat.postMessage")
+    assert call.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert call.params["blocks"] == blocks
+    assert fake.messages("C1")[0]["blocks"] == blocks
+
+
+async def test_update_edits_message(fake: FakeSlack, client: AsyncWebClient) -> None:
+    ts = (await client.chat_postMessage(channel="C1", text="deploying"))["ts"]
+    resp = await client.chat_update(channel="C1", ts=ts, text="deployed", blocks=[section("ok")])
+    assert resp["ts"] == ts
+    assert resp["text"] == "deployed"
+    (msg,) = fake.messages("C1")
+    assert msg["text"] == "deployed"
+    assert msg["blocks"] == [section("ok")]
+    assert "edited" in msg
+    await expect_error(
+        client.chat_update(channel="C1", ts="1.000001", text="x"), "message_not_found"
+    )
+
+
+async def test_thread_replies(fake: FakeSlack, client: AsyncWebClient) -> None:
+    root = (await client.chat_postMessage(channel="C1", text="root"))["ts"]
+    r1 = await client.chat_postMessage(channel="C1", text="step 1", thread_ts=root)
+    await client.chat_postMessage(channel="C1", text="step 2", thread_ts=r1["ts"])
+    assert r1["message"]["thread_ts"] == root
+    (msg,) = fake.messages("C1")
+    assert [r["text"] for r in msg["replies"]] == ["step 1", "step 2"]
+    assert msg["reply_count"] == 2
+    assert [m["text"] for m in fake.thread("C1", root)] == ["root", "step 1", "step 2"]
+    assert fake.thread("C1", "9.999999") == []
+
+
+async def test_ephemeral_and_delete(fake: FakeSlack, client: AsyncWebClient) -> None:
+    eph = await client.chat_postEphemeral(channel="C1", user="U1", text="only you")
+    assert TS_RE.match(eph["message_ts"])
+    assert fake.ephemerals[0]["user"] == "U1"
+    assert fake.messages("C1") == []
+    ts = (await client.chat_postMessage(channel="C1", text="bye"))["ts"]
+    await client.chat_postMessage(channel="C1", text="reply", thread_ts=ts)
+    assert (await client.chat_delete(channel="C1", ts=ts))["ts"] == ts
+    assert fake.messages("C1") == []
+    assert fake.calls_to("chat.delete")[0].params == {"channel": "C1", "ts": ts}  # query string
+    await expect_error(client.chat_delete(channel="C1", ts=ts), "message_not_found")
+
+
+# -- Block Kit limits ------------------------------------------------------------------------
+
+
+async def test_too_many_blocks(fake: FakeSlack, client: AsyncWebClient) -> None:
+    err = await expect_error(
+        client.chat_postMessage(channel="C1", text="x", blocks=[section("b")] * 51),
+        "invalid_blocks",
+    )
+    assert err.response["errors"] == ["no more than 50 items allowed [json-pointer:/blocks]"]
+    assert err.response["response_metadata"]["messages"][0].startswith("[ERROR] no more than 50")
+    assert fake.calls_to("chat.postMessage")[0].failed
+    assert fake.messages("C1") == []
+    assert (await client.chat_postMessage(channel="C1", text="x", blocks=[section("b")] * 50))["ok"]
+
+
+async def test_long_section_text(client: AsyncWebClient) -> None:
+    err = await expect_error(
+        client.chat_postMessage(channel="C1", text="x", blocks=[section("a" * 3001)]),
+        "invalid_blocks",
+    )
+    assert err.response["errors"] == [
+        "must be less than 3001 characters [json-pointer:/blocks/0/text/text]"
+    ]
+    assert (await client.chat_postMessage(channel="C1", text="x", blocks=[section("a" * 3000)]))[
+        "ok"
+    ]
+
+
+FIELD = {"type": "mrkdwn", "text": "f"}
+BAD_BLOCKS: dict[str, tuple[dict[str, Any], str]] = {
+    "fields": ({"type": "section", "fields": [FIELD] * 11}, "/blocks/0/fields"),
+    "field_text": (
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * 2001}]},
+        "/blocks/0/fields/0/text",
+    ),
+    "header": ({"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}, "text/text"),
+    "actions": ({"type": "actions", "elements": [button()] * 26}, "/blocks/0/elements"),
+    "button_text": ({"type": "actions", "elements": [button("b" * 76)]}, "elements/0/text/text"),
+    "button_value": ({"type": "actions", "elements": [button(value="v" * 2001)]}, "0/value"),
+    "action_id": ({"type": "actions", "elements": [button(action_id="a" * 256)]}, "0/action_id"),
+    "block_id": ({**section("s"), "block_id": "b" * 256}, "/blocks/0/block_id"),
+    "context": ({"type": "context", "elements": [FIELD] * 11}, "/blocks/0/elements"),
+    "accessory": ({**section("s"), "accessory": button("b" * 76)}, "accessory/text/text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BLOCKS))
+async def test_block_kit_limits(client: AsyncWebClient, case: str) -> None:
+    block, pointer = BAD_BLOCKS[case]
+    err = await expect_error(
+        client.chat_postMessage(channel="C1", text="x", blocks=[block]), "invalid_blocks"
+    )
+    (message,) = err.response["errors"]
+    assert pointer in message
+
+
+async def test_limits_on_update_and_ephemeral(client: AsyncWebClient) -> None:
+    ts = (await client.chat_postMessage(channel="C1", text="x"))["ts"]
+    too_long = [section("a" * 3001)]
+    update = client.chat_update(channel="C1", ts=ts, text="x", blocks=too_long)
+    await expect_error(update, "invalid_blocks")
+    ephemeral = client.chat_postEphemeral(channel="C1", user="U1", text="x", blocks=too_long)
+    await expect_error(ephemeral, "invalid_blocks")
+
+
+@pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
+async def test_no_text_and_msg_too_long(client: AsyncWebClient) -> None:
+    await expect_error(client.chat_postMessage(channel="C1"), "no_text")
+    await expect_error(client.chat_postMessage(channel="C1", text="x" * 40_001), "msg_too_long")
+    assert (await client.chat_postMessage(channel="C1", text="x" * 40_000))["ok"]
+
+
+# -- rate limits and failure injection ---------------------------------------------------------
+
+
+async def test_rate_limit_returns_429_with_retry_after() -> None:
+    clock = FakeClock()
+    async with FakeSlack(post_burst=2, clock=clock) as fake:
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        for _ in range(2):
+            await client.chat_postMessage(channel="C1", text="burst")
+        err = await expect_error(
+            client.chat_postMessage(channel="C1", text="x"), "ratelimited", 429
+        )
+        assert err.response.headers["Retry-After"] == "1"
+        assert (await client.chat_postMessage(channel="C2", text="other channel"))["ok"]
+        clock.advance(1.0)
+        assert (await client.chat_postMessage(channel="C1", text="refilled"))["ok"]
+        assert [c.status for c in fake.calls_to("chat.postMessage")] == [200, 200, 429, 200, 200]
+        assert len(fake.messages("C1")) == 3
+
+
+async def test_rate_limit_retry_after_grows_with_slow_rate() -> None:
+    clock = FakeClock()
+    async with FakeSlack(post_burst=1, post_rate_per_channel=0.25, clock=clock) as fake:
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        await client.chat_postMessage(channel="C1", text="one")
+        err = await expect_error(
+            client.chat_postMessage(channel="C1", text="x"), "ratelimited", 429
+        )
+        assert err.response.headers["Retry-After"] == "4"
+
+
+async def test_rate_limit_retry_handler_eventually_succeeds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = FakeClock()
+    slept: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        """The handler sleeps Retry-After + jitter; move the fake's clock instead of waiting."""
+        slept.append(seconds)
+        clock.advance(seconds)
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(builtin_async_handlers, "asyncio", SimpleNamespace(sleep=fake_sleep))
+    async with FakeSlack(post_burst=1, clock=clock) as fake:
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
+        await client.chat_postMessage(channel="C1", text="first")
+        resp = await client.chat_postMessage(channel="C1", text="second")
+        assert resp["ok"]
+        assert [c.status for c in fake.calls_to("chat.postMessage")] == [200, 429, 200]
+        assert len(slept) == 1
+        assert 1.0 <= slept[0] < 2.0
+        assert [m["text"] for m in fake.messages("C1")] == ["first", "second"]
+
+
+async def test_fail_next_server_error(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.fail_next("chat.postMessage", error="fatal_error", status=500, times=2)
+    for _ in range(2):
+        await expect_error(client.chat_postMessage(channel="C1", text="x"), "fatal_error", 500)
+    assert (await client.chat_postMessage(channel="C1", text="x"))["ok"]
+    assert [c.failed for c in fake.calls_to("chat.postMessage")] == [True, True, False]
+    assert len(fake.messages("C1")) == 1
+
+
+async def test_fail_next_with_server_error_retry_handler(fake: FakeSlack) -> None:
+    handler = AsyncServerErrorRetryHandler(
+        max_retry_count=1, interval_calculator=FixedValueRetryIntervalCalculator(0.01)
+    )
+    client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url, retry_handlers=[handler])
+    fake.fail_next("chat.update", status=503)
+    ts = (await client.chat_postMessage(channel="C1", text="x"))["ts"]
+    assert (await client.chat_update(channel="C1", ts=ts, text="y"))["ok"]
+    assert [c.status for c in fake.calls_to("chat.update")] == [503, 200]
+
+
+async def test_fail_next_ratelimited(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.fail_next("users.info", error="ratelimited", retry_after=30)
+    err = await expect_error(client.users_info(user="U1"), "ratelimited", 429)
+    assert err.response.headers["Retry-After"] == "30"
+    assert (await client.users_info(user="U1"))["ok"]
+
+
+# -- users, groups, views ---------------------------------------------------------------
+
+
+async def test_users_info_strict_and_lenient() -> None:
+    async with FakeSlack(strict_users=True) as fake:
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        fake.add_user("U1", "alice", real_name="Alice A", deleted=True)
+        user = (await client.users_info(user="U1"))["user"]
+        assert (user["name"], user["real_name"], user["tz"], user["deleted"]) == (
+            "alice",
+            "Alice A",
+            "UTC",
+            True,
+        )
+        await expect_error(client.users_info(user="U404"), "user_not_found")
+    async with FakeSlack() as lenient:
+        client = AsyncWebClient(token="xoxb-test", base_url=lenient.base_url)
+        assert (await client.users_info(user="U777"))["user"]["id"] == "U777"
+        await expect_error(client.users_info(user="nobody"), "user_not_found")
+
+
+async def test_usergroups(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.add_usergroup("S1", "oncall", ["U1", "U2"], name="On call")
+    plain = (await client.usergroups_list())["usergroups"]
+    assert plain == [
+        {"id": "S1", "team_id": "T0001", "handle": "oncall", "name": "On call", "user_count": 2}
+    ]
+    with_users = (await client.usergroups_list(include_users=True))["usergroups"]
+    assert with_users[0]["users"] == ["U1", "U2"]
+    assert (await client.usergroups_users_list(usergroup="S1"))["users"] == ["U1", "U2"]
+    await expect_error(client.usergroups_users_list(usergroup="S404"), "no_such_subteam")
+
+
+def modal(title: str = "Deploy", blocks: int = 1) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": title},
+        "blocks": [section("b")] * blocks,
+    }
+
+
+async def test_views_open_and_update(fake: FakeSlack, client: AsyncWebClient) -> None:
+    err = await expect_error(client.views_open(view=modal()), "invalid_arguments")
+    assert "trigger_id" in err.response["response_metadata"]["messages"][0]
+    await expect_error(client.views_open(trigger_id="t", view=modal("x" * 25)), "invalid_arguments")
+    await expect_error(
+        client.views_open(trigger_id="t", view=modal(blocks=101)), "invalid_arguments"
+    )
+    view = (await client.views_open(trigger_id="t", view=modal(blocks=100)))["view"]
+    assert view["id"].startswith("V")
+    assert view["title"]["text"] == "Deploy"
+    updated = (await client.views_update(view_id=view["id"], view=modal("Done")))["view"]
+    assert (updated["id"], updated["title"]["text"]) == (view["id"], "Done")
+    assert fake.views[view["id"]]["title"]["text"] == "Done"
+    await expect_error(client.views_update(view_id="V404", view=modal()), "not_found")
+
+
+# -- files ----------------------------------------------------------------------------------
+
+
+async def test_files_upload_v2_flow(fake: FakeSlack, client: AsyncWebClient) -> None:
+    root = (await client.chat_postMessage(channel="C1", text="deploy log"))["ts"]
+    resp = await client.files_upload_v2(
+        channel="C1",
+        thread_ts=root,
+        content=b"line 1\nline 2\n",
+        filename="deploy.log",
+        title="Deploy log",
+        initial_comment="full log",
+    )
+    assert resp["file"]["title"] == "Deploy log"
+    (upload,) = fake.uploads
+    assert upload["bytes"] == b"line 1\nline 2\n"
+    assert (upload["filename"], upload["title"]) == ("deploy.log", "Deploy log")
+    assert (upload["channel"], upload["thread_ts"]) == ("C1", root)
+    (share,) = fake.messages("C1")[0]["replies"]
+    assert share["files"][0]["id"] == upload["file_id"]
+    assert share["text"] == "full log"
+    get_url = fake.calls_to("files.getUploadURLExternal")[0]
+    assert get_url.params["length"] == "14"  # query-string params arrive as strings
+
+
+async def test_complete_upload_without_bytes_fails(client: AsyncWebClient) -> None:
+    got = await client.files_getUploadURLExternal(filename="a.txt", length=3)
+    await expect_error(
+        client.files_completeUploadExternal(files=[{"id": got["file_id"]}], channel_id="C1"),
+        "file_not_found",
+    )
+
+
+# -- waiting -----------------------------------------------------------------------------------
+
+
+async def test_wait_for_background_calls(fake: FakeSlack, client: AsyncWebClient) -> None:
+    async def later() -> None:
+        await asyncio.sleep(0.01)
+        for i in range(3):
+            await client.chat_postMessage(channel="C1", text=f"m{i}")
+
+    task = asyncio.create_task(later())
+    calls = await fake.wait_for("chat.postMessage", count=3, timeout=2.0)
+    assert [c.params["text"] for c in calls] == ["m0", "m1", "m2"]
+    await task
+    texts = await fake.wait_for(lambda c: c.params.get("text") == "m1")
+    assert len(texts) == 1
+    with pytest.raises(TimeoutError, match=r"chat\.update"):
+        await fake.wait_for("chat.update", timeout=0.05)
+    fake.clear()
+    assert fake.calls == []
+    assert len(fake.messages("C1")) == 3
+
+
+async def test_multipart_bodies(fake: FakeSlack, client: AsyncWebClient) -> None:
+    await client.api_call(
+        "chat.postMessage", data={"channel": "C1", "text": "hi"}, files={"file": io.BytesIO(b"abc")}
+    )
+    (call,) = fake.calls_to("chat.postMessage")
+    assert call.headers["Content-Type"].startswith("multipart/form-data")
+    assert (call.params["text"], call.params["file"]) == ("hi", b"abc")
+    got = await client.files_getUploadURLExternal(filename="a.bin", length=3)
+    form = aiohttp.FormData()
+    form.add_field("file", b"xyz", filename="a.bin")
+    async with aiohttp.ClientSession() as session, session.post(got["upload_url"], data=form) as r:
+        assert (r.status, await r.text()) == (200, "OK - 3")
+    done = await client.files_completeUploadExternal(files=[{"id": got["file_id"]}])
+    assert done["files"][0]["title"] == "a.bin"
+    assert (fake.uploads[0]["bytes"], fake.uploads[0]["channel"]) == (b"xyz", None)

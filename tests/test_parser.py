@@ -1,0 +1,75 @@
+"""Chat text → typed command, and the errors users see for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from commands.model import Cancel, Deploy, Help, History, Status, UsageError
+from commands.parser import Catalog, parse, parse_deployment_ref
+
+CATALOG = Catalog({"api": ["dev", "staging", "production"], "web": ["dev", "staging"],
+                   "worker": ["staging"]})
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("api staging", Deploy(service="api", env="staging")),
+    ("  api   staging  v1.4.2 ", Deploy(service="api", env="staging", version="v1.4.2")),
+    ('api production v1.4.2 --reason "INC-42: fix login"',
+     Deploy(service="api", env="production", version="v1.4.2", reason="INC-42: fix login")),
+    ("api staging --reason=hotfix v2", Deploy(service="api", env="staging", version="v2",
+                                              reason="hotfix")),
+    ("api staging 2026.11.26-3+build/7_rc",
+     Deploy(service="api", env="staging", version="2026.11.26-3+build/7_rc")),
+    ("api staging v1 --reason “smart quotes from Slack”",
+     Deploy(service="api", env="staging", version="v1", reason="smart quotes from Slack")),
+    ("status", Status()),
+    ("status web", Status(service="web")),
+    ("history api", History(service="api")),
+    ("history api production", History(service="api", env="production")),
+    ("cancel api staging", Cancel(service="api", env="staging")),
+    ("", Help()),
+    ("help", Help()),
+])
+def test_parses(text: str, expected: object) -> None:
+    assert parse(text, CATALOG) == expected
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("apu staging", "Unknown service 'apu'. Did you mean 'api'? Known: api, web, worker."),
+    ("api stagin", "Unknown environment 'stagin' for api. Did you mean 'staging'? "
+                   "Known: dev, staging, production."),
+    ("worker dev", "Unknown environment 'dev' for worker. Known: staging."),
+    ("api staging v1;rm -rf /", "That is not a command I know"),
+    ("api staging 'v1;rm -rf /'", "contains characters Shipbot does not accept: ' ' ';'"),
+    ("api staging v1$(reboot)", "contains characters Shipbot does not accept: '$' '(' ')'"),
+    ("api staging v1`id`", "contains characters Shipbot does not accept: '`'"),
+    ("api staging v1|cat", "contains characters Shipbot does not accept: '|'"),
+    ("api staging " + "v" * 129, "Version is 129 characters long; the limit is 128."),
+    ("api staging v1 --reson x", "Unknown option '--reson'. Did you mean '--reason'?"),
+    ("api staging v1 --reason", "--reason needs a value"),
+    ('api staging v1 --reason "unclosed', "A quote is not closed"),
+    ("api", "That is not a command I know"),
+    ("history", "expected `/deploy history <service> [env]`"),
+    ("x" * 1001, "That command is 1001 characters long; the limit is 1000."),
+    ("<@U123|bob> staging", "Unknown service '‹@U123|bob›'"),
+])
+def test_rejects_with_actionable_message(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as err:
+        parse(text, CATALOG)
+    assert message in str(err.value)
+
+
+def test_malformed_input_shows_usage_with_examples() -> None:
+    with pytest.raises(UsageError) as err:
+        parse("api", CATALOG)
+    assert "/deploy api staging v1.4.2" in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["", "abc", "1;2", "-1", "9" * 13])
+def test_button_value_must_be_a_deployment_id(value: str) -> None:
+    with pytest.raises(UsageError):
+        parse_deployment_ref(value)
+
+
+def test_button_value_parses() -> None:
+    assert parse_deployment_ref("42") == 42
