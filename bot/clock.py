@@ -18,7 +18,7 @@ def as_utc(value: datetime) -> datetime:
 
 
 def human_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds}s"
     minutes, secs = divmod(seconds, 60)

@@ -139,7 +139,8 @@ def load_config(path: Path) -> ShipbotConfig:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ConfigError([f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})"])
+        problem = getattr(exc, "problem", exc)
+        raise ConfigError([f"{path}{where}: not valid YAML ({problem})"]) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: expected a mapping with 'environments' and 'services'"])
     return parse_config(data)

@@ -18,6 +18,3 @@ class Metrics:
         self.slack_errors = Counter(
             "shipbot_slack_api_errors_total", "Slack Web API calls that failed",
             ["method", "error"], registry=self.registry)
-        self.commands = Counter(
-            "shipbot_commands_total", "Slash commands handled, by kind and outcome",
-            ["kind", "outcome"], registry=self.registry)

@@ -61,7 +61,8 @@ class Settings(BaseSettings):
 
     def require_slack(self) -> None:
         """Serving real Slack needs both secrets; say which one is missing."""
-        missing = [n for n in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET") if getattr(self, n) is None]
+        names = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+        missing = [n for n in names if getattr(self, n) is None]
         if self.socket_mode and "SLACK_SIGNING_SECRET" in missing:
             missing.remove("SLACK_SIGNING_SECRET")
         if missing:

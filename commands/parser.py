@@ -70,7 +70,8 @@ def parse(text: str, catalog: Catalog) -> Command:
     if head == "history":
         _arity(rest, 1, 2, "/deploy history <service> [env]")
         service = catalog.service(rest[0])
-        return History(service=service, env=catalog.env(service, rest[1]) if len(rest) > 1 else None)
+        env = catalog.env(service, rest[1]) if len(rest) > 1 else None
+        return History(service=service, env=env)
     if head == "cancel":
         _arity(rest, 2, 2, "/deploy cancel <service> <env>")
         service = catalog.service(rest[0])

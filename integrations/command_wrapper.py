@@ -108,7 +108,7 @@ def supervise(rundir: Path) -> dict[str, Any]:
         return {**result, "error": "cancelled"}
     with open(rundir / "output.log", "ab") as log:
         try:
-            proc = subprocess.Popen(  # noqa: S603 - argv list from our own config, no shell
+            proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=workdir, start_new_session=True,
             )

@@ -65,7 +65,8 @@ class SlackDriver:
         return {
             "type": "block_actions",
             "team": TEAM,
-            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": "T0001"},
+            "user": {"id": user, "username": user.lower(), "name": user.lower(),
+                     "team_id": TEAM["id"]},
             "api_app_id": "A0SHIPBOT",
             "token": "unused-verification-token",
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,

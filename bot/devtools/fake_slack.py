@@ -113,7 +113,7 @@ class FakeSlack:
         self,
         what: str | Callable[[RecordedCall], bool],
         count: int = 1,
-        timeout: float = 5.0,  # noqa: ASYNC109 - a plain deadline reads better in tests
+        timeout: float = 5.0,
     ) -> list[RecordedCall]:
         """Wait until ``count`` calls match (method name or predicate), for background senders."""
         match = (lambda c: c.method == what) if isinstance(what, str) else what

@@ -44,7 +44,8 @@ class Runner:
         poll_seconds: float,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self.sessions, self.providers, self.clock, self.metrics = sessions, providers, clock, metrics
+        self.sessions, self.providers = sessions, providers
+        self.clock, self.metrics = clock, metrics
         self.owner, self.poll_seconds, self.on_change = owner, poll_seconds, on_change
         self._lock = asyncio.Lock()
 

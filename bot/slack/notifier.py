@@ -59,7 +59,8 @@ class Notifier:
             rows = (await session.exec(
                 select(Outbox)
                 .where(col(Outbox.delivered_at).is_(None),
-                       or_(col(Outbox.next_attempt_at).is_(None), col(Outbox.next_attempt_at) <= now))
+                       or_(col(Outbox.next_attempt_at).is_(None),
+                           col(Outbox.next_attempt_at) <= now))
                 .order_by(col(Outbox.deployment_id), col(Outbox.id))
                 .limit(500)
             )).all()
@@ -89,13 +90,13 @@ class Notifier:
         await self._mark(rows, delivered=True)
         return True
 
-    async def _card_ref(self, dep_id: int) -> tuple[Deployment, str, str]:
-        """The deployment and its root message, posting the card first if needed."""
+    async def _card_ref(self, dep_id: int) -> tuple[str, str]:
+        """Channel and ts of the deployment's root message, posting the card first if needed."""
         async with self.sessions() as session:
             dep = await session.get(Deployment, dep_id)
         assert dep is not None
         if dep.card_ts and dep.card_channel:
-            return dep, dep.card_channel, dep.card_ts
+            return dep.card_channel, dep.card_ts
         text, blocks = status_card(dep, self.clock())
         resp = await self.client.chat_postMessage(
             channel=dep.channel, text=text, blocks=blocks, unfurl_links=False)
@@ -104,17 +105,16 @@ class Notifier:
             await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
                                .values(card_channel=channel, card_ts=ts))
             await session.commit()
-        dep.card_channel, dep.card_ts = channel, ts
-        return dep, channel, ts
+        return channel, ts
 
     async def _post_thread(self, dep_id: int, row: Outbox) -> None:
-        _, channel, ts = await self._card_ref(dep_id)
+        channel, ts = await self._card_ref(dep_id)
         await self.client.chat_postMessage(
             channel=channel, thread_ts=ts, text=row.text, blocks=json.loads(row.blocks),
             unfurl_links=False)
 
     async def _refresh_card(self, dep_id: int) -> None:
-        dep, channel, ts = await self._card_ref(dep_id)
+        channel, ts = await self._card_ref(dep_id)
         async with self.sessions() as session:
             fresh = await session.get(Deployment, dep_id)
         assert fresh is not None
@@ -122,13 +122,15 @@ class Notifier:
         await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
 
     async def _failed(self, rows: list[Outbox], exc: Exception) -> None:
-        error = exc.response.get("error", "unknown") if isinstance(exc, SlackApiError) else (
-            type(exc).__name__)
-        method = "chat.update" if rows[0].kind == "card" else "chat.postMessage"
-        self.metrics.slack_errors.labels(method, str(error)).inc()
+        if isinstance(exc, SlackApiError):
+            error = str(exc.response.get("error", "unknown"))
+            method = exc.response.api_url.rsplit("/", 1)[-1]
+        else:
+            error, method = type(exc).__name__, "unknown"
+        self.metrics.slack_errors.labels(method, error).inc()
         log.warning("Slack %s for deployment %s failed (%s); will retry",
                     method, rows[0].deployment_id, error)
-        await self._mark(rows, delivered=False, error=str(error))
+        await self._mark(rows, delivered=False, error=error)
 
     async def _mark(self, rows: list[Outbox], *, delivered: bool, error: str = "") -> None:
         now = self.clock()

@@ -1,0 +1,68 @@
+"""The metrics-provider role: what canary analysis asks of a time-series database.
+
+Queries are expected to aggregate to ONE series (e.g. ``sum(rate(...))``), so a
+provider returns plain numbers and the analysis never has to guess which series
+of several it was meant to look at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from integrations.base import IntegrationError
+
+
+class MetricsError(IntegrationError):
+    """A query could not be answered; the message is safe to show in Slack.
+
+    ``transient`` is True for failures that may pass on their own (the server was
+    unreachable or overloaded), False for ones that need a fix (a bad query or URL).
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One point of a series; ``timestamp`` is timezone-aware (UTC)."""
+
+    timestamp: datetime
+    value: float
+
+
+class Samples(list[Sample]):
+    """A series' points, plus what the provider had to leave out.
+
+    ``skipped`` counts NaN/Inf points (e.g. an error ratio over zero requests): they
+    are dropped so statistics never see them, but counted so the analysis can tell
+    "no traffic" from "healthy". ``warnings`` are the server's own warnings.
+    """
+
+    def __init__(
+        self, samples: list[Sample] | None = None, *, skipped: int = 0,
+        warnings: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(samples or [])
+        self.skipped = skipped
+        self.warnings = warnings
+
+
+class MetricsProvider(Protocol):
+    """Answers PromQL-like queries that aggregate to a single series."""
+
+    async def query_range(
+        self, query: str, start: datetime, end: datetime, step: float
+    ) -> list[Sample]:
+        """Points of the one series ``query`` yields, every ``step`` seconds.
+
+        No data is an empty list, not an error. Implementations return ``Samples``.
+        """
+        ...
+
+    async def query(self, query: str, at: datetime | None = None) -> float | None:
+        """The single value of ``query`` at ``at`` (default: now); None if no data."""
+        ...

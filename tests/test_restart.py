@@ -1,0 +1,109 @@
+"""A bot killed with SIGKILL mid-deploy resumes after restart and finishes exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from sqlalchemy import create_engine, text
+
+from bot.devtools.fake_slack import FakeSlack
+from tests.conftest import eventually, make_config, step
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_bot(tmp_path: Path, slack: FakeSlack, port: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "SLACK_BOT_TOKEN": "xoxb-restart-test",
+        "SLACK_SIGNING_SECRET": "restart-secret",
+        "SLACK_API_URL": slack.base_url,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/shipbot.db",
+        "SHIPBOT_CONFIG": str(tmp_path / "shipbot.yml"),
+        "SHIPBOT_STATE_DIR": str(tmp_path / "state"),
+        "SHIPBOT_TICK_SECONDS": "0.2",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "bot.log", "ab"),
+    )
+
+
+def db_rows(tmp_path: Path, sql: str) -> list[tuple]:
+    engine = create_engine(f"sqlite:///{tmp_path}/shipbot.db")
+    with engine.connect() as conn:
+        rows = [tuple(r) for r in conn.execute(text(sql))]
+    engine.dispose()
+    return rows
+
+
+async def test_restart_mid_deploy_finishes_exactly_once(tmp_path: Path) -> None:
+    mark = tmp_path / "deploy-started"
+    config = make_config(tmp_path, deploy=step(tmp_path / "deploy.log", STEP_SLEEP=3,
+                                                 STEP_MARK=mark))
+    (tmp_path / "shipbot.yml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    port = free_port()
+    async with FakeSlack(rate_limits=False) as slack:
+        from bot.devtools.driver import SlackDriver
+
+        driver = SlackDriver(f"http://127.0.0.1:{port}", "restart-secret")
+        first = start_bot(tmp_path, slack, port)
+        try:
+            async def up() -> bool:
+                try:
+                    return (await driver.http.get(driver.url.replace("/slack/events",
+                                                                      "/healthz"))).is_success
+                except Exception:
+                    return False
+
+            await eventually(up)
+            resp = await driver.command("api staging v3.1.0")
+            assert "Deployment #1" in resp.json()["text"]
+            await eventually(lambda: asyncio.sleep(0, mark.exists()))
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            [(state,)] = db_rows(tmp_path, "select state from deployment")
+            assert state == "deploying"
+
+            second = start_bot(tmp_path, slack, port)
+            try:
+                async def done() -> list[tuple]:
+                    return db_rows(tmp_path, "select state from deployment where "
+                                   "finished_at is not null")
+
+                assert await eventually(done, timeout=30) == [("succeeded",)]
+
+                async def reported() -> dict | None:
+                    roots = slack.messages("#deploys-api")
+                    live = [r for r in roots[0]["replies"] if "is live" in r["text"]] if roots \
+                        else []
+                    return roots[0] if live and "Succeeded" in json.dumps(roots[0]) else None
+
+                card = await eventually(reported)
+            finally:
+                second.terminate()
+                second.wait(timeout=10)
+        finally:
+            if first.poll() is None:
+                first.kill()
+            await driver.aclose()
+
+    runs = (tmp_path / "deploy.log").read_text().splitlines()
+    assert runs == [json.dumps(["api", "staging", "v3.1.0"])]  # deployed once, not twice
+    assert len(slack.messages("#deploys-api")) == 1  # one status card
+    assert sum("is live" in r["text"] for r in card["replies"]) == 1
+    transitions = db_rows(tmp_path, "select from_state, to_state from auditevent order by id")
+    assert transitions[-1] == ("deploying", "succeeded")
+    assert transitions.count(("building", "deploying")) == 1
