@@ -9,15 +9,17 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.config_policy import ApprovalConfig, FreezeWindowConfig, Roles
 from commands.parser import SUBCOMMANDS
 from integrations.registry import PROVIDERS, CIConfig, DeployConfig
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_UNION_MEMBER = re.compile(r"^([A-Z]\w*Config|literal\[.*\]|function-.*)$")
 CHANNEL_RE = re.compile(r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{8,})$")
 
 
@@ -29,11 +31,23 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+PROTECTED_NAMES = ("production", "prod")
+
+
 class EnvironmentConfig(BaseModel):
     """One environment; their order in the file is the promotion order."""
 
     model_config = ConfigDict(extra="forbid")
     description: str = ""
+    requires: str | None = Field(
+        default=None, description="An environment where the same version must have succeeded")
+    approval: ApprovalConfig | Literal[False] | None = Field(
+        default=None, description="Required approvals; `false` opts a production env out")
+    roles: Roles = Roles()
+
+    @property
+    def approval_rules(self) -> ApprovalConfig | None:
+        return self.approval or None
 
 
 class ServiceConfig(BaseModel):
@@ -62,6 +76,9 @@ class ShipbotConfig(BaseModel):
     environments: dict[str, EnvironmentConfig] = Field(min_length=1)
     services: dict[str, ServiceConfig] = Field(min_length=1)
     poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+    freeze_windows: list[FreezeWindowConfig] = []
+    announce_channel: str | None = Field(
+        default=None, description="Where freeze windows and locks are announced")
 
     @field_validator("environments", "services")
     @classmethod
@@ -72,6 +89,27 @@ class ShipbotConfig(BaseModel):
             if name in SUBCOMMANDS:
                 raise ValueError(f"'{name}' is a /deploy subcommand; choose another name")
         return v
+
+    @model_validator(mode="after")
+    def _environment_rules(self) -> ShipbotConfig:
+        """Promotion order points backwards; production is approval-gated unless opted out."""
+        order = list(self.environments)
+        for name, env in self.environments.items():
+            if env.requires is not None and env.requires not in order[: order.index(name)]:
+                raise ValueError(
+                    f"environments.{name}.requires: '{env.requires}' must be an environment "
+                    f"listed before {name}{_suggest(env.requires, order)}")
+            if name in PROTECTED_NAMES and env.approval is None:
+                raise ValueError(
+                    f"environments.{name}.approval: {name} needs approvers (set "
+                    "approval.approvers), or `approval: false` to opt out explicitly")
+        for window in self.freeze_windows:
+            for env_name in window.environments:
+                if env_name not in self.environments:
+                    raise ValueError(
+                        f"freeze_windows.{window.name}: unknown environment '{env_name}'"
+                        f"{_suggest(env_name, order)}")
+        return self
 
     @model_validator(mode="after")
     def _service_environments_exist(self) -> ShipbotConfig:
@@ -88,6 +126,16 @@ class ShipbotConfig(BaseModel):
     def environment_order(self) -> list[str]:
         return list(self.environments)
 
+    def principals(self) -> set[str]:
+        """Every principal the config names (for `config check` to resolve groups)."""
+        found: set[str] = set()
+        for env in self.environments.values():
+            if env.approval_rules:
+                found.update(env.approval_rules.approvers)
+            for role in env.roles.model_dump().values():
+                found.update(role or [])
+        return found
+
     def environments_of(self, service: str) -> list[str]:
         svc = self.services[service]
         return list(svc.environments) if svc.environments else self.environment_order
@@ -101,7 +149,8 @@ def _suggest(word: str, choices: Any) -> str:
 def _location(parts: tuple[Any, ...]) -> str:
     """Dotted path, without the provider tag pydantic adds inside a discriminated union."""
     kept = [p for i, p in enumerate(parts)
-            if not (i and parts[i - 1] in ("ci", "deploy") and p in PROVIDERS)]
+            if not (i and parts[i - 1] in ("ci", "deploy") and p in PROVIDERS)
+            and not (isinstance(p, str) and _UNION_MEMBER.match(p))]
     return ".".join(str(p) for p in kept)
 
 

@@ -18,12 +18,16 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.clock import Clock, system_clock
 from bot.config import ShipbotConfig
+from bot.engine.approvals import ApprovalService
+from bot.engine.guards import GuardService
+from bot.engine.policy import Policy
 from bot.engine.providers import build_providers
 from bot.engine.runner import Runner
 from bot.engine.service import DeployService
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.slack.app import build_slack_app, build_web_client
+from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import Notifier
 from bot.store.db import create_engine, create_schema, session_factory
 from commands.handlers import CommandHandlers
@@ -43,18 +47,21 @@ class Shipbot:
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL)
         self.providers = build_providers(config, settings.SHIPBOT_STATE_DIR)
-        self.notifier = Notifier(self.sessions, self.client, clock, self.metrics)
+        self.directory = SlackDirectory(self.client)
+        self.policy = Policy(config, self.directory)
+        self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy)
         self.runner = Runner(
-            self.sessions, self.providers, clock, self.metrics,
+            self.sessions, self.providers, clock, self.metrics, self.policy,
             owner=f"shipbot-{uuid.uuid4().hex[:12]}",
             poll_seconds=config.poll_interval_seconds, on_change=self.notifier.kick,
         )
         self.service = DeployService(
-            self.sessions, {n: s.channel for n, s in config.services.items()},
-            self.providers, clock, on_change=self.wake,
-        )
-        catalog = Catalog({n: config.environments_of(n) for n in config.services})
-        self.handlers = CommandHandlers(self.service, catalog, clock)
+            self.sessions, self.policy, self.providers, clock, on_change=self.wake)
+        self.approvals = ApprovalService(self.sessions, self.policy, clock, on_change=self.wake)
+        self.guards = GuardService(self.sessions, self.policy, clock)
+        catalog = Catalog({n: config.environments_of(n) for n in config.services},
+                          config.environment_order)
+        self.handlers = CommandHandlers(self.service, self.approvals, self.guards, catalog, clock)
         secret = settings.SLACK_SIGNING_SECRET
         self.slack: AsyncApp = build_slack_app(
             self.client, secret.get_secret_value() if secret else None, self.handlers)
@@ -66,9 +73,15 @@ class Shipbot:
         await create_schema(self.db)
         self.scheduler.add_job(self.runner.tick, "interval", id="tick", max_instances=1,
                                coalesce=True, seconds=self.settings.SHIPBOT_TICK_SECONDS)
+        self.scheduler.add_job(self._announce, "interval", id="freeze-windows", seconds=30,
+                               max_instances=1, coalesce=True)
         self.scheduler.start()
         self._spawn(self.notifier.run_forever())
         self.wake()
+
+    async def _announce(self) -> None:
+        if await self.guards.announce_windows():
+            self.notifier.kick()
 
     def wake(self) -> None:
         """New work was recorded: advance it now instead of at the next tick."""

@@ -9,9 +9,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.clock import Clock
+from bot.engine.approvals import ApprovalService
+from bot.engine.guards import GuardService
 from bot.engine.service import DeployService
-from bot.slack.blocks import history_text, status_text
-from commands.model import Cancel, Command, Deploy, Help, History, Reply, Status, UsageError
+from bot.slack.blocks import audit_text, guards_text, history_text, status_text
+from commands.model import (
+    Audit,
+    Cancel,
+    Command,
+    Deploy,
+    FreezeEnv,
+    Help,
+    History,
+    LockEnv,
+    Reply,
+    Status,
+    Unfreeze,
+    UnlockEnv,
+    UsageError,
+)
 from commands.parser import USAGE, Catalog, parse, parse_deployment_ref
 
 
@@ -24,23 +40,43 @@ class Invocation:
 
 
 class CommandHandlers:
-    def __init__(self, service: DeployService, catalog: Catalog, clock: Clock) -> None:
-        self.service, self.catalog, self.clock = service, catalog, clock
+    def __init__(self, service: DeployService, approvals: ApprovalService, guards: GuardService,
+                 catalog: Catalog, clock: Clock) -> None:
+        self.service, self.approvals, self.guards = service, approvals, guards
+        self.catalog, self.clock = catalog, clock
 
     async def on_text(self, text: str, who: Invocation) -> Reply:
         """`/deploy <text>`: parse, then run; input errors become the reply."""
         try:
-            command = parse(text, self.catalog)
+            command = parse(text, self.catalog, self.clock())
         except UsageError as exc:
             return Reply(text=f":warning: {exc}")
         return await self.run(command, who)
 
-    async def on_cancel_click(self, value: str, user: str) -> Reply:
+    async def on_button(self, action: str, value: str, user: str) -> Reply:
+        """Approve / Cancel buttons: the value names the deployment; the clicker is checked."""
         try:
-            command = Cancel(deployment_id=parse_deployment_ref(value))
+            dep_id = parse_deployment_ref(value)
         except UsageError as exc:
             return Reply(text=f":warning: {exc}")
-        return Reply(text=await self.service.cancel(command, user))
+        if action == "approve":
+            return Reply(text=await self.approvals.approve(dep_id, user))
+        return Reply(text=await self.service.cancel(Cancel(deployment_id=dep_id), user))
+
+    async def can_reject(self, value: str, user: str) -> tuple[int | None, str | None]:
+        """Before the Reject modal opens: the deployment id, or why the user may not."""
+        try:
+            dep_id = parse_deployment_ref(value)
+        except UsageError as exc:
+            return None, f":warning: {exc}"
+        return dep_id, await self.approvals.may_reject(dep_id, user)
+
+    async def on_reject(self, value: str, user: str, reason: str) -> Reply:
+        try:
+            dep_id = parse_deployment_ref(value)
+        except UsageError as exc:
+            return Reply(text=f":warning: {exc}")
+        return Reply(text=await self.approvals.reject(dep_id, user, reason))
 
     async def run(self, command: Command, who: Invocation) -> Reply:
         match command:
@@ -49,10 +85,26 @@ class CommandHandlers:
             case Cancel():
                 return Reply(text=await self.service.cancel(command, who.user))
             case Status():
-                slots = await self.service.status(command, self.catalog.services)
-                return Reply(text=status_text(slots, self.clock()))
+                return Reply(text=await self._status(command))
             case History():
                 deps = await self.service.history(command)
                 return Reply(text=history_text(command.service, command.env, deps, self.clock()))
+            case Audit():
+                events = await self.guards.audit(command)
+                return Reply(text=audit_text(command.service, command.env, events))
+            case LockEnv():
+                return Reply(text=await self.guards.lock(command, who.user))
+            case UnlockEnv():
+                return Reply(text=await self.guards.unlock(command, who.user))
+            case FreezeEnv():
+                return Reply(text=await self.guards.freeze(command, who.user))
+            case Unfreeze():
+                return Reply(text=await self.guards.unfreeze(command, who.user))
             case Help():
                 return Reply(text=USAGE)
+
+    async def _status(self, command: Status) -> str:
+        slots = await self.service.status(command, self.catalog.services)
+        locks, frozen = await self.guards.current()
+        guards = guards_text(locks, frozen)
+        return status_text(slots, self.clock()) + (f"\n{guards}" if guards else "")

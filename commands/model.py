@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -17,6 +18,43 @@ class Deploy(_Command):
     env: str
     version: str | None = None
     reason: str | None = None
+    hotfix: bool = False
+
+
+class LockEnv(_Command):
+    """Block new deployments to an environment (or one service in it)."""
+
+    kind: Literal["lock"] = "lock"
+    env: str
+    service: str | None = None
+    reason: str
+    duration: timedelta | None = None
+
+
+class UnlockEnv(_Command):
+    kind: Literal["unlock"] = "unlock"
+    env: str
+    service: str | None = None
+
+
+class FreezeEnv(_Command):
+    """A one-off freeze window from now until ``until``."""
+
+    kind: Literal["freeze"] = "freeze"
+    env: str
+    until: datetime
+    reason: str
+
+
+class Unfreeze(_Command):
+    kind: Literal["unfreeze"] = "unfreeze"
+    env: str
+
+
+class Audit(_Command):
+    kind: Literal["audit"] = "audit"
+    service: str
+    env: str | None = None
 
 
 class Status(_Command):
@@ -43,7 +81,10 @@ class Help(_Command):
     kind: Literal["help"] = "help"
 
 
-Command = Deploy | Status | History | Cancel | Help
+Command = (
+    Deploy | Status | History | Cancel | Help | LockEnv | UnlockEnv | FreezeEnv | Unfreeze
+    | Audit
+)
 
 
 class UsageError(Exception):

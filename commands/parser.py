@@ -3,37 +3,57 @@
 from __future__ import annotations
 
 import difflib
-import re
 import shlex
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
-from commands.model import Cancel, Command, Deploy, Help, History, Status, UsageError
+from commands.model import (
+    Audit,
+    Cancel,
+    Command,
+    Deploy,
+    FreezeEnv,
+    Help,
+    History,
+    LockEnv,
+    Status,
+    Unfreeze,
+    UnlockEnv,
+    UsageError,
+)
+from commands.values import WHEN_FORMAT, parse_duration, parse_version, parse_when
 
 MAX_TEXT = 1000
 MAX_REASON = 500
-VERSION_RE = re.compile(r"^[A-Za-z0-9._/+-]{1,128}$")
-SUBCOMMANDS = ("help", "status", "history", "cancel")
-FLAGS = ("--reason",)
+SUBCOMMANDS = ("help", "status", "history", "cancel", "lock", "unlock", "freeze", "unfreeze",
+               "audit")
+VALUE_FLAGS = ("--reason", "--for", "--until")
+BOOL_FLAGS = ("--hotfix",)
 _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
 USAGE = """\
 *Usage*
-• `/deploy <service> <env> [version] [--reason "why"]` — deploy a version (latest build if omitted)
-• `/deploy status [service]` — what runs where, and what is in progress
+• `/deploy <service> <env> [version] [--reason "why"] [--hotfix]` — deploy (default: latest build)
+• `/deploy status [service]` — what runs where, locks, freezes, and what is in progress
 • `/deploy history <service> [env]` — the last 10 deployments
-• `/deploy cancel <service> <env>` — stop a deployment that has not reached the target yet
-• `/deploy help` — this text
+• `/deploy cancel <service> <env>` — stop a deployment before it reaches the target
+• `/deploy lock <env> [service] --reason "why" [--for 2h]` / `/deploy unlock <env> [service]`
+• `/deploy freeze <env> --until "2026-12-01 09:00" --reason "why"` / `/deploy unfreeze <env>`
+• `/deploy audit <service> [env]` — recent decisions: requests, approvals, locks, overrides
 *Examples*
 • `/deploy api staging`
-• `/deploy api staging v1.4.2 --reason "fix login timeout"`
-• `/deploy history api production`"""
+• `/deploy api production v1.4.2 --reason "fix login timeout"`
+• `/deploy api production v1.4.3 --hotfix --reason "INC-123"`"""
 
 
 class Catalog:
-    """The names a command may use: services and the environments each deploys to."""
+    """The names a command may use: services, environments, and which go together."""
 
-    def __init__(self, services: Mapping[str, Sequence[str]]) -> None:
+    def __init__(self, services: Mapping[str, Sequence[str]],
+                 environments: Sequence[str] | None = None) -> None:
         self.services = dict(services)
+        self.environments = list(environments or dict.fromkeys(
+            e for envs in self.services.values() for e in envs))
 
     def service(self, name: str) -> str:
         if name in self.services:
@@ -43,17 +63,18 @@ class Catalog:
             f" Known: {', '.join(sorted(self.services))}."
         )
 
-    def env(self, service: str, name: str) -> str:
-        envs = self.services[service]
+    def env(self, service: str | None, name: str) -> str:
+        envs = self.services[service] if service else self.environments
         if name in envs:
             return name
+        scope = f" for {service}" if service else ""
         raise UsageError(
-            f"Unknown environment '{_clip(name)}' for {service}.{_did_you_mean(name, envs)}"
+            f"Unknown environment '{_clip(name)}'{scope}.{_did_you_mean(name, envs)}"
             f" Known: {', '.join(envs)}."
         )
 
 
-def parse(text: str, catalog: Catalog) -> Command:
+def parse(text: str, catalog: Catalog, now: datetime) -> Command:
     """Parse the text after ``/deploy``."""
     if len(text) > MAX_TEXT:
         raise UsageError(
@@ -63,42 +84,55 @@ def parse(text: str, catalog: Catalog) -> Command:
     words = _split(text)
     if not words or words[0] == "help":
         return Help()
-    head, rest = words[0], words[1:]
+    head = words[0]
+    if head not in SUBCOMMANDS:
+        return _deploy(words, catalog)
+    args, flags = _flags(words[1:], allowed=_FLAGS_OF.get(head, ()))
     if head == "status":
-        _arity(rest, 0, 1, "/deploy status [service]")
-        return Status(service=catalog.service(rest[0]) if rest else None)
-    if head == "history":
-        _arity(rest, 1, 2, "/deploy history <service> [env]")
-        service = catalog.service(rest[0])
-        env = catalog.env(service, rest[1]) if len(rest) > 1 else None
-        return History(service=service, env=env)
+        _arity(args, 0, 1, "/deploy status [service]")
+        return Status(service=catalog.service(args[0]) if args else None)
+    if head in ("history", "audit"):
+        _arity(args, 1, 2, f"/deploy {head} <service> [env]")
+        service = catalog.service(args[0])
+        env = catalog.env(service, args[1]) if len(args) > 1 else None
+        return History(service=service, env=env) if head == "history" else \
+            Audit(service=service, env=env)
     if head == "cancel":
-        _arity(rest, 2, 2, "/deploy cancel <service> <env>")
-        service = catalog.service(rest[0])
-        return Cancel(service=service, env=catalog.env(service, rest[1]))
-    return _deploy(words, catalog)
+        _arity(args, 2, 2, "/deploy cancel <service> <env>")
+        service = catalog.service(args[0])
+        return Cancel(service=service, env=catalog.env(service, args[1]))
+    if head in ("lock", "unlock"):
+        _arity(args, 1, 2, f"/deploy {head} <env> [service]")
+        env = catalog.env(None, args[0])
+        service = catalog.service(args[1]) if len(args) > 1 else None
+        if head == "unlock":
+            return UnlockEnv(env=env, service=service)
+        duration = parse_duration(flags["--for"]) if "--for" in flags else None
+        return LockEnv(env=env, service=service, duration=duration,
+                       reason=_required(flags, "--reason", 'lock production --reason "why"'))
+    if head == "freeze":
+        _arity(args, 1, 1, '/deploy freeze <env> --until "YYYY-MM-DD HH:MM" --reason "why"')
+        until = parse_when(_required(flags, "--until", f"--until with {WHEN_FORMAT}"), now)
+        return FreezeEnv(env=catalog.env(None, args[0]), until=until,
+                         reason=_required(flags, "--reason", 'freeze ... --reason "why"'))
+    _arity(args, 1, 1, "/deploy unfreeze <env>")
+    return Unfreeze(env=catalog.env(None, args[0]))
+
+
+_FLAGS_OF = {"lock": ("--reason", "--for"), "freeze": ("--until", "--reason")}
 
 
 def _deploy(words: list[str], catalog: Catalog) -> Deploy:
-    positional, flags = _flags(words)
+    positional, flags = _flags(words, allowed=("--reason", "--hotfix"))
     _arity(positional, 2, 3, "/deploy <service> <env> [version]")
     service = catalog.service(positional[0])
     env = catalog.env(service, positional[1])
     version = parse_version(positional[2]) if len(positional) > 2 else None
-    return Deploy(service=service, env=env, version=version, reason=flags.get("--reason"))
-
-
-def parse_version(raw: str) -> str:
-    if VERSION_RE.match(raw):
-        return raw
-    if len(raw) > 128:
-        raise UsageError(f"Version is {len(raw)} characters long; the limit is 128.")
-    bad = sorted({c for c in raw if not re.match(r"[A-Za-z0-9._/+-]", c)})
-    shown = " ".join(f"'{c}'" if c.isprintable() and not c.isspace() else repr(c) for c in bad)
-    raise UsageError(
-        f"Version '{_clip(raw)}' contains characters Shipbot does not accept: {shown}. "
-        "Versions use letters, digits and . _ / + - (for example v1.4.2 or 2026.11.26-3)."
-    )
+    hotfix = "--hotfix" in flags
+    if hotfix and "--reason" not in flags:
+        raise UsageError('A hotfix needs a reason for the audit trail: --hotfix --reason "INC-123"')
+    return Deploy(service=service, env=env, version=version, reason=flags.get("--reason"),
+                  hotfix=hotfix)
 
 
 def _split(text: str) -> list[str]:
@@ -110,7 +144,7 @@ def _split(text: str) -> list[str]:
         ) from None
 
 
-def _flags(words: list[str]) -> tuple[list[str], dict[str, str]]:
+def _flags(words: list[str], allowed: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     positional: list[str] = []
     flags: dict[str, str] = {}
     it = iter(words)
@@ -119,19 +153,29 @@ def _flags(words: list[str]) -> tuple[list[str], dict[str, str]]:
             positional.append(word)
             continue
         name, eq, value = word.partition("=")
-        if name not in FLAGS:
-            raise UsageError(f"Unknown option '{_clip(name)}'.{_did_you_mean(name, FLAGS)}"
-                             f" Options: {', '.join(FLAGS)}.")
+        if name not in allowed:
+            raise UsageError(f"Unknown option '{_clip(name)}'.{_did_you_mean(name, allowed)}"
+                             f" Options here: {', '.join(allowed) or 'none'}.")
+        if name in BOOL_FLAGS:
+            flags[name] = "yes"
+            continue
         if not eq:
             value = next(it, "")
-        if not value.strip():
-            raise UsageError(f'{name} needs a value: {name} "what this deploy is for".')
+        if not value.strip() or value.startswith("--"):
+            raise UsageError(f'{name} needs a value, e.g. {name} "what this is for".')
         if len(value) > MAX_REASON:
-            raise UsageError(f"The reason is {len(value)} characters; keep it under {MAX_REASON}.")
+            raise UsageError(f"The {name[2:]} is {len(value)} characters; keep it under "
+                             f"{MAX_REASON}.")
         if any(ord(c) < 32 and c not in "\t" for c in value):
-            raise UsageError("The reason contains control characters; use plain text.")
+            raise UsageError(f"The {name[2:]} contains control characters; use plain text.")
         flags[name] = value.strip()
     return positional, flags
+
+
+def _required(flags: dict[str, str], name: str, example: str) -> str:
+    if name not in flags:
+        raise UsageError(f"{name} is required here: `/deploy {example}`.")
+    return flags[name]
 
 
 def _arity(args: list[str], low: int, high: int, usage: str) -> None:

@@ -34,7 +34,10 @@ def make_config(tmp_path: Path, ci: dict[str, Any] | None = None,
     service = {"channel": "#deploys-api", "ci": ci, "deploy": deploy}
     data = {
         "poll_interval_seconds": 0.1,
-        "environments": {"dev": {}, "staging": {}, "production": {}},
+        "environments": {
+            "dev": {}, "staging": {},
+            "production": {"approval": {"approvers": ["U0CAROL", "@sre-leads"]}},
+        },
         "services": {
             "api": service,
             "web": {"channel": "#deploys-web", "deploy": step(tmp_path / "web.log")},

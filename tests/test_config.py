@@ -16,7 +16,7 @@ ROOT = Path(__file__).parent.parent
 
 def write(tmp_path: Path, data: object) -> Path:
     path = tmp_path / "shipbot.yml"
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False) if not isinstance(data, str) else data)
     return path
 
 

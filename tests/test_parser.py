@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from commands.model import Cancel, Deploy, Help, History, Status, UsageError
-from commands.parser import Catalog, parse, parse_deployment_ref
+from commands import parser
+from commands.model import (
+    Audit,
+    Cancel,
+    Deploy,
+    FreezeEnv,
+    Help,
+    History,
+    LockEnv,
+    Status,
+    Unfreeze,
+    UnlockEnv,
+    UsageError,
+)
+from commands.parser import Catalog, parse_deployment_ref
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def parse(text: str, catalog: Catalog) -> object:
+    return parser.parse(text, catalog, NOW)
+
 
 CATALOG = Catalog({"api": ["dev", "staging", "production"], "web": ["dev", "staging"],
                    "worker": ["staging"]})
@@ -28,6 +50,19 @@ CATALOG = Catalog({"api": ["dev", "staging", "production"], "web": ["dev", "stag
     ("history api production", History(service="api", env="production")),
     ("cancel api staging", Cancel(service="api", env="staging")),
     ("", Help()),
+    ("api production v1.4.3 --hotfix --reason INC-123",
+     Deploy(service="api", env="production", version="v1.4.3", reason="INC-123", hotfix=True)),
+    ('lock production --reason "db migration" --for 2h',
+     LockEnv(env="production", reason="db migration", duration=timedelta(hours=2))),
+    ("lock staging web --reason x", LockEnv(env="staging", service="web", reason="x")),
+    ("unlock production", UnlockEnv(env="production")),
+    ('freeze production --until "2026-12-01 09:00" --reason "year end"',
+     FreezeEnv(env="production", until=datetime(2026, 12, 1, 9, 0, tzinfo=UTC),
+               reason="year end")),
+    ('freeze production --until "2026-12-01 09:00 Europe/Berlin" --reason x',
+     FreezeEnv(env="production", until=datetime(2026, 12, 1, 8, 0, tzinfo=UTC), reason="x")),
+    ("unfreeze production", Unfreeze(env="production")),
+    ("audit api production", Audit(service="api", env="production")),
     ("help", Help()),
 ])
 def test_parses(text: str, expected: object) -> None:
@@ -46,6 +81,18 @@ def test_parses(text: str, expected: object) -> None:
     ("api staging v1|cat", "contains characters Shipbot does not accept: '|'"),
     ("api staging " + "v" * 129, "Version is 129 characters long; the limit is 128."),
     ("api staging v1 --reson x", "Unknown option '--reson'. Did you mean '--reason'?"),
+    ("api production v1 --hotfix", "A hotfix needs a reason"),
+    ("lock qa --reason x", "Unknown environment 'qa'. Known: dev, staging, production."),
+    ("lock production", "--reason is required here"),
+    ("lock production --reason x --for 2 hours", "Unknown service 'hours'"),
+    ("lock production --reason x --for 2x", "'2x' is not a duration. Use forms like 30m, 2h"),
+    ('freeze production --until tomorrow --reason x',
+     "'tomorrow' is not a date and time I understand. Use \"YYYY-MM-DD HH:MM\" in UTC"),
+    ('freeze production --until "2026-13-01 09:00" --reason x', "is not a valid date"),
+    ('freeze production --until "2026-11-01 09:00" --reason x', "is in the past"),
+    ('freeze production --until "2026-12-01 09:00 Mars/Base" --reason x',
+     "Unknown time zone 'Mars/Base'"),
+    ("status --hotfix", "Unknown option '--hotfix'. Options here: none."),
     ("api staging v1 --reason", "--reason needs a value"),
     ('api staging v1 --reason "unclosed', "A quote is not closed"),
     ("api", "That is not a command I know"),
@@ -62,7 +109,7 @@ def test_rejects_with_actionable_message(text: str, message: str) -> None:
 def test_malformed_input_shows_usage_with_examples() -> None:
     with pytest.raises(UsageError) as err:
         parse("api", CATALOG)
-    assert "/deploy api staging v1.4.2" in str(err.value)
+    assert '/deploy api production v1.4.2 --reason "fix login timeout"' in str(err.value)
 
 
 @pytest.mark.parametrize("value", ["", "abc", "1;2", "-1", "9" * 13])

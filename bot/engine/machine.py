@@ -55,7 +55,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 TERMINAL: frozenset[State] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 IN_FLIGHT: frozenset[State] = frozenset(State) - TERMINAL
 # Cancel is safe only before the target is touched.
-CANCELLABLE: frozenset[State] = frozenset({S.REQUESTED, S.QUEUED, S.BUILDING})
+CANCELLABLE: frozenset[State] = frozenset(
+    {S.REQUESTED, S.AWAITING_APPROVAL, S.QUEUED, S.BUILDING})
 STATE_TEXT: dict[State, str] = {
     s: s.value.replace("_", " ").capitalize() for s in State
 }
@@ -74,7 +75,8 @@ def slot(service: str, env: str) -> str:
 
 
 async def create(
-    session: AsyncSession, deployment: Deployment, *, actor: str, now: datetime, detail: str = ""
+    session: AsyncSession, deployment: Deployment, *, actor: str, now: datetime,
+    detail: str = "", action: str = "requested",
 ) -> Deployment:
     """Add a freshly requested deployment, its first audit event and its status card."""
     deployment.state = S.REQUESTED
@@ -84,7 +86,7 @@ async def create(
     session.add(deployment)
     await session.flush()
     assert deployment.id is not None
-    session.add(_audit(deployment, actor, "requested", None, S.REQUESTED, detail, now))
+    session.add(_audit(deployment, actor, action, None, S.REQUESTED, detail, now))
     session.add(Outbox(deployment_id=deployment.id, kind="card", created_at=now))
     return deployment
 
@@ -117,6 +119,15 @@ def transition(
     session.add(deployment)
     session.add(_audit(deployment, actor, action, current, to, detail, now))
     session.add(Outbox(deployment_id=deployment.id, kind="card", created_at=now))
+
+
+def record(
+    session: AsyncSession, *, service: str, env: str, actor: str, action: str, now: datetime,
+    detail: str = "", deployment_id: int | None = None,
+) -> None:
+    """An audit event that is not a state change (an approval, a lock, a freeze)."""
+    session.add(AuditEvent(deployment_id=deployment_id, service=service, env=env, actor=actor,
+                           action=action, detail=detail[:2000], at=now))
 
 
 def _audit(

@@ -26,3 +26,16 @@ def note(
         Outbox(deployment_id=dep.id, kind="thread", text=text, blocks=json.dumps(blocks),
                created_at=now)
     )
+
+
+def announce(session: AsyncSession, channel: str | None, text: str, *, now: datetime) -> None:
+    """A standalone message (locks, freeze windows) to the team's announce channel."""
+    if channel:
+        session.add(Outbox(kind="announce", channel=channel, text=text,
+                           blocks=json.dumps(thread_note(text)), created_at=now))
+
+
+def refresh_approval(session: AsyncSession, dep: Deployment, *, now: datetime) -> None:
+    """Post (first time) or re-render the approval request of ``dep``."""
+    assert dep.id is not None
+    session.add(Outbox(deployment_id=dep.id, kind="approval", created_at=now))

@@ -19,6 +19,7 @@ from bot.clock import Clock
 from bot.engine import machine
 from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note
+from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.steps import STEPS, StepContext
 from bot.metrics import Metrics
@@ -39,13 +40,14 @@ class Runner:
         providers: dict[str, ServiceProviders],
         clock: Clock,
         metrics: Metrics,
+        policy: Policy,
         *,
         owner: str,
         poll_seconds: float,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self.sessions, self.providers = sessions, providers
-        self.clock, self.metrics = clock, metrics
+        self.clock, self.metrics, self.policy = clock, metrics, policy
         self.owner, self.poll_seconds, self.on_change = owner, poll_seconds, on_change
         self._lock = asyncio.Lock()
 
@@ -94,7 +96,8 @@ class Runner:
             try:
                 if step is not None:
                     providers = self.providers[dep.service]
-                    await step(StepContext(session, providers, now, self.poll_seconds), dep)
+                    ctx = StepContext(session, providers, now, self.poll_seconds, self.policy)
+                    await step(ctx, dep)
                 else:
                     dep.next_action_at = None
                 dep.lease_owner, dep.lease_until = None, None

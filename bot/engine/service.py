@@ -18,6 +18,7 @@ from bot.clock import Clock
 from bot.engine import machine, policy
 from bot.engine.machine import State
 from bot.engine.outbox import note
+from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.store.db import Sessions
 from bot.store.models import Deployment
@@ -36,12 +37,13 @@ class DeployService:
     def __init__(
         self,
         sessions: Sessions,
-        channels: dict[str, str],
+        policy: Policy,
         providers: dict[str, ServiceProviders],
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
     ) -> None:
-        self.sessions, self.channels, self.providers = sessions, channels, providers
+        self.sessions, self.policy, self.providers = sessions, policy, providers
+        self.channels = {n: s.channel for n, s in policy.config.services.items()}
         self.clock, self.on_change = clock, on_change
 
     async def request(self, cmd: Deploy, actor: str, request_key: str) -> str:
@@ -51,25 +53,34 @@ class DeployService:
             seen = await self._by_key(request_key)
             if seen is not None:
                 return f"Already received: this request is deployment #{seen.id} ({seen.state})."
-            decision = await policy.may_deploy(session, cmd.service, cmd.env, now)
+            decision = await self.policy.may_request(
+                session, service=cmd.service, env=cmd.env, version=cmd.version, user=actor,
+                hotfix=cmd.hotfix, now=now)
             if not decision.allowed:
                 return decision.reason
             dep = Deployment(
                 request_key=request_key, service=cmd.service, env=cmd.env, version=cmd.version,
-                reason=cmd.reason, requester=actor, state=State.REQUESTED,
+                reason=cmd.reason, requester=actor, state=State.REQUESTED, hotfix=cmd.hotfix,
+                approvals_required=self.policy.approvals_needed(cmd.env, cmd.hotfix),
                 channel=self.channels[cmd.service], created_at=now, updated_at=now,
             )
+            detail = ("HOTFIX: bypasses locks, freezes and promotion order. " if cmd.hotfix
+                      else "") + (cmd.reason or "")
             try:
-                await machine.create(session, dep, actor=actor, now=now, detail=cmd.reason or "")
+                await machine.create(session, dep, actor=actor, now=now, detail=detail,
+                                     action="hotfix_requested" if cmd.hotfix else "requested")
                 await session.commit()
             except IntegrityError:
                 await session.rollback()
                 return await self._explain_conflict(request_key, cmd)
         self.on_change()
         what = f"`{cmd.version}`" if cmd.version else "the latest build"
+        kind = "HOTFIX deployment" if cmd.hotfix else "Deployment"
+        gate = (f" It needs {dep.approvals_required} approval(s) first; the request is in the "
+                "thread." if dep.approvals_required else "")
         return (
-            f":rocket: Deployment #{dep.id} of {cmd.service} {what} to {cmd.env} is on its way. "
-            f"Progress is posted in {self.channels[cmd.service]}; cancel with "
+            f":rocket: {kind} #{dep.id} of {cmd.service} {what} to {cmd.env} is on its way."
+            f"{gate} Progress is posted in {self.channels[cmd.service]}; cancel with "
             f"`/deploy cancel {cmd.service} {cmd.env}` before the deploy starts."
         )
 
@@ -84,8 +95,10 @@ class DeployService:
         if seen is not None:
             return f"Already received: this request is deployment #{seen.id} ({seen.state})."
         async with self.sessions() as session:
-            decision = await policy.may_deploy(session, cmd.service, cmd.env, self.clock())
-        return decision.reason or "Another deployment just started; try again in a moment."
+            busy = await policy.in_flight(session, cmd.service, cmd.env)
+        if busy is not None:
+            return policy.busy_reason(busy, self.clock())
+        return "Another deployment just started; try again in a moment."
 
     async def cancel(self, cmd: Cancel, actor: str) -> str:
         now = self.clock()
@@ -101,6 +114,8 @@ class DeployService:
                     return (f"Nothing to cancel: no deployment of {cmd.service} to {cmd.env} "
                             "is running.")
             decision = policy.may_cancel(dep)
+            if decision.allowed and actor != dep.requester:
+                decision = await self.policy.may(actor, "deploy", dep.env)
             if not decision.allowed:
                 return decision.reason
             run_id, providers = dep.ci_run_id, self.providers[dep.service]

@@ -14,7 +14,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import as_utc, human_duration
 from bot.engine import machine
 from bot.engine.machine import State
-from bot.engine.outbox import note
+from bot.engine.outbox import note, refresh_approval
+from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.store.models import Deployment
 from integrations.base import JobSpec, RunState, RunStatus
@@ -24,9 +25,11 @@ class StepContext:
     """What a step may use: the session, the service's providers, time, polling pace."""
 
     def __init__(
-        self, session: AsyncSession, providers: ServiceProviders, now: datetime, poll: float
+        self, session: AsyncSession, providers: ServiceProviders, now: datetime, poll: float,
+        policy: Policy,
     ) -> None:
         self.session, self.providers, self.now, self.poll = session, providers, now, poll
+        self.policy = policy
 
     def later(self, dep: Deployment) -> None:
         dep.next_action_at = self.now + timedelta(seconds=self.poll)
@@ -64,11 +67,44 @@ async def step_requested(ctx: StepContext, dep: Deployment) -> None:
         note(ctx.session, dep, f":label: No version given: the latest build is `{dep.version}`.",
              now=ctx.now)
     dep.previous_version = await last_succeeded_version(ctx.session, dep.service, dep.env)
+    if dep.approvals_required:
+        rules = ctx.policy.env(dep.env).approval_rules
+        assert rules is not None
+        machine.transition(ctx.session, dep, State.AWAITING_APPROVAL, actor="shipbot",
+                           now=ctx.now)
+        dep.approval_expires_at = ctx.now + rules.expires_after
+        dep.next_action_at = dep.approval_expires_at
+        refresh_approval(ctx.session, dep, now=ctx.now)
+        return
     machine.transition(ctx.session, dep, State.QUEUED, actor="shipbot", now=ctx.now)
     dep.next_action_at = ctx.now
 
 
+async def step_awaiting_approval(ctx: StepContext, dep: Deployment) -> None:
+    """Nothing waits forever: an unanswered request expires at its due time."""
+    assert dep.approval_expires_at is not None
+    if ctx.now < as_utc(dep.approval_expires_at):
+        dep.next_action_at = dep.approval_expires_at
+        return
+    waited = human_duration((ctx.now - as_utc(dep.created_at)).total_seconds())
+    machine.transition(ctx.session, dep, State.EXPIRED, actor="shipbot", now=ctx.now,
+                       detail=f"No decision within {waited}; nothing was deployed.")
+    refresh_approval(ctx.session, dep, now=ctx.now)
+    note(ctx.session, dep,
+         f":alarm_clock: <@{dep.requester}> your request expired without enough approvals "
+         f"({dep.approvals_received} of {dep.approvals_required}). Nothing was deployed. "
+         f"Ask again with `/deploy {dep.service} {dep.env} {dep.version}`.", now=ctx.now)
+
+
 async def step_queued(ctx: StepContext, dep: Deployment) -> None:
+    if not dep.hotfix:  # a lock or freeze may have started while this waited
+        blocked = await ctx.policy.gates(ctx.session, dep, ctx.now)
+        if not blocked.allowed:
+            machine.transition(ctx.session, dep, State.CANCELLED, actor="shipbot", now=ctx.now,
+                               detail=blocked.reason)
+            note(ctx.session, dep, f"{blocked.reason} This deployment was stopped before "
+                 "anything ran.", now=ctx.now)
+            return
     ci = ctx.providers.ci
     if ci is None:
         await start_deploy(ctx, dep)
@@ -151,6 +187,7 @@ async def _fail(ctx: StepContext, dep: Deployment, reason: str, status: RunStatu
 
 STEPS = {
     State.REQUESTED: step_requested,
+    State.AWAITING_APPROVAL: step_awaiting_approval,
     State.QUEUED: step_queued,
     State.BUILDING: step_building,
     State.DEPLOYING: step_deploying,

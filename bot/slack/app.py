@@ -19,7 +19,13 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.blocks import CANCEL_ACTION
+from bot.slack.blocks import (
+    APPROVE_ACTION,
+    CANCEL_ACTION,
+    REJECT_ACTION,
+    REJECT_CALLBACK,
+    reject_modal,
+)
 from commands.handlers import CommandHandlers, Invocation
 
 log = logging.getLogger(__name__)
@@ -57,12 +63,39 @@ def build_slack_app(
         await ack(text=reply.text, response_type="in_channel" if reply.public else "ephemeral")
 
     @app.action(CANCEL_ACTION)
-    async def cancel_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+    @app.action(APPROVE_ACTION)
+    async def button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
-        action = body["actions"][0]
-        user = body["user"]["id"]
-        reply = await handlers.on_cancel_click(str(action.get("value", "")), user)
+        action, user = body["actions"][0], body["user"]["id"]
+        kind = "approve" if action["action_id"] == APPROVE_ACTION else "cancel"
+        reply = await handlers.on_button(kind, str(action.get("value", "")), user)
         await _tell(client, body, user, reply.text)
+
+    @app.action(REJECT_ACTION)
+    async def reject_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Reject asks for a reason first: a modal opened with the click's trigger_id."""
+        await ack()
+        user = body["user"]["id"]
+        dep_id, refusal = await handlers.can_reject(str(body["actions"][0].get("value", "")), user)
+        if refusal or dep_id is None:
+            await _tell(client, body, user, refusal or "That button is not valid any more.")
+            return
+        await client.views_open(trigger_id=body["trigger_id"], view=reject_modal(dep_id))
+
+    @app.view(REJECT_CALLBACK)
+    async def reject_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],
+                               client: AsyncWebClient) -> None:
+        reason = view["state"]["values"]["reason"]["reason"].get("value") or ""
+        if not reason.strip():
+            await ack(response_action="errors", errors={"reason": "Say why, for the audit trail."})
+            return
+        await ack()
+        user = body["user"]["id"]
+        reply = await handlers.on_reject(view.get("private_metadata", ""), user, reason)
+        try:
+            await client.chat_postMessage(channel=user, text=reply.text)
+        except Exception:
+            log.warning("could not tell %s the outcome of a rejection", user, exc_info=True)
 
     return app
 

@@ -27,6 +27,9 @@ class SlotLike(Protocol):
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
 CANCEL_ACTION = "deploy_cancel"
+APPROVE_ACTION = "deploy_approve"
+REJECT_ACTION = "deploy_reject"
+REJECT_CALLBACK = "deploy_reject_reason"
 
 STATE_EMOJI: dict[State, str] = {
     State.REQUESTED: ":inbox_tray:",
@@ -111,6 +114,10 @@ def next_step(dep: Deployment) -> str:
         State.QUEUED: "Next: the build starts. You can cancel until the deploy starts.",
         State.BUILDING: f"Next: deploy to {dep.env} when the build passes. You can still cancel.",
         State.DEPLOYING: f"Next: {target} reports the result. Progress is in the thread.",
+        State.AWAITING_APPROVAL: "Next: an approver presses Approve in the thread; the "
+        "requester cannot approve their own deployment.",
+        State.REJECTED: f"Nothing was deployed. Address the reason, then run {again} again.",
+        State.EXPIRED: f"Nothing was deployed. Run {again} to ask again.",
         State.SUCCEEDED: f"{target} now runs `{dep.version}`.",
         State.FAILED: f"Nothing more will run; {dep.env} still runs {running}. "
         f"See the thread, fix, then run {again} again.",
@@ -121,7 +128,9 @@ def next_step(dep: Deployment) -> str:
 def status_card(dep: Deployment, now: datetime) -> tuple[str, Blocks]:
     """The root message of a deployment, re-rendered on every state change."""
     label = state_label(dep.state)
-    title = f"{dep.service} → {dep.env}"
+    if State(dep.state) is State.AWAITING_APPROVAL:
+        label += f" ({dep.approvals_received} of {dep.approvals_required})"
+    title = f"{'🚑 HOTFIX ' if dep.hotfix else ''}{dep.service} → {dep.env}"
     fields = [
         f"*Version*\n{version_text(dep)}",
         f"*State*\n{label}",
@@ -195,3 +204,83 @@ def history_text(service: str, env: str | None, deps: Sequence[Deployment], now:
             f"by <@{d.requester}>"
         )
     return clip("\n".join(lines), 3000)
+
+
+def approval_request(
+    dep: Deployment, approvals: Sequence[tuple[str, datetime]], approvers: str, now: datetime,
+    thread_link: str | None = None,
+) -> tuple[str, Blocks]:
+    """The approval request: what changes, who asks, why; buttons while it is open."""
+    hotfix = " :ambulance: *HOTFIX*" if dep.hotfix else ""
+    change = f"`{dep.previous_version or 'nothing yet'}` → `{dep.version}`"
+    text = (f":raised_hand: *Approval needed*{hotfix} — <@{dep.requester}> wants to deploy "
+            f"*{dep.service}* {change} to *{dep.env}*.")
+    expires = as_utc(dep.approval_expires_at) if dep.approval_expires_at else now
+    fields = [f"*Reason*\n{escape(dep.reason or '—')}",
+              f"*Approvals*\n{dep.approvals_received} of {dep.approvals_required}",
+              f"*Who can approve*\n{approvers}", f"*Expires*\n{expires:%H:%M} UTC"]
+    blocks: Blocks = [section(text),
+                      {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, 2000)}
+                                                     for f in fields]}]
+    links = [f"<{dep.ci_url}|CI run>"] if dep.ci_url else []
+    if thread_link:
+        links.append(f"<{thread_link}|deployment thread>")
+    if links:
+        blocks.append(context(" · ".join(links)))
+    state = State(dep.state)
+    who = ", ".join(f"<@{u}>" for u, _ in approvals)
+    if state is State.AWAITING_APPROVAL:
+        blocks.append({"type": "actions", "block_id": f"approval:{dep.id}", "elements": [
+            button("Approve", APPROVE_ACTION, str(dep.id), style="primary"),
+            button("Reject", REJECT_ACTION, str(dep.id), style="danger")]})
+    elif approvals and state not in (State.REJECTED, State.EXPIRED, State.CANCELLED):
+        last = max(at for _, at in approvals)
+        blocks.append(section(f":white_check_mark: Approved by {who} at {as_utc(last):%H:%M} UTC"))
+    else:
+        blocks.append(section(f"{state_label(dep.state)}: {escape(dep.detail)}"))
+    return f"Approval needed: {dep.service} {dep.version} to {dep.env}", blocks
+
+
+def audit_text(service: str, env: str | None, events: Sequence[Any]) -> str:
+    """`/deploy audit`: recent decisions with actor and time, newest first."""
+    scope = f"{service} {env}" if env else service
+    if not events:
+        return f"No recorded decisions for {scope} yet."
+    lines = [f"*Recent decisions for {scope}*"]
+    for e in events:
+        change = f" {e.from_state or '∅'}→{e.to_state}" if e.to_state else ""
+        target = f"#{e.deployment_id} " if e.deployment_id else ""
+        detail = f" — {escape(clip(e.detail, 120))}" if e.detail else ""
+        lines.append(f"• {as_utc(e.at):%Y-%m-%d %H:%M:%S} UTC <@{e.actor}> *{e.action}* "
+                     f"{target}{e.env}{change}{detail}")
+    return clip("\n".join(lines), 3000)
+
+
+def guards_text(locks: Sequence[Any], frozen: Sequence[Any]) -> str:
+    """Locks and freeze windows in force, appended to `/deploy status`."""
+    lines = []
+    for lock in locks:
+        scope = f"{lock.service} on {lock.env}" if lock.service else lock.env
+        until = f" until {as_utc(lock.expires_at):%H:%M} UTC" if lock.expires_at else ""
+        lines.append(f":lock: {scope} locked by <@{lock.created_by}>{until}: "
+                     f"{escape(lock.reason)}")
+    for window in frozen:
+        envs = ", ".join(sorted(window.environments))
+        lines.append(f":snowflake: {envs} frozen — {escape(window.describe())}")
+    return "\n".join(lines)
+
+
+def reject_modal(dep_id: int) -> dict[str, Any]:
+    """The Reject reason form; the deployment id travels in private_metadata."""
+    return {
+        "type": "modal", "callback_id": REJECT_CALLBACK, "private_metadata": str(dep_id),
+        "title": {"type": "plain_text", "text": "Reject deployment"},
+        "submit": {"type": "plain_text", "text": "Reject"},
+        "close": {"type": "plain_text", "text": "Back"},
+        "blocks": [{
+            "type": "input", "block_id": "reason",
+            "label": {"type": "plain_text", "text": f"Why reject deployment #{dep_id}?"},
+            "element": {"type": "plain_text_input", "action_id": "reason", "multiline": True,
+                        "max_length": 500},
+        }],
+    }

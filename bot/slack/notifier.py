@@ -13,6 +13,7 @@ import json
 import logging
 from datetime import timedelta
 from itertools import groupby
+from typing import Protocol
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -21,9 +22,9 @@ from sqlmodel import col, or_, select
 
 from bot.clock import Clock
 from bot.metrics import Metrics
-from bot.slack.blocks import status_card
+from bot.slack.blocks import approval_request, status_card
 from bot.store.db import Sessions
-from bot.store.models import Deployment, Outbox
+from bot.store.models import Approval, Deployment, Outbox
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
@@ -31,11 +32,21 @@ IDLE_SECONDS = 1.0
 PARALLEL_DEPLOYMENTS = 8
 
 
+class ApprovalInfo(Protocol):
+    """What the approval message needs to know from the policy."""
+
+    def approvers_text(self, env: str) -> str: ...
+
+    def approvals_channel(self, env: str) -> str | None: ...
+
+
 class Notifier:
     def __init__(
-        self, sessions: Sessions, client: AsyncWebClient, clock: Clock, metrics: Metrics
+        self, sessions: Sessions, client: AsyncWebClient, clock: Clock, metrics: Metrics,
+        approval_info: ApprovalInfo,
     ) -> None:
         self.sessions, self.client, self.clock, self.metrics = sessions, client, clock, metrics
+        self.approval_info = approval_info
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(PARALLEL_DEPLOYMENTS)
 
@@ -61,7 +72,7 @@ class Notifier:
                 .where(col(Outbox.delivered_at).is_(None),
                        or_(col(Outbox.next_attempt_at).is_(None),
                            col(Outbox.next_attempt_at) <= now))
-                .order_by(col(Outbox.deployment_id), col(Outbox.id))
+                .order_by(col(Outbox.deployment_id).nulls_first(), col(Outbox.id))
                 .limit(500)
             )).all()
         groups = [list(g) for _, g in groupby(rows, key=lambda r: r.deployment_id)]
@@ -69,14 +80,23 @@ class Notifier:
         return len(rows)
 
     async def _deliver_group(self, rows: list[Outbox]) -> None:
-        """Thread replies in order; all pending card refreshes collapse into one update."""
+        """Thread replies in order; repeated card or approval refreshes collapse into one."""
         async with self._slots:
             dep_id = rows[0].deployment_id
+            if dep_id is None:
+                for row in rows:
+                    await self._attempt([row], self._announce(row))
+                return
             cards = [r for r in rows if r.kind == "card"]
+            approvals = [r for r in rows if r.kind == "approval"]
             for row in rows:
-                if row.kind != "thread":
+                if row.kind == "thread":
+                    ok = await self._attempt([row], self._post_thread(dep_id, row))
+                elif row is (approvals[0] if approvals else None):
+                    ok = await self._attempt(approvals, self._refresh_approval(dep_id))
+                else:
                     continue
-                if not await self._attempt([row], self._post_thread(dep_id, row)):
+                if not ok:
                     return  # keep order: later replies wait for this one
             if cards:
                 await self._attempt(cards, self._refresh_card(dep_id))
@@ -101,10 +121,7 @@ class Notifier:
         resp = await self.client.chat_postMessage(
             channel=dep.channel, text=text, blocks=blocks, unfurl_links=False)
         channel, ts = str(resp["channel"]), str(resp["ts"])
-        async with self.sessions() as session:
-            await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
-                               .values(card_channel=channel, card_ts=ts))
-            await session.commit()
+        await self._save(dep_id, card_channel=channel, card_ts=ts)
         return channel, ts
 
     async def _post_thread(self, dep_id: int, row: Outbox) -> None:
@@ -120,6 +137,46 @@ class Notifier:
         assert fresh is not None
         text, blocks = status_card(fresh, self.clock())
         await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+
+    async def _announce(self, row: Outbox) -> None:
+        await self.client.chat_postMessage(channel=row.channel or "", text=row.text,
+                                           blocks=json.loads(row.blocks), unfurl_links=False)
+
+    async def _refresh_approval(self, dep_id: int) -> None:
+        """Post the approval request in the thread (and the approvals channel), or update it."""
+        channel, ts = await self._card_ref(dep_id)
+        async with self.sessions() as session:
+            dep = await session.get(Deployment, dep_id)
+            approvals = (await session.exec(select(Approval.user, Approval.at).where(
+                Approval.deployment_id == dep_id, Approval.decision == "approve")
+                .order_by(col(Approval.id)))).all()
+        assert dep is not None
+        link = f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        text, blocks = approval_request(dep, list(approvals),
+                                        self.approval_info.approvers_text(dep.env),
+                                        self.clock(), thread_link=link)
+        if dep.approval_ts is None:
+            resp = await self.client.chat_postMessage(channel=channel, thread_ts=ts, text=text,
+                                                      blocks=blocks)
+            await self._save(dep_id, approval_ts=str(resp["ts"]))
+        else:
+            await self.client.chat_update(channel=channel, ts=dep.approval_ts, text=text,
+                                          blocks=blocks)
+        elsewhere = self.approval_info.approvals_channel(dep.env)
+        if elsewhere and dep.approval_copy is None:
+            resp = await self.client.chat_postMessage(channel=elsewhere, text=text, blocks=blocks)
+            await self._save(dep_id, approval_copy=f"{resp['channel']} {resp['ts']}")
+        elif dep.approval_copy:
+            copy_channel, copy_ts = dep.approval_copy.split(" ", 1)
+            await self.client.chat_update(channel=copy_channel, ts=copy_ts, text=text,
+                                          blocks=blocks)
+
+    async def _save(self, dep_id: int, **values: str) -> None:
+        """Record where a message went, without racing the engine's writes to the row."""
+        async with self.sessions() as session:
+            await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
+                               .values(**values))
+            await session.commit()
 
     async def _failed(self, rows: list[Outbox], exc: Exception) -> None:
         if isinstance(exc, SlackApiError):

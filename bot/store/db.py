@@ -36,6 +36,25 @@ def session_factory(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
+_APPEND_ONLY_SQLITE = [
+    f"CREATE TRIGGER IF NOT EXISTS auditevent_no_{op.lower()} BEFORE {op} ON auditevent "
+    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
+    for op in ("UPDATE", "DELETE")
+]
+_APPEND_ONLY_POSTGRES = [
+    "CREATE OR REPLACE FUNCTION shipbot_audit_append_only() RETURNS trigger AS $$ "
+    "BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END; $$ LANGUAGE plpgsql",
+    "DROP TRIGGER IF EXISTS auditevent_append_only ON auditevent",
+    "CREATE TRIGGER auditevent_append_only BEFORE UPDATE OR DELETE ON auditevent "
+    "FOR EACH ROW EXECUTE FUNCTION shipbot_audit_append_only()",
+]
+
+
 async def create_schema(engine: AsyncEngine) -> None:
+    """Create tables, and make the audit table refuse UPDATE and DELETE in the database."""
     async with engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)
+        statements = (_APPEND_ONLY_SQLITE if engine.dialect.name == "sqlite"
+                      else _APPEND_ONLY_POSTGRES)
+        for statement in statements:
+            await conn.exec_driver_sql(statement)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, Integer, Text
+from sqlalchemy import Column, DateTime, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -51,6 +51,58 @@ class Deployment(SQLModel, table=True):
     channel: str = Field(max_length=80)
     card_channel: str | None = Field(default=None, max_length=80)
     card_ts: str | None = Field(default=None, max_length=32)
+    hotfix: bool = False
+    approvals_required: int = 0
+    approval_expires_at: datetime | None = Field(default=None, sa_column=_ts())
+    approval_ts: str | None = Field(default=None, max_length=32)
+    approvals_received: int = 0
+    approval_copy: str | None = Field(default=None, max_length=120)  # "channel ts" elsewhere
+
+
+class Approval(SQLModel, table=True):
+    """One person's decision on a deployment; unique per person, so double clicks count once."""
+
+    __table_args__ = (UniqueConstraint("deployment_id", "user"),)
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: int = Field(index=True, foreign_key="deployment.id")
+    user: str = Field(max_length=64)
+    decision: str = Field(max_length=16)  # "approve" or "reject"
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    at: datetime = Field(sa_column=_ts(nullable=False))
+
+
+class Lock(SQLModel, table=True):
+    """Blocks new deployments to an environment (service None: every service)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    env: str = Field(index=True, max_length=64)
+    service: str | None = Field(default=None, max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    created_by: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_ts(nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=_ts())
+    released_at: datetime | None = Field(default=None, sa_column=_ts())
+    released_by: str | None = Field(default=None, max_length=64)
+
+
+class Freeze(SQLModel, table=True):
+    """A one-off freeze window declared from Slack (recurring ones live in the config)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    env: str = Field(index=True, max_length=64)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    created_by: str = Field(max_length=64)
+    starts_at: datetime = Field(sa_column=_ts(nullable=False))
+    ends_at: datetime = Field(sa_column=_ts(nullable=False))
+    lifted_at: datetime | None = Field(default=None, sa_column=_ts())
+    lifted_by: str | None = Field(default=None, max_length=64)
+
+
+class Announcement(SQLModel, table=True):
+    """Announcements already made (a window's start or end): unique, so exactly once."""
+
+    key: str = Field(primary_key=True, max_length=255)
+    at: datetime = Field(sa_column=_ts(nullable=False))
 
 
 class AuditEvent(SQLModel, table=True):
@@ -73,8 +125,11 @@ class Outbox(SQLModel, table=True):
     reports, so a crash or a Slack outage delays messages but never loses them."""
 
     id: int | None = Field(default=None, primary_key=True)
-    deployment_id: int = Field(index=True, foreign_key="deployment.id")
-    kind: str = Field(max_length=16)  # "card" (re-render the status card) or "thread"
+    deployment_id: int | None = Field(default=None, index=True, foreign_key="deployment.id")
+    # "card": re-render the status card; "thread": a reply under it; "approval": post or
+    # re-render the approval request; "announce": a standalone message to ``channel``.
+    kind: str = Field(max_length=16)
+    channel: str | None = Field(default=None, max_length=80)
     text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     blocks: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     created_at: datetime = Field(sa_column=_ts(nullable=False))

@@ -1,0 +1,269 @@
+"""Ack latency of Shipbot's ``/deploy`` next to a bare Bolt app, over real HTTP on loopback.
+
+Run by hand, not a test::
+
+    .venv/bin/python bench/ack_latency.py [--requests 500] [--concurrency 20] [--warmup]
+                                          [--database postgresql://user:pass@host/db]
+
+Each server runs in its own (spawned) process, so the client measuring it never shares
+an event loop with it; one ``httpx.AsyncClient`` sends every request. Shipbot runs with
+its whole background engine (runner ticks, deploy subprocesses, notifier posting to the
+fake Slack), as in production: the ack path must not wait for any of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import logging
+import math
+import multiprocessing
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp
+from sqlmodel import col, func, select
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bot.config import ShipbotConfig, parse_config
+from bot.devtools.driver import SlackDriver, sign
+from bot.devtools.fake_slack import FakeSlack
+from bot.devtools.local import LocalBot
+from bot.slack.app import build_web_client
+from bot.store.models import Deployment
+
+ENVS = ("dev", "staging", "production")
+# Out of every 20 requests: 16 deploys, 1 `status`, 1 `status <service>`, 2 unknown services.
+MIX = ("deploy",) * 16 + ("status", "status-one", "invalid", "invalid")
+EXPECT = {"deploy": "is on its way", "status": "What runs where",
+          "status-one": "What runs where", "invalid": "Unknown service"}
+Sample = tuple[str, float, int, str]  # kind, seconds, HTTP status, ack text
+
+
+def bench_config(services: list[str], state: Path) -> ShipbotConfig:
+    """Many services with a cheap ``command`` deploy step (no CI), channels shared by ten."""
+    deploy = {"provider": "command", "argv": [sys.executable, "-c", "pass"],
+              "timeout_seconds": 60}
+    return parse_config({
+        "poll_interval_seconds": 0.1,
+        # No approval gate: every deploy goes straight through the engine to its subprocess.
+        "environments": {"dev": {}, "staging": {}, "production": {"approval": False}},
+        "services": {name: {"channel": f"#deploys-{i % 10}", "deploy": deploy}
+                     for i, name in enumerate(services)},
+    })
+
+
+class LogCounter(logging.Handler):
+    """Counts the server's warnings and errors by logger and message template."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        why = f" [{type(exc).__name__}: {str(exc)[:120]}]" if exc else ""
+        self.seen[f"{record.levelname} {record.name}: {str(record.msg)[:70]}{why}"] += 1
+
+
+async def _uvicorn(app: Starlette) -> tuple[uvicorn.Server, asyncio.Task[Any], str]:
+    """Serve ``app`` on a free loopback port exactly as LocalBot does."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0,
+                                           log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            await task
+        await asyncio.sleep(0.01)
+    return server, task, f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+
+
+async def _serve_bare(conn: Connection, before_response: bool) -> None:
+    """A Bolt app whose /deploy listener only acks; same client setup and adapter."""
+    secret = secrets.token_hex(16)
+    async with FakeSlack() as slack:
+        app = AsyncApp(client=build_web_client("xoxb-local-test", slack.base_url),
+                       signing_secret=secret, process_before_response=before_response)
+
+        @app.command("/deploy")
+        async def only_ack(ack: AsyncAck) -> None:
+            await ack()
+
+        handler = AsyncSlackRequestHandler(app)
+
+        async def events(request: Request) -> Response:
+            return await handler.handle(request)
+
+        server, task, url = await _uvicorn(
+            Starlette(routes=[Route("/slack/events", events, methods=["POST"])]))
+        conn.send({"url": url, "secret": secret})
+        await asyncio.to_thread(conn.recv)
+        server.should_exit = True
+        await task
+    conn.send({})
+
+
+async def _serve_shipbot(conn: Connection, services: list[str], database: str | None) -> None:
+    """A LocalBot with ``services``; reports its deployment rows by state when told to stop."""
+    counter = LogCounter()
+    logging.getLogger().addHandler(counter)
+    tmp = Path(tempfile.mkdtemp(prefix="shipbot-bench-"))
+    try:
+        bot = LocalBot(bench_config(services, tmp), state_dir=tmp / "state",
+                       database_url=database or f"sqlite:///{tmp}/shipbot.db")
+        async with bot:
+            conn.send({"url": bot.url, "secret": bot.signing_secret})
+            await asyncio.to_thread(conn.recv)
+            async with bot.bot.sessions() as session:
+                rows = (await session.exec(
+                    select(Deployment.state, func.count())
+                    .where(col(Deployment.service).in_(services))
+                    .group_by(Deployment.state))).all()
+        conn.send({"states": dict(rows), "log": counter.seen.most_common(5)})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def serve(conn: Connection, target: str, services: list[str], database: str | None) -> None:
+    """Child process entry point: serve ``target`` until the parent says stop."""
+    if target == "shipbot":
+        asyncio.run(_serve_shipbot(conn, services, database))
+    else:
+        asyncio.run(_serve_bare(conn, before_response=target == "bare-pbr"))
+
+
+async def fire(client: httpx.AsyncClient, ready: dict[str, Any],
+               requests: list[tuple[str, str]], concurrency: int) -> tuple[list[Sample], float]:
+    """Send ``requests`` (kind, text) with ``concurrency`` workers; time each until its ack."""
+    driver = SlackDriver(ready["url"], ready["secret"])
+    await driver.aclose()  # only its request builder is used: one shared client for all
+    pending, samples = iter(requests), []
+
+    async def worker() -> None:
+        for kind, text in pending:
+            body = driver.command_body(text)
+            headers = {**sign(driver.secret, body),
+                       "Content-Type": "application/x-www-form-urlencoded"}
+            started = time.perf_counter()
+            resp = await client.post(driver.url, content=body, headers=headers)
+            took = time.perf_counter() - started
+            ack = resp.json().get("text", "") if resp.content and resp.status_code == 200 else ""
+            samples.append((kind, took, resp.status_code, ack or resp.text[:200]))
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return samples, time.perf_counter() - began
+
+
+def plan(n: int, rng: random.Random, deploys: collections.deque[tuple[str, str]],
+         services: list[str]) -> list[tuple[str, str]]:
+    """``n`` requests in the MIX proportions, shuffled; each deploy takes a fresh slot."""
+    kinds = [MIX[i % len(MIX)] for i in range(n)]
+    rng.shuffle(kinds)
+    texts = {"status": lambda: "status",
+             "status-one": lambda: f"status {rng.choice(services)}",
+             "invalid": lambda: "nosuch-service staging v1",
+             "deploy": lambda: "{} {} v1.0.{} --reason \"bench\"".format(
+                 *deploys.popleft(), rng.randrange(1000))}
+    return [(kind, texts[kind]()) for kind in kinds]
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest-rank percentile of non-empty ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]
+
+
+def row(label: str, samples: list[Sample], wall: float | None) -> str:
+    ms = [s[1] * 1000 for s in samples]
+    rate = f"{len(ms) / wall:8.0f}" if wall else f"{'':>8}"
+    return (f"{label:<22}{len(ms):>6}{pct(ms, 0.5):>9.1f} ms{pct(ms, 0.99):>8.1f} ms"
+            f"{max(ms):>8.1f} ms{rate}")
+
+
+async def run(args: argparse.Namespace) -> int:
+    rng, tag = random.Random(7), secrets.token_hex(2)
+    n, warm = args.requests, args.warmup
+    n_deploys = sum(1 for k in (n, warm) for i in range(k) if MIX[i % len(MIX)] == "deploy")
+    services = [f"svc{i}-{tag}" for i in range(math.ceil(n_deploys / len(ENVS)) + 1)]
+    slots = collections.deque((s, e) for s in services for e in ENVS)
+    # One plan for all three apps (the bare ones ack anything): each deploy slot used once.
+    warm_plan, plan_n = plan(warm, rng, slots, services), plan(n, rng, slots, services)
+    ctx = multiprocessing.get_context("spawn")
+    limits = httpx.Limits(max_connections=args.concurrency,
+                          max_keepalive_connections=args.concurrency)
+    results: dict[str, tuple[list[Sample], float, dict[str, Any]]] = {}
+    async with httpx.AsyncClient(limits=limits, timeout=60) as client:
+        for target in ("bare", "bare-pbr", "shipbot"):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(target=serve, args=(theirs, target, services, args.database))
+            proc.start()
+            theirs.close()
+            ready = await asyncio.to_thread(ours.recv)
+            if warm:
+                await fire(client, ready, warm_plan, args.concurrency)
+            samples, wall = await fire(client, ready, plan_n, args.concurrency)
+            ours.send("stop")
+            report = await asyncio.to_thread(ours.recv)
+            await asyncio.to_thread(proc.join, 30)
+            results[target] = (samples, wall, report)
+
+    db = "PostgreSQL" if args.database and args.database.startswith("postgres") else "SQLite"
+    print(f"\nack latency over loopback, N={n} C={args.concurrency} ({db})"
+          f"{f', after {warm} warm-up requests' if warm else ''}")
+    print(f"{'':<22}{'n':>6}{'p50':>12}{'p99':>11}{'max':>11}{'req/s':>8}")
+    print(row("bare Bolt ack", *results["bare"][:2]))
+    print(row("bare Bolt ack (pbr)", *results["bare-pbr"][:2]))
+    shipbot, wall, report = results["shipbot"]
+    print(row("shipbot (all kinds)", shipbot, wall))
+    for kind in ("deploy", "status", "status-one", "invalid"):
+        label = {"status-one": "status <svc>"}.get(kind, kind)
+        print(row(f"shipbot {label}", [s for s in shipbot if s[0] == kind], None))
+    print("(pbr: process_before_response=True, which skips Bolt's 10 ms ack polling)")
+
+    ok = True
+    for target, (samples, _, _) in results.items():
+        bad = collections.Counter(s[2] for s in samples if s[2] != 200)
+        print(f"{target}: {len(samples) - sum(bad.values())}/{len(samples)} acks 200"
+              + (f"  NOT 200: {dict(bad)}" if bad else ""))
+        ok &= not bad
+    wrong = [s for s in shipbot if s[2] == 200 and EXPECT[s[0]] not in s[3]]
+    for kind, _, _, text in wrong[:5]:
+        print(f"  unexpected {kind} reply: {text[:160]!r}")
+    states: dict[str, int] = report["states"]
+    sent = sum(1 for kind, _ in warm_plan + plan_n if kind == "deploy")
+    rows = sum(states.values())
+    print(f"deployment rows: {rows} for {sent} deploy commands "
+          f"({'ok' if rows == sent else 'MISMATCH'}); by state at stop: {states}")
+    print(f"replies with the expected text: {len(shipbot) - len(wrong)}/{len(shipbot)}")
+    for line, count in report["log"]:
+        print(f"  server log x{count}: {line}")
+    return 0 if ok and rows == sent and not wrong else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=500, help="measured requests per app")
+    parser.add_argument("--concurrency", type=int, default=20, help="requests in flight")
+    parser.add_argument("--database", help="Shipbot's DATABASE_URL (default: a temp SQLite)")
+    parser.add_argument("--warmup", type=int, nargs="?", const=50, default=0,
+                        help="unmeasured requests first (default 50 when given alone)")
+    sys.exit(asyncio.run(run(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

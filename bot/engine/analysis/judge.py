@@ -1,0 +1,114 @@
+"""One entry point for the engine: judge every metric, then the canary as a whole.
+
+Aggregation follows Kayenta: score = 100 × weight of passing metrics / total weight;
+>= ``pass_score`` passes, >= ``marginal_score`` is marginal (inconclusive: pause for a
+human), below fails. A failing critical metric fails the canary whatever the score;
+threshold and sequential metrics are critical unless the spec says otherwise, because their
+verdicts are decisions already (failure limits, anytime-valid error control).
+
+Missing data never passes: a metric without data (``series is None``, provider errors, no
+traffic) is inconclusive and counts as not passing in the score. The canary still fails if
+even a pass of every undecided metric could not lift the score to the marginal band, and is
+otherwise inconclusive while anything is undecided.
+
+``final`` tells the engine it may act now: every FAIL is final; a PASS is final only when
+every metric's pass is (sequential early pass). A non-final PASS means "so far so good":
+promote when the analysis window ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from bot.engine.analysis import mann_whitney, sequential, threshold
+from bot.engine.analysis.model import (
+    AnalysisState,
+    JudgeKind,
+    Judgement,
+    MetricResult,
+    MetricSeries,
+    MetricSpec,
+    MetricState,
+    SequentialState,
+    ThresholdState,
+    Verdict,
+)
+
+PASS_SCORE = 95.0
+MARGINAL_SCORE = 75.0
+
+
+def judge_metric(spec: MetricSpec, series: MetricSeries | None,
+                 state: MetricState | None) -> tuple[MetricResult, MetricState | None]:
+    """Dispatch one metric to its judge; returns the result and the state to persist."""
+    if spec.judge is JudgeKind.THRESHOLD:
+        ts = state if isinstance(state, ThresholdState) else None
+        return threshold.evaluate(spec, series, ts)
+    if spec.judge is JudgeKind.SEQUENTIAL:
+        ss = state if isinstance(state, SequentialState) else None
+        return sequential.evaluate(spec, series, ss)
+    return mann_whitney.evaluate(spec, series), None
+
+
+def aggregate(results: Sequence[MetricResult], *, pass_score: float = PASS_SCORE,
+              marginal_score: float = MARGINAL_SCORE) -> Judgement:
+    """Kayenta-style weighted score plus critical metrics and the never-pass-on-no-data rule."""
+    if not results:
+        return Judgement(verdict=Verdict.INCONCLUSIVE, score=0.0,
+                         summary="INCONCLUSIVE: no metrics configured for the canary")
+    total = sum(r.weight for r in results)
+    passed = sum(r.weight for r in results if r.verdict is Verdict.PASS)
+    unknown = sum(r.weight for r in results if r.verdict is Verdict.INCONCLUSIVE)
+    score = round(100 * passed / total, 1)
+    best_case = 100 * (passed + unknown) / total
+    failed = [r for r in results if r.verdict is Verdict.FAIL]
+    critical = [r for r in failed if r.critical]
+    undecided = [r for r in results if r.verdict is Verdict.INCONCLUSIVE]
+    marginal = False
+    if critical:
+        verdict = Verdict.FAIL
+        head = f"FAIL: critical metric {', '.join(r.name for r in critical)} failed"
+    elif best_case < marginal_score:
+        verdict = Verdict.FAIL
+        head = f"FAIL: score {score:g}/100 is below {marginal_score:g}"
+    elif score >= pass_score and not undecided:
+        verdict = Verdict.PASS
+        head = f"PASS: score {score:g}/100"
+    elif undecided:
+        verdict = Verdict.INCONCLUSIVE
+        head = (f"INCONCLUSIVE: {len(undecided)} of {len(results)} metric(s) undecided "
+                f"({', '.join(r.name for r in undecided)}); score so far {score:g}/100")
+    else:
+        verdict, marginal = Verdict.INCONCLUSIVE, True
+        head = (f"INCONCLUSIVE: marginal score {score:g}/100 (pass needs {pass_score:g}) "
+                "— pausing for a human")
+    final = verdict is Verdict.FAIL or (
+        verdict is Verdict.PASS and all(r.final for r in results))
+    if verdict is Verdict.PASS:
+        head += " — safe to promote now" if final else " — promote when the window ends"
+    elif verdict is Verdict.FAIL:
+        head += " — roll back"
+    shown = failed or undecided if verdict is not Verdict.PASS else []
+    reasons = "; ".join(r.explanation for r in shown[:3])
+    summary = f"{head}. {reasons}" if reasons else f"{head}."
+    return Judgement(verdict=verdict, score=score, marginal=marginal, final=final,
+                     results=tuple(results), summary=summary)
+
+
+def judge(specs: Sequence[MetricSpec], series_by_metric: Mapping[str, MetricSeries | None],
+          states: AnalysisState | None = None, *, pass_score: float = PASS_SCORE,
+          marginal_score: float = MARGINAL_SCORE) -> tuple[Judgement, AnalysisState]:
+    """Judge one check of a canary; pure: returns the new state instead of storing it."""
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate metric names in {names}")
+    old = states.metrics if states is not None else {}
+    new: dict[str, MetricState] = {}
+    results = []
+    for spec in specs:
+        result, st = judge_metric(spec, series_by_metric.get(spec.name), old.get(spec.name))
+        results.append(result)
+        if st is not None:
+            new[spec.name] = st
+    judgement = aggregate(results, pass_score=pass_score, marginal_score=marginal_score)
+    return judgement, AnalysisState(metrics=new)

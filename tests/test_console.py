@@ -1,0 +1,223 @@
+"""`shipbot console`: the text rendering of real Block Kit, and scripted sessions against
+the real app (signed HTTP in, fake Slack out) read as transcripts."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot.devtools.console import run_console
+from bot.devtools.render_text import (
+    EMOJI,
+    TextStyle,
+    buttons,
+    format_reply,
+    format_update,
+    mrkdwn,
+    render_blocks,
+)
+from bot.settings import Settings
+from bot.slack.blocks import CANCEL_ACTION, STATE_EMOJI, status_card, thread_note
+from bot.store.models import Deployment
+from tests.conftest import make_config, step
+
+REPO = Path(__file__).resolve().parent.parent
+NOW = datetime(2025, 3, 4, 10, 0, 12, tzinfo=UTC)
+
+
+def deployment(**changes: Any) -> Deployment:
+    fields: dict[str, Any] = {
+        "id": 7, "request_key": "slash:t", "service": "api", "env": "staging",
+        "version": "v1.4.2", "previous_version": "v1.4.1", "reason": "fix <login> & more",
+        "requester": "U0ALICE", "state": "building", "channel": "#deploys-api",
+        "created_at": NOW - timedelta(seconds=12), "updated_at": NOW,
+    }  # fmt: skip
+    return Deployment(**{**fields, **changes})
+
+
+# -- rendering: on the JSON the real builders produce -----------------------------
+def test_status_card_renders_as_readable_lines_with_its_button() -> None:
+    _, blocks = status_card(deployment(), NOW)
+    lines = render_blocks(blocks)
+    assert lines[0] == "== api → staging =="
+    assert "Version: `v1.4.2` (was `v1.4.1`)" in lines
+    assert "State: 🛠️ Building" in lines
+    assert "Requested by: @U0ALICE" in lines
+    assert "Time: 12s so far" in lines
+    assert "Reason: fix <login> & more" in lines  # Slack's &lt; &amp; escapes undone
+    assert any(line.startswith("· Next: deploy to staging") for line in lines)
+    assert lines[-1] == "[ Cancel ]"
+    [cancel] = buttons(blocks)
+    assert (cancel.label, cancel.action_id, cancel.value) == ("Cancel", CANCEL_ACTION, "7")
+    assert cancel.block_id == "deployment:7"
+
+
+def test_finished_card_has_no_button_and_an_update_shows_only_what_changed() -> None:
+    _, before = status_card(deployment(), NOW)
+    done = deployment(state="succeeded", finished_at=NOW, detail="staging runs v1.4.2 (took 12s).")
+    _, after = status_card(done, NOW)
+    assert buttons(after) == []
+    update = format_update("#deploys-api", render_blocks(before), render_blocks(after))
+    assert update[0] == "#deploys-api  (updated) api → staging"
+    assert "  State: ✅ Succeeded" in update
+    assert "  Outcome: staging runs v1.4.2 (took 12s)." in update
+    assert "  [ Cancel ] (gone)" in update
+    assert not any("Version" in line or "Requested by" in line for line in update)
+
+
+def test_thread_note_with_link_and_long_output_renders_indented() -> None:
+    output = "\n".join(f"[build] step {i} <ok>" for i in range(30))
+    blocks = thread_note(":white_check_mark: Build passed (exited with code 0).",
+                         detail=output, link="https://ci.example/runs/42")
+    lines = format_reply(render_blocks(blocks, TextStyle(max_code_lines=3)))
+    assert lines == [
+        "  └ ✅ Build passed (exited with code 0).",
+        "    · Open the run (https://ci.example/runs/42)",
+        "        … 27 earlier lines",
+        "        [build] step 27 <ok>",
+        "        [build] step 28 <ok>",
+        "        [build] step 29 <ok>",
+    ]
+
+
+def test_every_emoji_shipbot_posts_has_a_unicode_form() -> None:
+    for code in STATE_EMOJI.values():
+        assert code.strip(":") in EMOJI, code
+    assert mrkdwn(":rocket: :no_such_emoji:") == ["🚀 :no_such_emoji:"]
+    assert mrkdwn(":rocket:", TextStyle(emoji=False)) == [":rocket:"]
+
+
+def test_mrkdwn_links_mentions_escapes_and_formatting() -> None:
+    text = ("*Bold* by <@U0BOB> in <#C123|deploys> <!here>: <https://x.io/r|the run>, "
+            "<https://y.io>, `a_b*c*` and _it_ ~old~ &lt;tag&gt; &amp;lt;")
+    assert mrkdwn(text) == [
+        "Bold by @U0BOB in #deploys @here: the run (https://x.io/r), https://y.io, "
+        "`a_b*c*` and it old <tag> &lt;"
+    ]
+    assert mrkdwn("a\n```x &lt; y```") == ["a", "    x < y"]
+    assert "\x1b[1m" in mrkdwn("*b*", TextStyle(color=True))[0]
+
+
+# -- scripted console sessions ----------------------------------------------------
+async def session(tmp_path: Path, script: str, **kwargs: Any) -> tuple[int, str]:
+    """Run the console on ``script``; return its exit code and transcript."""
+    out = io.StringIO()
+    config = kwargs.pop("config", None) or make_config(tmp_path)
+    kwargs.setdefault("database", f"sqlite:///{tmp_path}/console.db")
+    code = await run_console(
+        Settings(SHIPBOT_STATE_DIR=tmp_path / "shipbot"), config,  # type: ignore[call-arg]
+        stdin=io.StringIO(script), stdout=out, **kwargs)
+    return code, out.getvalue()
+
+
+def in_order(transcript: str, *parts: str) -> None:
+    """Each part appears, after the previous one."""
+    at = 0
+    for part in parts:
+        found = transcript.find(part, at)
+        assert found >= 0, f"{part!r} not found after position {at} in:\n{transcript}"
+        at = found + len(part)
+
+
+def turns(transcript: str, prompt: str) -> dict[str, str]:
+    """What each typed line printed, by the line typed (the bot's timing varies, so tests
+    check order only where Shipbot guarantees it: ack first, thread replies in order)."""
+    pieces = transcript.split("\n" + prompt)[1:]
+    return {piece.partition("\n")[0]: piece.partition("\n")[2] for piece in pieces}
+
+
+async def test_deploy_session_shows_ack_card_thread_and_result(tmp_path: Path) -> None:
+    code, out = await session(tmp_path, (
+        '/deploy api staging v1.4.2 --reason "fix login"\n'
+        "/deploy status\n"
+        "nope staging\n"
+        "help\n"
+        "/nope\n"
+        "quit\n"
+    ))
+    assert code == 0
+    in_order(out, "Slack is simulated", "database  sqlite:///", "Try: /deploy api staging")
+    said = turns(out, "you@shipbot> ")
+    deploy = said['/deploy api staging v1.4.2 --reason "fix login"']
+    in_order(
+        deploy,
+        "(only you) 🚀 Deployment #1 of api `v1.4.2` to staging",
+        "#deploys-api  [shipbot]\n  == api → staging ==\n  Version: `v1.4.2`\n",
+        "  Requested by: @U0ALICE\n", "  Reason: fix login\n", "  [ Cancel ]\n",
+        "  └ 🛠️ Build started for `v1.4.2`.\n",
+        "  └ ✅ Build passed",
+        "        done with code 0\n",  # the build's output, as a code block in the reply
+        "  └ 🚀 Deploying `v1.4.2` to staging.\n",
+        "  └ ✅ api v1.4.2 is live on staging",
+    )
+    assert deploy.count("#deploys-api  [shipbot]") == 1  # one card, edited in place
+    assert "  [ Cancel ] (gone)\n" in deploy
+    last_update = deploy[deploy.rindex("#deploys-api  (updated)"):]
+    assert last_update.startswith("#deploys-api  (updated) api → staging\n  State: ✅ Succeeded")
+    assert "output line 0" not in deploy  # long output keeps its last lines only
+    assert said["/deploy status"].startswith("(only you) What runs where\n")
+    assert "• api staging: `v1.4.2` since" in said["/deploy status"]
+    assert said["nope staging"].startswith("(only you) ⚠️ Unknown service 'nope'.")
+    in_order(said["help"], "/deploy history api staging", "Services: api (dev, staging",
+             "Buttons on screen: none")
+    assert said["/nope"].startswith("/nope is not a valid command.")
+    assert said["quit"].startswith("Stopped.")
+
+
+async def test_typing_a_button_label_clicks_it_newest_first(tmp_path: Path) -> None:
+    slow_build = step(tmp_path / "ci.log", STEP_SLEEP=60)
+    code, out = await session(tmp_path, (
+        "as u0bob\n"
+        "api dev v9\n"
+        "/deploy api staging v9\n"
+        "cancel\n"
+        "click CANCEL\n"
+        "click Cancel\n"
+        "as nobody here\n"
+    ), config=make_config(tmp_path, ci=slow_build), database=None, settle_timeout=1.5)
+    assert code == 0  # the end of the input quits too
+    assert f"database  sqlite:///{tmp_path / 'shipbot' / 'console.db'}" in out
+    assert (tmp_path / "shipbot" / "console.db").exists()
+    in_order(out, "you@shipbot> as u0bob\nYou are now U0BOB", "U0BOB@shipbot> api dev v9\n")
+    said = turns(out, "U0BOB@shipbot> ")
+    in_order(said["api dev v9"], "== api → dev ==", "Requested by: @U0BOB", "[ Cancel ]",
+             "(still going after 1.5s: deployment #1 (api dev) is ")
+    assert "== api → staging ==" in said["/deploy api staging v9"]
+    newest = said["cancel"]
+    assert newest.startswith(
+        "→ U0BOB clicks [ Cancel ] on “api → staging” in #deploys-api "
+        "(2 buttons say 'Cancel': pressing the newest)\n")
+    assert "(only you) Cancelled deployment #2 of api to staging." in newest
+    assert "#deploys-api  (updated) api → staging\n  State: ✖️ Cancelled\n" in newest
+    assert "  └ ✖️ Cancelled by @U0BOB. Nothing was changed on staging." in newest
+    other = said["click CANCEL"]
+    assert other.startswith("→ U0BOB clicks [ Cancel ] on “api → dev” in #deploys-api\n")
+    assert "(only you) Cancelled deployment #1 of api to dev." in other
+    assert "#deploys-api  (updated) api → dev\n  State: ✖️ Cancelled\n" in other
+    assert said["click Cancel"].startswith("No button labelled 'Cancel'. None shown.")
+    in_order(said["as nobody here"], "Usage: as <Slack user id>", "Stopped.")
+
+
+def test_cli_console_runs_the_example_config_end_to_end(tmp_path: Path) -> None:
+    env = {**os.environ, "SHIPBOT_STATE_DIR": str(tmp_path / "state"), "PYTHONIOENCODING": "utf-8"}
+    env.pop("SHIPBOT_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "console", "--database", f"sqlite:///{tmp_path}/cli.db"],
+        input="/deploy api staging v1.4.2\nquit\n", capture_output=True, text=True,
+        encoding="utf-8", cwd=REPO, env=env, timeout=90, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    in_order(
+        done.stdout,
+        "config    shipbot.yml", "you@shipbot> /deploy api staging v1.4.2\n",
+        "(only you) 🚀 Deployment #1 of api `v1.4.2` to staging",
+        "== api → staging ==", "[build] pushed registry.example.com/api:v1.4.2",
+        "  └ ✅ api v1.4.2 is live on staging", "State: ✅ Succeeded",
+        "you@shipbot> quit\n", "Stopped.",
+    )
+    assert (tmp_path / "cli.db").exists()
