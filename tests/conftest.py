@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -71,6 +72,21 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Loca
     yield factory
     for bot in bots:
         await bot.stop()
+
+
+class FakeClock:
+    """An injectable clock that tests jump forward instead of sleeping. It still runs at
+    real speed between jumps, so the engine's short polling delays keep working."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        start = start or datetime(2026, 11, 25, 10, 0, tzinfo=UTC)  # a Wednesday
+        self.offset = start - datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0) -> Any:

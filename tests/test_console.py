@@ -68,6 +68,9 @@ def test_finished_card_has_no_button_and_an_update_shows_only_what_changed() -> 
     assert "  Outcome: staging runs v1.4.2 (took 12s)." in update
     assert "  [ Cancel ] (gone)" in update
     assert not any("Version" in line or "Requested by" in line for line in update)
+    color = TextStyle(color=True)
+    painted = format_update("#d", render_blocks(before, color), render_blocks(after, color))
+    assert painted[-1].endswith("[ Cancel ]\x1b[0m (gone)")
 
 
 def test_thread_note_with_link_and_long_output_renders_indented() -> None:
@@ -109,6 +112,7 @@ async def session(tmp_path: Path, script: str, **kwargs: Any) -> tuple[int, str]
     out = io.StringIO()
     config = kwargs.pop("config", None) or make_config(tmp_path)
     kwargs.setdefault("database", f"sqlite:///{tmp_path}/console.db")
+    kwargs.setdefault("quiet_seconds", 0.6)  # the bot answers in milliseconds here
     code = await run_console(
         Settings(SHIPBOT_STATE_DIR=tmp_path / "shipbot"), config,  # type: ignore[call-arg]
         stdin=io.StringIO(script), stdout=out, **kwargs)
@@ -200,7 +204,37 @@ async def test_typing_a_button_label_clicks_it_newest_first(tmp_path: Path) -> N
     assert "(only you) Cancelled deployment #1 of api to dev." in other
     assert "#deploys-api  (updated) api → dev\n  State: ✖️ Cancelled\n" in other
     assert said["click Cancel"].startswith("No button labelled 'Cancel'. None shown.")
-    in_order(said["as nobody here"], "Usage: as <Slack user id>", "Stopped.")
+    assert said["as nobody here"].startswith("Usage: as <Slack user id>")
+    assert said["(end of input)"].startswith("Stopped.")
+
+
+async def test_approval_buttons_and_the_reject_modal(tmp_path: Path) -> None:
+    code, out = await session(tmp_path, (
+        "as U0BOB\n"
+        "/deploy api production v1\n"
+        "approve\n"
+        "as U0CAROL\n"
+        "reject\n"
+        "submit\n"
+        "submit not today\n"
+        "quit\n"
+    ))
+    assert code == 0
+    said = {**turns(out, "U0BOB@shipbot> "), **turns(out, "U0CAROL@shipbot> ")}
+    in_order(said["/deploy api production v1"], "== api → production ==",
+             "  └ ✋ Approval needed", "    [ Approve ]  [ Reject ]\n",
+             "State: ✋ Awaiting approval")
+    assert "(still going" not in out  # waiting for an approver is not the bot being busy
+    assert "(only you) You requested deployment #1, so you cannot approve it" in said["approve"]
+    assert said["reject"].startswith("→ U0CAROL clicks [ Reject ] on “✋ Approval needed")
+    in_order(said["reject"], "(modal for you) == Reject deployment ==\n",
+             "Why reject deployment #1? [ … ]", "[ Reject ]  [ Back ]",
+             "(type `submit <answer>` to press Reject, or `close`)")
+    assert said["submit"].startswith("(modal says) reason: Say why")
+    rejected = said["submit not today"]
+    assert "DM to you  [shipbot]\n  You rejected deployment #1." in rejected
+    assert "#deploys-api  (updated) api → production\n  State: ⛔ Rejected\n" in rejected
+    assert "    [ Approve ]  [ Reject ] (gone)\n" in rejected
 
 
 def test_cli_console_runs_the_example_config_end_to_end(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import httpx
 from sqlmodel import col, func, select
@@ -26,6 +26,7 @@ from bot.config import ShipbotConfig
 from bot.devtools import render_text as rt
 from bot.devtools.fake_slack import FakeSlack, RecordedCall
 from bot.devtools.local import LocalBot
+from bot.engine.machine import State
 from bot.settings import Settings
 from bot.slack.app import SLASH_COMMANDS
 from bot.store.models import Deployment, Outbox
@@ -34,6 +35,7 @@ DEFAULT_USER = "U0ALICE"
 COMMAND_CHANNEL = "#deploys"  # where the driver's slash commands are typed
 QUIT = frozenset({"quit", "exit"})
 Key = tuple[str, str]  # (channel, ts) of a message
+WAITING_FOR_PEOPLE = frozenset({State.AWAITING_APPROVAL, State.PAUSED})  # not "busy"
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,10 @@ class Console:
         self.lines: dict[Key, list[str]] = {}  # each message as last printed
         self.buttons: dict[Key, list[Shown]] = {}  # buttons each message shows now
         self.last_thread: Key | None = None  # the message whose thread a "└" would hang under
+        self.modal: tuple[str, dict[str, Any]] | None = None  # (for whom, view) when one is open
         self.prompt_shown = False
+        self.sent = 0  # requests sent to the bot: scripted mode waits after each
+        self.sent_at = float("-inf")  # when the last one went (on the fake's clock)
         self.may_print = asyncio.Event()
         self.may_print.set()
 
@@ -124,15 +129,17 @@ class Console:
         if call.method == "chat.postEphemeral":
             who = "you" if params.get("user") == self.user else f"@{params.get('user')}"
             return rt.format_aside(f"(only {who})", rt.render_message(params, self.style)), None
+        if call.method in ("views.open", "views.push", "views.update"):
+            return self.show_modal(resp.get("view") or {}), None
         if call.method not in ("chat.postMessage", "chat.update"):
             return [], self.last_thread
-        message, raw_channel = resp.get("message") or params, str(resp.get("channel"))
-        channel, ts = rt.channel_label(raw_channel), str(resp["ts"])
-        lines, before = rt.render_message(message, self.style), self.lines.get((channel, ts))
-        self.lines[(channel, ts)] = lines
-        self.buttons[(channel, ts)] = [Shown(b, raw_channel, ts, rt.title_of(lines))
-                                       for b in rt.buttons(message.get("blocks"))]
-        root = (channel, str(message.get("thread_ts", ts)))
+        message, raw = resp.get("message") or params, str(resp.get("channel"))
+        channel, ts = self.where(raw), str(resp["ts"])
+        lines, before = rt.render_message(message, self.style), self.lines.get((raw, ts))
+        self.lines[(raw, ts)] = lines
+        self.buttons[(raw, ts)] = [Shown(b, raw, ts, rt.title_of(lines))
+                                   for b in rt.buttons(message.get("blocks"))]
+        root = (raw, str(message.get("thread_ts", ts)))
         reply = root[1] != ts
         head: list[str] = []
         if reply and self.last_thread != root:  # say whose thread this reply belongs to
@@ -140,6 +147,45 @@ class Console:
         if call.method == "chat.update":
             return head + rt.format_update(channel, before or [], lines, reply=reply), root
         return head + (rt.format_reply(lines) if reply else rt.format_root(channel, lines)), root
+
+    def where(self, channel: str) -> str:
+        """``#deploys-api``; a message sent to a user id is a direct message."""
+        if channel[:1] in ("U", "W"):
+            return "DM to you" if channel == self.user else f"DM to @{channel}"
+        return rt.channel_label(channel)
+
+    def show_modal(self, view: dict[str, Any]) -> list[str]:
+        """A modal opened for the person who clicked; it stays open until submit or close."""
+        self.modal = (self.user, view)
+        many = len(rt.inputs(view)) > 1
+        how = "submit <answer> | <answer>…" if many else "submit <answer>"
+        press = (view.get("submit") or {}).get("text", "Submit")
+        hint = f"(type `{how}` to press {press}, or `close`)"
+        return rt.format_aside("(modal for you)", [*rt.render_view(view, self.style), hint])
+
+    async def submit(self, answers: str) -> None:
+        """Submit the open modal as the user it was opened for; errors keep it open."""
+        assert self.modal is not None
+        user, view = self.modal
+        fields = rt.inputs(view)
+        parts = [a.strip() for a in answers.split("|")] if len(fields) > 1 else [answers.strip()]
+        values = {block: {action: {"type": kind, "value": value}}
+                  for (block, action, kind), value in zip(fields, parts, strict=False)}
+        with self.holding():
+            self.sent, self.sent_at = self.sent + 1, self.fake.clock()
+            resp = await self.local.driver.submit_view(
+                str(view.get("callback_id", "")), str(view.get("private_metadata", "")),
+                values, user=user)
+            is_json = "json" in resp.headers.get("content-type", "") and resp.content
+            body = resp.json() if is_json else {}
+            if resp.status_code != 200:
+                self.emit([f"(modal) Submitting failed: HTTP {resp.status_code}"])
+            elif body.get("response_action") == "errors":
+                errors = [f"{k}: {v}" for k, v in (body.get("errors") or {}).items()]
+                self.emit(rt.format_aside("(modal says)", errors))
+            else:
+                self.modal = None
+            self.flush()
 
     # -- input -----------------------------------------------------------------
     async def handle(self, line: str) -> bool:
@@ -152,6 +198,12 @@ class Console:
             return False
         if head.lower() in ("help", "?"):
             self.emit(self.help())
+        elif self.modal and head.lower() in ("submit", "close"):
+            if head.lower() == "submit":
+                await self.submit(rest)
+            else:
+                self.modal = None
+                self.emit(["(modal closed)"])
         elif head.lower() == "as":
             self.switch_user(rest.split())
         elif head.lower() == "click" or (not text.startswith("/") and self.visible(text)):
@@ -177,6 +229,7 @@ class Console:
                        f"{', '.join(SLASH_COMMANDS)} (or type help)."])
             return
         with self.holding():
+            self.sent, self.sent_at = self.sent + 1, self.fake.clock()
             resp = await self.local.driver.command(text, command=command, user=self.user)
             self.emit(self.ack(command, resp))
             self.flush()
@@ -211,6 +264,7 @@ class Console:
         with self.holding():
             self.emit([f"→ {self.user} clicks [ {shown.button.label} ] on “{shown.title}” in "
                        f"{rt.channel_label(shown.channel)}{several if len(matches) > 1 else ''}"])
+            self.sent, self.sent_at = self.sent + 1, self.fake.clock()
             resp = await self.local.driver.click(
                 shown.button.action_id, shown.button.value, user=self.user,
                 channel=shown.channel, message_ts=shown.ts, block_id=shown.button.block_id)
@@ -275,10 +329,12 @@ class Console:
             self.flush()
 
     async def busy(self) -> list[str]:
-        """Deployments still in flight and Slack messages not yet delivered, in words."""
+        """Deployments the bot is working on and Slack messages not yet delivered, in words
+        (one awaiting approval waits for a person, so a script may go on)."""
         async with self.local.bot.sessions() as session:
             running = (await session.exec(
-                select(Deployment).where(col(Deployment.finished_at).is_(None)))).all()
+                select(Deployment).where(col(Deployment.finished_at).is_(None),
+                                         col(Deployment.state).not_in(WAITING_FOR_PEOPLE)))).all()
             pending = (await session.exec(select(func.count()).select_from(Outbox).where(
                 col(Outbox.delivered_at).is_(None)))).one()
         found = [f"deployment #{d.id} ({d.service} {d.env}) is {d.state}" for d in running]
@@ -290,7 +346,8 @@ class Console:
         while True:
             await asyncio.sleep(0.1)
             self.flush()
-            last = self.fake.calls[-1].at if self.fake.calls else float("-inf")
+            # A click is acked before its handler runs: count quiet from the click too.
+            last = max(self.fake.calls[-1].at if self.fake.calls else self.sent_at, self.sent_at)
             quiet = self.fake.clock() - last >= self.quiet
             late = asyncio.get_running_loop().time() >= deadline
             work = await self.busy() if quiet or late else ["Slack calls"]
@@ -306,7 +363,7 @@ class Console:
         while True:
             if self.scripted:
                 line = await read_line(stream, "")
-                self.emit([self.prompt + (line or "")])
+                self.emit([self.prompt + (line if line is not None else "(end of input)")])
             else:
                 self.prompt_shown = True
                 try:
@@ -316,9 +373,10 @@ class Console:
             if line is None:
                 self.out.write("" if self.scripted else "\n")
                 return
+            sent = self.sent
             if not await self.handle(line):
                 return
-            if self.scripted:
+            if self.scripted and self.sent != sent:
                 await self.settle()
 
 

@@ -87,6 +87,37 @@ class SlackDriver:
         body = urlencode({"payload": json.dumps(payload)})
         return await self.post(body, "application/x-www-form-urlencoded", {})
 
+    def view_payload(
+        self, callback_id: str, private_metadata: str, values: dict[str, dict[str, Any]],
+        *, user: str = "U0ALICE",
+    ) -> dict[str, Any]:
+        """A ``view_submission`` payload as Slack's docs show (state.values by block/action)."""
+        return {
+            "type": "view_submission",
+            "team": TEAM,
+            "user": {"id": user, "username": user.lower(), "name": user.lower(),
+                     "team_id": TEAM["id"]},
+            "api_app_id": "A0SHIPBOT",
+            "token": "unused-verification-token",
+            "trigger_id": f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
+            "view": {
+                "id": f"V{uuid.uuid4().hex[:10].upper()}", "team_id": TEAM["id"],
+                "type": "modal", "callback_id": callback_id,
+                "private_metadata": private_metadata, "blocks": [],
+                "state": {"values": values}, "hash": "1700000000.abcdef",
+                "title": {"type": "plain_text", "text": "Reject deployment"},
+                "app_id": "A0SHIPBOT", "bot_id": "BBOT",
+            },
+            "response_urls": [],
+            "is_enterprise_install": False,
+        }
+
+    async def submit_view(self, callback_id: str, private_metadata: str,
+                          values: dict[str, dict[str, Any]], **kwargs: Any) -> httpx.Response:
+        payload = self.view_payload(callback_id, private_metadata, values, **kwargs)
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.post(body, "application/x-www-form-urlencoded", {})
+
     async def post(self, body: str, content_type: str, headers: dict[str, str]) -> httpx.Response:
         signed = {**sign(self.secret, body), "Content-Type": content_type, **headers}
         return await self.http.post(self.url, content=body, headers=signed)

@@ -22,13 +22,15 @@ EMOJI: Mapping[str, str] = MappingProxyType({
     "double_vertical_bar": "⏸️", "white_check_mark": "✅", "no_entry": "⛔",
     "alarm_clock": "⏰", "heavy_multiplication_x": "✖️", "x": "❌", "rewind": "⏪",
     "leftwards_arrow_with_hook": "↩️", "rotating_light": "🚨", "label": "🏷️",
-    "warning": "⚠️", "tada": "🎉", "lock": "🔒", "unlock": "🔓",
+    "warning": "⚠️", "lock": "🔒", "unlock": "🔓", "snowflake": "❄️", "sunny": "☀️",
+    "construction": "🚧", "ambulance": "🚑", "tada": "🎉",
 })  # fmt: skip
 
 _ANSI = MappingProxyType({
     "bold": "\x1b[1m", "dim": "\x1b[2m", "italic": "\x1b[3m", "strike": "\x1b[9m",
     "danger": "\x1b[31m", "primary": "\x1b[32m", "reset": "\x1b[0m",
 })  # fmt: skip
+_ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
 _LINK = re.compile(r"<([^<>\n]+)>")
 _EMOJI_CODE = re.compile(r":([a-z0-9_+-]+):")
 _INLINE_CODE = re.compile(r"(`[^`\n]+`)")
@@ -197,6 +199,11 @@ def render_block(block: Block, style: TextStyle = PLAIN) -> list[str]:
         return [style.paint("· " + "  ".join(parts), "dim")] if parts else []
     if kind == "actions":
         return ["  ".join(_element(el, style) for el in block.get("elements") or [])]
+    if kind == "input":
+        label = " ".join(_text_of(block.get("label"), style))
+        element = block.get("element") or {}
+        hint = " ".join(_text_of(element.get("placeholder"), style)) or "…"
+        return [f"{label} [ {hint} ]"]
     if kind == "divider":
         return ["─" * 20]
     if kind == "image":
@@ -216,6 +223,22 @@ def render_message(message: Mapping[str, Any], style: TextStyle = PLAIN) -> list
     return mrkdwn(str(message.get("text") or ""), style) or ["(empty message)"]
 
 
+def render_view(view: Mapping[str, Any], style: TextStyle = PLAIN) -> list[str]:
+    """A modal: its title, its blocks (inputs as empty fields), then its two buttons."""
+    title = " ".join(_text_of(view.get("title"), style))
+    ends = [_element({"type": "button", "text": view[k], "style": style_}, style)
+            for k, style_ in (("submit", "primary"), ("close", None)) if view.get(k)]
+    return [style.paint(f"== {title} ==", "bold"), *render_blocks(view.get("blocks") or [], style),
+            *(["  ".join(ends)] if ends else [])]
+
+
+def inputs(view: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(block_id, action_id, element type) of each input, to build the submission."""
+    return [(str(b.get("block_id", "")), str(b["element"].get("action_id", "")),
+             str(b["element"].get("type", "plain_text_input")))
+            for b in view.get("blocks") or [] if b.get("type") == "input" and b.get("element")]
+
+
 def buttons(blocks: Sequence[Block] | None) -> list[Button]:
     """Every button in the blocks (actions elements and section accessories), in order."""
     found: list[Button] = []
@@ -233,11 +256,16 @@ def buttons(blocks: Sequence[Block] | None) -> list[Button]:
     return found
 
 
-def title_of(lines: Sequence[str]) -> str:
+def title_of(lines: Sequence[str], limit: int = 60) -> str:
     """A short name for a rendered message: its header, or its first line."""
-    first = next((line for line in lines if line.strip()), "")
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", first)
-    return plain.removeprefix("== ").removesuffix(" ==")
+    first = plain(next((line for line in lines if line.strip()), ""))
+    title = first.removeprefix("== ").removesuffix(" ==")
+    return title if len(title) <= limit else title[: limit - 1] + "…"
+
+
+def plain(line: str) -> str:
+    """A rendered line without its ANSI colours."""
+    return _ANSI_CODE.sub("", line)
 
 
 def channel_label(channel: str) -> str:
@@ -269,7 +297,7 @@ def format_update(
     """An edited message: only the lines that changed, and buttons that went away."""
     old, new = set(before), set(after)
     added = [line for line in after if line not in old]
-    gone = [line for line in before if line not in new and line.lstrip().startswith("[ ")]
+    gone = [line for line in before if line not in new and plain(line).startswith("[ ")]
     if not added and not gone:
         return []
     pad = "    " if reply else "  "

@@ -21,6 +21,7 @@ from bot.engine import machine
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
+from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Approval, Deployment
 
@@ -104,7 +105,7 @@ class ApprovalService:
 
     def _rejected(self, session: AsyncSession, dep: Deployment, user: str, reason: str,
                   now: datetime) -> None:
-        why = reason or "no reason given"
+        why = escape(reason) if reason else "no reason given"
         machine.transition(session, dep, State.REJECTED, actor=user, now=now,
                            detail=f"Rejected by <@{user}>: {why}", action="reject")
         note(session, dep, f":no_entry: <@{user}> rejected this deployment: {why}. Nothing was "

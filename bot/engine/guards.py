@@ -16,6 +16,7 @@ from bot.clock import Clock, as_utc
 from bot.engine import machine, windows
 from bot.engine.outbox import announce
 from bot.engine.policy import Policy, active_freezes, active_locks
+from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Announcement, AuditEvent, Freeze, Lock
 from commands.model import Audit, FreezeEnv, LockEnv, Unfreeze, UnlockEnv
@@ -39,16 +40,17 @@ class GuardService:
                 Lock.service == cmd.service if cmd.service else col(Lock.service).is_(None))
             )).first()
             if same is not None:
-                return (f"{scope} is already locked by <@{same.created_by}>: {same.reason}. "
+                return (f"{scope} is already locked by <@{same.created_by}>: "
+                        f"{escape(same.reason)}. "
                         "Nothing changed.")
             expires = now + cmd.duration if cmd.duration else None
             session.add(Lock(env=cmd.env, service=cmd.service, reason=cmd.reason,
                              created_by=user, created_at=now, expires_at=expires))
             until = f" until {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
             machine.record(session, service=cmd.service or "*", env=cmd.env, actor=user,
-                           action="lock", now=now, detail=f"{cmd.reason}{until}")
+                           action="lock", now=now, detail=f"{escape(cmd.reason)}{until}")
             announce(session, self.channel, f":lock: <@{user}> locked {scope}{until}: "
-                     f"{cmd.reason}. New deployments are refused until `/deploy unlock "
+                     f"{escape(cmd.reason)}. New deployments are refused until `/deploy unlock "
                      f"{cmd.env}{' ' + cmd.service if cmd.service else ''}`.", now=now)
             await session.commit()
         return f":lock: Locked {scope}{until}. Unlock with `/deploy unlock {cmd.env}" \
@@ -86,7 +88,8 @@ class GuardService:
             session.add(row)
             await session.flush()
             machine.record(session, service="*", env=cmd.env, actor=user, action="freeze",
-                           now=now, detail=f"until {cmd.until:%Y-%m-%d %H:%M %Z}: {cmd.reason}")
+                           now=now,
+                           detail=f"until {cmd.until:%Y-%m-%d %H:%M %Z}: {escape(cmd.reason)}")
             await session.commit()
         await self.announce_windows()
         return (f":snowflake: {cmd.env} is frozen until {as_utc(cmd.until):%Y-%m-%d %H:%M} UTC "

@@ -125,7 +125,8 @@ def record(
     session: AsyncSession, *, service: str, env: str, actor: str, action: str, now: datetime,
     detail: str = "", deployment_id: int | None = None,
 ) -> None:
-    """An audit event that is not a state change (an approval, a lock, a freeze)."""
+    """An audit event that is not a state change (an approval, a lock, a freeze).
+    ``detail`` is mrkdwn-safe text: anything a user typed in it is already escaped."""
     session.add(AuditEvent(deployment_id=deployment_id, service=service, env=env, actor=actor,
                            action=action, detail=detail[:2000], at=now))
 

@@ -19,6 +19,7 @@ from bot.config import EnvironmentConfig, ShipbotConfig
 from bot.config_policy import EVERYONE
 from bot.engine import windows
 from bot.engine.machine import CANCELLABLE, IN_FLIGHT, STATE_TEXT, State
+from bot.mrkdwn import escape
 from bot.slack.directory import Directory, UnknownGroup
 from bot.store.models import Deployment, Freeze, Lock
 
@@ -127,7 +128,8 @@ class Policy:
         until = f" until {as_utc(lock.expires_at):%H:%M} UTC" if lock.expires_at else ""
         return Decision(False, (
             f":lock: {scope} is locked by <@{lock.created_by}> since "
-            f"{as_utc(lock.created_at):%Y-%m-%d %H:%M} UTC{until}: {lock.reason}. Nothing was "
+            f"{as_utc(lock.created_at):%Y-%m-%d %H:%M} UTC{until}: {escape(lock.reason)}. "
+            "Nothing was "
             f"started. Ask them, or someone with the lock role, to `/deploy unlock {env}"
             f"{' ' + lock.service if lock.service else ''}`; in an emergency use --hotfix."))
 

@@ -23,6 +23,7 @@ from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.steps import STEPS, StepContext
 from bot.metrics import Metrics
+from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Deployment
 from integrations.base import IntegrationError
@@ -124,7 +125,7 @@ class Runner:
     async def _step_error(self, dep_id: int, state: State, exc: Exception) -> None:
         """Retry a failing step with backoff; after a few attempts, fail with the reason."""
         user_safe = isinstance(exc, IntegrationError)
-        reason = str(exc) if user_safe else f"internal error ({type(exc).__name__})"
+        reason = escape(str(exc)) if user_safe else f"internal error ({type(exc).__name__})"
         log.warning("deployment %s: step %s failed: %s", dep_id, state, reason,
                     exc_info=not user_safe)
         now = self.clock()

@@ -20,6 +20,7 @@ from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
+from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Deployment
 from commands.model import Cancel, Deploy, History, Status
@@ -65,7 +66,7 @@ class DeployService:
                 channel=self.channels[cmd.service], created_at=now, updated_at=now,
             )
             detail = ("HOTFIX: bypasses locks, freezes and promotion order. " if cmd.hotfix
-                      else "") + (cmd.reason or "")
+                      else "") + escape(cmd.reason or "")
             try:
                 await machine.create(session, dep, actor=actor, now=now, detail=detail,
                                      action="hotfix_requested" if cmd.hotfix else "requested")

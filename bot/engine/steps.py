@@ -17,6 +17,7 @@ from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
+from bot.mrkdwn import escape
 from bot.store.models import Deployment
 from integrations.base import JobSpec, RunState, RunStatus
 
@@ -127,9 +128,10 @@ async def step_building(ctx: StepContext, dep: Deployment) -> None:
         await _still_running(ctx, dep, status, "build")
         return
     if status.state is RunState.FAILED:
-        await _fail(ctx, dep, f"Build failed: {status.detail}.", status)
+        await _fail(ctx, dep, f"Build failed: {escape(status.detail)}.", status)
         return
-    note(ctx.session, dep, f":white_check_mark: Build passed ({status.detail}).", now=ctx.now,
+    note(ctx.session, dep, f":white_check_mark: Build passed ({escape(status.detail)}).",
+         now=ctx.now,
          detail=status.output_tail or None, link=status.url)
     await start_deploy(ctx, dep)
 
@@ -150,7 +152,7 @@ async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
         await _still_running(ctx, dep, status, "deploy")
         return
     if status.state is RunState.FAILED:
-        await _fail(ctx, dep, f"Deploy failed: {status.detail}.", status)
+        await _fail(ctx, dep, f"Deploy failed: {escape(status.detail)}.", status)
         return
     took = human_duration((ctx.now - as_utc(dep.created_at)).total_seconds())
     machine.transition(ctx.session, dep, State.SUCCEEDED, actor="shipbot", now=ctx.now,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.clock import as_utc
 from bot.config_policy import FreezeWindowConfig
+from bot.mrkdwn import escape
 from bot.store.models import Freeze
 
 
@@ -27,7 +28,8 @@ class Window:
 
     def describe(self) -> str:
         who = f" by <@{self.created_by}>" if self.created_by else ""
-        return (f"{self.name}{who}: {self.reason} (until {self.ends_at:%Y-%m-%d %H:%M} UTC)")
+        return (f"{escape(self.name)}{who}: {escape(self.reason)} "
+                f"(until {self.ends_at:%Y-%m-%d %H:%M} UTC)")
 
 
 def occurrence(window: FreezeWindowConfig, at: datetime) -> Window | None:

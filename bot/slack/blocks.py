@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from bot.clock import as_utc, human_duration
 from bot.engine.machine import CANCELLABLE, IN_FLIGHT, STATE_TEXT, State
+from bot.mrkdwn import escape
 from bot.store.models import Deployment
 
 Blocks = list[dict[str, Any]]
@@ -49,11 +50,6 @@ STATE_EMOJI: dict[State, str] = {
     State.ROLLED_BACK: ":leftwards_arrow_with_hook:",
     State.ROLLBACK_FAILED: ":rotating_light:",
 }
-
-
-def escape(text: str) -> str:
-    """Slack mrkdwn control characters, so user text cannot ping or fake links."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def clip(text: str, limit: int) -> str:
@@ -144,7 +140,7 @@ def status_card(dep: Deployment, now: datetime) -> tuple[str, Blocks]:
     if dep.reason:
         blocks.append(section(f"*Reason*\n{escape(dep.reason)}"))
     if dep.detail and State(dep.state) not in IN_FLIGHT:
-        blocks.append(section(f"*Outcome*\n{escape(dep.detail)}"))
+        blocks.append(section(f"*Outcome*\n{dep.detail}"))  # composed by us, parts escaped
     blocks.append(context(f"{next_step(dep)}  ·  Deployment #{dep.id}"))
     if State(dep.state) in CANCELLABLE:
         blocks.append({
@@ -237,7 +233,7 @@ def approval_request(
         last = max(at for _, at in approvals)
         blocks.append(section(f":white_check_mark: Approved by {who} at {as_utc(last):%H:%M} UTC"))
     else:
-        blocks.append(section(f"{state_label(dep.state)}: {escape(dep.detail)}"))
+        blocks.append(section(f"{state_label(dep.state)}: {dep.detail}"))
     return f"Approval needed: {dep.service} {dep.version} to {dep.env}", blocks
 
 
@@ -250,7 +246,7 @@ def audit_text(service: str, env: str | None, events: Sequence[Any]) -> str:
     for e in events:
         change = f" {e.from_state or '∅'}→{e.to_state}" if e.to_state else ""
         target = f"#{e.deployment_id} " if e.deployment_id else ""
-        detail = f" — {escape(clip(e.detail, 120))}" if e.detail else ""
+        detail = f" — {clip(e.detail, 160)}" if e.detail else ""  # stored mrkdwn-safe
         lines.append(f"• {as_utc(e.at):%Y-%m-%d %H:%M:%S} UTC <@{e.actor}> *{e.action}* "
                      f"{target}{e.env}{change}{detail}")
     return clip("\n".join(lines), 3000)
@@ -266,7 +262,7 @@ def guards_text(locks: Sequence[Any], frozen: Sequence[Any]) -> str:
                      f"{escape(lock.reason)}")
     for window in frozen:
         envs = ", ".join(sorted(window.environments))
-        lines.append(f":snowflake: {envs} frozen — {escape(window.describe())}")
+        lines.append(f":snowflake: {envs} frozen — {window.describe()}")
     return "\n".join(lines)
 
 

@@ -10,8 +10,8 @@ from bot.engine.analysis.judge import aggregate, judge, judge_metric
 from bot.engine.analysis.model import (
     AnalysisState,
     Direction,
-    Judgement,
     JudgeKind,
+    Judgement,
     MetricResult,
     MetricSeries,
     MetricSpec,

@@ -1,6 +1,6 @@
 """One entry point for the engine: judge every metric, then the canary as a whole.
 
-Aggregation follows Kayenta: score = 100 × weight of passing metrics / total weight;
+Aggregation follows Kayenta: score = 100 * weight of passing metrics / total weight;
 >= ``pass_score`` passes, >= ``marginal_score`` is marginal (inconclusive: pause for a
 human), below fails. A failing critical metric fails the canary whatever the score;
 threshold and sequential metrics are critical unless the spec says otherwise, because their
@@ -103,7 +103,7 @@ def judge(specs: Sequence[MetricSpec], series_by_metric: Mapping[str, MetricSeri
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate metric names in {names}")
     old = states.metrics if states is not None else {}
-    new: dict[str, MetricState] = {}
+    new: dict[str, MetricState] = dict(old)  # metrics not judged this time keep their state
     results = []
     for spec in specs:
         result, st = judge_metric(spec, series_by_metric.get(spec.name), old.get(spec.name))

@@ -116,7 +116,7 @@ def log_mean_exp(x: Array, axis: int | tuple[int, ...] = -1) -> Array:
 def log_evalues(fail_llr: Array, pass_llr: Array, active: NDArray[np.bool_]
                 ) -> tuple[Array, Array]:
     """(log e fail, log e pass): fail mixes boundaries and alternatives; pass needs every
-    active boundary (−inf when none is active)."""
+    active boundary (-inf when none is active)."""
     log_fail = log_mean_exp(fail_llr, axis=(-2, -1))
     per_bound = log_mean_exp(pass_llr, axis=-1)
     log_pass = np.min(np.where(active, per_bound, np.inf), axis=-1)

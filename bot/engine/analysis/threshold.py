@@ -143,8 +143,8 @@ def evaluate(spec: MetricSpec, series: MetricSeries | None,
     if outcome == ERROR:
         what = ("no data for the canary" if series is None or c is None
                 else "no baseline data to compare with")
-        detail = f"{what} ({new.consecutive_errors} check(s) in a row, "
-        detail += f"{spec.consecutive_error_limit} tolerated)"
+        detail = (f"{what} ({new.consecutive_errors} in a row, "
+                  f"{spec.consecutive_error_limit} tolerated)")
     else:
         arr_c, arr_b = np.array([c], float), np.array([np.nan if b is None else b], float)
         conds = _conditions(arr_c, arr_b, spec)
@@ -152,11 +152,9 @@ def evaluate(spec: MetricSpec, series: MetricSeries | None,
         show = [(n, h) for n, h in held if h == (outcome == SUCCESS)] or held
         detail = "; ".join(_describe(c or 0.0, b, spec, n, h) for n, h in show)
     tally = ""
-    if new.failures and not new.failed:
-        tally = f" ({new.failures} failed measurement(s), {spec.failure_limit} tolerated)"
-    elif new.failed:
-        tally = (f" ({new.failures} failed measurements > limit {spec.failure_limit}: "
-                 "roll back)")
+    if new.failures:
+        plural = "s" if new.failures > 1 else ""
+        tally = f" ({new.failures} failed measurement{plural}, {spec.failure_limit} tolerated)"
 
     if verdict is Verdict.FAIL and outcome != FAILURE:
         sentence = f"{head} — fails: earlier failures exceeded the limit{tally}; now {detail}"
