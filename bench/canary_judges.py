@@ -12,6 +12,7 @@ minute is ignored by all three, like Argo's ``initialDelay``):
 
 * threshold (Argo-like): error rate over the last minute <= baseline + 0.5 pp OR <= 1 %;
   p99 over the last minute <= 1.2x baseline; failureLimit 3, consecutiveErrorLimit 4.
+* threshold-fl0: the same with Argo's default failureLimit 0 (for contrast).
 * mann-whitney (Kayenta): per-interval error rates and p99s since the start, 98 %
   confidence, 10 % allowed increase, equal weights, score bands 95 / 75.
 * sequential: count test on the error counters, histogram test on latency, alpha 0.01
@@ -64,6 +65,7 @@ from bot.engine.analysis.model import (
     CODE_INCONCLUSIVE,
     CODE_PASS,
     Verdict,
+    histogram_quantile,
 )
 
 Codes = NDArray[np.int8]
@@ -76,6 +78,12 @@ SPECS: dict[str, list[MetricSpec]] = {
                    max=0.01, max_increase=0.005, combine="any", failure_limit=3),
         MetricSpec(name="latency", label="p99 latency", unit="seconds", judge="threshold",
                    max_relative=1.2, failure_limit=3),
+    ],
+    "threshold-fl0": [  # Argo's default failureLimit 0: one failed measurement fails
+        MetricSpec(name="errors", label="error rate", unit="ratio", judge="threshold",
+                   max=0.01, max_increase=0.005, combine="any"),
+        MetricSpec(name="latency", label="p99 latency", unit="seconds", judge="threshold",
+                   max_relative=1.2),
     ],
     "mann-whitney": [
         MetricSpec(name="errors", label="error rate", unit="ratio", judge="mann-whitney"),
@@ -107,7 +115,7 @@ def window_sum(x: NDArray[np.int64], i: int, start: int = 0) -> NDArray[np.int64
 
 
 def p99(buckets: NDArray[np.int64]) -> NDArray[np.float64]:
-    return sequential.histogram_quantile(0.99, BOUNDS, np.cumsum(buckets, axis=-1))
+    return histogram_quantile(0.99, BOUNDS, np.cumsum(buckets, axis=-1))
 
 
 def rate(errors: NDArray[np.int64], requests: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -115,8 +123,8 @@ def rate(errors: NDArray[np.int64], requests: NDArray[np.int64]) -> NDArray[np.f
         return np.where(requests > 0, errors / np.maximum(requests, 1), np.nan)
 
 
-def run_threshold(tr: Traffic) -> Codes:
-    err, lat = SPECS["threshold"]
+def run_threshold(tr: Traffic, name: str = "threshold") -> Codes:
+    err, lat = SPECS[name]
     s = tr.canary_requests.shape[0]
     state = {m: [np.zeros(s, np.int64)] * 3 for m in ("errors", "latency")}
     out = []
@@ -187,8 +195,9 @@ def run_sequential(tr: Traffic) -> Codes:
     return np.stack(out, axis=1)
 
 
-RUNNERS = {"threshold": run_threshold, "mann-whitney": run_mann_whitney,
-           "sequential": run_sequential}
+RUNNERS = {"threshold": run_threshold,
+           "threshold-fl0": lambda tr: run_threshold(tr, "threshold-fl0"),
+           "mann-whitney": run_mann_whitney, "sequential": run_sequential}
 
 
 def _hist(buckets: NDArray[np.int64]) -> dict[float, int]:
@@ -209,7 +218,7 @@ def replay(name: str, tr: Traffic, row: int) -> list[int]:
     for i in range(tr.canary_requests.shape[1]):
         series: dict[str, MetricSeries | None] = {}
         active = specs
-        if name == "threshold":
+        if name.startswith("threshold"):
             c = rate(window_sum(tr1.canary_errors, i), window_sum(tr1.canary_requests, i))
             b = rate(window_sum(tr1.baseline_errors, i), window_sum(tr1.baseline_requests, i))
             series["errors"] = MetricSeries(name="errors", canary=_opt(c), baseline=_opt(b))

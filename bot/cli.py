@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate a config file")
     check.add_argument("file", nargs="?", type=Path)
     config_sub.add_parser("schema", help="print the config's JSON Schema")
+    audit = sub.add_parser("audit", help="export the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_sub.add_parser("export", help="write audit events as JSON lines")
+    export.add_argument("--since", required=True, help="YYYY-MM-DD or an ISO 8601 time (UTC)")
+    export.add_argument("--output", type=Path, help="file to write (default: stdout)")
     return p
 
 
@@ -37,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "config":
             return _config(args)
+        if args.command == "audit":
+            return asyncio.run(_audit_export(load_settings(), args.since, args.output))
         settings = load_settings()
         config_path = args.config or settings.SHIPBOT_CONFIG
         config = load_config(config_path)
@@ -71,8 +78,84 @@ def _config(args: argparse.Namespace) -> int:
             print(f"{path}: {problem}" if not problem.startswith(str(path)) else problem)
         print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
         return 1
+    settings = load_settings()
+    if settings.SLACK_BOT_TOKEN is not None:
+        problems = asyncio.run(_check_groups(settings, config))
+        for problem in problems:
+            print(f"{path}: {problem}")
+        if problems:
+            print(f"{len(problems)} problem(s) found.", file=sys.stderr)
+            return 1
+    else:
+        print("note: set SLACK_BOT_TOKEN to also check that user groups exist in Slack.",
+              file=sys.stderr)
     print(f"{path}: OK — {len(config.services)} services, "
           f"environments {' → '.join(config.environment_order)}.")
+    return 0
+
+
+async def _check_groups(settings: Settings, config: ShipbotConfig) -> list[str]:
+    """Every @group the config names must exist in the workspace."""
+    import difflib
+
+    from slack_sdk.errors import SlackApiError, SlackClientError
+
+    from bot.slack.app import build_web_client
+    from bot.slack.directory import SlackDirectory, UnknownGroup
+
+    assert settings.SLACK_BOT_TOKEN is not None
+    client = build_web_client(settings.SLACK_BOT_TOKEN.get_secret_value(),
+                              settings.SLACK_API_URL)
+    directory = SlackDirectory(client)
+    problems: list[str] = []
+    try:
+        await directory.handles()
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        return [f"could not ask Slack for user groups ({type(exc).__name__}); check "
+                "SLACK_BOT_TOKEN, SLACK_API_URL and the usergroups:read scope"]
+    for where, principal in config.principals():
+        if not principal.startswith("@"):
+            continue
+        try:
+            await directory.members(principal)
+        except UnknownGroup:
+            known = [f"@{h}" for h in await directory.handles()]
+            close = difflib.get_close_matches(principal, known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{where}: unknown user group {principal}{hint}")
+    return problems
+
+
+async def _audit_export(settings: Settings, since: str, output: Path | None) -> int:
+    """JSON lines for compliance: one audit event per line, oldest first."""
+    from datetime import datetime
+
+    from sqlmodel import col, select
+
+    from bot.clock import as_utc
+    from bot.store.db import create_engine, session_factory
+    from bot.store.models import AuditEvent
+
+    try:
+        start = as_utc(datetime.fromisoformat(since))
+    except ValueError:
+        print(f"shipbot: --since '{since}' is not a date; use YYYY-MM-DD", file=sys.stderr)
+        return 2
+    engine = create_engine(settings.DATABASE_URL)
+    try:
+        async with session_factory(engine)() as session:
+            rows = (await session.exec(select(AuditEvent).where(col(AuditEvent.at) >= start)
+                                       .order_by(col(AuditEvent.id)))).all()
+    finally:
+        await engine.dispose()
+    lines = [json.dumps({**row.model_dump(mode="json"), "at": as_utc(row.at).isoformat()})
+             for row in rows]
+    text = "".join(line + "\n" for line in lines)
+    if output:
+        await asyncio.to_thread(output.write_text, text)
+        print(f"wrote {len(lines)} events to {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

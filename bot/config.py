@@ -126,14 +126,15 @@ class ShipbotConfig(BaseModel):
     def environment_order(self) -> list[str]:
         return list(self.environments)
 
-    def principals(self) -> set[str]:
-        """Every principal the config names (for `config check` to resolve groups)."""
-        found: set[str] = set()
-        for env in self.environments.values():
+    def principals(self) -> list[tuple[str, str]]:
+        """(location, principal) for every principal the config names, for `config check`."""
+        found: list[tuple[str, str]] = []
+        for name, env in self.environments.items():
             if env.approval_rules:
-                found.update(env.approval_rules.approvers)
-            for role in env.roles.model_dump().values():
-                found.update(role or [])
+                found += [(f"environments.{name}.approval.approvers", p)
+                          for p in env.approval_rules.approvers]
+            for role, values in env.roles.model_dump().items():
+                found += [(f"environments.{name}.roles.{role}", p) for p in values or []]
         return found
 
     def environments_of(self, service: str) -> list[str]:

@@ -184,7 +184,9 @@ def _arity(args: list[str], low: int, high: int, usage: str) -> None:
 
 
 def _did_you_mean(word: str, choices: Sequence[str] | Mapping[str, object]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    names = list(choices)
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6) or [
+        n for n in names if len(word) >= 2 and n.startswith(word)][:1]
     return f" Did you mean '{close[0]}'?" if close else ""
 
 

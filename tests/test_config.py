@@ -79,3 +79,25 @@ def test_check_ok_and_schema(capsys) -> None:
     assert main(["config", "schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert "services" in schema["properties"]
+
+
+async def test_check_names_unknown_user_groups_via_slack(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import sys
+
+    from bot.devtools.fake_slack import FakeSlack
+
+    data = base()
+    data["environments"]["production"]["approval"]["approvers"] = ["@sre-leadz", "U0CAROL"]
+    path = write(tmp_path, data)
+    async with FakeSlack() as slack:
+        slack.add_usergroup("S0SRE", "sre-leads", ["U0BOB"])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "config", "check", str(path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "SLACK_BOT_TOKEN": "xoxb-check", "SLACK_API_URL": slack.base_url})
+        out, err = await proc.communicate()
+    assert proc.returncode == 1, err.decode()
+    assert ("environments.production.approval.approvers: unknown user group @sre-leadz "
+            "(did you mean @sre-leads?)") in out.decode()

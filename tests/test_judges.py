@@ -16,8 +16,10 @@ from bot.engine.analysis import (
     ThresholdState,
     Verdict,
     judge,
+    mann_whitney,
+    sequential,
+    threshold,
 )
-from bot.engine.analysis import mann_whitney, sequential, threshold
 
 BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
 
@@ -182,7 +184,7 @@ def test_sequential_identical_traffic_passes_only_after_min_requests() -> None:
     assert results[0].verdict is Verdict.INCONCLUSIVE  # ~200 of 1000 canary requests
     assert "of 1,000 canary requests needed before a pass" in results[0].explanation
     assert results[-1].verdict is Verdict.PASS and not results[-1].final
-    assert "no regression detected after" in results[-1].explanation
+    assert "no regression detected so far" in results[-1].explanation
     assert state is not None and state.decided is None
 
 
@@ -195,6 +197,8 @@ def test_sequential_large_regression_fails_at_once_and_sticks() -> None:
         first.explanation)
     assert all(r.verdict is Verdict.FAIL for r in results)
     assert state is not None and state.decided is Verdict.FAIL
+    r, _ = sequential.evaluate(SEQ, None, state)  # a provider outage does not undo it
+    assert r.verdict is Verdict.FAIL and r.final
 
 
 def test_sequential_improvement_never_fails_and_can_pass_early() -> None:

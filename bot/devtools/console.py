@@ -171,8 +171,7 @@ class Console:
         parts = [a.strip() for a in answers.split("|")] if len(fields) > 1 else [answers.strip()]
         values = {block: {action: {"type": kind, "value": value}}
                   for (block, action, kind), value in zip(fields, parts, strict=False)}
-        with self.holding():
-            self.sent, self.sent_at = self.sent + 1, self.fake.clock()
+        with self.sending():
             resp = await self.local.driver.submit_view(
                 str(view.get("callback_id", "")), str(view.get("private_metadata", "")),
                 values, user=user)
@@ -228,8 +227,7 @@ class Console:
             self.emit([f"{command} is not a valid command. Shipbot has: "
                        f"{', '.join(SLASH_COMMANDS)} (or type help)."])
             return
-        with self.holding():
-            self.sent, self.sent_at = self.sent + 1, self.fake.clock()
+        with self.sending():
             resp = await self.local.driver.command(text, command=command, user=self.user)
             self.emit(self.ack(command, resp))
             self.flush()
@@ -246,6 +244,10 @@ class Console:
             return rt.format_root(COMMAND_CHANNEL, lines)
         return rt.format_aside("(only you)", lines)
 
+    @property
+    def labels(self) -> list[str]:
+        return sorted({s.button.label for shown in self.buttons.values() for s in shown})
+
     def visible(self, label: str) -> list[Shown]:
         """Buttons on screen with this label (case-insensitive), newest message first."""
         found = [s for shown in self.buttons.values() for s in shown
@@ -254,17 +256,15 @@ class Console:
 
     async def click(self, label: str) -> None:
         """Press a button as the current user, the way Slack would post the click."""
-        on_screen = sorted({s.button.label for shown in self.buttons.values() for s in shown})
         if not (matches := self.visible(label)):
-            where = f"Buttons on screen: {', '.join(on_screen)}." if on_screen else "None shown."
-            self.emit([f"No button labelled {label!r}. {where}"])
+            shown_now = f"Buttons on screen: {', '.join(self.labels)}." if self.labels else ""
+            self.emit([f"No button labelled {label!r}. {shown_now or 'None shown.'}"])
             return
         shown = matches[0]
         several = f" ({len(matches)} buttons say {shown.button.label!r}: pressing the newest)"
-        with self.holding():
+        with self.sending():
             self.emit([f"→ {self.user} clicks [ {shown.button.label} ] on “{shown.title}” in "
                        f"{rt.channel_label(shown.channel)}{several if len(matches) > 1 else ''}"])
-            self.sent, self.sent_at = self.sent + 1, self.fake.clock()
             resp = await self.local.driver.click(
                 shown.button.action_id, shown.button.value, user=self.user,
                 channel=shown.channel, message_ts=shown.ts, block_id=shown.button.block_id)
@@ -273,8 +273,10 @@ class Console:
             self.flush()
 
     @contextlib.contextmanager
-    def holding(self) -> Iterator[None]:
-        """Keep background output back until our own reply is printed, so it comes first."""
+    def sending(self) -> Iterator[None]:
+        """A request to the bot: count it (scripts wait for its effects) and hold background
+        output back until our own reply is printed, so that comes first."""
+        self.sent, self.sent_at = self.sent + 1, self.fake.clock()
         self.may_print.clear()
         try:
             yield
@@ -303,11 +305,10 @@ class Console:
         ]
         services = "; ".join(f"{s} ({', '.join(self.config.environments_of(s))})"
                              for s in self.config.services)
-        on_screen = sorted({s.button.label for shown in self.buttons.values() for s in shown})
         return ["What you can type (Slack is simulated here):",
                 *(f"  {cmd:<44}{what}" for cmd, what in rows),
                 f"Services: {services}",
-                f"Buttons on screen: {', '.join(on_screen) or 'none'}"]
+                f"Buttons on screen: {', '.join(self.labels) or 'none'}"]
 
     def banner(self, config_path: Path, database: str) -> list[str]:
         svc, env = self.example()

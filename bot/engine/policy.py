@@ -110,10 +110,11 @@ class Policy:
 
     async def _gates(self, session: AsyncSession, service: str, env: str,
                      version: str | None, now: datetime) -> Decision:
-        for check in (self._locked(session, service, env, now),
-                      self._frozen(session, env, now),
-                      self._promotion(session, service, env, version)):
-            decision = await check
+        checks = (lambda: self._locked(session, service, env, now),
+                  lambda: self._frozen(session, env, now),
+                  lambda: self._promotion(session, service, env, version))
+        for check in checks:
+            decision = await check()
             if not decision.allowed:
                 return decision
         return ALLOW

@@ -44,6 +44,9 @@ class SlackDirectory:
             self._groups = (self.clock(), ids)
         return self._groups[1]
 
+    async def handles(self) -> list[str]:
+        return sorted(await self._group_ids())
+
     async def members(self, handle: str) -> frozenset[str]:
         """User IDs in the group ``@handle`` (the leading @ is optional)."""
         handle = handle.removeprefix("@")

@@ -10,6 +10,8 @@ import math
 from enum import StrEnum
 from typing import Annotated, Literal
 
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -270,3 +272,21 @@ def verdict_of(code: int) -> tuple[Verdict, bool]:
     if code == CODE_PASS:
         return Verdict.PASS, False
     return Verdict.INCONCLUSIVE, False
+
+
+def histogram_quantile(q: float, bounds: ArrayLike, cumulative: ArrayLike) -> NDArray[np.float64]:
+    """Prometheus ``histogram_quantile``: linear within the bucket; ``cumulative`` is
+    (..., B + 1) with the +Inf bucket last. NaN without requests."""
+    bnd = np.asarray(bounds, dtype=np.float64)
+    cum = np.asarray(cumulative, dtype=np.float64)
+    total = cum[..., -1:]
+    rank = q * total
+    k = np.minimum(np.argmax(cum >= rank, axis=-1), bnd.size)[..., None]
+    upper = np.append(bnd, bnd[-1])[k]
+    lower = np.where(k > 0, np.concatenate(([0.0], bnd))[k], 0.0)
+    prev = np.where(k > 0, np.take_along_axis(cum, np.maximum(k - 1, 0), axis=-1), 0.0)
+    here = np.take_along_axis(cum, k, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(here > prev, (rank - prev) / (here - prev), 1.0)
+    value = np.where(k < bnd.size, lower + (upper - lower) * frac, bnd[-1])
+    return np.where(total > 0, value, np.nan)[..., 0]

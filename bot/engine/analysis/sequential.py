@@ -1,9 +1,8 @@
 """Sequential judge: anytime-valid tests on counters and latency histograms.
 
-Why: a canary is checked every interval, and a fixed-sample test repeated at every look
-raises false rollbacks far above its nominal level. E-processes (Netflix's sequential
-canary testing; Lindon & Malek, "Anytime-valid inference for multinomial count data")
-stay valid however often we look and stop early in both directions.
+Why: a fixed-sample test repeated at every check raises false rollbacks far above its
+level. E-processes (Netflix's sequential canary testing; Lindon & Malek, "Anytime-valid
+inference for multinomial count data") stay valid however often we look.
 
 Model. Within one check, given how many requests each arm served (share ``rho`` for the
 canary) and how many "events" happened in total (errors, or requests slower than a
@@ -36,16 +35,22 @@ between checks, which a conjugate Beta mixture on q would not.
 
 Latency. Each finite histogram boundary b gives a count test on "requests slower than b";
 "canary latency not stochastically larger" is the intersection of θ_b <= 1 over all b, and
-the average of the per-boundary e-processes is an e-process for it (cost: a factor B).
-This catches both a median shift (boundaries near the median) and a tail-only regression
-(boundaries near p99) without assuming a distribution. Early pass requires the pass test
-at every boundary whose pooled exceedance is between 1 % and 99 %; pooled counts carry no
-information about the arm split, so choosing boundaries by them does not bias the test.
+we fail on the average of the per-boundary e-processes (cost: a factor B). Given each
+check's pooled histogram, the arm labels are a random split when the canary's latency has
+the baseline's distribution, so every boundary's process is a supermartingale in one
+filtration and the average is exactly valid; the same holds when the canary is faster in
+likelihood-ratio order. Why not a Dirichlet-multinomial test on all buckets at once: it
+tests "different", spends power on improvements, and needs the baseline's proportions,
+which are estimated. The boundary tests are one-sided, need no distributional assumption,
+and catch a median shift (boundaries near the median) as well as a tail-only regression
+(boundaries near p99). Early pass requires the pass test at every boundary whose pooled
+exceedance is within 1-99 %; pooled counts say nothing about the arm split, so choosing
+boundaries by them does not bias the test.
 
 Counters are cumulative since the canary started; each check uses the increase since the
-last check stored in ``SequentialState``. The first ``warmup_checks`` checks only anchor
-the counters (cold caches and JIT are not held against the canary), a decrease (counter
-reset) re-anchors without evidence, and FAIL or a final PASS is sticky.
+last one (``SequentialState``). The first ``warmup_checks`` checks only anchor the counters
+(cold caches are not held against the canary), a counter reset re-anchors without
+evidence, and FAIL or a final PASS is sticky.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ from bot.engine.analysis.model import (
     Verdict,
     fmt_evalue,
     fmt_value,
+    histogram_quantile,
     verdict_of,
 )
 
@@ -144,24 +150,6 @@ def active_bounds(seen_canary: ArrayLike, seen_baseline: ArrayLike) -> NDArray[n
     return (frac >= ACTIVE[0]) & (frac <= ACTIVE[1])
 
 
-def histogram_quantile(q: float, bounds: ArrayLike, cumulative: ArrayLike) -> Array:
-    """Prometheus ``histogram_quantile``: linear within the bucket; ``cumulative`` is
-    (..., B + 1) with the +Inf bucket last. NaN without requests."""
-    bnd = np.asarray(bounds, dtype=np.float64)
-    cum = np.asarray(cumulative, dtype=np.float64)
-    total = cum[..., -1:]
-    rank = q * total
-    k = np.minimum(np.argmax(cum >= rank, axis=-1), bnd.size)[..., None]
-    upper = np.append(bnd, bnd[-1])[k]
-    lower = np.where(k > 0, np.concatenate(([0.0], bnd))[k], 0.0)
-    prev = np.where(k > 0, np.take_along_axis(cum, np.maximum(k - 1, 0), axis=-1), 0.0)
-    here = np.take_along_axis(cum, k, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(here > prev, (rank - prev) / (here - prev), 1.0)
-    value = np.where(k < bnd.size, lower + (upper - lower) * frac, bnd[-1])
-    return np.where(total > 0, value, np.nan)[..., 0]
-
-
 def _read(series: MetricSeries) -> tuple[str, tuple[float, ...], list[int], list[int]] | str:
     """(test, bounds, canary vector, baseline vector) or why the data cannot be used.
     counts: (requests, errors); latency: (requests, requests slower than each bound)."""
@@ -202,6 +190,9 @@ def evaluate(spec: MetricSpec, series: MetricSeries | None,
                             verdict=Verdict.INCONCLUSIVE, explanation=text,
                             critical=spec.is_critical, weight=spec.weight)
 
+    if state is not None and state.decided is not None:  # sticky, even without data
+        return _explain(spec, state, CODE_FAIL if state.decided is Verdict.FAIL
+                        else CODE_FINAL_PASS), state
     if series is None:
         st = state or SequentialState()
         return result(f"{t}: no data from the metrics provider — inconclusive"), st
@@ -213,8 +204,6 @@ def evaluate(spec: MetricSpec, series: MetricSeries | None,
     if (state is None or state.test != test or state.bounds != bounds
             or state.allowed_increase != spec.allowed_increase):
         state = _fresh(test, bounds, spec)
-    if state.decided is not None:
-        return _explain(spec, state, int(_code_of(state.decided))), state
 
     last_c = list(state.last_canary) or [0] * len(cur_c)
     last_b = list(state.last_baseline) or [0] * len(cur_b)
@@ -239,9 +228,11 @@ def evaluate(spec: MetricSpec, series: MetricSeries | None,
         "fail_llr": tuple(map(tuple, fail.tolist())), "pass_llr": tuple(map(tuple, ok.tolist())),
         "seen_canary": tuple(int(x) for x in seen_c),
         "seen_baseline": tuple(int(x) for x in seen_b)})
-    code = int(_decide_state(st, spec))
+    lf, lp = log_evalues(fail, ok, _active(st))
+    code = int(decide(lf, lp, st.seen_canary[0], spec))
     if code in (CODE_FAIL, CODE_FINAL_PASS):
-        st = st.model_copy(update={"decided": _verdict_word(code)})
+        decided = Verdict.FAIL if code == CODE_FAIL else Verdict.PASS
+        st = st.model_copy(update={"decided": decided})
     return _explain(spec, st, code), st
 
 
@@ -249,19 +240,6 @@ def _active(st: SequentialState) -> NDArray[np.bool_]:
     if st.test == "counts":
         return np.array([True])
     return active_bounds(st.seen_canary, st.seen_baseline)
-
-
-def _decide_state(st: SequentialState, spec: MetricSpec) -> int:
-    lf, lp = log_evalues(np.array(st.fail_llr), np.array(st.pass_llr), _active(st))
-    return int(decide(lf, lp, st.seen_canary[0] if st.seen_canary else 0, spec))
-
-
-def _verdict_word(code: int) -> Verdict:
-    return Verdict.FAIL if code == CODE_FAIL else Verdict.PASS
-
-
-def _code_of(v: Verdict) -> int:
-    return CODE_FAIL if v is Verdict.FAIL else CODE_FINAL_PASS
 
 
 def _explain(spec: MetricSpec, st: SequentialState, code: int) -> MetricResult:
@@ -279,35 +257,41 @@ def _explain(spec: MetricSpec, st: SequentialState, code: int) -> MetricResult:
     def rate(events: int, total: int) -> float | None:
         return events / total if total else None
 
+    def times(a: float | None, b: float | None) -> str:
+        return f"{a / b:.2g}× baseline; " if a is not None and b else ""
+
     if st.test == "latency":
         cum_c = [sc[0] - s for s in sc[1:]] + [sc[0]]
         cum_b = [sb[0] - s for s in sb[1:]] + [sb[0]]
-        cv = float(histogram_quantile(0.99, st.bounds, cum_c)) if sc[0] else None
-        bv = float(histogram_quantile(0.99, st.bounds, cum_b)) if sb[0] else None
-        k = int(np.argmax(log_mean_exp(fail, axis=-1)))
+
+        def q(p: float, cum: list[int]) -> float | None:
+            return float(histogram_quantile(p, st.bounds, cum)) if cum[-1] else None
+
+        cv, bv = q(0.99, cum_c), q(0.99, cum_b)
+        head = (f"{t} p50 {fmt_value(q(0.5, cum_c), u)} vs {fmt_value(q(0.5, cum_b), u)}, "
+                f"p99 {fmt_value(cv, u)} vs {fmt_value(bv, u)}")
+        k = int(np.argmax(log_mean_exp(fail, axis=-1)))  # the most incriminating boundary
         rc, rb = rate(sc[k + 1], sc[0]), rate(sb[k + 1], sb[0])
-        b_ms = fmt_value(st.bounds[k], Unit.SECONDS)
-        head = f"{t} (p99) {fmt_value(cv, u)} vs {fmt_value(bv, u)}"
-        what = (f"{fmt_value(rc, Unit.RATIO)} of canary requests slower than {b_ms} vs "
-                f"{fmt_value(rb, Unit.RATIO)} of baseline")
-        worse_word = "canary latency is stochastically larger"
+        what = f"{sc[0]:,} canary vs {sb[0]:,} baseline requests"
+        worse = (f"canary latency is stochastically larger ({fmt_value(rc, Unit.RATIO)} of "
+                 f"canary requests slower than {fmt_value(st.bounds[k], Unit.SECONDS)} vs "
+                 f"{fmt_value(rb, Unit.RATIO)} of baseline; {times(rc, rb)}")
     else:
         cv, bv = rate(sc[1], sc[0]), rate(sb[1], sb[0])
         head = f"{t} {fmt_value(cv, u)} vs {fmt_value(bv, u)}"
-        what = (f"{sc[1]:,} errors in {sc[0]:,} canary requests vs {sb[1]:,} in "
+        what = (f"{_n(sc[1], 'error')} in {sc[0]:,} canary requests vs {sb[1]:,} in "
                 f"{sb[0]:,} baseline")
-        worse_word = "canary error rate is higher"
+        worse = f"canary error rate is higher ({what}; {times(cv, bv)}"
     if code == CODE_FAIL:
-        ratio = f"{cv / bv:.2g}× baseline; " if cv is not None and bv else ""
-        text = (f"{head} — fails: {worse_word} ({what}; {ratio}{bar}, "
-                f"anytime-valid at α={spec.alpha:g}) — safe to roll back now")
+        text = (f"{head} — fails: {worse}{bar}, anytime-valid at α={spec.alpha:g}) — safe "
+                "to roll back now")
     elif code == CODE_FINAL_PASS:
         text = (f"{head} — passes (final): with {1 - spec.alpha:.0%} anytime-valid "
                 f"confidence the canary is less than {margin} worse ({what}; e_pass="
                 f"{fmt_evalue(e_pass)} ≥ {level:g}) — safe to promote now")
     elif code == CODE_PASS:
-        text = (f"{head} — passes: no regression detected after {sc[0]:,} canary "
-                f"requests ({what}; {bar}); promote when the analysis window ends")
+        text = (f"{head} — passes: no regression detected so far ({what}; {bar}); promote "
+                "when the analysis window ends")
     elif sc[0] == 0:
         text = f"{t}: no canary traffic yet — inconclusive"
     else:
@@ -318,3 +302,7 @@ def _explain(spec: MetricSpec, st: SequentialState, code: int) -> MetricResult:
                         explanation=text, canary_value=cv, baseline_value=bv,
                         critical=spec.is_critical, weight=spec.weight, final=final,
                         e_value=e_fail, e_value_pass=e_pass)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
