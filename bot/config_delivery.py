@@ -1,0 +1,80 @@
+"""Config for progressive delivery: strategies, canary analysis metrics, HTTP checks.
+
+Metrics reuse the judges' own settings (``MetricSpec``) and add the PromQL that feeds
+them, so one block in the YAML says both what to measure and how to judge it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bot.config_policy import Duration
+from bot.engine.analysis.model import JudgeKind, MetricSpec
+from integrations.http_check import HttpCheckConfig
+from integrations.prometheus import PromQLTemplate
+
+StrategyKind = Literal["rolling", "canary", "blue-green"]
+STRATEGIES: tuple[StrategyKind, ...] = ("rolling", "canary", "blue-green")
+
+
+class AnalysisMetric(MetricSpec):
+    """One metric: how to query it (per track) and how to judge it."""
+
+    query: PromQLTemplate | None = Field(
+        default=None, description="A value per point in time, e.g. an error ratio; {track}")
+    requests_query: PromQLTemplate | None = Field(
+        default=None, description="Cumulative request count (sequential judge)")
+    errors_query: PromQLTemplate | None = Field(
+        default=None, description="Cumulative error count (sequential judge)")
+
+    @model_validator(mode="after")
+    def _queries(self) -> AnalysisMetric:
+        if self.judge is JudgeKind.SEQUENTIAL:
+            if not (self.requests_query and self.errors_query):
+                raise ValueError(f"metric {self.name!r}: the sequential judge needs "
+                                 "requests_query and errors_query")
+        elif self.query is None:
+            raise ValueError(f"metric {self.name!r}: needs a query")
+        return self
+
+
+class AnalysisConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    metrics: list[AnalysisMetric] = Field(min_length=1)
+    window: Duration = Field(default=timedelta(minutes=1), description="rate() window")
+    resolution: Duration = Field(default=timedelta(seconds=10), description="query step")
+    check_every: Duration = Field(default=timedelta(seconds=30))
+    pass_score: float = Field(default=95, ge=0, le=100)
+    marginal_score: float = Field(default=75, ge=0, le=100)
+
+
+Step = int | Literal["pause"]
+
+
+class StrategyConfig(BaseModel):
+    """How a service reaches an environment; see the README for each kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: StrategyKind = "rolling"
+    steps: list[Step] = Field(default_factory=lambda: [5, 25, 50, 100])
+    interval: Duration = Field(default=timedelta(minutes=2), description="time per step")
+    analysis: AnalysisConfig | None = None
+    checks: list[HttpCheckConfig] = Field(default_factory=list)
+    rollback_window: Duration = Field(default=timedelta(minutes=10),
+                                      description="blue-green: keep the old version this long")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[Step]) -> list[Step]:
+        weights = [s for s in steps if s != "pause"]
+        if not weights or weights[-1] != 100:
+            raise ValueError("canary steps must end at 100 (e.g. [5, 25, 50, 100])")
+        if any(not 0 < w <= 100 for w in weights) or weights != sorted(weights):
+            raise ValueError("canary weights must rise from above 0 to 100")
+        return steps
+
+    def with_kind(self, kind: StrategyKind) -> StrategyConfig:
+        return self.model_copy(update={"kind": kind})

@@ -1,0 +1,76 @@
+"""Fetch canary and baseline series for the judges from the metrics provider.
+
+A provider error or a missing series becomes ``None`` for that metric: the judges
+turn it into an explicit inconclusive result, never a pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from datetime import datetime
+
+from bot.config_delivery import AnalysisConfig, AnalysisMetric
+from bot.engine.analysis.model import MetricSeries
+from bot.store.models import Deployment
+from integrations.metrics import MetricsError, MetricsProvider
+from integrations.prometheus import render_query
+
+log = logging.getLogger(__name__)
+
+
+async def measure(
+    provider: MetricsProvider, analysis: AnalysisConfig, dep: Deployment, start: datetime,
+    end: datetime,
+) -> dict[str, MetricSeries | None]:
+    """Every metric of ``analysis`` for the canary and baseline tracks between start and end."""
+    results = await asyncio.gather(*(
+        _one(provider, analysis, metric, dep, start, end) for metric in analysis.metrics))
+    return {m.name: r for m, r in zip(analysis.metrics, results, strict=True)}
+
+
+async def _one(
+    provider: MetricsProvider, analysis: AnalysisConfig, metric: AnalysisMetric,
+    dep: Deployment, start: datetime, end: datetime,
+) -> MetricSeries | None:
+    try:
+        fields: dict[str, object] = {}
+        if metric.query:
+            canary, baseline = await asyncio.gather(
+                _range(provider, analysis, metric.query, dep, "canary", start, end),
+                _range(provider, analysis, metric.query, dep, "baseline", start, end))
+            fields.update(canary=canary, baseline=baseline)
+        if metric.requests_query and metric.errors_query:
+            counts = await asyncio.gather(*(
+                _count(provider, q, dep, track, end)
+                for track in ("canary", "baseline")
+                for q in (metric.requests_query, metric.errors_query)))
+            if all(c is not None for c in counts):
+                fields.update(canary_requests=counts[0], canary_errors=counts[1],
+                              baseline_requests=counts[2], baseline_errors=counts[3])
+        return MetricSeries(name=metric.name, **fields)  # type: ignore[arg-type]
+    except MetricsError as exc:
+        log.warning("metric %s for deployment %s: %s", metric.name, dep.id, exc)
+        return None
+
+
+def _render(template: str, dep: Deployment, track: str, window: object) -> str:
+    version = dep.version if track == "canary" else (dep.previous_version or dep.version)
+    return render_query(template, service=dep.service, env=dep.env, track=track,
+                        version=version, window=window)  # type: ignore[arg-type]
+
+
+async def _range(provider: MetricsProvider, analysis: AnalysisConfig, template: str,
+                 dep: Deployment, track: str, start: datetime,
+                 end: datetime) -> tuple[float | None, ...]:
+    query = _render(template, dep, track, analysis.window)
+    samples = await provider.query_range(query, start, end,
+                                         analysis.resolution.total_seconds())
+    return tuple(s.value for s in samples)
+
+
+async def _count(provider: MetricsProvider, template: str, dep: Deployment, track: str,
+                 at: datetime) -> int | None:
+    value = await provider.query(_render(template, dep, track, "1m"), at)
+    return None if value is None or not math.isfinite(value) else round(value)

@@ -1,0 +1,276 @@
+"""Canary, blue-green and rolling: the stages after the new version is deployed.
+
+Each call advances the deployment's current stage (``plan.plan``) at most one step:
+start a traffic change and wait for it, run checks, judge the canary at each check
+interval, stop at gates, and roll back through the target when the judge fails.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import as_utc, human_duration
+from bot.config import ShipbotConfig
+from bot.config_delivery import StrategyConfig
+from bot.engine import machine
+from bot.engine.analysis import AnalysisState, Verdict, judge
+from bot.engine.analysis.model import Judgement
+from bot.engine.machine import State
+from bot.engine.measure import measure
+from bot.engine.outbox import note
+from bot.engine.plan import Stage, plan, progress_bar
+from bot.engine.providers import job
+from bot.mrkdwn import escape
+from bot.store.models import Deployment, Outbox
+from integrations.base import RunState
+from integrations.http_check import run_check
+
+if TYPE_CHECKING:
+    from bot.engine.steps import StepContext
+
+
+def strategy_of(ctx: StepContext, dep: Deployment) -> StrategyConfig:
+    return ctx.policy.config.strategy_for(dep.service, dep.env, dep.strategy)
+
+
+def stages_of(ctx: StepContext, dep: Deployment) -> list[Stage]:
+    return plan(strategy_of(ctx, dep))
+
+
+def progress(config: ShipbotConfig, dep: Deployment) -> str | None:
+    """The card's progress bar for canary and blue-green rollouts."""
+    if dep.strategy == "rolling":
+        return None
+    stages = plan(config.strategy_for(dep.service, dep.env, dep.strategy))
+    bar = progress_bar(stages, min(dep.stage, len(stages) - 1)) if stages else ""
+    return f"{dep.strategy}: {bar}" if bar else dep.strategy
+
+
+async def begin(ctx: StepContext, dep: Deployment, output: str = "") -> None:
+    """The new version is deployed: walk the plan, or finish if there is none."""
+    if not stages_of(ctx, dep):
+        await finish(ctx, dep, output)
+        return
+    what = "beside the current one, with no traffic yet" if dep.strategy != "rolling" else \
+        f"to {dep.env}"
+    note(ctx.session, dep, f":package: `{dep.version}` is deployed {what}.", now=ctx.now,
+         detail=output or None)
+    dep.stage, dep.stage_started_at, dep.action_run_id = 0, ctx.now, None
+    machine.transition(ctx.session, dep, State.VERIFYING, actor="shipbot", now=ctx.now,
+                       detail=f"{dep.strategy} rollout")
+    dep.next_action_at = ctx.now
+
+
+async def finish(ctx: StepContext, dep: Deployment, output: str = "") -> None:
+    took = human_duration((ctx.now - as_utc(dep.created_at)).total_seconds())
+    machine.transition(ctx.session, dep, State.SUCCEEDED, actor="shipbot", now=ctx.now,
+                       detail=f"{dep.env} runs {dep.version} (took {took}).")
+    note(ctx.session, dep, f":white_check_mark: *{dep.service} {dep.version} is live on "
+         f"{dep.env}* — total {took}.", now=ctx.now, detail=output or None)
+    if json.loads(dep.analysis_log or "[]"):
+        ctx.session.add(Outbox(deployment_id=dep.id, kind="chart", created_at=ctx.now))
+
+
+async def advance_stage(ctx: StepContext, dep: Deployment, stages: list[Stage],
+                        by: str = "shipbot") -> None:
+    """Move to the next stage (or finish); the card re-renders its progress bar."""
+    dep.stage += 1
+    dep.stage_started_at, dep.action_run_id, dep.last_check_at = ctx.now, None, None
+    dep.analysis_state = ""
+    dep.next_action_at = ctx.now
+    if dep.stage >= len(stages):
+        await finish(ctx, dep)
+        return
+    target = State.PROMOTING if stages[dep.stage].kind in ("window", "promote") else \
+        State.VERIFYING
+    machine.transition(ctx.session, dep, target, actor=by, now=ctx.now,
+                       detail=stages[dep.stage].label())
+
+
+async def step_rollout(ctx: StepContext, dep: Deployment) -> None:
+    """VERIFYING and PROMOTING: run the current stage."""
+    stages = stages_of(ctx, dep)
+    if dep.stage >= len(stages):
+        await finish(ctx, dep)
+        return
+    stage = stages[dep.stage]
+    if stage.kind in ("weight", "promote"):
+        await _action(ctx, dep, stage, stages)
+    elif stage.kind == "checks":
+        await _checks(ctx, dep, stages)
+    elif stage.kind == "bake":
+        await _bake(ctx, dep, stage, stages)
+    elif stage.kind == "gate":
+        pause(ctx.session, dep, ctx.now, "Manual gate: press Promote to continue.")
+    elif ctx.now >= as_utc(dep.stage_started_at or ctx.now) + (stage.duration or timedelta()):
+        await advance_stage(ctx, dep, stages)  # the rollback window passed
+    else:
+        dep.next_action_at = as_utc(dep.stage_started_at or ctx.now) + (
+            stage.duration or timedelta())
+
+
+async def _action(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[Stage]) -> None:
+    target = ctx.providers.target
+    spec = job(dep, f"{stage.kind}-{stage.weight}")
+    if dep.action_run_id is None:
+        if stage.kind == "weight":
+            dep.action_run_id = await target.set_weight(spec, stage.weight or 0)  # type: ignore[attr-defined]
+            what = (f"Switching all traffic to `{dep.version}`" if dep.strategy == "blue-green"
+                    else f"Shifting {stage.weight}% of traffic to `{dep.version}`")
+        else:
+            dep.action_run_id = await target.promote(spec)  # type: ignore[attr-defined]
+            what = f"Promoting `{dep.version}`: it becomes the stable version"
+        note(ctx.session, dep, f":arrow_right: {what}.", now=ctx.now)
+        ctx.later(dep)
+        return
+    status = await target.poll(dep.action_run_id)
+    if status.state is RunState.RUNNING:
+        ctx.later(dep)
+    elif status.state is RunState.FAILED:
+        await roll_back(ctx, dep, f"{stage.label()} failed: {escape(status.detail)}",
+                        detail=status.output_tail)
+    else:
+        await advance_stage(ctx, dep, stages)
+
+
+async def _checks(ctx: StepContext, dep: Deployment, stages: list[Stage]) -> None:
+    assert dep.version is not None
+    results = [await run_check(check, service=dep.service, env=dep.env, version=dep.version)
+               for check in strategy_of(ctx, dep).checks]
+    lines = "\n".join(f"{':white_check_mark:' if r.passed else ':x:'} {escape(r.name)}: "
+                      f"{escape(r.detail)}" for r in results)
+    if all(r.passed for r in results):
+        note(ctx.session, dep, f"*Post-deploy checks passed*\n{lines}", now=ctx.now)
+        await advance_stage(ctx, dep, stages)
+    else:
+        await roll_back(ctx, dep, "post-deploy checks failed", lines=lines)
+
+
+async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[Stage]) -> None:
+    strategy = strategy_of(ctx, dep)
+    started = as_utc(dep.stage_started_at or ctx.now)
+    ends = started + (stage.duration or timedelta())
+    analysis = strategy.analysis
+    if analysis is None or ctx.metrics is None:
+        if ctx.now >= ends:
+            note(ctx.session, dep, f":hourglass: {stage.weight}% for "
+                 f"{human_duration((stage.duration or timedelta()).total_seconds())}: no "
+                 "analysis configured; continuing.", now=ctx.now)
+            await advance_stage(ctx, dep, stages)
+        else:
+            dep.next_action_at = ends
+        return
+    due = as_utc(dep.last_check_at) + analysis.check_every if dep.last_check_at else \
+        started + min(analysis.check_every, stage.duration or analysis.check_every)
+    if ctx.now < min(due, ends):
+        dep.next_action_at = min(due, ends)
+        return
+    series = await measure(ctx.metrics, analysis, dep, started, ctx.now)
+    state = AnalysisState.model_validate_json(dep.analysis_state) if dep.analysis_state \
+        else None
+    verdict, new_state = judge(analysis.metrics, series, state,
+                               pass_score=analysis.pass_score,
+                               marginal_score=analysis.marginal_score)
+    dep.analysis_state, dep.last_check_at = new_state.model_dump_json(), ctx.now
+    _log(dep, stage, verdict, series, ctx.now)
+    if verdict.verdict is Verdict.FAIL:
+        await roll_back(ctx, dep, f"canary analysis failed at {stage.weight}%",
+                        lines=_explain(verdict))
+    elif ctx.now >= ends or verdict.final:
+        _report(ctx, dep, stage, verdict)
+        if verdict.verdict is Verdict.PASS:
+            await advance_stage(ctx, dep, stages)
+        else:
+            pause(ctx.session, dep, ctx.now, "The analysis was inconclusive: "
+                  f"{escape(verdict.summary)} Decide with Promote or Roll back.")
+    else:
+        dep.next_action_at = min(ctx.now + analysis.check_every, ends)
+
+
+def _report(ctx: StepContext, dep: Deployment, stage: Stage, verdict: Judgement) -> None:
+    from bot.slack.charts import sparkline
+
+    history = json.loads(dep.analysis_log or "[]")
+    lines = []
+    for result in verdict.results:
+        points = [h["metrics"].get(result.name, {}).get("canary") for h in history
+                  if h["stage"] == dep.stage]
+        lines.append(f"{_icon(result.verdict)} {escape(result.explanation)}  "
+                     f"`{sparkline(points)}`")
+    note(ctx.session, dep, f"*Step {weight_label(dep, stage)} — {verdict.verdict.value}* "
+         f"(score {verdict.score:.0f})\n" + "\n".join(lines), now=ctx.now)
+
+
+def weight_label(dep: Deployment, stage: Stage) -> str:
+    return "preview" if dep.strategy == "blue-green" and not stage.weight else \
+        f"{stage.weight}% canary"
+
+
+def _icon(verdict: Verdict) -> str:
+    return {Verdict.PASS: ":white_check_mark:", Verdict.FAIL: ":x:"}.get(verdict, ":grey_question:")
+
+
+def _explain(verdict: Judgement) -> str:
+    return "\n".join(f"{_icon(r.verdict)} {escape(r.explanation)}" for r in verdict.results)
+
+
+def _log(dep: Deployment, stage: Stage, verdict: Judgement, series: dict[str, object],
+         now: datetime) -> None:
+    """Keep each check's numbers for the thread's sparklines and the final chart."""
+    history = json.loads(dep.analysis_log or "[]")
+    history.append({"t": now.isoformat(), "stage": dep.stage, "weight": stage.weight,
+                    "verdict": verdict.verdict.value, "metrics": {
+                        r.name: {"canary": r.canary_value, "baseline": r.baseline_value}
+                        for r in verdict.results}})
+    dep.analysis_log = json.dumps(history[-500:])
+
+
+def pause(session: AsyncSession, dep: Deployment, now: datetime, reason: str,
+          actor: str = "shipbot") -> None:
+    machine.transition(session, dep, State.PAUSED, actor=actor, now=now, detail=reason,
+                       action="pause")
+    dep.paused_reason, dep.next_action_at = reason, None
+    note(session, dep, f":double_vertical_bar: *Paused.* {reason}", now=now)
+
+
+async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str = "",
+                    detail: str = "") -> None:
+    """Automatic rollback: say what failed and the numbers, then undo through the target."""
+    machine.transition(ctx.session, dep, State.ROLLING_BACK, actor="shipbot", now=ctx.now,
+                       detail=f"Rolling back: {why}.")
+    dep.action_run_id, dep.next_action_at = None, ctx.now
+    note(ctx.session, dep, f":rewind: *Rolling back {dep.service} on {dep.env}: {why}.*"
+         + (f"\n{lines}" if lines else ""), now=ctx.now, detail=detail or None)
+
+
+async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
+    target = ctx.providers.target
+    if dep.action_run_id is None:
+        dep.action_run_id = await target.abort(job(dep, "abort"))  # type: ignore[attr-defined]
+        ctx.later(dep)
+        return
+    status = await target.poll(dep.action_run_id)
+    if status.state is RunState.RUNNING:
+        ctx.later(dep)
+        return
+    ok = status.state is RunState.SUCCEEDED
+    before = f"`{dep.previous_version}`" if dep.previous_version else "the previous version"
+    took = human_duration((ctx.now - as_utc(dep.updated_at)).total_seconds())
+    machine.transition(
+        ctx.session, dep, State.ROLLED_BACK if ok else State.ROLLBACK_FAILED, actor="shipbot",
+        now=ctx.now, detail=f"{dep.env} is back on {before}." if ok else
+        f"The rollback failed: {escape(status.detail)}. {dep.env} needs a human now.")
+    note(ctx.session, dep, (f":leftwards_arrow_with_hook: Rolled back in {took}: {dep.env} "
+                            f"is back on {before}.") if ok else
+         f":rotating_light: *Rollback failed* ({escape(status.detail)}). {dep.env} may be "
+         f"serving `{dep.version}` partly. Act now: fix by hand, or deploy the previous "
+         f"version with `/deploy {dep.service} {dep.env} {dep.previous_version or '<version>'}"
+         " --hotfix`.", now=ctx.now, detail=status.output_tail or None)
+    if ok and json.loads(dep.analysis_log or "[]"):
+        ctx.session.add(Outbox(deployment_id=dep.id, kind="chart", created_at=ctx.now))
+
+
