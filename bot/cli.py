@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from bot.devtools.console import run_console
 
-        return asyncio.run(run_console(settings, config, database=args.database))
+        return asyncio.run(run_console(settings, config, database=args.database,
+                                       config_path=config_path))
     except SettingsError as exc:
         print(f"shipbot: {exc}", file=sys.stderr)
         return 2
@@ -168,7 +169,8 @@ async def _serve(settings: Settings, config: ShipbotConfig, host: str, port: int
 
     bot = Shipbot(settings, config)
     server = uvicorn.Server(uvicorn.Config(build_asgi_app(bot), host=host, port=port,
-                                           log_level="info", lifespan="on"))
+                                           log_level="info", lifespan="on",
+                                           timeout_graceful_shutdown=10))
     if settings.SLACK_APP_TOKEN is None:
         await server.serve()
         return

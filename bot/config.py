@@ -14,9 +14,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bot.config_alerts import AlertsConfig, AutoRollbackConfig
+from bot.config_delivery import StrategyConfig
 from bot.config_policy import ApprovalConfig, FreezeWindowConfig, Roles
 from commands.parser import SUBCOMMANDS
-from integrations.registry import PROVIDERS, CIConfig, DeployConfig
+from integrations.base import can_split_traffic
+from integrations.prometheus import PrometheusConfig
+from integrations.registry import PROVIDERS, CIConfig, DeployConfig, build_target
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _UNION_MEMBER = re.compile(r"^([A-Z]\w*Config|literal\[.*\]|function-.*)$")
@@ -60,6 +64,12 @@ class ServiceConfig(BaseModel):
     environments: list[str] | None = Field(
         default=None, description="Environments this service deploys to (default: all)"
     )
+    strategy: StrategyConfig = Field(default_factory=StrategyConfig)
+    strategies: dict[str, StrategyConfig] = Field(
+        default_factory=dict, description="Per-environment strategy overrides")
+    auto_rollback: AutoRollbackConfig | None = Field(
+        default=None, description="Roll back without a click when these alerts fire soon "
+                                  "after a deploy")
 
     @field_validator("channel")
     @classmethod
@@ -77,8 +87,12 @@ class ShipbotConfig(BaseModel):
     services: dict[str, ServiceConfig] = Field(min_length=1)
     poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
     freeze_windows: list[FreezeWindowConfig] = []
+    metrics: PrometheusConfig | None = Field(
+        default=None, description="Metrics provider for canary analysis")
     announce_channel: str | None = Field(
         default=None, description="Where freeze windows and locks are announced")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig,
+                                 description="Alert webhooks: label mapping, default channel")
 
     @field_validator("environments", "services")
     @classmethod
@@ -112,6 +126,32 @@ class ShipbotConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _strategies_are_possible(self) -> ShipbotConfig:
+        """Canary and blue-green need a target that splits traffic, analysis a provider."""
+        for name, svc in self.services.items():
+            for env in svc.strategies:
+                if env not in self.environments:
+                    raise ValueError(f"services.{name}.strategies: unknown environment '{env}'"
+                                     f"{_suggest(env, self.environments)}")
+            for where, strategy in [("strategy", svc.strategy)] + [
+                    (f"strategies.{e}", s) for e, s in svc.strategies.items()]:
+                if strategy.kind != "rolling" and not can_split_traffic(
+                        build_target(svc.deploy, Path("."))):
+                    raise ValueError(
+                        f"services.{name}.{where}: {strategy.kind} needs a deploy target that "
+                        "can split traffic (for the command provider: set_weight_argv, "
+                        "promote_argv and abort_argv)")
+                if strategy.analysis and self.metrics is None:
+                    raise ValueError(f"services.{name}.{where}.analysis: configure a metrics "
+                                     "provider (top-level `metrics:`) first")
+        return self
+
+    def strategy_for(self, service: str, env: str, kind: str | None = None) -> StrategyConfig:
+        svc = self.services[service]
+        strategy = svc.strategies.get(env, svc.strategy)
+        return strategy.with_kind(kind) if kind else strategy  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
     def _service_environments_exist(self) -> ShipbotConfig:
         for name, svc in self.services.items():
             for env in svc.environments or []:
@@ -120,6 +160,14 @@ class ShipbotConfig(BaseModel):
                         f"services.{name}.environments: unknown environment '{env}'"
                         f"{_suggest(env, self.environments)}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _alert_aliases_exist(self) -> ShipbotConfig:
+        for label, env in self.alerts.env_aliases.items():
+            if env not in self.environments:
+                raise ValueError(f"alerts.env_aliases.{label}: unknown environment '{env}'"
+                                 f"{_suggest(env, self.environments)}")
         return self
 
     @property

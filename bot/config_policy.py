@@ -69,6 +69,8 @@ class ApprovalConfig(BaseModel):
     expires_after: Duration = timedelta(minutes=30)
     channel: str | None = Field(default=None, description="Also post requests here")
     hotfix_approvals: int = Field(default=1, ge=0, le=10)
+    rollbacks: bool = Field(default=False, description="Rollbacks need approval too "
+                            "(default: no, restoring a version that ran here is urgent)")
 
     _check = field_validator("approvers")(classmethod(lambda cls, v: _principals(v)))
 

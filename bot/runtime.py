@@ -13,25 +13,33 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any
 
+import aiohttp
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_bolt.async_app import AsyncApp
 
 from bot.clock import Clock, system_clock
 from bot.config import ShipbotConfig
+from bot.engine import progressive
+from bot.engine.alerts import AlertService
 from bot.engine.approvals import ApprovalService
+from bot.engine.controls import ControlService
 from bot.engine.guards import GuardService
 from bot.engine.policy import Policy
 from bot.engine.providers import build_providers
+from bot.engine.rollback import RollbackService
 from bot.engine.runner import Runner
 from bot.engine.service import DeployService
+from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.slack.app import build_slack_app, build_web_client
 from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import Notifier
 from bot.store.db import create_engine, create_schema, session_factory
+from bot.store.gate import WriteGate
 from commands.handlers import CommandHandlers
 from commands.parser import Catalog
+from integrations.prometheus import PrometheusProvider
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +52,39 @@ class Shipbot:
         self.metrics = Metrics()
         self.db = create_engine(settings.DATABASE_URL)
         self.sessions = session_factory(self.db)
+        self.gate, self.urgency = WriteGate(settings.DATABASE_URL), Urgency()
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL)
         self.providers = build_providers(config, settings.SHIPBOT_STATE_DIR)
         self.directory = SlackDirectory(self.client)
         self.policy = Policy(config, self.directory)
-        self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy)
+        self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy,
+                                 progress=lambda dep: progressive.progress(config, dep),
+                                 alert_settings=config.alerts, gate=self.gate,
+                                 urgency=self.urgency)
         self.runner = Runner(
             self.sessions, self.providers, clock, self.metrics, self.policy,
             owner=f"shipbot-{uuid.uuid4().hex[:12]}",
             poll_seconds=config.poll_interval_seconds, on_change=self.notifier.kick,
+            metrics_provider=PrometheusProvider(config.metrics) if config.metrics else None,
         )
         self.service = DeployService(
             self.sessions, self.policy, self.providers, clock, on_change=self.wake)
         self.approvals = ApprovalService(self.sessions, self.policy, clock, on_change=self.wake)
         self.guards = GuardService(self.sessions, self.policy, clock)
+        self.controls = ControlService(self.sessions, self.policy, self.providers, clock,
+                                       on_change=self.wake)
+        self.rollbacks = RollbackService(self.sessions, self.policy, clock,
+                                         on_change=self.advance_first, gate=self.gate,
+                                         urgency=self.urgency)
+        self.alerts = AlertService(self.sessions, config, self.policy, clock, self.rollbacks,
+                                   on_change=self.notifier.kick,  # only messages to send
+                                   gate=self.gate)
         catalog = Catalog({n: config.environments_of(n) for n in config.services},
                           config.environment_order)
-        self.handlers = CommandHandlers(self.service, self.approvals, self.guards, catalog, clock)
+        self.handlers = CommandHandlers(self.service, self.approvals, self.guards,
+                                        self.controls, catalog, clock,
+                                        rollbacks=self.rollbacks, alerts=self.alerts)
         secret = settings.SLACK_SIGNING_SECRET
         self.slack: AsyncApp = build_slack_app(
             self.client, secret.get_secret_value() if secret else None, self.handlers)
@@ -71,6 +94,9 @@ class Shipbot:
     async def start(self) -> None:
         """Create the schema, then resume whatever the database says is in flight."""
         await create_schema(self.db)
+        # One connection pool for every Web API call (slack_sdk opens a session per call
+        # otherwise): alert threads are posted in a few milliseconds, not a TCP handshake.
+        self.client.session = aiohttp.ClientSession()
         self.scheduler.add_job(self.runner.tick, "interval", id="tick", max_instances=1,
                                coalesce=True, seconds=self.settings.SHIPBOT_TICK_SECONDS)
         self.scheduler.add_job(self._announce, "interval", id="freeze-windows", seconds=30,
@@ -88,10 +114,16 @@ class Shipbot:
         self._spawn(self.runner.tick())
         self.notifier.kick()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def advance_first(self) -> None:
+        """A rollback was recorded: reach the deploy target before posting about it (the
+        runner kicks the notifier once it has advanced something)."""
+        self.urgency.until_done(self._spawn(self.runner.tick()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def stop(self) -> None:
         if self.scheduler.running:
@@ -101,4 +133,10 @@ class Shipbot:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        # A scheduled tick may still be running (shutdown(wait=False) does not stop it): let
+        # it finish before the engine is disposed under it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runner.idle(), 10)
+        if self.client.session is not None:
+            await self.client.session.close()
         await self.db.dispose()

@@ -27,6 +27,17 @@ class Settings(BaseSettings):
     SHIPBOT_CONFIG: Path = Path("shipbot.yml")
     SHIPBOT_STATE_DIR: Path = Field(default=Path(".shipbot"))
     SHIPBOT_TICK_SECONDS: float = Field(default=1.0, gt=0)
+    # Bearer token alert webhooks must send; unset: /webhooks/* answer 503 (never open).
+    SHIPBOT_WEBHOOK_TOKEN: SecretStr | None = None
+
+    @field_validator("SHIPBOT_WEBHOOK_TOKEN")
+    @classmethod
+    def _webhook_token(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value():
+            return None
+        if len(v.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return v
 
     @field_validator("SLACK_BOT_TOKEN")
     @classmethod

@@ -9,26 +9,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.clock import Clock
+from bot.engine.alerts import AlertService
 from bot.engine.approvals import ApprovalService
+from bot.engine.controls import ControlService
 from bot.engine.guards import GuardService
+from bot.engine.rollback import RollbackService
 from bot.engine.service import DeployService
 from bot.slack.blocks import audit_text, guards_text, history_text, status_text
 from commands.model import (
     Audit,
     Cancel,
     Command,
+    Control,
     Deploy,
     FreezeEnv,
     Help,
     History,
     LockEnv,
     Reply,
+    Rollback,
     Status,
     Unfreeze,
     UnlockEnv,
     UsageError,
 )
-from commands.parser import USAGE, Catalog, parse, parse_deployment_ref
+from commands.parser import ROLLBACK_USAGE, USAGE, Catalog, parse, parse_deployment_ref
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,10 @@ class Invocation:
 
 class CommandHandlers:
     def __init__(self, service: DeployService, approvals: ApprovalService, guards: GuardService,
-                 catalog: Catalog, clock: Clock) -> None:
+                 controls: ControlService, catalog: Catalog, clock: Clock, *,
+                 rollbacks: RollbackService, alerts: AlertService) -> None:
         self.service, self.approvals, self.guards = service, approvals, guards
+        self.controls, self.rollbacks, self.alerts = controls, rollbacks, alerts
         self.catalog, self.clock = catalog, clock
 
     async def on_text(self, text: str, who: Invocation) -> Reply:
@@ -61,7 +68,32 @@ class CommandHandlers:
             return Reply(text=f":warning: {exc}")
         if action == "approve":
             return Reply(text=await self.approvals.approve(dep_id, user))
+        if action in ("promote", "pause", "resume", "abort"):
+            command = Control(action=action, deployment_id=dep_id)  # type: ignore[arg-type]
+            return Reply(text=await self.controls.control(command, user))
         return Reply(text=await self.service.cancel(Cancel(deployment_id=dep_id), user))
+
+    async def on_rollback_text(self, text: str, who: Invocation) -> Reply:
+        """`/rollback <service> <env> [version]`: the same as `/deploy rollback ...`."""
+        if text.strip() in ("", "help"):
+            return Reply(text=f"Usage: `{ROLLBACK_USAGE}` — without a version, the last one "
+                              "that succeeded before the current one. Example: "
+                              "`/rollback api production`.")
+        return await self.on_text(f"rollback {text}", who)
+
+    async def on_alert_button(self, action: str, value: str, user: str) -> Reply:
+        """Alert thread buttons: the value names the thread; the clicker is checked."""
+        try:
+            thread_id = parse_deployment_ref(value)
+        except UsageError as exc:
+            return Reply(text=f":warning: {exc}")
+        if action == "rollback":
+            return Reply(text=await self.rollbacks.from_alert(thread_id, user))
+        if action == "redeploy":
+            return Reply(text=await self.rollbacks.redeploy(thread_id, user))
+        if action == "dismiss":
+            return Reply(text=await self.alerts.dismiss(thread_id, user))
+        return Reply(text=await self.alerts.acknowledge(thread_id, user))
 
     async def can_reject(self, value: str, user: str) -> tuple[int | None, str | None]:
         """Before the Reject modal opens: the deployment id, or why the user may not."""
@@ -100,6 +132,11 @@ class CommandHandlers:
                 return Reply(text=await self.guards.freeze(command, who.user))
             case Unfreeze():
                 return Reply(text=await self.guards.unfreeze(command, who.user))
+            case Control():
+                return Reply(text=await self.controls.control(command, who.user))
+            case Rollback():
+                return Reply(text=await self.rollbacks.from_command(command, who.user,
+                                                                    who.request_key))
             case Help():
                 return Reply(text=USAGE)
 

@@ -19,6 +19,27 @@ class Deploy(_Command):
     version: str | None = None
     reason: str | None = None
     hotfix: bool = False
+    strategy: Literal["rolling", "canary", "blue-green"] | None = None
+
+
+class Control(_Command):
+    """Steer a progressive rollout: what the card's buttons do, from the keyboard."""
+
+    kind: Literal["control"] = "control"
+    action: Literal["promote", "pause", "resume", "abort"]
+    service: str | None = None
+    env: str | None = None
+    deployment_id: int | None = None
+
+
+class Rollback(_Command):
+    """Put an earlier version back (default: the last that succeeded before the current)."""
+
+    kind: Literal["rollback"] = "rollback"
+    service: str
+    env: str
+    version: str | None = None
+    reason: str | None = None
 
 
 class LockEnv(_Command):
@@ -83,7 +104,7 @@ class Help(_Command):
 
 Command = (
     Deploy | Status | History | Cancel | Help | LockEnv | UnlockEnv | FreezeEnv | Unfreeze
-    | Audit
+    | Audit | Control | Rollback
 )
 
 

@@ -11,11 +11,13 @@ from commands.model import (
     Audit,
     Cancel,
     Command,
+    Control,
     Deploy,
     FreezeEnv,
     Help,
     History,
     LockEnv,
+    Rollback,
     Status,
     Unfreeze,
     UnlockEnv,
@@ -25,9 +27,11 @@ from commands.values import WHEN_FORMAT, parse_duration, parse_version, parse_wh
 
 MAX_TEXT = 1000
 MAX_REASON = 500
+CONTROLS = ("promote", "pause", "resume", "abort")
 SUBCOMMANDS = ("help", "status", "history", "cancel", "lock", "unlock", "freeze", "unfreeze",
-               "audit")
-VALUE_FLAGS = ("--reason", "--for", "--until")
+               "audit", "rollback", *CONTROLS)
+VALUE_FLAGS = ("--reason", "--for", "--until", "--strategy")
+STRATEGY_NAMES = ("rolling", "canary", "blue-green")
 BOOL_FLAGS = ("--hotfix",)
 _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
@@ -40,6 +44,7 @@ USAGE = """\
 • `/deploy lock <env> [service] --reason "why" [--for 2h]` / `/deploy unlock <env> [service]`
 • `/deploy freeze <env> --until "2026-12-01 09:00" --reason "why"` / `/deploy unfreeze <env>`
 • `/deploy audit <service> [env]` — recent decisions: requests, approvals, locks, overrides
+• `/deploy rollback <service> <env> [version]` (or `/rollback …`) — put the previous version back
 *Examples*
 • `/deploy api staging`
 • `/deploy api production v1.4.2 --reason "fix login timeout"`
@@ -97,6 +102,17 @@ def parse(text: str, catalog: Catalog, now: datetime) -> Command:
         env = catalog.env(service, args[1]) if len(args) > 1 else None
         return History(service=service, env=env) if head == "history" else \
             Audit(service=service, env=env)
+    if head == "rollback":
+        _arity(args, 2, 3, ROLLBACK_USAGE)
+        service = catalog.service(args[0])
+        return Rollback(service=service, env=catalog.env(service, args[1]),
+                        version=parse_version(args[2]) if len(args) > 2 else None,
+                        reason=flags.get("--reason"))
+    if head in CONTROLS:
+        _arity(args, 2, 2, f"/deploy {head} <service> <env>")
+        service = catalog.service(args[0])
+        return Control(action=head, service=service,  # type: ignore[arg-type]
+                       env=catalog.env(service, args[1]))
     if head == "cancel":
         _arity(args, 2, 2, "/deploy cancel <service> <env>")
         service = catalog.service(args[0])
@@ -119,11 +135,13 @@ def parse(text: str, catalog: Catalog, now: datetime) -> Command:
     return Unfreeze(env=catalog.env(None, args[0]))
 
 
-_FLAGS_OF = {"lock": ("--reason", "--for"), "freeze": ("--until", "--reason")}
+_FLAGS_OF = {"lock": ("--reason", "--for"), "freeze": ("--until", "--reason"),
+             "rollback": ("--reason",)}
+ROLLBACK_USAGE = "/rollback <service> <env> [version] [--reason \"why\"]"
 
 
 def _deploy(words: list[str], catalog: Catalog) -> Deploy:
-    positional, flags = _flags(words, allowed=("--reason", "--hotfix"))
+    positional, flags = _flags(words, allowed=("--reason", "--hotfix", "--strategy"))
     _arity(positional, 2, 3, "/deploy <service> <env> [version]")
     service = catalog.service(positional[0])
     env = catalog.env(service, positional[1])
@@ -131,8 +149,13 @@ def _deploy(words: list[str], catalog: Catalog) -> Deploy:
     hotfix = "--hotfix" in flags
     if hotfix and "--reason" not in flags:
         raise UsageError('A hotfix needs a reason for the audit trail: --hotfix --reason "INC-123"')
+    strategy = flags.get("--strategy")
+    if strategy is not None and strategy not in STRATEGY_NAMES:
+        hint = _did_you_mean(strategy, STRATEGY_NAMES)
+        raise UsageError(f"Unknown strategy '{_clip(strategy)}'.{hint} Strategies: "
+                         f"{', '.join(STRATEGY_NAMES)}.")
     return Deploy(service=service, env=env, version=version, reason=flags.get("--reason"),
-                  hotfix=hotfix)
+                  hotfix=hotfix, strategy=strategy)  # type: ignore[arg-type]
 
 
 def _split(text: str) -> list[str]:

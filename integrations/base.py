@@ -67,3 +67,60 @@ class DeployTarget(Protocol):
     async def poll(self, run_id: str) -> RunStatus: ...
 
     async def cancel(self, run_id: str) -> None: ...
+
+
+class TrafficTarget(Protocol):
+    """A deploy target that can split traffic (canary) or switch it (blue-green).
+
+    Each call starts a run keyed by ``job.key`` (idempotent like ``start``) whose outcome
+    is read with the target's ``poll``. Targets without these methods cannot run canary
+    or blue-green strategies; ``shipbot config check`` refuses such a combination.
+    """
+
+    async def set_weight(self, job: JobSpec, weight: int) -> str:
+        """Send ``weight`` percent of traffic to the new version (0-100)."""
+        ...
+
+    async def promote(self, job: JobSpec) -> str:
+        """Make the new version the stable one and retire the old one."""
+        ...
+
+    async def abort(self, job: JobSpec) -> str:
+        """Undo: all traffic back to the previous version, remove the new one."""
+        ...
+
+
+class HealthTarget(Protocol):
+    """A deploy target that can say whether the new version is healthy."""
+
+    async def health(self, job: JobSpec) -> str: ...
+
+
+def can_split_traffic(target: object) -> bool:
+    """Has the methods, and (for configurable providers) is configured to use them."""
+    methods = all(callable(getattr(target, n, None)) for n in ("set_weight", "promote", "abort"))
+    return methods and bool(getattr(target, "splits_traffic", True))
+
+
+class RollbackTarget(Protocol):
+    """A deploy target with its own undo (``kubectl rollout undo``, Argo's abort...).
+
+    Rollbacks use it when present; otherwise they deploy the earlier version with
+    ``start``. The run is polled and cancelled with the target's ``poll``/``cancel``.
+    """
+
+    can_rollback: bool
+
+    async def rollback(self, job: JobSpec) -> str: ...
+
+
+def has_native_rollback(target: object) -> bool:
+    return callable(getattr(target, "rollback", None)) and bool(
+        getattr(target, "can_rollback", True))
+
+
+async def start_run(target: DeployTarget, job: JobSpec, *, rollback: bool) -> str:
+    """Start a deploy run; a rollback uses the target's own undo when it has one."""
+    if rollback and has_native_rollback(target):
+        return await target.rollback(job)  # type: ignore[attr-defined,no-any-return]
+    return await target.start(job)

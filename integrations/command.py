@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -22,76 +21,20 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from typing import Any
 
 from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
+from integrations.command_templates import CommandConfig, render, run_id_for
 from integrations.command_wrapper import is_alive, now_iso, read_pid
 
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+__all__ = ["RUNNER_LOST", "CommandConfig", "CommandProvider", "render", "run_id_for"]
+
 _RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # The directory holding the ``integrations`` package: ``-m`` finds the wrapper from
 # there whether or not the package is installed, whatever the bot's cwd is.
 _IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
 _MAX_TAIL_CHARS = 2500
 RUNNER_LOST = "the runner stopped without reporting a result (was the machine restarted?)"
-
-
-def _check_placeholders(argv: list[str], allowed: tuple[str, ...]) -> None:
-    """Reject ``{verison}``-style typos at config load instead of deploying them literally.
-
-    Only ``{identifier}`` counts as a placeholder; other braces (JSON etc.) are literal.
-    """
-    for arg in argv:
-        for name in _PLACEHOLDER.findall(arg):
-            if name not in allowed:
-                names = ", ".join(f"{{{n}}}" for n in allowed)
-                raise ValueError(f"unknown placeholder {{{name}}} (allowed: {names})")
-
-
-def render(arg: str, values: dict[str, str]) -> str:
-    """Fill placeholders in one pass: inserted values are never re-scanned or re-parsed."""
-    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), arg)
-
-
-def run_id_for(key: str) -> str:
-    """A safe directory name for ``key``; the hash keeps distinct keys distinct."""
-    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", key).lstrip(".-")[:80]
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return f"{readable}-{digest}" if readable else digest
-
-
-class CommandConfig(BaseModel):
-    # Errors never echo the input: env values can be secrets.
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
-
-    provider: Literal["command"] = "command"
-    argv: list[str] = Field(min_length=1, description="templated with {service} {env} {version}")
-    timeout_seconds: float = Field(600.0, gt=0)
-    # Checked on the keys alone, so that no error message can carry a value (a secret).
-    env: dict[EnvName, str] = Field(default_factory=dict, description="extra environment")
-    workdir: str | None = None
-    latest_version_argv: list[str] | None = Field(
-        None, min_length=1, description="CI only: prints the newest built version; {service}"
-    )
-    output_lines: int = Field(20, ge=0, le=1000)
-
-    @field_validator("argv")
-    @classmethod
-    def _argv_template(cls, argv: list[str]) -> list[str]:
-        if not argv[0]:
-            raise ValueError("the program (first item) must not be empty")
-        _check_placeholders(argv, ("service", "env", "version"))
-        return argv
-
-    @field_validator("latest_version_argv")
-    @classmethod
-    def _latest_template(cls, argv: list[str] | None) -> list[str] | None:
-        if argv is not None:
-            _check_placeholders(argv, ("service",))
-        return argv
 
 
 class CommandProvider:
@@ -116,12 +59,56 @@ class CommandProvider:
             raise IntegrationError(f"unknown command run: {run_id!r}")
         return path
 
-    async def start(self, job: JobSpec) -> str:
+    @property
+    def can_rollback(self) -> bool:
+        return self._config.rollback_argv is not None
+
+    @property
+    def splits_traffic(self) -> bool:
+        """Canary and blue-green need all three traffic commands; one alone is useless."""
+        c = self._config
+        return None not in (c.set_weight_argv, c.promote_argv, c.abort_argv)
+
+    @property
+    def has_health(self) -> bool:
+        return self._config.health_argv is not None
+
+    async def rollback(self, job: JobSpec) -> str:
+        """The target's native undo (``rollback_argv``), supervised like any other run."""
+        return await self.start(job, argv=self._argv("rollback_argv", "roll back natively"))
+
+    async def set_weight(self, job: JobSpec, weight: int) -> str:
+        """Send ``weight`` percent of traffic to ``job.version``; a run to ``poll``."""
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise IntegrationError(f"traffic weight must be a whole number 0-100, not {weight!r}")
+        argv = self._argv("set_weight_argv", "shift traffic")
+        return await self.start(job, argv=argv, extra={"weight": str(weight)})
+
+    async def promote(self, job: JobSpec) -> str:
+        return await self.start(job, argv=self._argv("promote_argv", "promote a new version"))
+
+    async def abort(self, job: JobSpec) -> str:
+        return await self.start(job, argv=self._argv("abort_argv", "abort a rollout"))
+
+    async def health(self, job: JobSpec) -> str:
+        """A run of ``health_argv``: exit code 0 means healthy."""
+        return await self.start(job, argv=self._argv("health_argv", "check health"))
+
+    def _argv(self, setting: str, purpose: str) -> list[str]:
+        argv: list[str] | None = getattr(self._config, setting)
+        if argv is None:
+            raise IntegrationError(f"this deploy target cannot {purpose}: it has no "
+                                   f"{setting} configured")
+        return argv
+
+    async def start(self, job: JobSpec, argv: list[str] | None = None,
+                    extra: dict[str, str] | None = None) -> str:
+        """Start ``argv`` (default: the deploy) once per ``job.key``; return the run id."""
         run_id = run_id_for(job.key)
         rundir = self._state_dir / run_id
-        values = {"service": job.service, "env": job.env, "version": job.version}
+        values = {"service": job.service, "env": job.env, "version": job.version, **(extra or {})}
         spec = {
-            "argv": [render(arg, values) for arg in self._config.argv],
+            "argv": [render(arg, values) for arg in argv or self._config.argv],
             "env_names": sorted(self._config.env),  # never the values: they can be secrets
             "timeout_seconds": self._config.timeout_seconds,
             "workdir": self._config.workdir or os.getcwd(),

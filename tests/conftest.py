@@ -14,6 +14,7 @@ import pytest
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
 
+pytest_plugins = ["tests.alertmanager_fixture", "tests.alert_helpers"]  # alert-thread fixtures
 STEP = str(Path(__file__).parent / "scripts" / "step.py")
 
 

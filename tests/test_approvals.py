@@ -73,7 +73,7 @@ async def test_production_waits_for_an_approver_and_then_deploys(make_bot, tmp_p
     await bot.driver.click(APPROVE_ACTION, approve["value"], user="U0DAVE")
     [own] = await ephemerals_to(bot, "U0ALICE")
     [dave] = await ephemerals_to(bot, "U0DAVE")
-    assert "You requested deployment #2, so you cannot approve it (four eyes)" in own
+    assert "You requested deployment #2, so you cannot approve it (four eyes;" in own
     assert "You lack the *approve* role for production. Who has it: <@U0CAROL>, @sre-leads" \
         in dave
     assert (await deployments(bot))[1].state == "awaiting_approval"

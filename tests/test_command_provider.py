@@ -287,3 +287,124 @@ def test_invalid_config(config: dict[str, Any], message: str) -> None:
 def test_literal_braces_are_not_placeholders() -> None:
     config = CommandConfig(argv=["deploy", '{"replicas": 2}', "{}", "{version}"])
     assert config.argv[1] == '{"replicas": 2}'
+
+
+# --- progressive delivery: traffic and health commands -----------------------------------
+
+
+def traffic(tmp_path: Path, program: Path, *, actions: tuple[str, ...] = (
+        "set_weight", "promote", "abort", "health")) -> CommandProvider:
+    argvs = {f"{a}_argv": [PY, str(program), a, "{service}", "{version}"] for a in actions}
+    if "set_weight" in actions:
+        argvs["set_weight_argv"].append("--weight={weight}")
+    return make(tmp_path, program, **argvs)
+
+
+async def test_set_weight_reaches_the_program_as_one_argv_element(
+    tmp_path: Path, program: Path
+) -> None:
+    provider = traffic(tmp_path, program)
+    run_id = await provider.set_weight(job(key="deployment-7-weight-25"), 25)
+    assert (await finish(provider, run_id)).state is RunState.SUCCEEDED
+    assert json.loads((tmp_path / "argv.json").read_text()) == [
+        "set_weight", "api", "1.2.3", "--weight=25"]
+
+
+@pytest.mark.parametrize("action", ["promote", "abort", "health"])
+async def test_traffic_actions_run_their_own_argv(
+    tmp_path: Path, program: Path, action: str
+) -> None:
+    provider = traffic(tmp_path, program)
+    run_id = await getattr(provider, action)(job(key=f"deployment-7-{action}"))
+    assert (await finish(provider, run_id)).state is RunState.SUCCEEDED
+    assert json.loads((tmp_path / "argv.json").read_text()) == [action, "api", "1.2.3"]
+
+
+async def test_traffic_actions_are_idempotent_per_key(tmp_path: Path, program: Path) -> None:
+    provider = traffic(tmp_path, program)
+    first = await provider.set_weight(job(key="deployment-7-weight-25"), 25)
+    assert await provider.set_weight(job(key="deployment-7-weight-25"), 25) == first
+    restarted = traffic(tmp_path, program)  # a new bot process repeats the step
+    assert await restarted.set_weight(job(key="deployment-7-weight-25"), 25) == first
+    await finish(provider, first)
+    assert (tmp_path / "starts.log").read_text() == "started\n"
+    second = await provider.set_weight(job(key="deployment-7-weight-50"), 50)
+    assert second != first
+    await finish(provider, second)
+    promoted = await provider.promote(job(key="deployment-7-promote"))
+    assert await provider.promote(job(key="deployment-7-promote")) == promoted
+    await finish(provider, promoted)
+    assert (tmp_path / "starts.log").read_text() == "started\n" * 3
+
+
+async def test_failing_traffic_command_is_reported_by_poll(tmp_path: Path, program: Path) -> None:
+    provider = make(tmp_path, program, env={"EXIT": "2"},
+                    health_argv=[PY, str(program), "health"])
+    status = await finish(provider, await provider.health(job(key="deployment-7-health")))
+    assert (status.state, status.detail) == (RunState.FAILED, "exited with code 2")
+
+
+@pytest.mark.parametrize("weight", [-1, 101, 2.5, True, "50"])
+async def test_set_weight_rejects_bad_weights(
+    tmp_path: Path, program: Path, weight: Any
+) -> None:
+    provider = traffic(tmp_path, program)
+    with pytest.raises(IntegrationError, match="0-100"):
+        await provider.set_weight(job(), weight)
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("action", "setting"),
+    [("set_weight", "set_weight_argv"), ("promote", "promote_argv"),
+     ("abort", "abort_argv"), ("health", "health_argv"), ("rollback", "rollback_argv")],
+)
+async def test_unconfigured_action_names_the_missing_setting(
+    tmp_path: Path, program: Path, action: str, setting: str
+) -> None:
+    provider = make(tmp_path, program)
+    args = (50,) if action == "set_weight" else ()
+    with pytest.raises(IntegrationError, match=f"no {setting} configured"):
+        await getattr(provider, action)(job(), *args)
+    assert not (tmp_path / "state").exists()  # nothing was claimed or started
+
+
+def test_can_split_traffic_depends_on_config(tmp_path: Path, program: Path) -> None:
+    from integrations.base import can_split_traffic
+
+    full = traffic(tmp_path, program)
+    assert full.splits_traffic and full.has_health and can_split_traffic(full)
+    no_abort = traffic(tmp_path, program, actions=("set_weight", "promote"))
+    assert not no_abort.splits_traffic and not can_split_traffic(no_abort)
+    assert not no_abort.has_health
+    plain = make(tmp_path, program)
+    assert not can_split_traffic(plain) and not plain.has_health
+    health_only = traffic(tmp_path, program, actions=("health",))
+    assert health_only.has_health and not can_split_traffic(health_only)
+
+
+@pytest.mark.parametrize(
+    "field", ["argv", "rollback_argv", "promote_argv", "abort_argv", "health_argv"])
+def test_weight_placeholder_only_in_set_weight_argv(field: str) -> None:
+    config = {"argv": ["deploy"], field: ["deploy", "--weight={weight}"]}
+    with pytest.raises(ValidationError, match=r"\{weight\} is only allowed in set_weight_argv"
+                       ) as info:
+        CommandConfig(**config)
+    assert [error["loc"] for error in info.value.errors()] == [(field,)]
+    ok = CommandConfig(argv=["deploy"], set_weight_argv=["shift", "{service}", "{weight}"])
+    assert ok.set_weight_argv == ["shift", "{service}", "{weight}"]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"set_weight_argv": ["shift", "{wieght}"]},
+         "set_weight_argv\n.*unknown placeholder {wieght} .*{weight}"),
+        ({"promote_argv": []}, "promote_argv\n.*at least 1 item"),
+        ({"abort_argv": ["", "x"]}, "abort_argv\n.*the program"),
+        ({"health_argv": ["check", "{verison}"]}, "health_argv\n.*unknown placeholder"),
+    ],
+)
+def test_invalid_traffic_config(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        CommandConfig(argv=["deploy"], **config)

@@ -9,20 +9,25 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
-from bot.devtools.console import run_console
+from bot.devtools.console import Console, run_console
+from bot.devtools.fake_slack import RecordedCall
+from bot.devtools.local import LocalBot
 from bot.devtools.render_text import (
     EMOJI,
     TextStyle,
     buttons,
     format_reply,
     format_update,
+    inputs,
     mrkdwn,
     render_blocks,
+    render_view,
 )
 from bot.settings import Settings
-from bot.slack.blocks import CANCEL_ACTION, STATE_EMOJI, status_card, thread_note
+from bot.slack.blocks import CANCEL_ACTION, STATE_EMOJI, reject_modal, status_card, thread_note
 from bot.store.models import Deployment
 from tests.conftest import make_config, step
 
@@ -88,6 +93,13 @@ def test_thread_note_with_link_and_long_output_renders_indented() -> None:
     ]
 
 
+def test_reject_modal_renders_its_input_and_buttons() -> None:
+    view = reject_modal(7)
+    assert render_view(view) == [
+        "== Reject deployment ==", "Why reject deployment #7? [ … ]", "[ Reject ]  [ Back ]"]
+    assert inputs(view) == [("reason", "reason", "plain_text_input")]
+
+
 def test_every_emoji_shipbot_posts_has_a_unicode_form() -> None:
     for code in STATE_EMOJI.values():
         assert code.strip(":") in EMOJI, code
@@ -104,6 +116,36 @@ def test_mrkdwn_links_mentions_escapes_and_formatting() -> None:
     ]
     assert mrkdwn("a\n```x &lt; y```") == ["a", "    x < y"]
     assert "\x1b[1m" in mrkdwn("*b*", TextStyle(color=True))[0]
+
+
+def test_console_says_where_each_message_goes(tmp_path: Path) -> None:
+    """Interleaved threads get a heading; DMs, other people's ephemerals and files read well."""
+    local = cast(LocalBot, SimpleNamespace(slack=None))
+    console = Console(local, make_config(tmp_path), io.StringIO(), TextStyle(), scripted=True,
+                      quiet_seconds=1, settle_timeout=1)
+
+    def show(method: str, params: dict[str, Any], response: dict[str, Any]) -> list[str]:
+        lines, thread = console.describe(RecordedCall(method, params, {}, 0.0, response=response))
+        console.last_thread = thread if lines else console.last_thread
+        return lines
+
+    def post(channel: str, ts: str, text: str, thread_ts: str | None = None) -> list[str]:
+        message = {"text": text, "ts": ts, **({"thread_ts": thread_ts} if thread_ts else {})}
+        return show("chat.postMessage", {"channel": channel, "text": text},
+                    {"channel": channel, "ts": ts, "message": message})
+
+    assert post("#deploys-api", "1.1", "*card one*") == ["#deploys-api  [shipbot]", "  card one"]
+    assert post("#deploys-web", "1.2", "card two") == ["#deploys-web  [shipbot]", "  card two"]
+    assert post("#deploys-api", "1.3", "step", thread_ts="1.1") == [
+        "#deploys-api  (thread of card one)", "  └ step"]
+    assert post("#deploys-api", "1.4", "next step", thread_ts="1.1") == ["  └ next step"]
+    assert post("U0ALICE", "1.5", "psst") == ["DM to you  [shipbot]", "  psst"]
+    assert show("chat.postEphemeral", {"user": "U0BOB", "text": "hi\nthere"}, {"ok": True}) == [
+        "(only @U0BOB) hi", "              there"]
+    upload = {"channel_id": "#deploys-api", "thread_ts": "1.1", "initial_comment": "Canary"}
+    assert show("files.completeUploadExternal", upload, {"files": [{"title": "chart.png"}]}) == [
+        "#deploys-api  (thread of card one)", "  └ Canary", "    [file: chart.png]"]
+    assert show("users.info", {"user": "U0BOB"}, {"ok": True}) == []
 
 
 # -- scripted console sessions ----------------------------------------------------
@@ -132,7 +174,7 @@ def turns(transcript: str, prompt: str) -> dict[str, str]:
     """What each typed line printed, by the line typed (the bot's timing varies, so tests
     check order only where Shipbot guarantees it: ack first, thread replies in order)."""
     pieces = transcript.split("\n" + prompt)[1:]
-    return {piece.partition("\n")[0]: piece.partition("\n")[2] for piece in pieces}
+    return {piece.partition("\n")[0]: piece.partition("\n")[2] + "\n" for piece in pieces}
 
 
 async def test_deploy_session_shows_ack_card_thread_and_result(tmp_path: Path) -> None:
@@ -221,9 +263,10 @@ async def test_approval_buttons_and_the_reject_modal(tmp_path: Path) -> None:
     ))
     assert code == 0
     said = {**turns(out, "U0BOB@shipbot> "), **turns(out, "U0CAROL@shipbot> ")}
-    in_order(said["/deploy api production v1"], "== api → production ==",
-             "  └ ✋ Approval needed", "    [ Approve ]  [ Reject ]\n",
-             "State: ✋ Awaiting approval")
+    asked = said["/deploy api production v1"]
+    in_order(asked, "== api → production ==", "  └ ✋ Approval needed",
+             "    [ Approve ]  [ Reject ]\n")
+    assert "(updated) api → production\n  State: ✋ Awaiting approval (0 of 1)\n" in asked
     assert "(still going" not in out  # waiting for an approver is not the bot being busy
     assert "(only you) You requested deployment #1, so you cannot approve it" in said["approve"]
     assert said["reject"].startswith("→ U0CAROL clicks [ Reject ] on “✋ Approval needed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
@@ -30,8 +31,9 @@ def mw_spec(**kw: object) -> MetricSpec:
     return MetricSpec.model_validate(base | kw)
 
 
-def series(name: str, canary: object, baseline: object) -> MetricSeries:
-    return MetricSeries(name=name, canary=tuple(canary), baseline=tuple(baseline))  # type: ignore[arg-type]
+def series(name: str, canary: Iterable[float | None],
+           baseline: Iterable[float | None]) -> MetricSeries:
+    return MetricSeries(name=name, canary=tuple(canary), baseline=tuple(baseline))
 
 
 # --- Mann-Whitney (Kayenta) -----------------------------------------------------------------

@@ -54,6 +54,9 @@ async def read_line(stream: TextIO | None, prompt: str) -> str | None:
     ``stream=None`` means the terminal, through ``input()`` for line editing."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[str | None] = loop.create_future()
+    if stream is None:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401 - imported, input() gets line editing and history
 
     def resolve(line: str | None, error: Exception | None) -> None:
         if not future.done():  # else nobody waits any more (Ctrl-C)
@@ -112,7 +115,7 @@ class Console:
             self.out.write("\r\x1b[K" if self.style.color else "\n")
         self.out.write("".join(_encodable(line, self.out) + "\n" for line in lines))
         if self.prompt_shown:
-            self.out.write(self.prompt)
+            self.out.write(self.prompt + _typed_so_far())
         self.out.flush()
 
     def flush(self) -> None:
@@ -131,6 +134,14 @@ class Console:
             return rt.format_aside(f"(only {who})", rt.render_message(params, self.style)), None
         if call.method in ("views.open", "views.push", "views.update"):
             return self.show_modal(resp.get("view") or {}), None
+        if call.method == "files.completeUploadExternal":  # a chart, shared as a message
+            raw = str(params.get("channel_id") or str(params.get("channels", "")).split(",")[0])
+            files = [f"[file: {f.get('title') or f.get('name')}]" for f in resp.get("files", [])]
+            lines = [*rt.mrkdwn(str(params.get("initial_comment") or ""), self.style), *files]
+            if not params.get("thread_ts"):
+                return rt.format_root(self.where(raw), lines), (raw, "")
+            root = (raw, str(params["thread_ts"]))
+            return [*self.thread_head(root), *rt.format_reply(lines)], root
         if call.method not in ("chat.postMessage", "chat.update"):
             return [], self.last_thread
         message, raw = resp.get("message") or params, str(resp.get("channel"))
@@ -141,12 +152,17 @@ class Console:
                                    for b in rt.buttons(message.get("blocks"))]
         root = (raw, str(message.get("thread_ts", ts)))
         reply = root[1] != ts
-        head: list[str] = []
-        if reply and self.last_thread != root:  # say whose thread this reply belongs to
-            head = [f"{channel}  (thread of {rt.title_of(self.lines.get(root, ['a message']))})"]
+        head = self.thread_head(root) if reply else []
         if call.method == "chat.update":
             return head + rt.format_update(channel, before or [], lines, reply=reply), root
         return head + (rt.format_reply(lines) if reply else rt.format_root(channel, lines)), root
+
+    def thread_head(self, root: Key) -> list[str]:
+        """Say whose thread a reply is in, unless it hangs right under that message."""
+        if self.last_thread == root:
+            return []
+        title = rt.title_of(self.lines.get(root, ["a message"]))
+        return [f"{self.where(root[0])}  (thread of {title})"]
 
     def where(self, channel: str) -> str:
         """``#deploys-api``; a message sent to a user id is a direct message."""
@@ -379,6 +395,15 @@ class Console:
                 return
             if self.scripted and self.sent != sent:
                 await self.settle()
+
+
+def _typed_so_far() -> str:
+    """What is typed at the prompt so far (readline), to redraw it below bot output."""
+    try:
+        import readline
+    except ImportError:  # no readline on this platform: the typing is still there, unseen
+        return ""
+    return readline.get_line_buffer()
 
 
 def _encodable(text: str, out: TextIO) -> str:

@@ -30,11 +30,14 @@ class LocalBot:
         clock: Clock = system_clock,
         tick_seconds: float = 0.2,
         fake_slack: FakeSlack | None = None,
+        webhook_token: str | None = None,
     ) -> None:
         self.config, self.database_url, self.state_dir = config, database_url, state_dir
         self.clock, self.tick_seconds = clock, tick_seconds
         self.slack = fake_slack or FakeSlack()
         self.signing_secret = secrets.token_hex(16)
+        # Alert webhooks' bearer token: random unless given; "" leaves webhooks disabled.
+        self.webhook_token = secrets.token_hex(16) if webhook_token is None else webhook_token
         self._own_slack = fake_slack is None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -56,10 +59,12 @@ class LocalBot:
             DATABASE_URL=self.database_url,
             SHIPBOT_STATE_DIR=self.state_dir,
             SHIPBOT_TICK_SECONDS=self.tick_seconds,
+            SHIPBOT_WEBHOOK_TOKEN=self.webhook_token or None,  # type: ignore[arg-type]
         )
         self.bot = Shipbot(settings, self.config, self.clock)
         config = uvicorn.Config(build_asgi_app(self.bot), host="127.0.0.1", port=0,
-                                log_level="warning", lifespan="on")
+                                log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
@@ -76,6 +81,7 @@ class LocalBot:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
-            await self.driver.aclose()
+            if hasattr(self, "driver"):
+                await self.driver.aclose()
         if self._own_slack:
             await self.slack.stop()

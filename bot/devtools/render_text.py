@@ -1,7 +1,8 @@
 """Block Kit and Slack mrkdwn as terminal text, for `shipbot console`.
 
-Pure functions (no I/O) so the console's transcript is predictable and the rendering
-is tested on the JSON the real builders in ``bot.slack.blocks`` produce.
+Pure functions (no I/O; ``TextStyle.for_stream`` only looks at the stream) so the
+console's transcript is predictable and the rendering is tested on the JSON the real
+builders in ``bot.slack.blocks`` produce.
 """
 
 from __future__ import annotations

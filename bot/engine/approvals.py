@@ -45,7 +45,7 @@ class ApprovalService:
             dep = await session.get(Deployment, dep_id)
             if dep is None:
                 return f"Deployment #{dep_id} does not exist; nothing was changed."
-            decision = await self.policy.may_approve(dep, user)
+            decision = await self.policy.may_approve(dep, user, verb="reject")
             return None if decision.allowed else decision.reason
 
     async def _decide(self, dep_id: int, user: str, decision: Literal["approve", "reject"],

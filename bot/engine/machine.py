@@ -11,6 +11,7 @@ from enum import StrEnum
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.engine import alert_outbox
 from bot.store.models import AuditEvent, Deployment, Outbox
 
 
@@ -42,7 +43,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.DEPLOYING: frozenset({S.VERIFYING, S.SUCCEEDED, S.FAILED, S.PAUSED, S.ROLLING_BACK}),
     S.VERIFYING: frozenset({S.VERIFYING, S.PROMOTING, S.PAUSED, S.ROLLING_BACK, S.FAILED}),
     S.PAUSED: frozenset({S.VERIFYING, S.PROMOTING, S.ROLLING_BACK, S.CANCELLED}),
-    S.PROMOTING: frozenset({S.SUCCEEDED, S.FAILED, S.ROLLING_BACK}),
+    S.PROMOTING: frozenset({S.PROMOTING, S.SUCCEEDED, S.FAILED, S.ROLLING_BACK}),
     S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),
     S.SUCCEEDED: frozenset(),
     S.REJECTED: frozenset(),
@@ -119,6 +120,8 @@ def transition(
     session.add(deployment)
     session.add(_audit(deployment, actor, action, current, to, detail, now))
     session.add(Outbox(deployment_id=deployment.id, kind="card", created_at=now))
+    if deployment.alert_thread_id is not None:  # a rollback: report in the alert thread too
+        alert_outbox.on_transition(session, deployment, to.value, now)
 
 
 def record(

@@ -174,14 +174,15 @@ class Policy:
             return 0
         return rules.hotfix_approvals if hotfix else rules.required_approvals
 
-    async def may_approve(self, dep: Deployment, user: str) -> Decision:
+    async def may_approve(self, dep: Deployment, user: str, verb: str = "approve") -> Decision:
         if State(dep.state) is not State.AWAITING_APPROVAL:
             return Decision(False, f"Deployment #{dep.id} is not waiting for approval any more "
                                    f"({STATE_TEXT[State(dep.state)].lower()}). Nothing changed.")
         rules = self.env(dep.env).approval_rules
         if user == dep.requester and not (rules and rules.allow_self_approval):
             return Decision(False, (
-                f"You requested deployment #{dep.id}, so you cannot approve it (four eyes). "
+                f"You requested deployment #{dep.id}, so you cannot {verb} it (four eyes; "
+                f"withdraw it with `/deploy cancel {dep.service} {dep.env}`). "
                 f"Approvers: {_mentions(self.principals(dep.env, 'approve'))}."))
         return await self.may(user, "approve", dep.env)
 

@@ -7,8 +7,9 @@ replicas, or a tick racing a wake-up, never advance the same deployment at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 
 from sqlalchemy import or_, update
@@ -27,6 +28,7 @@ from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Deployment
 from integrations.base import IntegrationError
+from integrations.metrics import MetricsProvider
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
@@ -46,15 +48,20 @@ class Runner:
         owner: str,
         poll_seconds: float,
         on_change: Callable[[], None] = lambda: None,
+        metrics_provider: MetricsProvider | None = None,
     ) -> None:
+        self.metrics_provider = metrics_provider
         self.sessions, self.providers = sessions, providers
         self.clock, self.metrics, self.policy = clock, metrics, policy
         self.owner, self.poll_seconds, self.on_change = owner, poll_seconds, on_change
         self._lock = asyncio.Lock()
+        self._waiting = False
 
     async def tick(self) -> int:
         """Advance every due deployment once; return how many were advanced."""
-        async with self._lock:
+        if self._waiting:  # a tick is already queued behind the running one: it sees this too
+            return 0
+        async with self._queued():
             now = self.clock()
             async with self.sessions() as session:
                 due = (await session.exec(
@@ -70,6 +77,24 @@ class Runner:
             if claimed:
                 self.on_change()
             return len(claimed)
+
+    async def idle(self) -> None:
+        """Wait until no tick is running (at shutdown, before the database goes away)."""
+        async with self._lock:
+            return
+
+    @contextlib.asynccontextmanager
+    async def _queued(self) -> AsyncIterator[None]:
+        """The tick lock; while a tick waits for it, further wake-ups need not queue."""
+        self._waiting = True
+        try:
+            await self._lock.acquire()
+        finally:
+            self._waiting = False
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     async def _claim(self, dep_id: int) -> bool:
         now = self.clock()
@@ -97,7 +122,8 @@ class Runner:
             try:
                 if step is not None:
                     providers = self.providers[dep.service]
-                    ctx = StepContext(session, providers, now, self.poll_seconds, self.policy)
+                    ctx = StepContext(session, providers, now, self.poll_seconds, self.policy,
+                                      self.metrics_provider)
                     await step(ctx, dep)
                 else:
                     dep.next_action_at = None

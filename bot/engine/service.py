@@ -62,6 +62,8 @@ class DeployService:
             dep = Deployment(
                 request_key=request_key, service=cmd.service, env=cmd.env, version=cmd.version,
                 reason=cmd.reason, requester=actor, state=State.REQUESTED, hotfix=cmd.hotfix,
+                strategy=self.policy.config.strategy_for(cmd.service, cmd.env,
+                                                         cmd.strategy).kind,
                 approvals_required=self.policy.approvals_needed(cmd.env, cmd.hotfix),
                 channel=self.channels[cmd.service], created_at=now, updated_at=now,
             )

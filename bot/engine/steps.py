@@ -12,14 +12,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
-from bot.engine import machine
+from bot.engine import machine, progressive
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
-from bot.engine.providers import ServiceProviders
+from bot.engine.providers import ServiceProviders, job
 from bot.mrkdwn import escape
 from bot.store.models import Deployment
-from integrations.base import JobSpec, RunState, RunStatus
+from integrations.base import RunState, RunStatus, start_run
+from integrations.metrics import MetricsProvider
 
 
 class StepContext:
@@ -27,20 +28,14 @@ class StepContext:
 
     def __init__(
         self, session: AsyncSession, providers: ServiceProviders, now: datetime, poll: float,
-        policy: Policy,
+        policy: Policy, metrics: MetricsProvider | None = None,
     ) -> None:
         self.session, self.providers, self.now, self.poll = session, providers, now, poll
-        self.policy = policy
+        self.policy, self.metrics = policy, metrics
 
     def later(self, dep: Deployment) -> None:
         dep.next_action_at = self.now + timedelta(seconds=self.poll)
         self.session.add(dep)
-
-
-def job(dep: Deployment, step: str) -> JobSpec:
-    assert dep.version is not None
-    return JobSpec(key=f"deployment-{dep.id}-{step}", service=dep.service, env=dep.env,
-                   version=dep.version)
 
 
 async def last_succeeded_version(session: AsyncSession, service: str, env: str) -> str | None:
@@ -98,7 +93,8 @@ async def step_awaiting_approval(ctx: StepContext, dep: Deployment) -> None:
 
 
 async def step_queued(ctx: StepContext, dep: Deployment) -> None:
-    if not dep.hotfix:  # a lock or freeze may have started while this waited
+    # A lock or freeze may have started while this waited; rollbacks restore what ran here.
+    if not dep.hotfix and dep.kind != "rollback":
         blocked = await ctx.policy.gates(ctx.session, dep, ctx.now)
         if not blocked.allowed:
             machine.transition(ctx.session, dep, State.CANCELLED, actor="shipbot", now=ctx.now,
@@ -107,7 +103,7 @@ async def step_queued(ctx: StepContext, dep: Deployment) -> None:
                  "anything ran.", now=ctx.now)
             return
     ci = ctx.providers.ci
-    if ci is None:
+    if ci is None or dep.kind != "deploy":  # rollbacks and redeploys: built before
         await start_deploy(ctx, dep)
         return
     dep.ci_run_id = await ci.start(job(dep, "build"))
@@ -137,11 +133,14 @@ async def step_building(ctx: StepContext, dep: Deployment) -> None:
 
 
 async def start_deploy(ctx: StepContext, dep: Deployment) -> None:
-    dep.deploy_run_id = await ctx.providers.target.start(job(dep, "deploy"))
+    dep.deploy_run_id = await start_run(ctx.providers.target, job(dep, "deploy"),
+                                        rollback=dep.kind == "rollback")
     machine.transition(ctx.session, dep, State.DEPLOYING, actor="shipbot", now=ctx.now,
                        detail=f"deploy {dep.deploy_run_id}")
     dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.deploy_timeout)
-    note(ctx.session, dep, f":rocket: Deploying `{dep.version}` to {dep.env}.", now=ctx.now)
+    doing = (f":rewind: Rolling {dep.env} back to `{dep.version}`." if dep.kind == "rollback"
+             else f":rocket: Deploying `{dep.version}` to {dep.env}.")
+    note(ctx.session, dep, doing, now=ctx.now)
     ctx.later(dep)
 
 
@@ -154,12 +153,7 @@ async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
     if status.state is RunState.FAILED:
         await _fail(ctx, dep, f"Deploy failed: {escape(status.detail)}.", status)
         return
-    took = human_duration((ctx.now - as_utc(dep.created_at)).total_seconds())
-    machine.transition(ctx.session, dep, State.SUCCEEDED, actor="shipbot", now=ctx.now,
-                       detail=f"{dep.env} runs {dep.version} (took {took}).")
-    note(ctx.session, dep,
-         f":white_check_mark: *{dep.service} {dep.version} is live on {dep.env}* "
-         f"— total {took}.", now=ctx.now, detail=status.output_tail or None)
+    await progressive.begin(ctx, dep, status.output_tail)
 
 
 async def _still_running(ctx: StepContext, dep: Deployment, status: RunStatus, what: str) -> None:
@@ -190,6 +184,9 @@ async def _fail(ctx: StepContext, dep: Deployment, reason: str, status: RunStatu
 STEPS = {
     State.REQUESTED: step_requested,
     State.AWAITING_APPROVAL: step_awaiting_approval,
+    State.VERIFYING: progressive.step_rollout,
+    State.PROMOTING: progressive.step_rollout,
+    State.ROLLING_BACK: progressive.step_rolling_back,
     State.QUEUED: step_queued,
     State.BUILDING: step_building,
     State.DEPLOYING: step_deploying,

@@ -22,14 +22,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.slack.blocks import (
     APPROVE_ACTION,
     CANCEL_ACTION,
+    CONTROL_ACTIONS,
     REJECT_ACTION,
     REJECT_CALLBACK,
     reject_modal,
 )
+from bot.slack.blocks_alerts import ALERT_ACTIONS
 from commands.handlers import CommandHandlers, Invocation
 
 log = logging.getLogger(__name__)
-SLASH_COMMANDS = ("/deploy",)
+SLASH_COMMANDS = ("/deploy", "/rollback")
 
 
 def build_web_client(token: str, base_url: str) -> AsyncWebClient:
@@ -62,14 +64,35 @@ def build_slack_app(
         reply = await handlers.on_text(command.get("text", ""), who)
         await ack(text=reply.text, response_type="in_channel" if reply.public else "ephemeral")
 
-    @app.action(CANCEL_ACTION)
-    @app.action(APPROVE_ACTION)
+    @app.command("/rollback")
+    async def rollback_command(ack: AsyncAck, command: dict[str, Any]) -> None:
+        who = Invocation(user=command["user_id"], request_key=_command_key(command))
+        reply = await handlers.on_rollback_text(command.get("text", ""), who)
+        await ack(text=reply.text, response_type="ephemeral")
+
+    async def alert_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Alert-thread buttons; double clicks and Slack's retries are deduped by the engine."""
+        await ack()
+        action, user = body["actions"][0], body["user"]["id"]
+        reply = await handlers.on_alert_button(ALERT_ACTIONS[action["action_id"]],
+                                               str(action.get("value", "")), user)
+        await _tell(client, body, user, reply.text)
+
+    for action_id in ALERT_ACTIONS:
+        app.action(action_id)(alert_button)
+
+    button_kinds = {CANCEL_ACTION: "cancel", APPROVE_ACTION: "approve",
+                     **{action_id: kind for kind, action_id in CONTROL_ACTIONS.items()}}
+
     async def button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         action, user = body["actions"][0], body["user"]["id"]
-        kind = "approve" if action["action_id"] == APPROVE_ACTION else "cancel"
+        kind = button_kinds[action["action_id"]]
         reply = await handlers.on_button(kind, str(action.get("value", "")), user)
         await _tell(client, body, user, reply.text)
+
+    for action_id in button_kinds:
+        app.action(action_id)(button)
 
     @app.action(REJECT_ACTION)
     async def reject_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:

@@ -31,6 +31,7 @@ CANCEL_ACTION = "deploy_cancel"
 APPROVE_ACTION = "deploy_approve"
 REJECT_ACTION = "deploy_reject"
 REJECT_CALLBACK = "deploy_reject_reason"
+CONTROL_ACTIONS = {a: f"deploy_{a}" for a in ("promote", "pause", "resume", "abort")}
 
 STATE_EMOJI: dict[State, str] = {
     State.REQUESTED: ":inbox_tray:",
@@ -110,6 +111,13 @@ def next_step(dep: Deployment) -> str:
         State.QUEUED: "Next: the build starts. You can cancel until the deploy starts.",
         State.BUILDING: f"Next: deploy to {dep.env} when the build passes. You can still cancel.",
         State.DEPLOYING: f"Next: {target} reports the result. Progress is in the thread.",
+        State.VERIFYING: "Next: the rollout moves on when this step passes; Promote skips "
+        "ahead, Pause holds it, Abort rolls back.",
+        State.PAUSED: f"Paused: {dep.paused_reason or ''} Promote continues, Roll back undoes.",
+        State.PROMOTING: "Next: the new version becomes stable. Roll back is still possible.",
+        State.ROLLING_BACK: "Rolling back to the previous version; the thread shows why.",
+        State.ROLLED_BACK: f"{dep.env} is back on {running}. The thread shows what failed.",
+        State.ROLLBACK_FAILED: f"The rollback failed: {dep.env} needs a human now.",
         State.AWAITING_APPROVAL: "Next: an approver presses Approve in the thread; the "
         "requester cannot approve their own deployment.",
         State.REJECTED: f"Nothing was deployed. Address the reason, then run {again} again.",
@@ -121,12 +129,17 @@ def next_step(dep: Deployment) -> str:
     }.get(state, "Progress is in the thread.")
 
 
-def status_card(dep: Deployment, now: datetime) -> tuple[str, Blocks]:
+KIND_TITLE = {"rollback": "⏪ ROLLBACK ", "redeploy": "🔁 REDEPLOY "}
+
+
+def status_card(dep: Deployment, now: datetime, progress: str | None = None
+                ) -> tuple[str, Blocks]:
     """The root message of a deployment, re-rendered on every state change."""
     label = state_label(dep.state)
     if State(dep.state) is State.AWAITING_APPROVAL:
         label += f" ({dep.approvals_received} of {dep.approvals_required})"
-    title = f"{'🚑 HOTFIX ' if dep.hotfix else ''}{dep.service} → {dep.env}"
+    title = f"{'🚑 HOTFIX ' if dep.hotfix else ''}{KIND_TITLE.get(dep.kind, '')}" \
+            f"{dep.service} → {dep.env}"
     fields = [
         f"*Version*\n{version_text(dep)}",
         f"*State*\n{label}",
@@ -137,19 +150,37 @@ def status_card(dep: Deployment, now: datetime) -> tuple[str, Blocks]:
         {"type": "header", "text": {"type": "plain_text", "text": clip(title, HEADER_LIMIT)}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
+    if progress:
+        blocks.append(section(f"*Rollout*\n{progress}"))
     if dep.reason:
         blocks.append(section(f"*Reason*\n{escape(dep.reason)}"))
     if dep.detail and State(dep.state) not in IN_FLIGHT:
         blocks.append(section(f"*Outcome*\n{dep.detail}"))  # composed by us, parts escaped
     blocks.append(context(f"{next_step(dep)}  ·  Deployment #{dep.id}"))
-    if State(dep.state) in CANCELLABLE:
-        blocks.append({
-            "type": "actions",
-            "block_id": f"deployment:{dep.id}",
-            "elements": [button("Cancel", CANCEL_ACTION, str(dep.id), style="danger")],
-        })
+    buttons = card_buttons(dep)
+    if buttons:
+        blocks.append({"type": "actions", "block_id": f"deployment:{dep.id}",
+                       "elements": buttons})
     text = f"{title} {dep.version or ''}: {label}".replace("  ", " ")
     return text, blocks
+
+
+def card_buttons(dep: Deployment) -> list[dict[str, Any]]:
+    """Only the buttons valid in the current state."""
+    state, value = State(dep.state), str(dep.id)
+    if state in CANCELLABLE:
+        return [button("Cancel", CANCEL_ACTION, value, style="danger")]
+    if state is State.VERIFYING:
+        return [button("Promote", CONTROL_ACTIONS["promote"], value, style="primary"),
+                button("Pause", CONTROL_ACTIONS["pause"], value),
+                button("Abort", CONTROL_ACTIONS["abort"], value, style="danger")]
+    if state is State.PAUSED:
+        return [button("Promote", CONTROL_ACTIONS["promote"], value, style="primary"),
+                button("Resume", CONTROL_ACTIONS["resume"], value),
+                button("Roll back", CONTROL_ACTIONS["abort"], value, style="danger")]
+    if state is State.PROMOTING:
+        return [button("Roll back", CONTROL_ACTIONS["abort"], value, style="danger")]
+    return []
 
 
 def thread_note(text: str, detail: str | None = None, link: str | None = None) -> Blocks:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from itertools import groupby
 from typing import Protocol
@@ -21,9 +22,14 @@ from sqlalchemy import update
 from sqlmodel import col, or_, select
 
 from bot.clock import Clock
+from bot.config_alerts import AlertsConfig
+from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
 from bot.slack.blocks import approval_request, status_card
+from bot.slack.notifier_alerts import AlertDelivery
+from bot.slack.rollout_chart import rollout_chart
 from bot.store.db import Sessions
+from bot.store.gate import WriteGate
 from bot.store.models import Approval, Deployment, Outbox
 
 log = logging.getLogger(__name__)
@@ -44,45 +50,101 @@ class Notifier:
     def __init__(
         self, sessions: Sessions, client: AsyncWebClient, clock: Clock, metrics: Metrics,
         approval_info: ApprovalInfo,
+        progress: Callable[[Deployment], str | None] = lambda _: None,
+        alert_settings: AlertsConfig | None = None, gate: WriteGate | None = None,
+        urgency: Urgency | None = None,
     ) -> None:
         self.sessions, self.client, self.clock, self.metrics = sessions, client, clock, metrics
-        self.approval_info = approval_info
+        self.approval_info, self.progress = approval_info, progress
+        self.alerts = AlertDelivery(self, alert_settings or AlertsConfig())
+        self.gate, self.urgency = gate or WriteGate(""), urgency or Urgency()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(PARALLEL_DEPLOYMENTS)
+        self._inflight: dict[tuple[int | None, int | None], asyncio.Task[None]] = {}
+        self._skipped: set[tuple[int | None, int | None]] = set()
+        self._finished = 0  # tasks ended so far: tells a scan its rows may be stale
 
     def kick(self) -> None:
         """Something was queued: deliver now rather than at the next idle check."""
         self._wake.set()
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.deliver_pending()
-            except Exception:
-                log.exception("outbox delivery failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
-            self._wake.clear()
+        try:
+            while True:
+                try:
+                    await self.deliver_pending(wait=False)
+                except Exception:
+                    log.exception("outbox delivery failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+                self._wake.clear()
+        finally:
+            for task in self._inflight.values():
+                task.cancel()
+            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
 
-    async def deliver_pending(self) -> int:
-        now = self.clock()
+    async def deliver_pending(self, wait: bool = True) -> int:
+        """Start delivering each thread's pending rows; a thread still being delivered is
+        left to its running task. Threads never wait for each other (a slow or
+        rate-limited channel must not delay an alert elsewhere); ``wait`` waits for all."""
+        now, finished_before = self.clock(), self._finished
         async with self.sessions() as session:
             rows = (await session.exec(
                 select(Outbox)
                 .where(col(Outbox.delivered_at).is_(None),
                        or_(col(Outbox.next_attempt_at).is_(None),
                            col(Outbox.next_attempt_at) <= now))
-                .order_by(col(Outbox.deployment_id).nulls_first(), col(Outbox.id))
+                .order_by(col(Outbox.deployment_id).nulls_first(),
+                          col(Outbox.alert_thread_id).nulls_first(), col(Outbox.id))
                 .limit(500)
             )).all()
-        groups = [list(g) for _, g in groupby(rows, key=lambda r: r.deployment_id)]
-        await asyncio.gather(*(self._deliver_group(g) for g in groups))
+        started, stale = [], self._finished != finished_before  # a task ended meanwhile
+        for key, group in groupby(rows, key=lambda r: (r.deployment_id, r.alert_thread_id)):
+            if key in self._inflight:
+                self._skipped.add(key)
+                continue
+            task = asyncio.create_task(self._run_group(key, list(group), stale))
+            self._inflight[key] = task
+            started.append(task)
+        if wait:
+            await asyncio.gather(*started)
         return len(rows)
+
+    async def _run_group(self, key: tuple[int | None, int | None], rows: list[Outbox],
+                         recheck: bool) -> None:
+        try:
+            await self.urgency.wait_quiet()  # a rollback on its way to the target goes first
+            rows = await self._still_pending(rows) if recheck else rows
+            if rows:
+                await self._deliver_group(rows)
+        except Exception:
+            log.exception("outbox delivery for %s failed; retrying", key)
+            return
+        finally:
+            self._inflight.pop(key, None)
+            self._finished += 1
+        if key in self._skipped:  # rows queued for this thread meanwhile: look again
+            self._skipped.discard(key)
+            self.kick()
+
+    async def _still_pending(self, rows: list[Outbox]) -> list[Outbox]:
+        """A scan that raced the end of this thread's previous task may hold rows that task
+        has just delivered: keep only those still due, so nothing is posted twice."""
+        now = self.clock()
+        async with self.sessions() as session:
+            due = set((await session.exec(select(Outbox.id).where(
+                col(Outbox.id).in_([r.id for r in rows]), col(Outbox.delivered_at).is_(None),
+                or_(col(Outbox.next_attempt_at).is_(None), col(Outbox.next_attempt_at) <= now),
+            ))).all())
+        return [r for r in rows if r.id in due]
 
     async def _deliver_group(self, rows: list[Outbox]) -> None:
         """Thread replies in order; repeated card or approval refreshes collapse into one."""
         async with self._slots:
             dep_id = rows[0].deployment_id
+            if rows[0].alert_thread_id is not None:
+                await self.alerts.deliver(rows)
+                return
             if dep_id is None:
                 for row in rows:
                     await self._attempt([row], self._announce(row))
@@ -92,6 +154,8 @@ class Notifier:
             for row in rows:
                 if row.kind == "thread":
                     ok = await self._attempt([row], self._post_thread(dep_id, row))
+                elif row.kind == "chart":
+                    ok = await self._attempt([row], self._upload_chart(dep_id))
                 elif row is (approvals[0] if approvals else None):
                     ok = await self._attempt(approvals, self._refresh_approval(dep_id))
                 else:
@@ -117,7 +181,7 @@ class Notifier:
         assert dep is not None
         if dep.card_ts and dep.card_channel:
             return dep.card_channel, dep.card_ts
-        text, blocks = status_card(dep, self.clock())
+        text, blocks = status_card(dep, self.clock(), self.progress(dep))
         resp = await self.client.chat_postMessage(
             channel=dep.channel, text=text, blocks=blocks, unfurl_links=False)
         channel, ts = str(resp["channel"]), str(resp["ts"])
@@ -135,8 +199,19 @@ class Notifier:
         async with self.sessions() as session:
             fresh = await session.get(Deployment, dep_id)
         assert fresh is not None
-        text, blocks = status_card(fresh, self.clock())
+        text, blocks = status_card(fresh, self.clock(), self.progress(fresh))
         await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+
+    async def _upload_chart(self, dep_id: int) -> None:
+        """The rollout's canary-vs-baseline chart, as a PNG in the deployment thread."""
+        channel, ts = await self._card_ref(dep_id)
+        async with self.sessions() as session:
+            dep = await session.get(Deployment, dep_id)
+        assert dep is not None
+        png = await asyncio.to_thread(rollout_chart, dep)
+        await self.client.files_upload_v2(
+            channel=channel, thread_ts=ts, content=png, filename=f"rollout-{dep_id}.png",
+            title=f"{dep.service} {dep.version} on {dep.env}: canary vs baseline")
 
     async def _announce(self, row: Outbox) -> None:
         await self.client.chat_postMessage(channel=row.channel or "", text=row.text,
@@ -173,7 +248,7 @@ class Notifier:
 
     async def _save(self, dep_id: int, **values: str) -> None:
         """Record where a message went, without racing the engine's writes to the row."""
-        async with self.sessions() as session:
+        async with self.gate(), self.sessions() as session:
             await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
                                .values(**values))
             await session.commit()
@@ -191,20 +266,22 @@ class Notifier:
 
     async def _mark(self, rows: list[Outbox], *, delivered: bool, error: str = "") -> None:
         now = self.clock()
-        async with self.sessions() as session:
+        async with self.gate(), self.sessions() as session:
+            if delivered:  # the common case: one statement, not a load per row
+                await session.exec(update(Outbox).where(col(Outbox.id).in_([r.id for r in rows]))
+                                   .values(delivered_at=now, last_error=None))
+                await session.commit()
+                return
             for row in rows:
                 fresh = await session.get(Outbox, row.id)
                 if fresh is None:
                     continue
-                if delivered:
-                    fresh.delivered_at, fresh.last_error = now, None
+                fresh.attempts += 1
+                fresh.last_error = error[:500]
+                if fresh.attempts >= MAX_ATTEMPTS:
+                    log.error("giving up on outbox row %s: %s", fresh.id, error)
+                    fresh.delivered_at = now  # dead letter: kept with its last_error
                 else:
-                    fresh.attempts += 1
-                    fresh.last_error = error[:500]
-                    if fresh.attempts >= MAX_ATTEMPTS:
-                        log.error("giving up on outbox row %s: %s", fresh.id, error)
-                        fresh.delivered_at = now  # dead letter: kept with its last_error
-                    else:
-                        fresh.next_attempt_at = now + timedelta(seconds=2 ** fresh.attempts)
+                    fresh.next_attempt_at = now + timedelta(seconds=2 ** fresh.attempts)
                 session.add(fresh)
             await session.commit()

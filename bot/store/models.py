@@ -57,6 +57,23 @@ class Deployment(SQLModel, table=True):
     approval_ts: str | None = Field(default=None, max_length=32)
     approvals_received: int = 0
     approval_copy: str | None = Field(default=None, max_length=120)  # "channel ts" elsewhere
+    # Rollbacks: "deploy", "rollback" (to an earlier version) or "redeploy" (undoes a
+    # rollback); the alert that caused it (no FK: alert threads reference deployments).
+    kind: str = Field(default="deploy", max_length=16)
+    rollback_of: int | None = Field(default=None, foreign_key="deployment.id")
+    alert_thread_id: int | None = Field(default=None, index=True)
+    alert_started_at: datetime | None = Field(default=None, sa_column=_ts())
+    recovery_seconds: float | None = None  # alert start to rollback end: the MTTR sample
+    # Progressive delivery: where in the strategy's plan the rollout is.
+    strategy: str = Field(default="rolling", max_length=16)
+    stage: int = 0
+    stage_started_at: datetime | None = Field(default=None, sa_column=_ts())
+    action_run_id: str | None = Field(default=None, max_length=255)
+    last_check_at: datetime | None = Field(default=None, sa_column=_ts())
+    paused_reason: str | None = Field(default=None, sa_column=Column(Text))
+    analysis_state: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    analysis_log: str = Field(default="[]", sa_column=Column(Text, nullable=False,
+                                                            default="[]"))
 
 
 class Approval(SQLModel, table=True):
@@ -126,6 +143,9 @@ class Outbox(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     deployment_id: int | None = Field(default=None, index=True, foreign_key="deployment.id")
+    # Set instead of deployment_id for the alert thread's messages ("alert_root",
+    # "alert_suspect": post or re-render; "alert_reply": a reply in its thread).
+    alert_thread_id: int | None = Field(default=None, index=True, foreign_key="alertthread.id")
     # "card": re-render the status card; "thread": a reply under it; "approval": post or
     # re-render the approval request; "announce": a standalone message to ``channel``.
     kind: str = Field(max_length=16)
@@ -137,3 +157,56 @@ class Outbox(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts())
     last_error: str | None = Field(default=None, max_length=500)
+
+
+_alert_row_version = Column("row_version", Integer, nullable=False)
+
+
+class AlertThread(SQLModel, table=True):
+    """One Slack thread per firing alert (or Alertmanager group): what fired, the suspect
+    deployment, and what people decided. ``open_key`` is set while it fires and unique,
+    so a repeated or concurrent notification finds this thread instead of posting again."""
+
+    __mapper_args__ = {"version_id_col": _alert_row_version}
+    row_version: int | None = Field(default=None, sa_column=_alert_row_version)
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(max_length=16)
+    open_key: str | None = Field(default=None, unique=True, max_length=255)
+    group_key: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    fingerprint: str = Field(max_length=64)
+    service: str | None = Field(default=None, index=True, max_length=64)
+    env: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)  # "firing" or "resolved"
+    name: str = Field(max_length=255)
+    severity: str | None = Field(default=None, max_length=64)
+    # JSON: summary, description, links and labels of the first alert (for re-rendering).
+    payload: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    started_at: datetime = Field(sa_column=_ts(nullable=False))
+    resolved_at: datetime | None = Field(default=None, sa_column=_ts())
+    created_at: datetime = Field(sa_column=_ts(nullable=False))
+    updated_at: datetime = Field(sa_column=_ts(nullable=False))
+    channel: str | None = Field(default=None, max_length=80)
+    root_channel: str | None = Field(default=None, max_length=80)
+    root_ts: str | None = Field(default=None, max_length=32)
+    suspect_ts: str | None = Field(default=None, max_length=32)
+    suspect_deployment_id: int | None = Field(default=None, foreign_key="deployment.id")
+    rollback_to: str | None = Field(default=None, max_length=128)
+    acknowledged_by: str | None = Field(default=None, max_length=64)
+    dismissed_by: str | None = Field(default=None, max_length=64)
+    rollback_deployment_id: int | None = Field(default=None, foreign_key="deployment.id")
+    auto_rollback: bool = False
+    redeploy_deployment_id: int | None = Field(default=None, foreign_key="deployment.id")
+
+
+class AlertInstance(SQLModel, table=True):
+    """One occurrence of one alert (fingerprint + start) inside a thread; ``key`` is unique,
+    so Alertmanager's repeats and retries update it instead of adding another."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=255)
+    thread_id: int = Field(index=True, foreign_key="alertthread.id")
+    fingerprint: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    starts_at: datetime = Field(sa_column=_ts(nullable=False))
+    ends_at: datetime | None = Field(default=None, sa_column=_ts())

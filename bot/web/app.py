@@ -1,4 +1,5 @@
-"""The ASGI app: Slack's endpoint, health and metrics, with the bot's lifespan."""
+"""The ASGI app: Slack's endpoint, alert webhooks, health and metrics, with the bot's
+lifespan."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.runtime import Shipbot
+from bot.web.webhooks import webhook_routes
 
 MAX_SLACK_BODY = 1_000_000
 
 
 def build_asgi_app(bot: Shipbot, *, manage_lifespan: bool = True) -> Starlette:
     slack_handler = AsyncSlackRequestHandler(bot.slack)
+    token = bot.settings.SHIPBOT_WEBHOOK_TOKEN
 
     async def slack_events(request: Request) -> Response:
         if int(request.headers.get("content-length") or 0) > MAX_SLACK_BODY:
@@ -52,6 +55,7 @@ def build_asgi_app(bot: Shipbot, *, manage_lifespan: bool = True) -> Starlette:
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *webhook_routes(bot.alerts, token.get_secret_value() if token else None),
         ],
         lifespan=lifespan,
     )

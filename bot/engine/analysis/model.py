@@ -76,7 +76,8 @@ class MetricSpec(BaseModel):
 
     # mann-whitney (Kayenta NetflixACAJudge)
     confidence: float = Field(default=0.98, gt=0.5, lt=1)
-    allowed_increase: float = Field(default=0.1, ge=0)  # tolerated relative change
+    # tolerated relative change; also the sequential early-pass margin (ratio < 1 + this)
+    allowed_increase: float = Field(default=0.1, ge=0)
     min_samples: int = Field(default=5, ge=3)
 
     # sequential (anytime-valid)

@@ -1,0 +1,261 @@
+"""Alerts in, threads out: one thread per firing alert or Alertmanager group, the suspect
+deployment found at once, resolutions and people's decisions recorded.
+
+Everything is rows: the webhook only calls ``receive``, which writes the thread, its
+alert instances and the outbox messages in one transaction and returns. Repeated
+notifications find their instance (unique key) or the open thread (unique
+``open_key``), so Alertmanager's repeats, retries and HA pairs never post twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.clock import Clock, as_utc, human_duration
+from bot.config import ShipbotConfig
+from bot.engine import alert_outbox, machine, suspects
+from bot.engine.policy import Policy
+from bot.engine.rollback import RollbackService
+from bot.store.db import Sessions
+from bot.store.gate import WriteGate
+from bot.store.models import AlertInstance, AlertThread, Deployment
+from integrations.alerts import Alert
+
+RETRIES = 5
+MAX_LABELS = 30
+
+
+@dataclass
+class Received:
+    """What one webhook delivery did, returned to the sender as JSON."""
+
+    alerts: int = 0
+    threads: list[int] = field(default_factory=list)
+    new: list[int] = field(default_factory=list)
+    resolved: list[int] = field(default_factory=list)
+    unmapped: int = 0
+    ignored: int = 0
+
+    def as_json(self) -> dict[str, object]:
+        return {"ok": True, "alerts": self.alerts, "threads": sorted(set(self.threads)),
+                "new_threads": self.new, "resolved_threads": self.resolved,
+                "unmapped": self.unmapped, "ignored": self.ignored}
+
+
+def instance_key(alert: Alert) -> str:
+    return f"{alert.source}:{alert.fingerprint}:{as_utc(alert.starts_at).isoformat()}"[:255]
+
+
+def payload_of(alert: Alert) -> str:
+    labels = dict(sorted(alert.labels.items())[:MAX_LABELS])
+    return json.dumps({
+        "summary": alert.summary[:1000], "description": alert.description[:2000],
+        "generator_url": alert.generator_url, "runbook_url": alert.runbook_url,
+        "dashboard_url": alert.dashboard_url, "silence_url": alert.silence_url,
+        "labels": {k[:100]: v[:200] for k, v in labels.items()},
+    })
+
+
+class AlertService:
+    def __init__(self, sessions: Sessions, config: ShipbotConfig, policy: Policy, clock: Clock,
+                 rollbacks: RollbackService, on_change: Callable[[], None] = lambda: None,
+                 gate: WriteGate | None = None):
+        self.sessions, self.config, self.policy, self.clock = sessions, config, policy, clock
+        self.rollbacks, self.on_change = rollbacks, on_change
+        self.settings, self.services = config.alerts, tuple(config.services)
+        self.gate = gate or WriteGate("")
+        self.auto_rules = any(s.auto_rollback for s in config.services.values())
+
+    async def receive(self, alerts: list[Alert]) -> Received:
+        """Record a delivery (retried whole when a concurrent one wins a race), then
+        start the auto-rollbacks it asks for."""
+        for attempt in range(RETRIES):
+            try:
+                result = await self._receive(alerts)
+                break
+            except (IntegrityError, StaleDataError, OperationalError):
+                if attempt == RETRIES - 1:
+                    raise
+        self.on_change()
+        if not self.auto_rules:
+            return result
+        for thread_id in result.new:
+            if await self._auto_rollback_due(thread_id):
+                await self.rollbacks.from_alert(thread_id, "shipbot", auto=True)
+        return result
+
+    async def _receive(self, alerts: list[Alert]) -> Received:
+        async with self.gate():
+            return await self._record(alerts)
+
+    async def _record(self, alerts: list[Alert]) -> Received:
+        now, result = self.clock(), Received(alerts=len(alerts))
+        async with self.sessions() as session:
+            for alert in alerts:
+                await self._one(session, alert, now, result)
+            await session.commit()
+        return result
+
+    def _map(self, alert: Alert) -> tuple[str | None, str | None]:
+        service, env = self.settings.map(alert, self.services, self.config.environment_order)
+        if service is None or env not in self.config.environments_of(service):
+            env = None
+        return service, env
+
+    def _open_key(self, alert: Alert, service: str | None, env: str | None) -> str:
+        """Alertmanager groups share a thread (per service/env); others key on fingerprint."""
+        if alert.source == "alertmanager" and alert.group_key:
+            digest = hashlib.sha256(alert.group_key.encode()).hexdigest()[:32]
+            return f"am-group:{digest}:{service or '?'}/{env or '?'}"
+        return f"{alert.source}:{alert.fingerprint}"[:255]
+
+    async def _one(self, session: AsyncSession, alert: Alert, now: datetime,
+                   result: Received) -> None:
+        key = instance_key(alert)
+        instance = (await session.exec(
+            select(AlertInstance).where(AlertInstance.key == key))).first()
+        if instance is not None:
+            result.threads.append(instance.thread_id)
+            if instance.status == "firing" and not alert.firing:
+                instance.status, instance.ends_at = "resolved", _end(alert, now)
+                session.add(instance)
+                await self._maybe_resolve(session, instance.thread_id, now, result)
+            return  # a repeat: nothing new to say
+        service, env = self._map(alert)
+        thread = (await session.exec(select(AlertThread).where(
+            AlertThread.open_key == self._open_key(alert, service, env)))).first()
+        if thread is None:
+            if not alert.firing:
+                result.ignored += 1  # resolved before we ever saw it fire: nothing to say
+                return
+            thread = await self._open(session, alert, service, env, now)
+            result.new.append(thread.id or 0)
+            result.unmapped += service is None
+        else:
+            alert_outbox.refresh_root(session, thread.id or 0, now=now)  # one more in the group
+        assert thread.id is not None
+        result.threads.append(thread.id)
+        session.add(AlertInstance(
+            key=key, thread_id=thread.id, fingerprint=alert.fingerprint[:64],
+            status=alert.status, starts_at=as_utc(alert.starts_at),
+            ends_at=None if alert.firing else _end(alert, now)))
+        if not alert.firing:
+            await session.flush()
+            await self._maybe_resolve(session, thread.id, now, result)
+
+    async def _open(self, session: AsyncSession, alert: Alert, service: str | None,
+                    env: str | None, now: datetime) -> AlertThread:
+        channel = (self.config.services[service].channel if service else
+                   self.settings.default_channel or self.config.announce_channel)
+        started, found, before = as_utc(alert.starts_at), None, None
+        if service and env:
+            found, before = await suspects.suspect_and_before(
+                session, service, env, started, self.settings.suspect_window)
+        thread = AlertThread(
+            source=alert.source, open_key=self._open_key(alert, service, env),
+            group_key=alert.group_key, fingerprint=alert.fingerprint[:64], service=service,
+            env=env, status="firing", name=alert.name[:255],
+            severity=alert.severity[:64] if alert.severity else None,
+            payload=payload_of(alert), started_at=started, created_at=now, updated_at=now,
+            channel=channel, suspect_deployment_id=found.id if found else None,
+            rollback_to=before)
+        session.add(thread)
+        await session.flush()
+        assert thread.id is not None
+        alert_outbox.refresh_root(session, thread.id, now=now)
+        if service:
+            alert_outbox.refresh_suspect(session, thread.id, now=now)
+        return thread
+
+    async def _maybe_resolve(self, session: AsyncSession, thread_id: int, now: datetime,
+                             result: Received) -> None:
+        """The thread resolves when none of its alerts fires any more."""
+        firing = (await session.exec(select(func.count()).select_from(AlertInstance).where(
+            AlertInstance.thread_id == thread_id, AlertInstance.status == "firing"))).one()
+        thread = await session.get(AlertThread, thread_id)
+        if firing or thread is None or thread.status == "resolved":
+            return
+        ends = (await session.exec(select(func.max(AlertInstance.ends_at)).where(
+            AlertInstance.thread_id == thread_id))).one()
+        thread.status, thread.open_key, thread.updated_at = "resolved", None, now
+        thread.resolved_at = as_utc(ends) if ends else now
+        session.add(thread)
+        took = human_duration((thread.resolved_at - as_utc(thread.started_at)).total_seconds())
+        alert_outbox.refresh_root(session, thread_id, now=now)
+        alert_outbox.reply(session, thread_id, f":white_check_mark: Resolved after {took} "
+                           f"(at {thread.resolved_at:%H:%M} UTC).", now=now)
+        result.resolved.append(thread_id)
+
+    async def _auto_rollback_due(self, thread_id: int) -> bool:
+        """Does the service's ``auto_rollback`` ask for a rollback of this alert's suspect?"""
+        async with self.sessions() as session:
+            thread = await session.get(AlertThread, thread_id)
+            if thread is None or thread.service is None or not thread.rollback_to:
+                return False
+            rule = self.config.services[thread.service].auto_rollback
+            dep = (await session.get(Deployment, thread.suspect_deployment_id)
+                   if rule and thread.suspect_deployment_id else None)
+        if rule is None or dep is None or dep.finished_at is None:
+            return False
+        after = as_utc(thread.started_at) - as_utc(dep.finished_at)
+        return rule.matches(thread.name, thread.severity, after)
+
+    async def acknowledge(self, thread_id: int, user: str) -> str:
+        return await self._decide(thread_id, user, "acknowledged_by")
+
+    async def dismiss(self, thread_id: int, user: str) -> str:
+        """"Not the deploy": the rollback offer goes away, with who decided it."""
+        return await self._decide(thread_id, user, "dismissed_by")
+
+    async def _decide(self, thread_id: int, user: str, what: str) -> str:
+        if not await self.policy.directory.is_active_user(user):
+            return "Your Slack user is not an active member of this workspace, so Shipbot " \
+                   "ignores the click. Nothing was changed."
+        for _ in range(RETRIES):
+            try:
+                async with self.gate():
+                    answer = await self._decide_once(thread_id, user, what)
+            except (StaleDataError, OperationalError):
+                continue
+            self.on_change()
+            return answer
+        return "Several people acted at once; look at the alert thread."
+
+    async def _decide_once(self, thread_id: int, user: str, what: str) -> str:
+        now = self.clock()
+        async with self.sessions() as session:
+            thread = await session.get(AlertThread, thread_id)
+            if thread is None:
+                return "That alert is not known any more; nothing was changed."
+            earlier = getattr(thread, what)
+            verb = "acknowledged" if what == "acknowledged_by" else "marked as not the deploy"
+            if earlier is not None:
+                return f"<@{earlier}> already {verb} this alert."
+            setattr(thread, what, user)
+            thread.updated_at = now
+            session.add(thread)
+            machine.record(session, service=thread.service or "*", env=thread.env or "*",
+                           actor=user, action=what.removesuffix("_by"), now=now,
+                           deployment_id=thread.suspect_deployment_id,
+                           detail=f"alert thread #{thread_id}")
+            if what == "dismissed_by":
+                alert_outbox.reply(session, thread_id, f":thumbsup: <@{user}>: not caused by "
+                                   "the deploy; no rollback offered any more.", now=now)
+            alert_outbox.refresh_root(session, thread_id, now=now)
+            alert_outbox.refresh_suspect(session, thread_id, now=now)
+            await session.commit()
+        return f"You {verb} this alert."
+
+
+def _end(alert: Alert, now: datetime) -> datetime:
+    return as_utc(alert.ends_at) if alert.ends_at else now
+

@@ -1,0 +1,109 @@
+"""The ``command`` provider's config: argv templates, checked at load, filled per run.
+
+A template is a list of argv elements with ``{name}`` placeholders. Values are put in
+one pass and each element stays one element, so a hostile version string can never
+become a second argument, a shell construct or another placeholder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
+
+EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# What every deploy-side template may use; ``{weight}`` only where traffic is shifted.
+JOB_PLACEHOLDERS: tuple[str, ...] = ("service", "env", "version")
+WEIGHT_ONLY_IN = "set_weight_argv"
+
+
+def check_placeholders(argv: list[str], allowed: tuple[str, ...]) -> None:
+    """Reject ``{verison}``-style typos at config load instead of deploying them literally.
+
+    Only ``{identifier}`` counts as a placeholder; other braces (JSON etc.) are literal.
+    The field is named by the error's location (``services.api.deploy.abort_argv: ...``).
+    """
+    for arg in argv:
+        for name in _PLACEHOLDER.findall(arg):
+            if name in allowed:
+                continue
+            if name == "weight":
+                raise ValueError(f"{{weight}} is only allowed in {WEIGHT_ONLY_IN}")
+            names = ", ".join(f"{{{n}}}" for n in allowed)
+            raise ValueError(f"unknown placeholder {{{name}}} (allowed: {names})")
+
+
+def check_program(argv: list[str]) -> None:
+    """An empty first item would only fail at deploy time, with a confusing message."""
+    if not argv[0]:
+        raise ValueError("the program (first item) must not be empty")
+
+
+def render(arg: str, values: dict[str, str]) -> str:
+    """Fill placeholders in one pass: inserted values are never re-scanned or re-parsed."""
+    return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), arg)
+
+
+def run_id_for(key: str) -> str:
+    """A safe directory name for ``key``; the hash keeps distinct keys distinct."""
+    readable = re.sub(r"[^A-Za-z0-9_.-]", "_", key).lstrip(".-")[:80]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{readable}-{digest}" if readable else digest
+
+
+class CommandConfig(BaseModel):
+    """One program per action; only ``argv`` (the deploy or CI build) is required."""
+
+    # Errors never echo the input: env values can be secrets.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    provider: Literal["command"] = "command"
+    argv: list[str] = Field(min_length=1, description="templated with {service} {env} {version}")
+    timeout_seconds: float = Field(600.0, gt=0)
+    # Checked on the keys alone, so that no error message can carry a value (a secret).
+    env: dict[EnvName, str] = Field(default_factory=dict, description="extra environment")
+    workdir: str | None = None
+    latest_version_argv: list[str] | None = Field(
+        None, min_length=1, description="CI only: prints the newest built version; {service}"
+    )
+    output_lines: int = Field(20, ge=0, le=1000)
+    rollback_argv: list[str] | None = Field(
+        None, min_length=1, description="deploy only: the target's own undo (e.g. `kubectl "
+        "rollout undo`), used for rollbacks instead of argv; {service} {env} {version}")
+    # Progressive delivery: all three of these make the target able to split traffic.
+    set_weight_argv: list[str] | None = Field(
+        None, min_length=1, description="send {weight} percent of traffic to the new version")
+    promote_argv: list[str] | None = Field(
+        None, min_length=1, description="make the new version the stable one")
+    abort_argv: list[str] | None = Field(
+        None, min_length=1, description="all traffic back to the old version, remove the new")
+    health_argv: list[str] | None = Field(
+        None, min_length=1, description="exits 0 when the new version is healthy")
+
+    @field_validator("argv", "rollback_argv", "set_weight_argv", "promote_argv", "abort_argv",
+                     "health_argv")
+    @classmethod
+    def _job_template(cls, argv: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if argv is not None:
+            check_program(argv)
+            extra = ("weight",) if info.field_name == WEIGHT_ONLY_IN else ()
+            check_placeholders(argv, JOB_PLACEHOLDERS + extra)
+        return argv
+
+    @field_validator("latest_version_argv")
+    @classmethod
+    def _latest_template(cls, argv: list[str] | None) -> list[str] | None:
+        if argv is not None:
+            check_placeholders(argv, ("service",))
+        return argv

@@ -1,0 +1,199 @@
+"""Post-deploy HTTP checks: a gate in every strategy, before traffic moves on.
+
+A check asks a URL of the new version and expects a status (and maybe some text in the
+body), trying again a few times because a freshly started version may still be warming
+up. The result's ``detail`` is one plain sentence for the Slack thread; the caller
+escapes it. A bearer token is read from the environment variable the config names and
+never appears in a result or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from integrations.command_templates import EnvName
+
+PLACEHOLDERS = ("service", "env", "version")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_MAX_BODY_BYTES = 1024 * 1024  # enough for any health page; a huge download is a mistake
+_SNIPPET_CHARS = 200
+
+
+def render_url(template: str, values: Mapping[str, str]) -> str:
+    """One pass, each value URL-quoted: a version can't add a path, query or host."""
+    return _PLACEHOLDER.sub(lambda m: quote(values[m.group(1)], safe=""), template)
+
+
+class HttpCheckConfig(BaseModel):
+    # Errors never echo the input: a pasted URL or header could hold a secret.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    name: str = Field(min_length=1)
+    url: str = Field(description="templated with {service} {env} {version}")
+    method: Literal["GET", "HEAD"] = "GET"
+    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    body_contains: str | None = Field(None, min_length=1)
+    timeout_seconds: float = Field(5.0, gt=0, le=300, description="per attempt, in all")
+    retries: int = Field(3, ge=0, le=50, description="attempts after the first failed one")
+    retry_interval_seconds: float = Field(2.0, ge=0, le=600)
+    headers: dict[str, str] = Field(default_factory=dict, description="non-secret headers")
+    bearer_token_env: EnvName | None = Field(
+        None, description="NAME of the environment variable holding a bearer token")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        for name in _PLACEHOLDER.findall(url):
+            if name not in PLACEHOLDERS:
+                raise ValueError(f"url: unknown placeholder {{{name}}} "
+                                 "(allowed: {service}, {env}, {version})")
+        try:
+            parsed = httpx.URL(render_url(url, dict.fromkeys(PLACEHOLDERS, "x")))
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise ValueError("url is not a valid URL") from exc
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError("url must be http:// or https:// with a host")
+        if parsed.userinfo:
+            raise ValueError("url must not contain credentials; use bearer_token_env")
+        return url
+
+    @field_validator("expect_status")
+    @classmethod
+    def _statuses(cls, statuses: list[int]) -> list[int]:
+        if any(not 100 <= s <= 599 for s in statuses):
+            raise ValueError("expect_status: HTTP statuses are 100-599")
+        return statuses
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"invalid header name {name[:40]!r}")
+            if name.lower() in _SECRET_HEADERS:
+                raise ValueError(f"{name} is a secret: put it in an env var (bearer_token_env)")
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name} must be a single line")
+        return headers
+
+    @model_validator(mode="after")
+    def _body_needs_get(self) -> HttpCheckConfig:
+        if self.body_contains is not None and self.method == "HEAD":
+            raise ValueError("body_contains needs method GET: HEAD responses have no body")
+        return self
+
+
+class CheckResult(BaseModel):
+    """The outcome of one check, after its retries."""
+
+    name: str
+    passed: bool
+    attempts: int
+    status_code: int | None = None
+    detail: str
+
+
+class _Attempt(BaseModel):
+    passed: bool
+    status_code: int | None = None
+    what: str  # the sentence without the attempt count
+    body: str = ""  # the start of the response body, when it helps explain a failure
+    counted: bool = True  # "after N attempts" reads wrong after "timed out after 5 s"
+
+
+async def run_check(
+    config: HttpCheckConfig, *, service: str, env: str, version: str,
+    client: httpx.AsyncClient | None = None, environ: Mapping[str, str] = os.environ,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> CheckResult:
+    """Try the check up to ``1 + retries`` times; pass on the first attempt that passes."""
+    url = render_url(config.url, {"service": service, "env": env, "version": version})
+    headers = dict(config.headers)
+    if config.bearer_token_env:
+        token = environ.get(config.bearer_token_env)
+        if not token:
+            return CheckResult(name=config.name, passed=False, attempts=0, detail=(
+                f"the environment variable {config.bearer_token_env} (bearer_token_env) "
+                "is not set"))
+        headers["Authorization"] = f"Bearer {token}"
+    own = client is None
+    http = client or httpx.AsyncClient(follow_redirects=False)
+    try:
+        attempts = 0
+        while True:
+            attempts += 1
+            outcome = await _attempt(http, config, url, headers)
+            if outcome.passed or attempts > config.retries:
+                break
+            await sleep(config.retry_interval_seconds)
+    finally:
+        if own:
+            await http.aclose()
+    detail = outcome.what
+    if attempts > 1:
+        detail += f" after {attempts} attempts" if outcome.counted else f" ({attempts} attempts)"
+    detail += _snippet(outcome.body)
+    return CheckResult(name=config.name, passed=outcome.passed, attempts=attempts,
+                       status_code=outcome.status_code, detail=detail)
+
+
+async def _attempt(http: httpx.AsyncClient, config: HttpCheckConfig, url: str,
+                   headers: dict[str, str]) -> _Attempt:
+    request = f"{config.method} {url}"
+    try:
+        async with asyncio.timeout(config.timeout_seconds):  # in all, not per read
+            async with http.stream(config.method, url, headers=headers,
+                                   timeout=config.timeout_seconds) as response:
+                body = await _read_capped(response) if config.method == "GET" else b""
+    except (TimeoutError, httpx.TimeoutException):
+        return _Attempt(passed=False, counted=False,
+                        what=f"{request} timed out after {config.timeout_seconds:g} s")
+    except httpx.ConnectError as exc:
+        why = str(exc).strip() or "connection failed"
+        return _Attempt(passed=False, what=f"{request}: could not connect ({why[:120]})")
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+        return _Attempt(passed=False, what=f"{request}: not a valid URL")
+    except httpx.HTTPError as exc:
+        return _Attempt(passed=False, what=f"{request} failed ({type(exc).__name__})")
+    code = response.status_code
+    text = body.decode(errors="replace")
+    if code not in config.expect_status:
+        return _Attempt(passed=False, status_code=code, body=text, what=f"{request} → {code} "
+                        f"(expected {_either(config.expect_status)})")
+    if config.body_contains is not None and config.body_contains not in text:
+        return _Attempt(passed=False, status_code=code, body=text, what=f"{request} → {code} "
+                        f"but the body did not contain '{config.body_contains}'")
+    return _Attempt(passed=True, status_code=code, what=f"{request} → {code}")
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= _MAX_BODY_BYTES:
+            break
+    return bytes(body[:_MAX_BODY_BYTES])
+
+
+def _either(statuses: list[int]) -> str:
+    names = [str(s) for s in statuses]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" or {names[-1]}"
+
+
+def _snippet(text: str) -> str:
+    """The start of the body, on one line and short: enough to see what answered."""
+    flat = " ".join(text.split())
+    if not flat:
+        return ""
+    cut = flat if len(flat) <= _SNIPPET_CHARS else flat[: _SNIPPET_CHARS - 1] + "…"
+    return f' — body: "{cut}"'
