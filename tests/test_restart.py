@@ -53,7 +53,8 @@ async def test_restart_mid_deploy_finishes_exactly_once(tmp_path: Path) -> None:
     mark = tmp_path / "deploy-started"
     config = make_config(tmp_path, deploy=step(tmp_path / "deploy.log", STEP_SLEEP=3,
                                                  STEP_MARK=mark))
-    (tmp_path / "shipbot.yml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    dumped = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    (tmp_path / "shipbot.yml").write_text(dumped)
     port = free_port()
     async with FakeSlack(rate_limits=False) as slack:
         from bot.devtools.driver import SlackDriver
