@@ -67,9 +67,11 @@ class Shipbot:
             owner=f"shipbot-{uuid.uuid4().hex[:12]}",
             poll_seconds=config.poll_interval_seconds, on_change=self.notifier.kick,
             metrics_provider=PrometheusProvider(config.metrics) if config.metrics else None,
+            gate=self.gate,
         )
         self.service = DeployService(
-            self.sessions, self.policy, self.providers, clock, on_change=self.wake)
+            self.sessions, self.policy, self.providers, clock, on_change=self.wake,
+            gate=self.gate)
         self.approvals = ApprovalService(self.sessions, self.policy, clock, on_change=self.wake)
         self.guards = GuardService(self.sessions, self.policy, clock)
         self.controls = ControlService(self.sessions, self.policy, self.providers, clock,

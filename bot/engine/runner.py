@@ -26,6 +26,7 @@ from bot.engine.steps import STEPS, StepContext
 from bot.metrics import Metrics
 from bot.mrkdwn import escape
 from bot.store.db import Sessions
+from bot.store.gate import WriteGate
 from bot.store.models import Deployment
 from integrations.base import IntegrationError
 from integrations.metrics import MetricsProvider
@@ -49,7 +50,9 @@ class Runner:
         poll_seconds: float,
         on_change: Callable[[], None] = lambda: None,
         metrics_provider: MetricsProvider | None = None,
+        gate: WriteGate | None = None,
     ) -> None:
+        self.gate = gate or WriteGate("")
         self.metrics_provider = metrics_provider
         self.sessions, self.providers = sessions, providers
         self.clock, self.metrics, self.policy = clock, metrics, policy
@@ -71,7 +74,7 @@ class Runner:
                     .order_by(col(Deployment.next_action_at))
                     .limit(BATCH)
                 )).all()
-            claimed = [i for i in due if i is not None and await self._claim(i)]
+            claimed = await self._claim([i for i in due if i is not None])
             await asyncio.gather(*(self.advance(i) for i in claimed))
             await self._count_states()
             if claimed:
@@ -96,18 +99,23 @@ class Runner:
         finally:
             self._lock.release()
 
-    async def _claim(self, dep_id: int) -> bool:
+    async def _claim(self, dep_ids: list[int]) -> list[int]:
+        """Lease those of ``dep_ids`` nobody holds, in one write (one turn at the gate)."""
+        if not dep_ids:
+            return []
         now = self.clock()
-        async with self.sessions() as session:
+        async with self.gate(), self.sessions() as session:
             result = await session.exec(
                 update(Deployment)
-                .where(col(Deployment.id) == dep_id,
+                .where(col(Deployment.id).in_(dep_ids),
                        or_(col(Deployment.lease_until).is_(None),
                            col(Deployment.lease_until) < now))
                 .values(lease_owner=self.owner, lease_until=now + LEASE)
+                .returning(col(Deployment.id))
             )
+            claimed = set(result.scalars().all())  # type: ignore[attr-defined]
             await session.commit()
-            return result.rowcount == 1  # type: ignore[attr-defined]
+        return [i for i in dep_ids if i in claimed]
 
     async def advance(self, dep_id: int) -> None:
         """Run the step for the deployment's current state, then release the lease."""
@@ -124,12 +132,14 @@ class Runner:
                     providers = self.providers[dep.service]
                     ctx = StepContext(session, providers, now, self.poll_seconds, self.policy,
                                       self.metrics_provider)
-                    await step(ctx, dep)
+                    with session.no_autoflush:  # writes wait for the gate, not in SQLite
+                        await step(ctx, dep)
                 else:
                     dep.next_action_at = None
                 dep.lease_owner, dep.lease_until = None, None
                 session.add(dep)
-                await session.commit()
+                async with self.gate():
+                    await session.commit()
             except StaleDataError:
                 await session.rollback()
                 await self._release(dep_id)
@@ -143,7 +153,7 @@ class Runner:
                     asyncio.get_running_loop().time() - started)
 
     async def _release(self, dep_id: int) -> None:
-        async with self.sessions() as session:
+        async with self.gate(), self.sessions() as session:
             await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
                                .values(lease_owner=None, lease_until=None))
             await session.commit()
@@ -155,7 +165,7 @@ class Runner:
         log.warning("deployment %s: step %s failed: %s", dep_id, state, reason,
                     exc_info=not user_safe)
         now = self.clock()
-        async with self.sessions() as session:
+        async with self.gate(), self.sessions() as session:
             dep = await session.get(Deployment, dep_id)
             if dep is None or State(dep.state) is not state:
                 return

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.engine import machine, policy
@@ -22,6 +24,7 @@ from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.mrkdwn import escape
 from bot.store.db import Sessions
+from bot.store.gate import WriteGate
 from bot.store.models import Deployment
 from commands.model import Cancel, Deploy, History, Status
 
@@ -42,40 +45,43 @@ class DeployService:
         providers: dict[str, ServiceProviders],
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
+        gate: WriteGate | None = None,
     ) -> None:
         self.sessions, self.policy, self.providers = sessions, policy, providers
+        self.gate = gate or WriteGate("")
         self.channels = {n: s.channel for n, s in policy.config.services.items()}
         self.clock, self.on_change = clock, on_change
 
     async def request(self, cmd: Deploy, actor: str, request_key: str) -> str:
-        """Record the request (once per request_key) and let the runner take it from there."""
+        """Record the request (once per request_key) and let the runner take it from there.
+
+        The checks read in one session; the insert waits for the write gate in another,
+        holding no connection meanwhile (waiters holding pooled connections would starve
+        the gate's holder). A request racing ours for the same slot loses on the unique
+        active-slot index, so checking first and writing second stays safe.
+        """
         now = self.clock()
         async with self.sessions() as session:
-            seen = await self._by_key(request_key)
+            seen = await self._by_key(request_key, session)
             if seen is not None:
                 return f"Already received: this request is deployment #{seen.id} ({seen.state})."
             decision = await self.policy.may_request(
                 session, service=cmd.service, env=cmd.env, version=cmd.version, user=actor,
                 hotfix=cmd.hotfix, now=now)
-            if not decision.allowed:
-                return decision.reason
-            dep = Deployment(
-                request_key=request_key, service=cmd.service, env=cmd.env, version=cmd.version,
-                reason=cmd.reason, requester=actor, state=State.REQUESTED, hotfix=cmd.hotfix,
-                strategy=self.policy.config.strategy_for(cmd.service, cmd.env,
-                                                         cmd.strategy).kind,
-                approvals_required=self.policy.approvals_needed(cmd.env, cmd.hotfix),
-                channel=self.channels[cmd.service], created_at=now, updated_at=now,
-            )
-            detail = ("HOTFIX: bypasses locks, freezes and promotion order. " if cmd.hotfix
-                      else "") + escape(cmd.reason or "")
-            try:
-                await machine.create(session, dep, actor=actor, now=now, detail=detail,
-                                     action="hotfix_requested" if cmd.hotfix else "requested")
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()
-                return await self._explain_conflict(request_key, cmd)
+        if not decision.allowed:
+            return decision.reason
+        dep = Deployment(
+            request_key=request_key, service=cmd.service, env=cmd.env, version=cmd.version,
+            reason=cmd.reason, requester=actor, state=State.REQUESTED, hotfix=cmd.hotfix,
+            strategy=self.policy.config.strategy_for(cmd.service, cmd.env, cmd.strategy).kind,
+            approvals_required=self.policy.approvals_needed(cmd.env, cmd.hotfix),
+            channel=self.channels[cmd.service], created_at=now, updated_at=now,
+        )
+        detail = ("HOTFIX: bypasses locks, freezes and promotion order. " if cmd.hotfix
+                  else "") + escape(cmd.reason or "")
+        if not await self._insert(dep, actor, now, detail,
+                                  "hotfix_requested" if cmd.hotfix else "requested"):
+            return await self._explain_conflict(request_key, cmd)
         self.on_change()
         what = f"`{cmd.version}`" if cmd.version else "the latest build"
         kind = "HOTFIX deployment" if cmd.hotfix else "Deployment"
@@ -87,17 +93,30 @@ class DeployService:
             f"`/deploy cancel {cmd.service} {cmd.env}` before the deploy starts."
         )
 
-    async def _by_key(self, request_key: str) -> Deployment | None:
-        async with self.sessions() as session:
-            stmt = select(Deployment).where(Deployment.request_key == request_key)
-            return (await session.exec(stmt)).first()
+    async def _insert(self, dep: Deployment, actor: str, now: datetime, detail: str,
+                      action: str) -> bool:
+        """False when a concurrent request took the slot (or the request key) first."""
+        async with self.gate(urgent=True), self.sessions() as session:
+            try:
+                await machine.create(session, dep, actor=actor, now=now, detail=detail,
+                                     action=action)
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return False
+        return True
+
+    async def _by_key(self, request_key: str, session: AsyncSession) -> Deployment | None:
+        stmt = select(Deployment).where(Deployment.request_key == request_key)
+        return (await session.exec(stmt)).first()
 
     async def _explain_conflict(self, request_key: str, cmd: Deploy) -> str:
         """A concurrent request won the race: say which one, as the policy would."""
-        seen = await self._by_key(request_key)
-        if seen is not None:
-            return f"Already received: this request is deployment #{seen.id} ({seen.state})."
         async with self.sessions() as session:
+            seen = await self._by_key(request_key, session)
+            if seen is not None:
+                return (f"Already received: this request is deployment #{seen.id} "
+                        f"({seen.state}).")
             busy = await policy.in_flight(session, cmd.service, cmd.env)
         if busy is not None:
             return policy.busy_reason(busy, self.clock())

@@ -18,7 +18,13 @@ Sessions = async_sessionmaker[AsyncSession]
 
 def create_engine(database_url: str) -> AsyncEngine:
     url = async_database_url(database_url)
-    engine = create_async_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    if url.startswith("sqlite"):
+        # Work waiting for the write gate (bot/store/gate.py) may hold a connection; an
+        # unbounded overflow means the gate's holder can always get one. SQLite
+        # connections are cheap, and the pool keeps 20 of them open between bursts.
+        engine = create_async_engine(url, pool_size=20, max_overflow=-1)
+    else:
+        engine = create_async_engine(url, pool_pre_ping=True)
     if url.startswith("sqlite"):
 
         @event.listens_for(engine.sync_engine, "connect")

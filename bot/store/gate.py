@@ -2,26 +2,58 @@
 
 SQLite allows one writing transaction; others wait in its busy handler, which sleeps
 in growing steps (up to 100 ms) however soon the lock frees. Under bursts (many alerts,
-many clicks) those sleeps dominate. Short write transactions on hot paths take this
-gate first, so they queue fairly in asyncio and never sleep in SQLite. On PostgreSQL
-(row locks, several replicas) it does nothing.
+many clicks, a busy runner) those sleeps dominate. Write transactions take this gate
+first, so they queue in asyncio and never sleep in SQLite. Writes a person is waiting
+for (a slash command's ack) pass ``urgent=True`` and go before queued background work
+(the runner, the notifier), which only has to be done soon, not now. On PostgreSQL (row
+locks, several replicas) the gate does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 from collections.abc import AsyncIterator
 
 
 class WriteGate:
     def __init__(self, database_url: str) -> None:
-        self._lock = asyncio.Lock() if database_url.startswith("sqlite") else None
+        self._enabled = database_url.startswith("sqlite")
+        self._held = False
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
 
     @contextlib.asynccontextmanager
-    async def __call__(self) -> AsyncIterator[None]:
-        if self._lock is None:
+    async def __call__(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        if not self._enabled:
             yield
             return
-        async with self._lock:
+        await self._acquire(urgent)
+        try:
             yield
+        finally:
+            self._release()
+
+    async def _acquire(self, urgent: bool) -> None:
+        if not self._held and not self._queue:
+            self._held = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._queue, (0 if urgent else 1, next(self._order), turn))
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed over just as we were cancelled
+                self._release()
+            raise
+
+    def _release(self) -> None:
+        """Hand the gate to the next live waiter (urgent first, then oldest), or free it."""
+        while self._queue:
+            _, _, turn = heapq.heappop(self._queue)
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._held = False

@@ -1,0 +1,62 @@
+"""The SQLite write gate: one writer at a time, acks before background work, no leaks."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.store.gate import WriteGate
+
+
+async def _writer(gate: WriteGate, name: str, order: list[str], *, urgent: bool = False,
+                  hold: asyncio.Event | None = None) -> None:
+    async with gate(urgent=urgent):
+        order.append(f"{name} in")
+        if hold is not None:
+            await hold.wait()
+        await asyncio.sleep(0)
+        order.append(f"{name} out")
+
+
+async def test_one_writer_at_a_time_and_urgent_writes_jump_the_queue() -> None:
+    gate, order, hold = WriteGate("sqlite+aiosqlite:///x.db"), [], asyncio.Event()
+    first = asyncio.create_task(_writer(gate, "runner-1", order, hold=hold))
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(_writer(gate, name, order, urgent=name.startswith("ack")))
+              for name in ("runner-2", "notifier", "ack-1", "ack-2")]
+    await asyncio.sleep(0.01)
+    assert order == ["runner-1 in"]  # everyone else waits
+    hold.set()
+    await asyncio.gather(first, *queued)
+    entered = [e.removesuffix(" in") for e in order if e.endswith(" in")]
+    assert entered == ["runner-1", "ack-1", "ack-2", "runner-2", "notifier"]
+    assert all(order[i].endswith(" in") and order[i + 1].endswith(" out")
+               for i in range(0, len(order), 2)), order  # never two inside at once
+
+
+async def test_a_cancelled_waiter_does_not_keep_the_gate() -> None:
+    gate, order, hold = WriteGate("sqlite:///x.db"), [], asyncio.Event()
+    first = asyncio.create_task(_writer(gate, "a", order, hold=hold))
+    await asyncio.sleep(0)
+    doomed = asyncio.create_task(_writer(gate, "b", order))
+    later = asyncio.create_task(_writer(gate, "c", order))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    hold.set()
+    await asyncio.wait_for(asyncio.gather(first, later), 1)
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert order == ["a in", "a out", "c in", "c out"]
+    async with asyncio.timeout(1), gate():  # and it is free again
+        pass
+
+
+async def test_postgres_needs_no_gate() -> None:
+    gate, order, hold = WriteGate("postgresql://db/shipbot"), [], asyncio.Event()
+    first = asyncio.create_task(_writer(gate, "a", order, hold=hold))
+    second = asyncio.create_task(_writer(gate, "b", order))
+    await asyncio.sleep(0.01)
+    assert order[:3] == ["a in", "b in", "b out"]  # row locks do the job there
+    hold.set()
+    await asyncio.gather(first, second)
