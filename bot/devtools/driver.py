@@ -63,12 +63,7 @@ class SlackDriver:
     ) -> dict[str, Any]:
         """A ``block_actions`` payload shaped as Slack's docs show for a button click."""
         return {
-            "type": "block_actions",
-            "team": TEAM,
-            "user": {"id": user, "username": user.lower(), "name": user.lower(),
-                     "team_id": TEAM["id"]},
-            "api_app_id": "A0SHIPBOT",
-            "token": "unused-verification-token",
+            **_interaction("block_actions", user),
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
                           "is_ephemeral": False},
             "trigger_id": f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
@@ -93,12 +88,7 @@ class SlackDriver:
     ) -> dict[str, Any]:
         """A ``view_submission`` payload as Slack's docs show (state.values by block/action)."""
         return {
-            "type": "view_submission",
-            "team": TEAM,
-            "user": {"id": user, "username": user.lower(), "name": user.lower(),
-                     "team_id": TEAM["id"]},
-            "api_app_id": "A0SHIPBOT",
-            "token": "unused-verification-token",
+            **_interaction("view_submission", user),
             "trigger_id": f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
             "view": {
                 "id": f"V{uuid.uuid4().hex[:10].upper()}", "team_id": TEAM["id"],
@@ -121,3 +111,13 @@ class SlackDriver:
     async def post(self, body: str, content_type: str, headers: dict[str, str]) -> httpx.Response:
         signed = {**sign(self.secret, body), "Content-Type": content_type, **headers}
         return await self.http.post(self.url, content=body, headers=signed)
+
+
+def _interaction(kind: str, user: str) -> dict[str, Any]:
+    """The fields every interaction payload starts with: its type, team, user and app."""
+    return {
+        "type": kind, "team": TEAM,
+        "user": {"id": user, "username": user.lower(), "name": user.lower(),
+                 "team_id": TEAM["id"]},
+        "api_app_id": "A0SHIPBOT", "token": "unused-verification-token",
+    }

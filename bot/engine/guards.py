@@ -7,10 +7,11 @@ window's start and end is announced exactly once, even across restarts.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock, as_utc
 from bot.engine import machine, windows
@@ -22,6 +23,13 @@ from bot.store.models import Announcement, AuditEvent, Freeze, Lock
 from commands.model import Audit, FreezeEnv, LockEnv, Unfreeze, UnlockEnv
 
 ANNOUNCE_LOOKBACK = timedelta(hours=1)
+
+
+async def _scope_locks(session: AsyncSession, env: str, service: str | None,
+                       now: datetime) -> Sequence[Lock]:
+    """Active locks on exactly this scope: the environment, or one service in it."""
+    scoped = Lock.service == service if service else col(Lock.service).is_(None)
+    return (await session.exec(active_locks(env, now).where(scoped))).all()
 
 
 class GuardService:
@@ -36,9 +44,7 @@ class GuardService:
         now = self.clock()
         scope = f"{cmd.service} on {cmd.env}" if cmd.service else cmd.env
         async with self.sessions() as session:
-            same = (await session.exec(active_locks(cmd.env, now).where(
-                Lock.service == cmd.service if cmd.service else col(Lock.service).is_(None))
-            )).first()
+            same = next(iter(await _scope_locks(session, cmd.env, cmd.service, now)), None)
             if same is not None:
                 return (f"{scope} is already locked by <@{same.created_by}>: "
                         f"{escape(same.reason)}. "
@@ -63,9 +69,7 @@ class GuardService:
         now = self.clock()
         scope = f"{cmd.service} on {cmd.env}" if cmd.service else cmd.env
         async with self.sessions() as session:
-            locks = (await session.exec(active_locks(cmd.env, now).where(
-                Lock.service == cmd.service if cmd.service else col(Lock.service).is_(None))
-            )).all()
+            locks = await _scope_locks(session, cmd.env, cmd.service, now)
             if not locks:
                 return f"{scope} is not locked; nothing changed."
             for lock in locks:
