@@ -1,4 +1,4 @@
-"""`shipbot` command line: serve, console, config check, config schema."""
+"""`shipbot` command line: serve, console, config check/schema, audit export, db."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     export = audit_sub.add_parser("export", help="write audit events as JSON lines")
     export.add_argument("--since", required=True, help="YYYY-MM-DD or an ISO 8601 time (UTC)")
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    db = sub.add_parser("db", help="schema migrations (serve and console migrate on start)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="migrate $DATABASE_URL to the latest revision")
+    revision = db_sub.add_parser("revision", help="write a new migration script")
+    revision.add_argument("-m", "--message", required=True)
+    revision.add_argument("--autogenerate", action="store_true",
+                          help="fill it with what the models changed (diffed on a scratch DB)")
     return p
 
 
@@ -44,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             return _config(args)
         if args.command == "audit":
             return asyncio.run(_audit_export(load_settings(), args.since, args.output))
+        if args.command == "db":
+            return asyncio.run(_db(args))
         settings = load_settings()
         config_path = args.config or settings.SHIPBOT_CONFIG
         config = load_config(config_path)
@@ -157,6 +166,22 @@ async def _audit_export(settings: Settings, since: str, output: Path | None) -> 
         print(f"wrote {len(lines)} events to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+async def _db(args: argparse.Namespace) -> int:
+    from bot.store import migrations
+    from bot.store.db import create_engine, create_schema
+
+    if args.db_command == "revision":
+        path = await migrations.new_revision(args.message, autogenerate=args.autogenerate)
+        print(f"wrote {path}: review it, then commit it with the model change")
+        return 0
+    engine = create_engine(load_settings().DATABASE_URL)
+    try:
+        await create_schema(engine)
+    finally:
+        await engine.dispose()
     return 0
 
 

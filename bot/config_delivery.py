@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bot.config_policy import Duration
 from bot.engine.analysis.model import JudgeKind, MetricSpec
 from integrations.http_check import HttpCheckConfig
-from integrations.prometheus import PromQLTemplate
+from integrations.promql import PromQLTemplate
 
 StrategyKind = Literal["rolling", "canary", "blue-green"]
 STRATEGIES: tuple[StrategyKind, ...] = ("rolling", "canary", "blue-green")
@@ -29,13 +29,28 @@ class AnalysisMetric(MetricSpec):
         default=None, description="Cumulative request count (sequential judge)")
     errors_query: PromQLTemplate | None = Field(
         default=None, description="Cumulative error count (sequential judge)")
+    histogram_query: PromQLTemplate | None = Field(
+        default=None, description="Cumulative bucket counts by le, e.g. sum by (le) "
+        "(..._bucket{track=\"{track}\"}) (sequential judge: latency test)")
 
     @model_validator(mode="after")
     def _queries(self) -> AnalysisMetric:
+        # One test per metric: a sequential metric switching between counts and latency
+        # would restart its evidence, so the two kinds of query never mix.
+        counts = (self.requests_query, self.errors_query)
         if self.judge is JudgeKind.SEQUENTIAL:
-            if not (self.requests_query and self.errors_query):
+            if self.histogram_query is not None and any(counts):
+                raise ValueError(f"metric {self.name!r}: give either requests_query and "
+                                 "errors_query (error rate) or histogram_query (latency), not "
+                                 "both; use two metrics to judge both")
+            if self.histogram_query is None and not all(counts):
                 raise ValueError(f"metric {self.name!r}: the sequential judge needs "
-                                 "requests_query and errors_query")
+                                 "requests_query and errors_query (error rate) or "
+                                 "histogram_query (latency)")
+        elif self.histogram_query is not None:
+            raise ValueError(f"metric {self.name!r}: histogram_query is only for judge: "
+                             f"sequential; the {self.judge.value} judge reads query (e.g. a "
+                             "histogram_quantile(...) of the buckets)")
         elif self.query is None:
             raise ValueError(f"metric {self.name!r}: needs a query")
         return self

@@ -2,7 +2,8 @@
 
 Queries are expected to aggregate to ONE series (e.g. ``sum(rate(...))``), so a
 provider returns plain numbers and the analysis never has to guess which series
-of several it was meant to look at.
+of several it was meant to look at. The one exception is a histogram
+(``query_buckets``): its series are told apart by the ``le`` label and nothing else.
 """
 
 from __future__ import annotations
@@ -65,4 +66,12 @@ class MetricsProvider(Protocol):
 
     async def query(self, query: str, at: datetime | None = None) -> float | None:
         """The single value of ``query`` at ``at`` (default: now); None if no data."""
+        ...
+
+    async def query_buckets(self, query: str, at: datetime | None = None) -> dict[float, float]:
+        """Cumulative histogram buckets at ``at`` (default: now) as {upper bound le: value}.
+
+        One series per ``le`` label, ``+Inf`` as ``math.inf``; no data is ``{}``. A
+        series without ``le``, a repeated ``le`` or a NaN value is a ``MetricsError``.
+        """
         ...

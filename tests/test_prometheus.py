@@ -1,5 +1,5 @@
-"""The Prometheus provider: API parsing against documented payloads, PromQL template
-safety, and an end-to-end canary scenario against a real Prometheus server."""
+"""The Prometheus provider: API parsing against documented payloads and an end-to-end
+canary scenario against a real Prometheus server (templates: tests/test_promql.py)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,13 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from integrations.base import IntegrationError
 from integrations.metrics import MetricsError, MetricsProvider, Sample, Samples
-from integrations.prometheus import (
-    PrometheusConfig,
-    PrometheusProvider,
-    PromQLTemplate,
-    check_template,
-    format_window,
-    render_query,
-)
+from integrations.prometheus import PrometheusConfig, PrometheusProvider
+from integrations.promql import render_query
+from tests.test_promql import ERROR_RATIO
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that its asserts get rewritten
     from tests.prometheus_fixture import PrometheusServer
@@ -284,6 +279,63 @@ async def test_programming_errors_are_value_errors() -> None:
         await provider.query_range("up", T1, T0, 1)
 
 
+# --- histogram buckets -----------------------------------------------------------------
+
+
+def buckets_vector(*series: tuple[dict[str, str], str]) -> dict[str, Any]:
+    """An instant vector shaped like DOC_VECTOR, e.g. the answer to ``sum by (le) (...)``."""
+    return {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": metric, "value": [1435781451.781, value]} for metric, value in series]}}
+
+
+BY_LE = 'sum by (le) (http_request_duration_seconds_bucket{service="api",track="canary"})'
+
+
+async def test_query_buckets_reads_one_series_per_le() -> None:
+    payload = buckets_vector(({"le": "+Inf"}, "1000"), ({"le": "0.1"}, "990"),
+                             ({"le": "0.05"}, "900.5"), ({"le": "1e-2"}, "12"))
+    provider, seen = make_provider(reply(payload))
+    buckets = await provider.query_buckets(BY_LE, at=T0)
+    assert buckets == {0.01: 12.0, 0.05: 900.5, 0.1: 990.0, math.inf: 1000.0}
+    assert list(buckets) == [0.01, 0.05, 0.1, math.inf]  # sorted by bound
+    (request,) = seen
+    assert request.url.path == "/api/v1/query"
+    assert request.url.params["query"] == BY_LE
+    assert float(request.url.params["time"]) == pytest.approx(T0.timestamp())
+    empty = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    assert await make_provider(reply(empty))[0].query_buckets(BY_LE) == {}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (buckets_vector(({"le": "0.1"}, "5"), ({"job": "api"}, "7")),
+         r'without an le label \(\{job="api"\}\); .*must keep le, e.g. sum by \(le\)'),
+        (buckets_vector(({"le": "0.1", "track": "canary"}, "5"),
+                        ({"le": "0.1", "track": "baseline"}, "7")),
+         r"two series for le=0.1 .*track=\"baseline\".*aggregate the other labels away"),
+        (buckets_vector(({"le": "+Inf"}, "5"), ({"le": "+Inf", "code": "500"}, "1")),
+         r"two series for le=\+Inf"),
+        (buckets_vector(({"le": "0.1"}, "NaN")), r"le=0.1 has the value nan; .*cumulative"),
+        (buckets_vector(({"le": "fast"}, "5")), r"le label 'fast' is not a bucket bound"),
+        (one_series(DOC_MATRIX), r"range vector.*\[range\] selector"),
+        ({"status": "success", "data": {"resultType": "scalar",
+                                        "result": [1435781451.781, "1"]}},
+         "returned a scalar, but a vector was expected"),
+        ({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {}, "histogram": [1435781451.781, {"count": "10", "sum": "1"}]}]}},
+         r"native histogram; query the classic _bucket series"),
+    ],
+)
+async def test_query_buckets_errors_say_how_to_fix_the_query(
+    payload: dict[str, Any], message: str,
+) -> None:
+    provider, _ = make_provider(reply(payload))
+    with pytest.raises(MetricsError, match=message) as err:
+        await provider.query_buckets(BY_LE)
+    assert not err.value.transient
+
+
 # --- config ----------------------------------------------------------------------------
 
 
@@ -307,78 +359,6 @@ def test_config_validation() -> None:
     with pytest.raises(ValidationError) as err:
         PrometheusConfig.model_validate({"url": "http://admin:hunter2@prom:9090"})
     assert "hunter2" not in str(err.value) and "bearer_token_env" in str(err.value)
-
-
-# --- templates -------------------------------------------------------------------------
-
-ERROR_RATIO = (
-    'sum(rate(http_requests_total{service="{service}",env="{env}",track="{track}",'
-    'code=~"5.."}[{window}])) / sum(rate(http_requests_total{service="{service}",'
-    'env="{env}",track="{track}"}[{window}]))'
-)
-
-
-def test_render_fills_placeholders_and_leaves_promql_braces_alone() -> None:
-    query = render_query(ERROR_RATIO, service="api", env="production", track="canary",
-                         version="1.4.0+build.7", window="1m")
-    assert query == (
-        'sum(rate(http_requests_total{service="api",env="production",track="canary",'
-        'code=~"5.."}[1m])) / sum(rate(http_requests_total{service="api",'
-        'env="production",track="canary"}[1m]))'
-    )
-    assert render_query('up{version="{version}"}', version="v1.2/rc:3-x_y") == \
-        'up{version="v1.2/rc:3-x_y"}'
-    assert render_query("sum(x{})", service="api") == "sum(x{})"
-
-
-@pytest.mark.parametrize(
-    "value",
-    ['api"} or vector(1) #', 'api"', "api\\", "api svc", "", "api\n", "a{b}", "api'", "api`",
-     "x" * 201],
-)
-def test_injection_attempts_are_rejected(value: str) -> None:
-    with pytest.raises(MetricsError, match="cannot be used in a query"):
-        render_query(ERROR_RATIO, service=value, env="production", track="canary", window="1m")
-
-
-def test_track_window_and_missing_values() -> None:
-    with pytest.raises(MetricsError, match="canary or baseline"):
-        render_query(ERROR_RATIO, service="api", env="prod", track="prod", window="1m")
-    for window in ("1 m", "1m) or vector(1", "", "-5s", 0, -1.0, math.nan):
-        with pytest.raises(MetricsError, match="window"):
-            render_query("rate(x[{window}])", window=window)
-    with pytest.raises(MetricsError, match=r"uses \{env\} but no env was given"):
-        render_query(ERROR_RATIO, service="api", track="canary", window="1m")
-    assert format_window(30) == "30s"
-    assert format_window(timedelta(minutes=2)) == "120s"
-    assert format_window(0.5) == "500ms"
-    assert format_window("1h30m") == "1h30m"
-
-
-class _AnalysisConfig(BaseModel):
-    query: PromQLTemplate
-
-
-@pytest.mark.parametrize(
-    ("template", "message"),
-    [
-        ('up{version="{verison}"}', r"unknown placeholder \{verison\}"),
-        ("up{service}", "must be inside quotes"),
-        ('{service}_requests_total{env="{env}"}', "must be inside quotes"),
-        ('rate(x["{window}"])', "must not be inside quotes"),
-        ('up{service="{service}}', "unterminated string"),
-        ("   ", "must not be empty"),
-    ],
-)
-def test_templates_are_checked_at_config_time(template: str, message: str) -> None:
-    with pytest.raises(ValidationError, match=message):
-        _AnalysisConfig(query=template)
-
-
-def test_template_scanner_understands_strings_and_comments() -> None:
-    assert check_template(ERROR_RATIO) == ERROR_RATIO
-    check_template('up{a="x\\"{service}"} # {service} in a comment\n+ rate(x[{window}])')
-    check_template("up{a=`{service}`}")
 
 
 # --- against a real Prometheus ---------------------------------------------------------
@@ -417,6 +397,12 @@ async def test_canary_error_ratio_and_latency_from_real_prometheus(
     latency = await provider.query_range(P99.format(track="canary"),
                                          end - timedelta(seconds=30), end, 1)
     assert latency and all(0.25 < s.value <= 0.5 for s in latency)
+    buckets = await provider.query_buckets(
+        'sum by (le) (http_request_duration_seconds_bucket{service="api",track="canary"})')
+    assert list(buckets) == [*exporter.BUCKETS, math.inf]
+    assert buckets[0.25] == 0 and buckets[0.5] == buckets[math.inf] > 0  # all at 400 ms
+    with pytest.raises(MetricsError, match=r"two series for le=.*aggregate the other labels"):
+        await provider.query_buckets('http_request_duration_seconds_bucket{service="api"}')
 
     # rate() under-reads windows in which a series was born (no extrapolation back past
     # the first sample), so rps ramps up over one window, while ratios stay exact.

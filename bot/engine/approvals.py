@@ -11,8 +11,6 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -50,12 +48,9 @@ class ApprovalService:
 
     async def _decide(self, dep_id: int, user: str, decision: Literal["approve", "reject"],
                       reason: str) -> str:
-        for _ in range(RETRIES):
-            try:
-                return await self._attempt(dep_id, user, decision, reason)
-            except (StaleDataError, IntegrityError, OperationalError):
-                continue  # someone else decided at the same moment: look again
-        return "Several people decided at once; look at the thread for the outcome."
+        return await machine.retry_on_conflict(
+            lambda: self._attempt(dep_id, user, decision, reason),
+            give_up="Several people decided at once; look at the thread for the outcome.")
 
     async def _attempt(self, dep_id: int, user: str, decision: Literal["approve", "reject"],
                        reason: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
@@ -38,6 +37,13 @@ class ControlService:
         self.clock, self.on_change = clock, on_change
 
     async def control(self, cmd: Control, user: str) -> str:
+        answer = await machine.retry_on_conflict(
+            lambda: self._attempt(cmd, user),
+            give_up="The rollout changed several times just now; look at the thread.")
+        self.on_change()
+        return answer
+
+    async def _attempt(self, cmd: Control, user: str) -> str:
         now = self.clock()
         async with self.sessions() as session:
             dep = await self._find(session, cmd)
@@ -53,11 +59,7 @@ class ControlService:
                 return allowed.reason
             ctx = StepContext(session, self.providers[dep.service], now, 0.0, self.policy)
             answer = await self._apply(ctx, dep, cmd.action, user)
-            try:
-                await session.commit()
-            except StaleDataError:
-                return f"Deployment #{dep.id} changed just now; look at the thread and retry."
-        self.on_change()
+            await session.commit()
         return answer
 
     async def _find(self, session: AsyncSession, cmd: Control) -> Deployment | str:

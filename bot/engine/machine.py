@@ -6,11 +6,16 @@ in the caller's transaction, together with a status-card refresh in the outbox.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.clock import as_utc
 from bot.engine import alert_outbox
 from bot.store.models import AuditEvent, Deployment, Outbox
 
@@ -154,3 +159,32 @@ def _audit(
         detail=detail[:2000],
         at=now,
     )
+
+
+class StepInProgress(Exception):
+    """The runner holds the deployment's lease: it may be starting external work now."""
+
+
+def step_in_progress(dep: Deployment, now: datetime) -> bool:
+    return dep.lease_owner is not None and dep.lease_until is not None and \
+        as_utc(dep.lease_until) > now
+
+
+CONFLICTS = (StaleDataError, IntegrityError, OperationalError, StepInProgress)
+
+
+async def retry_on_conflict(attempt: Callable[[], Awaitable[str]], *, give_up: str,
+                            tries: int = 5) -> str:
+    """Run a human's decision again when another writer changed the row first.
+
+    The runner bumps a deployment's row version at every poll, so a click racing a poll
+    must look again (and decide again on fresh state), not fail with a stale-row error.
+    Each ``attempt`` opens its own session and returns the sentence for the user; waits
+    grow from 50 ms and stay well inside Slack's 3 s for an ack.
+    """
+    for i in range(tries):
+        try:
+            return await attempt()
+        except CONFLICTS:
+            await asyncio.sleep(0.05 * 2 ** i)
+    return give_up

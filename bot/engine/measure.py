@@ -1,7 +1,9 @@
 """Fetch canary and baseline series for the judges from the metrics provider.
 
-A provider error or a missing series becomes ``None`` for that metric: the judges
-turn it into an explicit inconclusive result, never a pass.
+A provider error or a missing series becomes ``None`` for that metric (or for its
+counters / histograms): the judges turn it into an explicit inconclusive result, never a
+pass. Counters and histogram buckets are read at ``end`` only: they are cumulative, and
+the sequential judge works on their increase between checks.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from bot.config_delivery import AnalysisConfig, AnalysisMetric
 from bot.engine.analysis.model import MetricSeries
 from bot.store.models import Deployment
 from integrations.metrics import MetricsError, MetricsProvider
-from integrations.prometheus import render_query
+from integrations.promql import render_query
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,11 @@ async def _one(
             if all(c is not None for c in counts):
                 fields.update(canary_requests=counts[0], canary_errors=counts[1],
                               baseline_requests=counts[2], baseline_errors=counts[3])
+        if metric.histogram_query:
+            canary_h, baseline_h = await asyncio.gather(*(
+                _buckets(provider, metric.histogram_query, dep, track, end)
+                for track in ("canary", "baseline")))
+            fields.update(canary_histogram=canary_h, baseline_histogram=baseline_h)
         return MetricSeries(name=metric.name, **fields)  # type: ignore[arg-type]
     except MetricsError as exc:
         log.warning("metric %s for deployment %s: %s", metric.name, dep.id, exc)
@@ -74,3 +81,10 @@ async def _count(provider: MetricsProvider, template: str, dep: Deployment, trac
                  at: datetime) -> int | None:
     value = await provider.query(_render(template, dep, track, "1m"), at)
     return None if value is None or not math.isfinite(value) else round(value)
+
+
+async def _buckets(provider: MetricsProvider, template: str, dep: Deployment, track: str,
+                   at: datetime) -> dict[float, int] | None:
+    """Cumulative counts per ``le``; None without data, so the judge says inconclusive."""
+    buckets = await provider.query_buckets(_render(template, dep, track, "1m"), at)
+    return {le: round(value) for le, value in buckets.items()} or None

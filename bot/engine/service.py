@@ -12,7 +12,6 @@ from datetime import datetime
 
 from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -123,6 +122,12 @@ class DeployService:
         return "Another deployment just started; try again in a moment."
 
     async def cancel(self, cmd: Cancel, actor: str) -> str:
+        return await machine.retry_on_conflict(
+            lambda: self._cancel(cmd, actor),
+            give_up="The deployment is in the middle of a step; nothing was cancelled. Try "
+                    "again in a few seconds, or look at the thread.")
+
+    async def _cancel(self, cmd: Cancel, actor: str) -> str:
         now = self.clock()
         async with self.sessions() as session:
             if cmd.deployment_id is not None:
@@ -140,15 +145,14 @@ class DeployService:
                 decision = await self.policy.may(actor, "deploy", dep.env)
             if not decision.allowed:
                 return decision.reason
+            if machine.step_in_progress(dep, now):  # it may be starting the deploy right now
+                raise machine.StepInProgress
             run_id, providers = dep.ci_run_id, self.providers[dep.service]
             machine.transition(session, dep, State.CANCELLED, actor=actor, now=now,
                                detail=f"Cancelled by <@{actor}>.", action="cancel")
             note(session, dep, f":heavy_multiplication_x: Cancelled by <@{actor}>. "
                  f"Nothing was changed on {dep.env}.", now=now)
-            try:
-                await session.commit()
-            except StaleDataError:
-                return f"Deployment #{dep.id} changed state just now; look at it and try again."
+            await session.commit()
         if run_id and providers.ci:
             await providers.ci.cancel(run_id)
         self.on_change()

@@ -7,11 +7,13 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.settings import async_database_url
-from bot.store import models  # noqa: F401  (registers the tables)
+from bot.store import (
+    migrations,
+    models,  # noqa: F401  (registers the tables)
+)
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -42,25 +44,10 @@ def session_factory(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
 
 
-_APPEND_ONLY_SQLITE = [
-    f"CREATE TRIGGER IF NOT EXISTS auditevent_no_{op.lower()} BEFORE {op} ON auditevent "
-    "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
-    for op in ("UPDATE", "DELETE")
-]
-_APPEND_ONLY_POSTGRES = [
-    "CREATE OR REPLACE FUNCTION shipbot_audit_append_only() RETURNS trigger AS $$ "
-    "BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END; $$ LANGUAGE plpgsql",
-    "DROP TRIGGER IF EXISTS auditevent_append_only ON auditevent",
-    "CREATE TRIGGER auditevent_append_only BEFORE UPDATE OR DELETE ON auditevent "
-    "FOR EACH ROW EXECUTE FUNCTION shipbot_audit_append_only()",
-]
-
-
 async def create_schema(engine: AsyncEngine) -> None:
-    """Create tables, and make the audit table refuse UPDATE and DELETE in the database."""
+    """Migrate the database to the latest revision (Alembic), in one transaction on this
+    engine; a database made before migrations existed is adopted (stamped) first.
+
+    The audit table's append-only triggers come from the initial revision."""
     async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)
-        statements = (_APPEND_ONLY_SQLITE if engine.dialect.name == "sqlite"
-                      else _APPEND_ONLY_POSTGRES)
-        for statement in statements:
-            await conn.exec_driver_sql(statement)
+        await conn.run_sync(migrations.upgrade)

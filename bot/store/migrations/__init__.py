@@ -1,0 +1,116 @@
+"""Schema migrations (Alembic), configured in code.
+
+The scripts ship inside the package, so an installed ``shipbot`` migrates its database
+on start without an alembic.ini in the working directory. Everything here is sync and
+takes a sync ``Connection``: call it through ``AsyncConnection.run_sync`` so it runs on
+the app's own async engine (aiosqlite, asyncpg) without blocking the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect
+from sqlmodel import SQLModel
+
+from bot.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+log = logging.getLogger(__name__)
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # one line per plugin
+
+SCRIPT_LOCATION = Path(__file__).parent
+# The revision matching the schema that SQLModel.metadata.create_all made before
+# migrations existed: such databases are stamped with it instead of migrated.
+INITIAL_REVISION = "0001"
+# Key of the PostgreSQL advisory lock held while migrating, so replicas starting
+# together migrate one after the other (the second finds the schema at head).
+_PG_LOCK_KEY = 0x5348_4950  # "SHIP"
+
+
+def alembic_config(connection: Connection | None = None,
+                   database_url: str | None = None) -> Config:
+    """An Alembic config pointing at the packaged scripts; env.py uses ``connection``."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.set_main_option("file_template", "%%(rev)s_%%(slug)s")
+    if database_url:
+        config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def schema_differences(connection: Connection) -> list[Any]:
+    """What autogenerate would change to make the database match the models."""
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, SQLModel.metadata))
+
+
+def upgrade(connection: Connection, revision: str = "head") -> None:
+    """Migrate to ``revision``, first adopting a database made by the old create_all.
+
+    Such a database has our tables but no alembic_version; running the initial
+    revision on it would fail on "table already exists", so it is stamped instead.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+    config = alembic_config(connection)
+    tables = set(inspect(connection).get_table_names())
+    adopted = "alembic_version" not in tables and bool(tables & set(SQLModel.metadata.tables))
+    if adopted:
+        log.warning("database has tables but no migration history (made before Alembic): "
+                    "stamping it at revision %s", INITIAL_REVISION)
+        command.stamp(config, INITIAL_REVISION)
+    command.upgrade(config, revision)
+    if adopted:
+        drift = schema_differences(connection)
+        if drift:
+            log.warning("the adopted schema differs from the models (made by an older "
+                        "version?): %s", drift)
+
+
+def _next_revision_id(config: Config) -> str:
+    """Numbered revisions ("0002") sort like their history; two branches adding the same
+    number clash loudly instead of forking the history."""
+    heads = ScriptDirectory.from_config(config).get_heads()
+    numbers = [int(head) for head in heads if head.isdigit()]
+    return f"{max(numbers, default=0) + 1:04d}"
+
+
+async def new_revision(message: str, autogenerate: bool = False) -> str:
+    """Write a migration script into versions/; with ``autogenerate``, filled with the
+    difference between the models and a scratch SQLite database migrated to head."""
+    from bot.store.db import create_engine, create_schema  # db imports this module
+
+    config = alembic_config()
+    rev_id = _next_revision_id(config)
+    if not autogenerate:
+        return _script_path(command.revision(config, message=message, rev_id=rev_id))
+    with tempfile.TemporaryDirectory() as scratch:
+        engine = create_engine(f"sqlite:///{scratch}/scratch.db")
+        try:
+            await create_schema(engine)
+            async with engine.begin() as conn:
+                script = await conn.run_sync(lambda c: command.revision(
+                    alembic_config(c), message=message, autogenerate=True, rev_id=rev_id))
+        finally:
+            await engine.dispose()
+    return _script_path(script)
+
+
+def _script_path(script: Any) -> str:
+    scripts = script if isinstance(script, list) else [script]
+    return ", ".join(s.path for s in scripts if s is not None)

@@ -1,0 +1,201 @@
+"""Schema migrations: the scripts build exactly what the models describe, on SQLite and
+on a real PostgreSQL, keep the audit trail append-only, and adopt databases made by the
+old create_all without losing rows."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event, text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from bot.cli import main as cli_main
+from bot.store import migrations
+from bot.store.db import create_engine, create_schema, session_factory
+from bot.store.models import AuditEvent, Deployment
+
+pytest_plugins = ["tests.postgres_fixture"]
+
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+# What bot/store/db.py did before migrations: create_all, then these triggers.
+OLD_TRIGGERS = {
+    "sqlite": [
+        f"CREATE TRIGGER IF NOT EXISTS auditevent_no_{op.lower()} BEFORE {op} ON auditevent "
+        "BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
+        for op in ("UPDATE", "DELETE")
+    ],
+    "postgresql": [
+        "CREATE OR REPLACE FUNCTION shipbot_audit_append_only() RETURNS trigger AS $$ "
+        "BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END; $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER auditevent_append_only BEFORE UPDATE OR DELETE ON auditevent "
+        "FOR EACH ROW EXECUTE FUNCTION shipbot_audit_append_only()",
+    ],
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    """An engine on an empty database, SQLite file or real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/shipbot.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db = create_engine(url)
+    yield db
+    await db.dispose()
+
+
+async def differences(engine: AsyncEngine) -> list[object]:
+    async with engine.connect() as conn:
+        return await conn.run_sync(migrations.schema_differences)
+
+
+async def revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(migrations.current_revision)
+
+
+def head() -> str:
+    head = ScriptDirectory.from_config(migrations.alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+async def add_rows(engine: AsyncEngine) -> None:
+    async with session_factory(engine)() as session:
+        dep = Deployment(request_key="k1", service="api", env="prod", requester="U1",
+                         state="queued", channel="#d", created_at=NOW, updated_at=NOW)
+        session.add(dep)
+        await session.flush()
+        session.add(AuditEvent(deployment_id=dep.id, service="api", env="prod", actor="U1",
+                               action="request", to_state="queued", at=NOW))
+        await session.commit()
+
+
+async def count(engine: AsyncEngine, table: str) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+async def assert_audit_append_only(engine: AsyncEngine) -> None:
+    for statement in ("UPDATE auditevent SET actor = 'mallory'", "DELETE FROM auditevent"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(text(statement))
+    assert await count(engine, "auditevent") == 1
+
+
+def test_one_head() -> None:
+    """Two branches that each added a revision must be merged before they ship."""
+    heads = ScriptDirectory.from_config(migrations.alembic_config()).get_heads()
+    assert len(heads) == 1, f"several migration heads {heads}: run `alembic merge`"
+
+
+async def test_migrations_match_the_models(engine: AsyncEngine) -> None:
+    """Fails when a model changes without a migration: `shipbot db revision --autogenerate`."""
+    await create_schema(engine)
+    assert await revision(engine) == head()
+    assert await differences(engine) == []
+
+
+async def test_audit_trail_stays_append_only(engine: AsyncEngine) -> None:
+    await create_schema(engine)
+    await add_rows(engine)
+    await assert_audit_append_only(engine)
+
+
+async def test_database_made_by_create_all_is_adopted(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all)
+        for statement in OLD_TRIGGERS[engine.dialect.name]:
+            await conn.exec_driver_sql(statement)
+    await add_rows(engine)
+    assert await revision(engine) is None
+
+    await create_schema(engine)
+
+    assert await revision(engine) == head()
+    assert await count(engine, "deployment") == 1
+    assert await differences(engine) == []
+    await assert_audit_append_only(engine)
+
+
+async def test_adopted_database_from_an_older_version_is_reported(
+        engine: AsyncEngine, caplog: pytest.LogCaptureFixture) -> None:
+    """create_all never added columns, so an old database can lack some: say so on start."""
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all)
+        await conn.execute(text("ALTER TABLE deployment DROP COLUMN analysis_log"))
+
+    await create_schema(engine)
+
+    assert await revision(engine) == head()
+    assert "differs from the models" in caplog.text
+    assert "analysis_log" in caplog.text
+
+
+async def test_create_schema_twice_changes_nothing(engine: AsyncEngine) -> None:
+    await create_schema(engine)
+    await add_rows(engine)
+    statements: list[str] = []
+    event.listen(engine.sync_engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: statements.append(statement))
+
+    await create_schema(engine)
+
+    ddl = [s for s in statements if s.lstrip().upper().startswith(("CREATE", "ALTER", "DROP"))]
+    writes = [s for s in statements
+              if s.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+    assert (ddl, writes) == ([], [])
+    assert await revision(engine) == head()
+    assert await count(engine, "deployment") == 1
+
+
+async def test_downgrade_to_base_and_back(engine: AsyncEngine) -> None:
+    """The downgrade scripts run too (a bad release is rolled back with them)."""
+    await create_schema(engine)
+
+    def downgrade(conn: Connection) -> None:
+        command.downgrade(migrations.alembic_config(conn), "base")
+
+    async with engine.begin() as conn:
+        await conn.run_sync(downgrade)
+        tables = await conn.run_sync(lambda c: c.dialect.get_table_names(c))
+    assert set(tables) <= {"alembic_version"}
+    await create_schema(engine)
+    assert await differences(engine) == []
+
+
+def test_cli_revision_is_numbered_after_head(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """`shipbot db revision --autogenerate` with unchanged models: an empty next revision."""
+    old_head = head()
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrations.SCRIPT_LOCATION, scripts,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(migrations, "SCRIPT_LOCATION", scripts)
+
+    assert cli_main(["db", "revision", "-m", "add a column", "--autogenerate"]) == 0
+
+    number = head()  # reads the copy now, which has the new script
+    assert number == f"{int(old_head) + 1:04d}"
+    body = (scripts / "versions" / f"{number}_add_a_column.py").read_text()
+    assert f"down_revision: str | None = '{old_head}'" in body
+    upgrade = body.split("def upgrade() -> None:")[1].split("def downgrade")[0]
+    assert [line.strip() for line in upgrade.splitlines() if line.strip()
+            and not line.strip().startswith("#")] == ["pass"]
+
+
+def test_cli_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
+    assert cli_main(["db", "upgrade"]) == 0
+    assert cli_main(["db", "upgrade"]) == 0
+    assert (tmp_path / "cli.db").exists()
