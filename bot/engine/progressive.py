@@ -26,7 +26,7 @@ from bot.engine.plan import Stage, plan, progress_bar
 from bot.engine.providers import job
 from bot.mrkdwn import escape
 from bot.store.models import Deployment, Outbox
-from integrations.base import RunState
+from integrations.base import RunState, start_run
 from integrations.http_check import run_check
 
 if TYPE_CHECKING:
@@ -46,8 +46,21 @@ def progress(config: ShipbotConfig, dep: Deployment) -> str | None:
     if dep.strategy == "rolling":
         return None
     stages = plan(config.strategy_for(dep.service, dep.env, dep.strategy))
-    bar = progress_bar(stages, min(dep.stage, len(stages) - 1)) if stages else ""
-    return f"{dep.strategy}: {bar}" if bar else dep.strategy
+    index = min(dep.stage, len(stages) - 1)
+    bar = progress_bar(stages, index) if stages else ""
+    text = f"{dep.strategy}: {bar}" if bar else dep.strategy
+    if stages and stages[index].kind == "window" and State(dep.state) is State.PROMOTING:
+        text += f" · rollback window until {window_end(dep, stages[index]):%H:%M} UTC"
+    return text
+
+
+def window_end(dep: Deployment, stage: Stage) -> datetime:
+    assert dep.stage_started_at is not None
+    return as_utc(dep.stage_started_at) + (stage.duration or timedelta())
+
+
+def _old(dep: Deployment) -> str:
+    return f"`{dep.previous_version}`" if dep.previous_version else "the previous version"
 
 
 async def begin(ctx: StepContext, dep: Deployment, output: str = "") -> None:
@@ -67,6 +80,9 @@ async def begin(ctx: StepContext, dep: Deployment, output: str = "") -> None:
 
 async def finish(ctx: StepContext, dep: Deployment, output: str = "") -> None:
     took = human_duration((ctx.now - as_utc(dep.created_at)).total_seconds())
+    if State(dep.state) is State.VERIFYING:  # rolling: its checks passed, nothing to shift
+        machine.transition(ctx.session, dep, State.PROMOTING, actor="shipbot", now=ctx.now,
+                           detail="post-deploy checks passed")
     machine.transition(ctx.session, dep, State.SUCCEEDED, actor="shipbot", now=ctx.now,
                        detail=f"{dep.env} runs {dep.version} (took {took}).")
     note(ctx.session, dep, f":white_check_mark: *{dep.service} {dep.version} is live on "
@@ -89,6 +105,13 @@ async def advance_stage(ctx: StepContext, dep: Deployment, stages: list[Stage],
         State.VERIFYING
     machine.transition(ctx.session, dep, target, actor=by, now=ctx.now,
                        detail=stages[dep.stage].label())
+    stage = stages[dep.stage]
+    if stage.kind == "window":
+        took = human_duration((stage.duration or timedelta()).total_seconds())
+        note(ctx.session, dep, f":hourglass_flowing_sand: {_old(dep)} stays deployed beside "
+             f"`{dep.version}` for the rollback window, until "
+             f"{window_end(dep, stage):%H:%M} UTC ({took}): press *Roll back* on the card to "
+             "switch all traffic back to it at once. Then it is retired.", now=ctx.now)
 
 
 async def step_rollout(ctx: StepContext, dep: Deployment) -> None:
@@ -123,7 +146,9 @@ async def _action(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[
                     else f"Shifting {stage.weight}% of traffic to `{dep.version}`")
         else:
             dep.action_run_id = await target.promote(spec)  # type: ignore[attr-defined]
-            what = f"Promoting `{dep.version}`: it becomes the stable version"
+            what = (f"Retiring {_old(dep)}: `{dep.version}` is the only version now"
+                    if dep.strategy == "blue-green" else
+                    f"Promoting `{dep.version}`: it becomes the stable version")
         note(ctx.session, dep, f":arrow_right: {what}.", now=ctx.now)
         ctx.later(dep)
         return
@@ -178,7 +203,8 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
     dep.analysis_state, dep.last_check_at = new_state.model_dump_json(), ctx.now
     _log(dep, stage, verdict, series, ctx.now)
     if verdict.verdict is Verdict.FAIL:
-        await roll_back(ctx, dep, f"canary analysis failed at {stage.weight}%",
+        why = verdict.summary.split(" — ")[0].removeprefix("FAIL: ")  # e.g. score 50/100 ...
+        await roll_back(ctx, dep, f"canary analysis failed at {stage.weight}% ({why})",
                         lines=_explain(verdict))
     elif ctx.now >= ends or verdict.final:
         _report(ctx, dep, stage, verdict)
@@ -250,7 +276,14 @@ async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str =
 async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
     target = ctx.providers.target
     if dep.action_run_id is None:
-        dep.action_run_id = await target.abort(job(dep, "abort"))  # type: ignore[attr-defined]
+        if dep.strategy != "rolling":  # the stable version still runs: move traffic back
+            dep.action_run_id = await target.abort(job(dep, "abort"))  # type: ignore[attr-defined]
+        elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
+            undo = job(dep, "undo").model_copy(update={"version": dep.previous_version})
+            dep.action_run_id = await start_run(target, undo, rollback=True)
+        else:
+            _nothing_to_go_back_to(ctx, dep)
+            return
         ctx.later(dep)
         return
     status = await target.poll(dep.action_run_id)
@@ -265,7 +298,8 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
         now=ctx.now, detail=f"{dep.env} is back on {before}." if ok else
         f"The rollback failed: {escape(status.detail)}. {dep.env} needs a human now.")
     note(ctx.session, dep, (f":leftwards_arrow_with_hook: Rolled back in {took}: {dep.env} "
-                            f"is back on {before}.") if ok else
+                            f"is back on {before}. Fix the cause, then deploy again with "
+                            f"`/deploy {dep.service} {dep.env} {dep.version}`.") if ok else
          f":rotating_light: *Rollback failed* ({escape(status.detail)}). {dep.env} may be "
          f"serving `{dep.version}` partly. Act now: fix by hand, or deploy the previous "
          f"version with `/deploy {dep.service} {dep.env} {dep.previous_version or '<version>'}"
@@ -274,3 +308,11 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
         ctx.session.add(Outbox(deployment_id=dep.id, kind="chart", created_at=ctx.now))
 
 
+def _nothing_to_go_back_to(ctx: StepContext, dep: Deployment) -> None:
+    """A rolling deploy replaced the only version Shipbot knows of: a human decides."""
+    machine.transition(ctx.session, dep, State.ROLLBACK_FAILED, actor="shipbot", now=ctx.now,
+                       detail=f"No earlier version of {dep.service} on {dep.env} to go back to; "
+                       f"it runs `{dep.version}`.")
+    note(ctx.session, dep, f":rotating_light: *Cannot roll back:* Shipbot knows no earlier "
+         f"version of {dep.service} on {dep.env}, which now runs `{dep.version}`. Fix forward "
+         f"with `/deploy {dep.service} {dep.env} <version>`, or restore it by hand.", now=ctx.now)
