@@ -147,9 +147,16 @@ class ShipbotConfig(BaseModel):
         return self
 
     def strategy_for(self, service: str, env: str, kind: str | None = None) -> StrategyConfig:
+        """The environment's strategy, or with ``--strategy KIND`` the configured strategy
+        of that kind (the environment's, then the service's), so a canary asked for by hand
+        still uses the team's steps and analysis rather than bare defaults."""
         svc = self.services[service]
         strategy = svc.strategies.get(env, svc.strategy)
-        return strategy.with_kind(kind) if kind else strategy  # type: ignore[arg-type]
+        if not kind or kind == strategy.kind:
+            return strategy
+        if kind == svc.strategy.kind:
+            return svc.strategy
+        return strategy.with_kind(kind)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _service_environments_exist(self) -> ShipbotConfig:

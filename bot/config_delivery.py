@@ -80,6 +80,10 @@ class StrategyConfig(BaseModel):
     checks: list[HttpCheckConfig] = Field(default_factory=list)
     rollback_window: Duration = Field(default=timedelta(minutes=10),
                                       description="blue-green: keep the old version this long")
+    pause_timeout: Duration = Field(
+        default=timedelta(hours=1),
+        description="a paused rollout (gate, inconclusive analysis, Pause) with no decision "
+                    "for this long is rolled back, so nothing waits forever")
 
     @field_validator("steps")
     @classmethod

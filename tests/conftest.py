@@ -100,3 +100,10 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0)
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def launch(make_bot, quiet) -> Callable[..., Awaitable[LocalBot]]:
+    """make_bot on a fake Slack without the per-channel post rate limit: rollout threads
+    are long, and pacing them at one post a second would only slow the tests down."""
+    return lambda config, **kwargs: make_bot(config, fake_slack=quiet, **kwargs)

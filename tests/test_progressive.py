@@ -56,6 +56,9 @@ def test_plans() -> None:
     assert [s.kind for s in canary] == ["weight", "bake", "weight", "bake", "gate", "weight",
                                         "bake", "weight", "promote"]
     assert progress_bar(canary, 3) == "~5%~ ▸ *25%* ▸ 50% ▸ 100%"
+    checked = plan(StrategyConfig(kind="canary", steps=[5, 100],
+                                  checks=[{"name": "up", "url": "http://127.0.0.1:9/"}]))
+    assert [s.kind for s in checked] == ["checks", "weight", "bake", "weight", "promote"]
     green = plan(StrategyConfig(kind="blue-green"))
     assert [s.kind for s in green] == ["weight", "window", "promote"]
     assert plan(StrategyConfig(kind="rolling")) == []

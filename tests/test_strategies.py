@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,13 +58,6 @@ async def health() -> AsyncIterator[Health]:
     state.url = f"http://127.0.0.1:{port}"
     yield state
     await runner.cleanup()
-
-
-@pytest.fixture
-def launch(make_bot, quiet) -> Callable[..., Awaitable[LocalBot]]:
-    """make_bot on a fake Slack without the per-channel post rate limit: these threads
-    are long, and pacing them at one post a second would only slow the tests down."""
-    return lambda config, **kwargs: make_bot(config, fake_slack=quiet, **kwargs)
 
 
 def check(health: Health, **overrides: Any) -> dict[str, Any]:
@@ -296,6 +289,27 @@ async def test_blue_green_with_failing_preview_checks_never_switches(
     assert "Switching all traffic" not in "\n".join(replies)
 
 
+async def test_canary_checks_run_before_any_traffic_reaches_it(
+        launch, tmp_path, health) -> None:
+    """A canary that fails its checks never gets a single user request."""
+    health.status = 503
+    bot = await launch(config(tmp_path, {"kind": "canary", "steps": [5, 100], "interval": 0.3,
+                                         "checks": [check(health)]}, traffic=True))
+    await bot.driver.command("api staging v2.0.0")
+    [dep] = await finished(bot, 1)
+    assert dep.state == "rolled_back", dep.detail
+    assert actions_run(tmp_path) == [["api", "staging", "v2.0.0"], ["abort", "api"]]
+    assert health.versions == ["v2.0.0"] * 3  # the checks asked about the new version
+
+    health.status = 200
+    await bot.driver.command("api staging v2.0.1")
+    _, dep = await finished(bot, 2)
+    assert dep.state == "succeeded", dep.detail
+    assert actions_run(tmp_path)[2:4] == [["api", "staging", "v2.0.1"],
+                                          ["set_weight", "api", "5"]]
+    assert health.versions[3:] == ["v2.0.1"]
+
+
 # --- which strategy runs -------------------------------------------------------------
 
 
@@ -340,7 +354,8 @@ async def test_environment_and_command_choose_the_strategy(launch, tmp_path) -> 
         return ran if len(ran) >= 2 else None
 
     [deployed, shift] = await eventually(shifted)
-    assert deployed == ["api", "staging", "v1.1.0"] and shift[0] == "set_weight"
+    assert deployed == ["api", "staging", "v1.1.0"]
+    assert shift == ["set_weight", "api", "50"]  # the service's own canary steps
     answer = (await bot.driver.command("abort api staging", user="U0BOB")).json()["text"]
     assert answer == "Rolling back deployment #4."
     *_, dep = await finished(bot, 4)

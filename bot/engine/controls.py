@@ -82,7 +82,7 @@ class ControlService:
             await progressive.roll_back(ctx, dep, f"aborted by <@{user}>")
             return f"Rolling back deployment #{dep.id}."
         if action == "pause":
-            progressive.pause(ctx.session, dep, ctx.now, f"Paused by <@{user}>. Resume or "
+            progressive.pause(ctx, dep, f"Paused by <@{user}>. Resume or "
                               "Promote to continue, Abort to roll back.", actor=user)
             return f"Paused deployment #{dep.id}."
         resumable = action == "resume" and dep.stage < len(stages) and \

@@ -1,8 +1,9 @@
 """A strategy as a list of stages the runner walks through, one index at a time.
 
 The plan is derived from the config, so the database only needs the stage index:
-canary ``[5, 25, pause, 50, 100]`` becomes weight 5, checks, bake, weight 25, bake,
-gate, weight 50, bake, weight 100, promote.
+canary ``[5, 25, pause, 50, 100]`` becomes checks, weight 5, bake, weight 25, bake,
+gate, weight 50, bake, weight 100, promote. The HTTP checks run on the new version
+before any user traffic reaches it (Flagger's pre-rollout hooks do the same).
 """
 
 from __future__ import annotations
@@ -41,14 +42,12 @@ def plan(strategy: StrategyConfig) -> list[Stage]:
         bake = [Stage("bake", 0, strategy.interval)] if strategy.analysis else []
         return [*checks, *bake, Stage("weight", 100),
                 Stage("window", 100, strategy.rollback_window), Stage("promote", 100)]
-    stages: list[Stage] = []
+    stages: list[Stage] = [*checks]
     for step in strategy.steps:
         if step == "pause":
             stages.append(Stage("gate", _last_weight(stages)))
             continue
         stages.append(Stage("weight", step))
-        if checks and not any(s.kind == "checks" for s in stages):
-            stages += checks
         if step < 100:
             stages.append(Stage("bake", step, strategy.interval))
     return [*stages, Stage("promote", 100)]

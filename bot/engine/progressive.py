@@ -11,8 +11,6 @@ import json
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 from bot.clock import as_utc, human_duration
 from bot.config import ShipbotConfig
 from bot.config_delivery import StrategyConfig
@@ -128,7 +126,7 @@ async def step_rollout(ctx: StepContext, dep: Deployment) -> None:
     elif stage.kind == "bake":
         await _bake(ctx, dep, stage, stages)
     elif stage.kind == "gate":
-        pause(ctx.session, dep, ctx.now, "Manual gate: press Promote to continue.")
+        pause(ctx, dep, "Manual gate: press Promote to continue.")
     elif ctx.now >= as_utc(dep.stage_started_at or ctx.now) + (stage.duration or timedelta()):
         await advance_stage(ctx, dep, stages)  # the rollback window passed
     else:
@@ -211,7 +209,7 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
         if verdict.verdict is Verdict.PASS:
             await advance_stage(ctx, dep, stages)
         else:
-            pause(ctx.session, dep, ctx.now, "The analysis was inconclusive: "
+            pause(ctx, dep, "The analysis was inconclusive: "
                   f"{escape(verdict.summary)} Decide with Promote or Roll back.")
     else:
         dep.next_action_at = min(ctx.now + analysis.check_every, ends)
@@ -255,12 +253,21 @@ def _log(dep: Deployment, stage: Stage, verdict: Judgement, series: dict[str, ob
     dep.analysis_log = json.dumps(history[-500:])
 
 
-def pause(session: AsyncSession, dep: Deployment, now: datetime, reason: str,
-          actor: str = "shipbot") -> None:
-    machine.transition(session, dep, State.PAUSED, actor=actor, now=now, detail=reason,
-                       action="pause")
-    dep.paused_reason, dep.next_action_at = reason, None
-    note(session, dep, f":double_vertical_bar: *Paused.* {reason}", now=now)
+def pause(ctx: StepContext, dep: Deployment, reason: str, actor: str = "shipbot") -> None:
+    """Hold the rollout where it is until a human decides, or roll back at the deadline."""
+    deadline = ctx.now + strategy_of(ctx, dep).pause_timeout
+    machine.transition(ctx.session, dep, State.PAUSED, actor=actor, now=ctx.now,
+                       detail=reason, action="pause")
+    dep.paused_reason, dep.next_action_at = reason, deadline
+    note(ctx.session, dep, f":double_vertical_bar: *Paused.* {reason} With no decision by "
+         f"{deadline:%H:%M} UTC, Shipbot rolls back to keep {dep.env} on a known version.",
+         now=ctx.now)
+
+
+async def step_paused(ctx: StepContext, dep: Deployment) -> None:
+    """The pause deadline passed (the runner only calls when it is due): roll back."""
+    waited = human_duration(strategy_of(ctx, dep).pause_timeout.total_seconds())
+    await roll_back(ctx, dep, f"paused for {waited} with no decision")
 
 
 async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str = "",
@@ -300,12 +307,17 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
     note(ctx.session, dep, (f":leftwards_arrow_with_hook: Rolled back in {took}: {dep.env} "
                             f"is back on {before}. Fix the cause, then deploy again with "
                             f"`/deploy {dep.service} {dep.env} {dep.version}`.") if ok else
-         f":rotating_light: *Rollback failed* ({escape(status.detail)}). {dep.env} may be "
-         f"serving `{dep.version}` partly. Act now: fix by hand, or deploy the previous "
-         f"version with `/deploy {dep.service} {dep.env} {dep.previous_version or '<version>'}"
-         " --hotfix`.", now=ctx.now, detail=status.output_tail or None)
+         rollback_failed_text(dep, escape(status.detail)), now=ctx.now,
+         detail=status.output_tail or None)
     if ok and json.loads(dep.analysis_log or "[]"):
         ctx.session.add(Outbox(deployment_id=dep.id, kind="chart", created_at=ctx.now))
+
+
+def rollback_failed_text(dep: Deployment, reason: str) -> str:
+    return (f":rotating_light: *Rollback failed* ({reason}). {dep.env} may be serving "
+            f"`{dep.version}` partly. Act now: fix by hand, or deploy the previous version "
+            f"with `/deploy {dep.service} {dep.env} {dep.previous_version or '<version>'} "
+            "--hotfix`.")
 
 
 def _nothing_to_go_back_to(ctx: StepContext, dep: Deployment) -> None:

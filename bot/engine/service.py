@@ -26,6 +26,7 @@ from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import Deployment
 from commands.model import Cancel, Deploy, History, Status
+from integrations.base import can_split_traffic
 
 
 @dataclass
@@ -60,6 +61,12 @@ class DeployService:
         active-slot index, so checking first and writing second stays safe.
         """
         now = self.clock()
+        if cmd.strategy and cmd.strategy != "rolling" and \
+                not can_split_traffic(self.providers[cmd.service].target):
+            return (f"{cmd.service}'s deploy target cannot shift traffic, so `--strategy "
+                    f"{cmd.strategy}` is not possible; nothing was started. Deploy without "
+                    "--strategy, or give the target set_weight_argv, promote_argv and "
+                    "abort_argv in shipbot.yml.")
         async with self.sessions() as session:
             seen = await self._by_key(request_key, session)
             if seen is not None:

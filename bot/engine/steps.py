@@ -187,6 +187,7 @@ STEPS = {
     State.VERIFYING: progressive.step_rollout,
     State.PROMOTING: progressive.step_rollout,
     State.ROLLING_BACK: progressive.step_rolling_back,
+    State.PAUSED: progressive.step_paused,
     State.QUEUED: step_queued,
     State.BUILDING: step_building,
     State.DEPLOYING: step_deploying,

@@ -1,0 +1,102 @@
+"""Nothing waits forever, failed rollbacks call for a human, impossible strategies are refused.
+
+End to end through signed Slack requests and the real command target, like
+tests/test_strategies.py, whose helpers these tests share.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from bot.config import ShipbotConfig, parse_config
+from integrations.base import IntegrationError, JobSpec
+from tests.conftest import FakeClock, eventually
+from tests.test_deploy_flow import deployments, finished
+from tests.test_strategies import actions_run, card_says, config, said
+
+
+def gated_canary(tmp_path: Path, abort_argv: list[str] | None = None,
+                 **strategy: Any) -> ShipbotConfig:
+    """50 %, then a manual gate, then 100 %; no analysis, so each step only bakes."""
+    cfg = config(tmp_path, {"kind": "canary", "steps": [50, "pause", 100], "interval": 0.3,
+                            "pause_timeout": "30m", **strategy}, traffic=True)
+    if abort_argv is None:
+        return cfg
+    data = cfg.model_dump(mode="json")
+    data["services"]["api"]["deploy"]["abort_argv"] = abort_argv
+    return parse_config(data)
+
+
+async def test_a_pause_nobody_answers_is_rolled_back_at_its_deadline(launch, tmp_path):
+    clock = FakeClock()
+    bot = await launch(gated_canary(tmp_path), clock=clock)
+    await bot.driver.command("api dev v2.0.0")
+    thread = await said(bot, "Manual gate: press Promote to continue.")
+    gate = next(t for t in thread if "Manual gate" in t)
+    assert "With no decision by 10:30 UTC, Shipbot rolls back to keep dev on a known" in gate
+    clock.advance(minutes=20)  # before the deadline nothing happens
+    await said(bot, "Manual gate")
+    [dep] = await deployments(bot)
+    assert dep.state == "paused"
+
+    clock.advance(minutes=11)
+    [dep] = await finished(bot, 1)
+    assert dep.state == "rolled_back", dep.detail
+    assert actions_run(tmp_path)[-1] == ["abort", "api"]
+    assert ["set_weight", "api", "100"] not in actions_run(tmp_path)
+    thread = await said(bot, "Rolled back in")
+    assert any("Rolling back api on dev: paused for 30m 00s with no decision" in t
+               for t in thread)
+
+
+async def test_a_rollback_the_target_cannot_run_ends_in_rollback_failed(launch, tmp_path):
+    failing_abort = [sys.executable, "-c", "import sys; print('no route'); sys.exit(3)"]
+    bot = await launch(gated_canary(tmp_path, failing_abort, pause_timeout="1h"))
+    await bot.driver.command("api dev v2.0.1")
+    await said(bot, "Manual gate")
+    await bot.driver.command("abort api dev", user="U0BOB")
+    [dep] = await finished(bot, 1)
+    assert dep.state == "rollback_failed"
+    thread = await said(bot, "Rollback failed")
+    alarm = next(t for t in thread if "Rollback failed" in t)
+    assert "dev may be serving `v2.0.1` partly. Act now" in alarm
+    card = await card_says(bot, "Rollback failed")
+    assert card["ts"]
+
+
+async def test_a_rollback_step_that_keeps_erroring_stops_and_says_so(launch, tmp_path):
+    """The target's API is down: the step is retried with backoff, then a human is called
+    (the deployment must not retry forever, nor claim a plain failure)."""
+    bot = await launch(gated_canary(tmp_path, pause_timeout="1h"))
+    target = bot.bot.providers["api"].target
+    calls: list[JobSpec] = []
+
+    async def unreachable(job: JobSpec) -> str:
+        calls.append(job)
+        raise IntegrationError("deploy API unreachable: connection refused")
+
+    target.abort = unreachable  # type: ignore[method-assign]
+    await bot.driver.command("api dev v2.0.2")
+    await said(bot, "Manual gate")
+    await bot.driver.command("abort api dev", user="U0BOB")
+
+    async def ended() -> list | None:
+        deps = await deployments(bot)
+        return deps if deps[0].state == "rollback_failed" else None
+
+    await eventually(ended, timeout=30)
+    assert len(calls) == 5
+    thread = await said(bot, "Rollback failed")
+    assert any("*Rollback failed* (deploy API unreachable: connection refused)" in t
+               for t in thread)
+
+
+async def test_a_strategy_the_target_cannot_do_is_refused(launch, tmp_path) -> None:
+    bot = await launch(config(tmp_path, {"kind": "rolling"}))  # a target without traffic
+    text = (await bot.driver.command("api dev v3.0.0 --strategy canary")).json()["text"]
+    assert text.startswith("api's deploy target cannot shift traffic, so `--strategy canary` "
+                           "is not possible; nothing was started.")
+    assert await deployments(bot) == []
+    assert actions_run(tmp_path) == []
