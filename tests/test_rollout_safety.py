@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import ShipbotConfig, parse_config
+from bot.slack.blocks import CONTROL_ACTIONS
 from integrations.base import IntegrationError, JobSpec
 from tests.conftest import FakeClock, eventually
+from tests.test_buttons_and_queries import buttons, ephemerals_to
 from tests.test_deploy_flow import deployments, finished
 from tests.test_strategies import actions_run, card_says, config, said
 
@@ -100,3 +102,30 @@ async def test_a_strategy_the_target_cannot_do_is_refused(launch, tmp_path) -> N
                            "is not possible; nothing was started.")
     assert await deployments(bot) == []
     assert actions_run(tmp_path) == []
+
+
+async def test_rollout_controls_check_roles_like_the_buttons(launch, tmp_path) -> None:
+    """Abort needs the rollback role, Promote/Pause/Resume the deploy role; a refusal
+    names the role and who has it, and the rollout carries on untouched."""
+    cfg = gated_canary(tmp_path).model_dump(mode="json")
+    cfg["environments"]["dev"]["roles"] = {"deploy": ["U0ALICE", "U0BOB"], "rollback": ["U0BOB"]}
+    bot = await launch(parse_config(cfg))
+    await bot.driver.command("api dev v4.0.0", user="U0ALICE")
+    await said(bot, "Manual gate")
+    card = await card_says(bot, "Paused")
+    abort = next(b for b in buttons(card) if b["action_id"] == CONTROL_ACTIONS["abort"])
+
+    await bot.driver.click(abort["action_id"], abort["value"], user="U0ALICE")
+    [refusal] = await ephemerals_to(bot, "U0ALICE")
+    assert refusal == (":no_entry: You lack the *rollback* role for dev. Who has it: <@U0BOB>. "
+                       "Nothing was changed.")
+    typed = (await bot.driver.command("promote api dev", user="U0CAROL")).json()["text"]
+    assert typed.startswith(":no_entry: You lack the *deploy* role for dev.")
+    [dep] = await deployments(bot)
+    assert dep.state == "paused"
+    assert ["abort", "api"] not in actions_run(tmp_path)
+
+    await bot.driver.command("promote api dev", user="U0ALICE")
+    [dep] = await finished(bot, 1)
+    assert dep.state == "succeeded", dep.detail
+    assert actions_run(tmp_path)[-2:] == [["set_weight", "api", "100"], ["promote", "api"]]
