@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import machine, policy, progressive
+from bot.engine import machine, policy, progressive, undo
 from bot.engine.machine import STATE_TEXT, State
 from bot.engine.outbox import note
 from bot.engine.policy import Policy
@@ -79,10 +79,10 @@ class ControlService:
             return (f"Deployment #{dep.id} is busy ({doing}); promote once it is waiting. "
                     "Nothing changed.")
         if action == "abort":
-            await progressive.roll_back(ctx, dep, f"aborted by <@{user}>")
+            await undo.roll_back(ctx, dep, f"aborted by <@{user}>")
             return f"Rolling back deployment #{dep.id}."
         if action == "pause":
-            progressive.pause(ctx, dep, f"Paused by <@{user}>. Resume or "
+            undo.pause(ctx, dep, f"Paused by <@{user}>. Resume or "
                               "Promote to continue, Abort to roll back.", actor=user)
             return f"Paused deployment #{dep.id}."
         resumable = action == "resume" and dep.stage < len(stages) and \

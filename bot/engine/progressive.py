@@ -22,9 +22,11 @@ from bot.engine.measure import measure
 from bot.engine.outbox import note
 from bot.engine.plan import Stage, plan, progress_bar
 from bot.engine.providers import job
+from bot.engine.undo import pause, roll_back
 from bot.mrkdwn import escape
+from bot.slack.charts import sparkline
 from bot.store.models import Deployment, Outbox
-from integrations.base import RunState, start_run
+from integrations.base import RunState
 from integrations.http_check import run_check
 
 if TYPE_CHECKING:
@@ -78,9 +80,6 @@ async def begin(ctx: StepContext, dep: Deployment, output: str = "") -> None:
 
 async def finish(ctx: StepContext, dep: Deployment, output: str = "") -> None:
     took = human_duration((ctx.now - as_utc(dep.created_at)).total_seconds())
-    if State(dep.state) is State.VERIFYING:  # rolling: its checks passed, nothing to shift
-        machine.transition(ctx.session, dep, State.PROMOTING, actor="shipbot", now=ctx.now,
-                           detail="post-deploy checks passed")
     machine.transition(ctx.session, dep, State.SUCCEEDED, actor="shipbot", now=ctx.now,
                        detail=f"{dep.env} runs {dep.version} (took {took}).")
     note(ctx.session, dep, f":white_check_mark: *{dep.service} {dep.version} is live on "
@@ -216,8 +215,6 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
 
 
 def _report(ctx: StepContext, dep: Deployment, stage: Stage, verdict: Judgement) -> None:
-    from bot.slack.charts import sparkline
-
     history = json.loads(dep.analysis_log or "[]")
     lines = []
     for result in verdict.results:
@@ -251,80 +248,3 @@ def _log(dep: Deployment, stage: Stage, verdict: Judgement, series: dict[str, ob
                         r.name: {"canary": r.canary_value, "baseline": r.baseline_value}
                         for r in verdict.results}})
     dep.analysis_log = json.dumps(history[-500:])
-
-
-def pause(ctx: StepContext, dep: Deployment, reason: str, actor: str = "shipbot") -> None:
-    """Hold the rollout where it is until a human decides, or roll back at the deadline."""
-    deadline = ctx.now + strategy_of(ctx, dep).pause_timeout
-    machine.transition(ctx.session, dep, State.PAUSED, actor=actor, now=ctx.now,
-                       detail=reason, action="pause")
-    dep.paused_reason, dep.next_action_at = reason, deadline
-    note(ctx.session, dep, f":double_vertical_bar: *Paused.* {reason} With no decision by "
-         f"{deadline:%H:%M} UTC, Shipbot rolls back to keep {dep.env} on a known version.",
-         now=ctx.now)
-
-
-async def step_paused(ctx: StepContext, dep: Deployment) -> None:
-    """The pause deadline passed (the runner only calls when it is due): roll back."""
-    waited = human_duration(strategy_of(ctx, dep).pause_timeout.total_seconds())
-    await roll_back(ctx, dep, f"paused for {waited} with no decision")
-
-
-async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str = "",
-                    detail: str = "") -> None:
-    """Automatic rollback: say what failed and the numbers, then undo through the target."""
-    machine.transition(ctx.session, dep, State.ROLLING_BACK, actor="shipbot", now=ctx.now,
-                       detail=f"Rolling back: {why}.")
-    dep.action_run_id, dep.next_action_at = None, ctx.now
-    note(ctx.session, dep, f":rewind: *Rolling back {dep.service} on {dep.env}: {why}.*"
-         + (f"\n{lines}" if lines else ""), now=ctx.now, detail=detail or None)
-
-
-async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
-    target = ctx.providers.target
-    if dep.action_run_id is None:
-        if dep.strategy != "rolling":  # the stable version still runs: move traffic back
-            dep.action_run_id = await target.abort(job(dep, "abort"))  # type: ignore[attr-defined]
-        elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
-            undo = job(dep, "undo").model_copy(update={"version": dep.previous_version})
-            dep.action_run_id = await start_run(target, undo, rollback=True)
-        else:
-            _nothing_to_go_back_to(ctx, dep)
-            return
-        ctx.later(dep)
-        return
-    status = await target.poll(dep.action_run_id)
-    if status.state is RunState.RUNNING:
-        ctx.later(dep)
-        return
-    ok = status.state is RunState.SUCCEEDED
-    before = f"`{dep.previous_version}`" if dep.previous_version else "the previous version"
-    took = human_duration((ctx.now - as_utc(dep.updated_at)).total_seconds())
-    machine.transition(
-        ctx.session, dep, State.ROLLED_BACK if ok else State.ROLLBACK_FAILED, actor="shipbot",
-        now=ctx.now, detail=f"{dep.env} is back on {before}." if ok else
-        f"The rollback failed: {escape(status.detail)}. {dep.env} needs a human now.")
-    note(ctx.session, dep, (f":leftwards_arrow_with_hook: Rolled back in {took}: {dep.env} "
-                            f"is back on {before}. Fix the cause, then deploy again with "
-                            f"`/deploy {dep.service} {dep.env} {dep.version}`.") if ok else
-         rollback_failed_text(dep, escape(status.detail)), now=ctx.now,
-         detail=status.output_tail or None)
-    if ok and json.loads(dep.analysis_log or "[]"):
-        ctx.session.add(Outbox(deployment_id=dep.id, kind="chart", created_at=ctx.now))
-
-
-def rollback_failed_text(dep: Deployment, reason: str) -> str:
-    return (f":rotating_light: *Rollback failed* ({reason}). {dep.env} may be serving "
-            f"`{dep.version}` partly. Act now: fix by hand, or deploy the previous version "
-            f"with `/deploy {dep.service} {dep.env} {dep.previous_version or '<version>'} "
-            "--hotfix`.")
-
-
-def _nothing_to_go_back_to(ctx: StepContext, dep: Deployment) -> None:
-    """A rolling deploy replaced the only version Shipbot knows of: a human decides."""
-    machine.transition(ctx.session, dep, State.ROLLBACK_FAILED, actor="shipbot", now=ctx.now,
-                       detail=f"No earlier version of {dep.service} on {dep.env} to go back to; "
-                       f"it runs `{dep.version}`.")
-    note(ctx.session, dep, f":rotating_light: *Cannot roll back:* Shipbot knows no earlier "
-         f"version of {dep.service} on {dep.env}, which now runs `{dep.version}`. Fix forward "
-         f"with `/deploy {dep.service} {dep.env} <version>`, or restore it by hand.", now=ctx.now)

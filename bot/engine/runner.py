@@ -17,7 +17,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, func, select
 
 from bot.clock import Clock
-from bot.engine import machine, progressive
+from bot.engine import machine, undo
 from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note
 from bot.engine.policy import Policy
@@ -175,7 +175,7 @@ class Runner:
                 machine.transition(session, dep, State.ROLLBACK_FAILED, actor="shipbot",
                                    now=now, detail=f"Gave up after {MAX_STEP_ATTEMPTS} "
                                    f"attempts: {reason}")
-                note(session, dep, progressive.rollback_failed_text(dep, reason), now=now)
+                note(session, dep, undo.rollback_failed_text(dep, reason), now=now)
             elif dep.step_attempts >= MAX_STEP_ATTEMPTS and state in STEPS:
                 machine.transition(session, dep, State.FAILED, actor="shipbot", now=now,
                                    detail=f"Gave up after {MAX_STEP_ATTEMPTS} attempts: {reason}")

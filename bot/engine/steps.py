@@ -12,7 +12,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
-from bot.engine import machine, progressive
+from bot.engine import machine, progressive, undo
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
@@ -186,8 +186,8 @@ STEPS = {
     State.AWAITING_APPROVAL: step_awaiting_approval,
     State.VERIFYING: progressive.step_rollout,
     State.PROMOTING: progressive.step_rollout,
-    State.ROLLING_BACK: progressive.step_rolling_back,
-    State.PAUSED: progressive.step_paused,
+    State.ROLLING_BACK: undo.step_rolling_back,
+    State.PAUSED: undo.step_paused,
     State.QUEUED: step_queued,
     State.BUILDING: step_building,
     State.DEPLOYING: step_deploying,

@@ -1,0 +1,105 @@
+"""How a rollout stops short: paused for a human, rolled back, or calling for help.
+
+Split from ``progressive`` (which moves a rollout forward): every exit here says what
+happened, what comes next and what the people in the channel can do.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from bot.clock import as_utc, human_duration
+from bot.engine import machine
+from bot.engine.machine import State
+from bot.engine.outbox import note
+from bot.engine.providers import job
+from bot.mrkdwn import escape
+from bot.store.models import Deployment, Outbox
+from integrations.base import RunState, start_run
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from bot.engine.steps import StepContext
+
+
+def _pause_timeout(ctx: StepContext, dep: Deployment) -> timedelta:
+    return ctx.policy.config.strategy_for(dep.service, dep.env, dep.strategy).pause_timeout
+
+
+def pause(ctx: StepContext, dep: Deployment, reason: str, actor: str = "shipbot") -> None:
+    """Hold the rollout where it is until a human decides, or roll back at the deadline."""
+    deadline = ctx.now + _pause_timeout(ctx, dep)
+    machine.transition(ctx.session, dep, State.PAUSED, actor=actor, now=ctx.now,
+                       detail=reason, action="pause")
+    dep.paused_reason, dep.next_action_at = reason, deadline
+    note(ctx.session, dep, f":double_vertical_bar: *Paused.* {reason} With no decision by "
+         f"{deadline:%H:%M} UTC, Shipbot rolls back to keep {dep.env} on a known version.",
+         now=ctx.now)
+
+
+async def step_paused(ctx: StepContext, dep: Deployment) -> None:
+    """The pause deadline passed (the runner only calls when it is due): roll back."""
+    waited = human_duration(_pause_timeout(ctx, dep).total_seconds())
+    await roll_back(ctx, dep, f"paused for {waited} with no decision")
+
+
+async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str = "",
+                    detail: str = "") -> None:
+    """Automatic rollback: say what failed and the numbers, then undo through the target."""
+    machine.transition(ctx.session, dep, State.ROLLING_BACK, actor="shipbot", now=ctx.now,
+                       detail=f"Rolling back: {why}.")
+    dep.action_run_id, dep.next_action_at = None, ctx.now
+    note(ctx.session, dep, f":rewind: *Rolling back {dep.service} on {dep.env}: {why}.*"
+         + (f"\n{lines}" if lines else ""), now=ctx.now, detail=detail or None)
+
+
+async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
+    target = ctx.providers.target
+    if dep.action_run_id is None:
+        if dep.strategy != "rolling":  # the stable version still runs: move traffic back
+            dep.action_run_id = await target.abort(job(dep, "abort"))  # type: ignore[attr-defined]
+        elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
+            undo = job(dep, "undo").model_copy(update={"version": dep.previous_version})
+            dep.action_run_id = await start_run(target, undo, rollback=True)
+        else:
+            _nothing_to_go_back_to(ctx, dep)
+            return
+        ctx.later(dep)
+        return
+    status = await target.poll(dep.action_run_id)
+    if status.state is RunState.RUNNING:
+        ctx.later(dep)
+        return
+    ok = status.state is RunState.SUCCEEDED
+    before = f"`{dep.previous_version}`" if dep.previous_version else "the previous version"
+    took = human_duration((ctx.now - as_utc(dep.updated_at)).total_seconds())
+    machine.transition(
+        ctx.session, dep, State.ROLLED_BACK if ok else State.ROLLBACK_FAILED, actor="shipbot",
+        now=ctx.now, detail=f"{dep.env} is back on {before}." if ok else
+        f"The rollback failed: {escape(status.detail)}. {dep.env} needs a human now.")
+    note(ctx.session, dep, (f":leftwards_arrow_with_hook: Rolled back in {took}: {dep.env} "
+                            f"is back on {before}. Fix the cause, then deploy again with "
+                            f"`/deploy {dep.service} {dep.env} {dep.version}`.") if ok else
+         rollback_failed_text(dep, escape(status.detail)), now=ctx.now,
+         detail=status.output_tail or None)
+    if ok and json.loads(dep.analysis_log or "[]"):
+        ctx.session.add(Outbox(deployment_id=dep.id, kind="chart", created_at=ctx.now))
+
+
+def rollback_failed_text(dep: Deployment, reason: str) -> str:
+    return (f":rotating_light: *Rollback failed* ({reason}). {dep.env} may be serving "
+            f"`{dep.version}` partly. Act now: fix by hand, or deploy the previous version "
+            f"with `/deploy {dep.service} {dep.env} {dep.previous_version or '<version>'} "
+            "--hotfix`.")
+
+
+def _nothing_to_go_back_to(ctx: StepContext, dep: Deployment) -> None:
+    """A rolling deploy replaced the only version Shipbot knows of: a human decides."""
+    machine.transition(ctx.session, dep, State.ROLLBACK_FAILED, actor="shipbot", now=ctx.now,
+                       detail=f"No earlier version of {dep.service} on {dep.env} to go back to; "
+                       f"it runs `{dep.version}`.")
+    note(ctx.session, dep, f":rotating_light: *Cannot roll back:* Shipbot knows no earlier "
+         f"version of {dep.service} on {dep.env}, which now runs `{dep.version}`. Fix forward "
+         f"with `/deploy {dep.service} {dep.env} <version>`, or restore it by hand.", now=ctx.now)
