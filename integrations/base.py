@@ -96,6 +96,11 @@ class HealthTarget(Protocol):
     async def health(self, job: JobSpec) -> str: ...
 
 
+def reports_health(target: object) -> bool:
+    """Has ``health``, and (for configurable providers) is configured to use it."""
+    return callable(getattr(target, "health", None)) and bool(getattr(target, "has_health", True))
+
+
 def can_split_traffic(target: object) -> bool:
     """Has the methods, and (for configurable providers) is configured to use them."""
     methods = all(callable(getattr(target, n, None)) for n in ("set_weight", "promote", "abort"))

@@ -129,3 +129,31 @@ async def test_rollout_controls_check_roles_like_the_buttons(launch, tmp_path) -
     [dep] = await finished(bot, 1)
     assert dep.state == "succeeded", dep.detail
     assert actions_run(tmp_path)[-2:] == [["set_weight", "api", "100"], ["promote", "api"]]
+
+
+HEALTH_PROBE = ("import sys; v = sys.argv[1]; print('probe', v); "
+                "sys.exit(1 if v.endswith('-bad') else 0)")
+
+
+async def test_the_target_must_report_healthy_before_the_deploy_counts(launch, tmp_path):
+    """A target with health_argv: the rollout waits for it; unhealthy rolls back by
+    deploying the previous version again (rolling replaced it)."""
+    cfg = config(tmp_path, {"kind": "rolling"}).model_dump(mode="json")
+    cfg["services"]["api"]["deploy"]["health_argv"] = [sys.executable, "-c", HEALTH_PROBE,
+                                                       "{version}"]
+    bot = await launch(parse_config(cfg))
+    await bot.driver.command("api dev v5.0.0")
+    [dep] = await finished(bot, 1)
+    assert dep.state == "succeeded", dep.detail
+    thread = await said(bot, "is live on dev")
+    waiting = next(i for i, t in enumerate(thread) if "waiting for dev to report it healthy" in t)
+    healthy = next(i for i, t in enumerate(thread) if "dev reports `v5.0.0` healthy" in t)
+    assert waiting < healthy
+
+    await bot.driver.command("api dev v5.1.0-bad")
+    _, dep = await finished(bot, 2)
+    assert dep.state == "rolled_back", dep.detail
+    assert actions_run(tmp_path)[-1] == ["api", "dev", "v5.0.0"]  # the previous one again
+    thread = await said(bot, "Rolled back in", index=-1)
+    assert any("Rolling back api on dev: `v5.1.0-bad` is unhealthy (exited with code 1)" in t
+               for t in thread), thread

@@ -19,7 +19,7 @@ from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders, job
 from bot.mrkdwn import escape
 from bot.store.models import Deployment
-from integrations.base import RunState, RunStatus, start_run
+from integrations.base import RunState, RunStatus, reports_health, start_run
 from integrations.metrics import MetricsProvider
 
 
@@ -153,7 +153,38 @@ async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
     if status.state is RunState.FAILED:
         await _fail(ctx, dep, f"Deploy failed: {escape(status.detail)}.", status)
         return
+    if dep.kind != "rollback" and reports_health(ctx.providers.target) and \
+            not await _healthy(ctx, dep):
+        return
     await progressive.begin(ctx, dep, status.output_tail)
+
+
+async def _healthy(ctx: StepContext, dep: Deployment) -> bool:
+    """Wait for the target to report the new version healthy before any check or traffic;
+    unhealthy (or not healthy by the deploy deadline) rolls back."""
+    target = ctx.providers.target
+    if dep.action_run_id is None:
+        dep.action_run_id = await target.health(job(dep, "health"))  # type: ignore[attr-defined]
+        note(ctx.session, dep, f":stethoscope: `{dep.version}` is deployed; waiting for "
+             f"{dep.env} to report it healthy.", now=ctx.now)
+        ctx.later(dep)
+        return False
+    health = await target.poll(dep.action_run_id)
+    late = dep.step_deadline_at is not None and ctx.now >= as_utc(dep.step_deadline_at)
+    if health.state is RunState.RUNNING and not late:
+        ctx.later(dep)
+        return False
+    if health.state is RunState.SUCCEEDED:
+        note(ctx.session, dep, f":green_heart: {dep.env} reports `{dep.version}` healthy.",
+             now=ctx.now, detail=health.output_tail or None)
+        return True
+    if late:
+        await target.cancel(dep.action_run_id)
+    why = "not healthy before the deploy deadline" if late else \
+        f"unhealthy ({escape(health.detail)})"
+    await undo.roll_back(ctx, dep, f"`{dep.version}` is {why}",
+                         detail=health.output_tail or "")
+    return False
 
 
 async def _still_running(ctx: StepContext, dep: Deployment, status: RunStatus, what: str) -> None:
