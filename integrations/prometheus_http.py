@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -26,14 +25,12 @@ from tenacity import (
     wait_exponential,
 )
 
+from integrations.command_templates import EnvName
+from integrations.http_auth import PlainHeaders, with_bearer
 from integrations.metrics import MetricsError
 
 log = logging.getLogger(__name__)
 
-EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
-_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
-# Headers that carry credentials: they belong in the environment, not in the config.
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 _MAX_ERROR_CHARS = 500
 
 
@@ -47,7 +44,7 @@ class PrometheusConfig(BaseModel):
     bearer_token_env: EnvName | None = Field(
         None, description="NAME of the environment variable holding a bearer token"
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="extra non-secret headers")
+    headers: PlainHeaders = Field(default_factory=dict, description="extra non-secret headers")
 
     @field_validator("url")
     @classmethod
@@ -63,18 +60,6 @@ class PrometheusConfig(BaseModel):
         if parsed.query or parsed.fragment:
             raise ValueError("url must not have a ?query or #fragment")
         return url.rstrip("/")
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, headers: dict[str, str]) -> dict[str, str]:
-        for name, value in headers.items():
-            if not _HEADER_NAME.fullmatch(name):
-                raise ValueError(f"invalid header name {name[:40]!r}")
-            if name.lower() in _SECRET_HEADERS:
-                raise ValueError(f"{name} is a secret: put it in an env var (bearer_token_env)")
-            if "\r" in value or "\n" in value:
-                raise ValueError(f"header {name} must be a single line")
-        return headers
 
 
 class _RetryableError(MetricsError):
@@ -128,15 +113,10 @@ class PrometheusHTTP:
         )
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json", **self._config.headers}
-        name = self._config.bearer_token_env
-        if name:
-            token = self._environ.get(name)
-            if not token:
-                raise MetricsError(
-                    f"the environment variable {name} (bearer_token_env) is not set"
-                )
-            headers["Authorization"] = f"Bearer {token}"
+        headers = with_bearer({"Accept": "application/json", **self._config.headers},
+                              self._config.bearer_token_env, self._environ)
+        if isinstance(headers, str):
+            raise MetricsError(headers)
         return headers
 
     async def _call(self, endpoint: str, params: dict[str, str]) -> tuple[Any, tuple[str, ...]]:

@@ -1,0 +1,46 @@
+"""Headers and bearer tokens for the HTTP integrations, kept out of the config file.
+
+Config may carry plain headers only; credentials (Authorization, Cookie...) are refused
+there and come from the environment variable that ``bearer_token_env`` names, read at
+request time so a rotated secret is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated
+
+from pydantic import AfterValidator
+
+from integrations.command_templates import EnvName
+
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+def _plain_headers(headers: dict[str, str]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"invalid header name {name[:40]!r}")
+        if name.lower() in _SECRET_HEADERS:
+            raise ValueError(f"{name} is a secret: put it in an env var (bearer_token_env)")
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"header {name} must be a single line")
+    return headers
+
+
+PlainHeaders = Annotated[dict[str, str], AfterValidator(_plain_headers)]
+
+
+def with_bearer(headers: Mapping[str, str], token_env: EnvName | None,
+                environ: Mapping[str, str]) -> dict[str, str] | str:
+    """``headers`` plus ``Authorization: Bearer`` from ``token_env``; or, when that
+    variable is unset or empty, the sentence explaining it (callers raise or report)."""
+    result = dict(headers)
+    if token_env:
+        token = environ.get(token_env)
+        if not token:
+            return f"the environment variable {token_env} (bearer_token_env) is not set"
+        result["Authorization"] = f"Bearer {token}"
+    return result
