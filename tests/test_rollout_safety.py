@@ -38,6 +38,7 @@ async def test_a_pause_nobody_answers_is_rolled_back_at_its_deadline(launch, tmp
     thread = await said(bot, "Manual gate: press Promote to continue.")
     gate = next(t for t in thread if "Manual gate" in t)
     assert "With no decision by 10:30 UTC, Shipbot rolls back to keep dev on a known" in gate
+    assert "or type `/deploy promote api dev` or `/deploy abort api dev`" in gate
     clock.advance(minutes=20)  # before the deadline nothing happens
     await said(bot, "Manual gate")
     [dep] = await deployments(bot)

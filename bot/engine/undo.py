@@ -34,9 +34,11 @@ def pause(ctx: StepContext, dep: Deployment, reason: str, actor: str = "shipbot"
     machine.transition(ctx.session, dep, State.PAUSED, actor=actor, now=ctx.now,
                        detail=reason, action="pause")
     dep.paused_reason, dep.next_action_at = reason, deadline
+    where = f"{dep.service} {dep.env}"
     note(ctx.session, dep, f":double_vertical_bar: *Paused.* {reason} With no decision by "
-         f"{deadline:%H:%M} UTC, Shipbot rolls back to keep {dep.env} on a known version.",
-         now=ctx.now)
+         f"{deadline:%H:%M} UTC, Shipbot rolls back to keep {dep.env} on a known version. "
+         f"Decide with the buttons on the card at the top of this thread, or type "
+         f"`/deploy promote {where}` or `/deploy abort {where}`.", now=ctx.now)
 
 
 async def step_paused(ctx: StepContext, dep: Deployment) -> None:
