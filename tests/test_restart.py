@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 from sqlalchemy import create_engine, text
 
+from bot.devtools.driver import SlackDriver
 from bot.devtools.fake_slack import FakeSlack
 from tests.conftest import eventually, make_config, step
 
@@ -57,19 +58,10 @@ async def test_restart_mid_deploy_finishes_exactly_once(tmp_path: Path) -> None:
     (tmp_path / "shipbot.yml").write_text(dumped)
     port = free_port()
     async with FakeSlack(rate_limits=False) as slack:
-        from bot.devtools.driver import SlackDriver
-
         driver = SlackDriver(f"http://127.0.0.1:{port}", "restart-secret")
         first = start_bot(tmp_path, slack, port)
         try:
-            async def up() -> bool:
-                try:
-                    return (await driver.http.get(driver.url.replace("/slack/events",
-                                                                      "/healthz"))).is_success
-                except Exception:
-                    return False
-
-            await eventually(up)
+            await eventually(lambda: _up(driver))
             resp = await driver.command("api staging v3.1.0")
             assert "Deployment #1" in resp.json()["text"]
             await eventually(lambda: asyncio.sleep(0, mark.exists()))
@@ -108,3 +100,61 @@ async def test_restart_mid_deploy_finishes_exactly_once(tmp_path: Path) -> None:
     transitions = db_rows(tmp_path, "select from_state, to_state from auditevent order by id")
     assert transitions[-1] == ("deploying", "succeeded")
     assert transitions.count(("building", "deploying")) == 1
+
+
+TRAFFIC = ("import json, pathlib, sys, time; args = sys.argv[3:]; "
+           "open(sys.argv[1], 'a').write(json.dumps(args) + '\\n'); "
+           "args[-1] == '50' and (pathlib.Path(sys.argv[2]).touch(), time.sleep(3))")
+
+
+async def test_restart_mid_canary_resumes_the_rollout_without_repeating_a_step(
+        tmp_path: Path) -> None:
+    """Killed while shifting traffic to 50 %: the next process finds the same run, waits
+    for it, and carries on from that stage; no traffic action runs twice."""
+    mark, log = tmp_path / "shifting", tmp_path / "traffic.log"
+    data = make_config(tmp_path).model_dump(mode="json")
+    api = data["services"]["api"]
+    api["ci"], api["deploy"] = None, step(tmp_path / "deploy.log")
+    for action in ("set_weight", "promote", "abort"):
+        extra = ["{weight}"] if action == "set_weight" else []
+        api["deploy"][f"{action}_argv"] = [sys.executable, "-c", TRAFFIC, str(log), str(mark),
+                                           action, *extra]
+    api["strategy"] = {"kind": "canary", "steps": [50, 100], "interval": "1s"}
+    (tmp_path / "shipbot.yml").write_text(yaml.safe_dump(data, sort_keys=False))
+    port = free_port()
+    async with FakeSlack(rate_limits=False) as slack:
+        driver = SlackDriver(f"http://127.0.0.1:{port}", "restart-secret")
+        first = start_bot(tmp_path, slack, port)
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            await eventually(lambda: _up(driver))
+            await driver.command("api staging v4.0.0")
+            await eventually(lambda: asyncio.sleep(0, mark.exists()))
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            [(state, stage)] = db_rows(tmp_path, "select state, stage from deployment")
+            assert (state, stage) == ("verifying", 0)  # shifting to 50 %, not yet confirmed
+
+            second = start_bot(tmp_path, slack, port)
+
+            async def done() -> list[tuple]:
+                return db_rows(tmp_path, "select state from deployment where "
+                               "finished_at is not null")
+
+            assert await eventually(done, timeout=40) == [("succeeded",)]
+        finally:
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.kill()
+            await driver.aclose()
+
+    actions = [json.loads(line) for line in log.read_text().splitlines()]
+    assert actions == [["set_weight", "50"], ["set_weight", "100"], ["promote"]]
+    assert (tmp_path / "deploy.log").read_text().count("v4.0.0") == 1
+
+
+async def _up(driver: SlackDriver) -> bool:
+    try:
+        return (await driver.http.get(driver.url.replace("/slack/events", "/healthz"))).is_success
+    except Exception:
+        return False
