@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
+_CHANNEL_ID = re.compile(r"^[CG][A-Z0-9]{8,}$")
+
 
 def escape(text: str) -> str:
     """Escape Slack's control characters, so ``<!here>`` shows as text instead of pinging."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def channel_mention(channel: str) -> str:
+    """A configured channel in message text: an ID (``C0123ABCD``) must be written
+    ``<#C0123ABCD>`` for Slack to show it as ``#name`` (raw, readers see the bare ID);
+    a ``#name`` is shown as written."""
+    return f"<#{channel}>" if _CHANNEL_ID.match(channel) else channel

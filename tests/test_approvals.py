@@ -268,3 +268,32 @@ async def test_clicks_from_strangers_and_tampered_values_change_nothing(make_bot
         assert "Deployment #1 is not waiting for approval any more (succeeded)" in texts[2]
     finally:
         await slack.stop()
+
+
+async def test_the_approvals_channel_copy_is_updated_by_its_id(make_bot, tmp_path) -> None:
+    """The copy is posted to ``#approvals`` by name and edited by the ID Slack answered
+    with; a click on it is answered privately in that channel (the payload's ID)."""
+    envs = {"dev": {}, "staging": {},
+            "production": {"approval": {"approvers": ["U0CAROL"], "channel": "#approvals"}}}
+    bot, _ = await prod_request(make_bot, tmp_path, environments=envs)
+    approvals = bot.slack.channel_id("#approvals")
+
+    async def the_copy() -> dict | None:
+        return next(iter(bot.slack.messages("#approvals")), None)
+
+    copy = await eventually(the_copy)
+    assert (await deployments(bot))[1].approval_copy == f"{approvals} {copy['ts']}"
+    await bot.driver.click(APPROVE_ACTION, buttons(copy)[0]["value"], user="U0CAROL",
+                           channel="#approvals", message_ts=copy["ts"])
+    [told] = await ephemerals_to(bot, "U0CAROL")
+    assert told.startswith("Approved")
+    assert [e["channel"] for e in bot.slack.ephemerals] == [approvals]
+
+    async def decided() -> dict | None:
+        msg = await the_copy()
+        return msg if msg and not buttons(msg) and "Approved by" in json.dumps(msg) else None
+
+    await eventually(decided)
+    copy_edits = [c for c in bot.slack.calls_to("chat.update") if c.params["ts"] == copy["ts"]]
+    assert copy_edits and {c.params["channel"] for c in copy_edits} == {approvals}
+    assert {c.response["error"] for c in bot.slack.calls if c.failed} <= {"ratelimited"}

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from bot.devtools.console import Console, run_console
-from bot.devtools.fake_slack import RecordedCall
+from bot.devtools.fake_slack import FakeSlack, RecordedCall
 from bot.devtools.local import LocalBot
 from bot.devtools.render_text import (
     EMOJI,
@@ -119,8 +119,10 @@ def test_mrkdwn_links_mentions_escapes_and_formatting() -> None:
 
 
 def test_console_says_where_each_message_goes(tmp_path: Path) -> None:
-    """Interleaved threads get a heading; DMs, other people's ephemerals and files read well."""
-    local = cast(LocalBot, SimpleNamespace(slack=None))
+    """Interleaved threads get a heading; DMs, other people's ephemerals and files read well.
+    Slack answers with conversation IDs (a DM's ``D...`` for a user); the console says names."""
+    fake = FakeSlack()
+    local = cast(LocalBot, SimpleNamespace(slack=fake))
     console = Console(local, make_config(tmp_path), io.StringIO(), TextStyle(), scripted=True,
                       quiet_seconds=1, settle_timeout=1)
 
@@ -131,8 +133,9 @@ def test_console_says_where_each_message_goes(tmp_path: Path) -> None:
 
     def post(channel: str, ts: str, text: str, thread_ts: str | None = None) -> list[str]:
         message = {"text": text, "ts": ts, **({"thread_ts": thread_ts} if thread_ts else {})}
+        channel_id = fake.channels.resolve(channel, names=True)  # what Slack answers with
         return show("chat.postMessage", {"channel": channel, "text": text},
-                    {"channel": channel, "ts": ts, "message": message})
+                    {"channel": channel_id, "ts": ts, "message": message})
 
     assert post("#deploys-api", "1.1", "*card one*") == ["#deploys-api  [shipbot]", "  card one"]
     assert post("#deploys-web", "1.2", "card two") == ["#deploys-web  [shipbot]", "  card two"]
@@ -142,7 +145,8 @@ def test_console_says_where_each_message_goes(tmp_path: Path) -> None:
     assert post("U0ALICE", "1.5", "psst") == ["DM to you  [shipbot]", "  psst"]
     assert show("chat.postEphemeral", {"user": "U0BOB", "text": "hi\nthere"}, {"ok": True}) == [
         "(only @U0BOB) hi", "              there"]
-    upload = {"channel_id": "#deploys-api", "thread_ts": "1.1", "initial_comment": "Canary"}
+    upload = {"channel_id": fake.channel_id("#deploys-api"), "thread_ts": "1.1",
+              "initial_comment": "Canary"}
     assert show("files.completeUploadExternal", upload, {"files": [{"title": "chart.png"}]}) == [
         "#deploys-api  (thread of card one)", "  └ Canary", "    [file: chart.png]"]
     assert show("users.info", {"user": "U0BOB"}, {"ok": True}) == []

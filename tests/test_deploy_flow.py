@@ -138,3 +138,34 @@ async def test_no_version_and_no_ci_lookup_asks_for_one(make_bot, tmp_path: Path
     assert dep.state == "failed"
     assert "Name one: `/deploy api staging v1.2.3`" in dep.detail
     await eventually(lambda: _card_says(bot, "Name one"))
+
+
+async def test_the_card_is_edited_and_threaded_by_channel_id(make_bot) -> None:
+    """Posted by name, the card is then addressed by the ID Slack answers with: chat.update
+    and the replies take that ID (a name there is channel_not_found on real Slack)."""
+    bot = await make_bot()
+    await bot.driver.command("api staging v1.4.2")
+    await finished(bot)
+    await eventually(lambda: _card_says(bot, "Succeeded"))
+    api = bot.slack.channel_id("#deploys-api")
+    [dep] = await deployments(bot)
+    assert dep.card_channel == api
+    updates = bot.slack.calls_to("chat.update")
+    replies = [c for c in bot.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    assert updates and {c.params["channel"] for c in updates + replies} == {api}
+    assert {c.response["error"] for c in bot.slack.calls if c.failed} <= {"ratelimited"}
+
+
+async def test_a_service_configured_by_channel_id(make_bot, tmp_path: Path) -> None:
+    """A config may give the channel's ID: the ack links it as <#ID> (a bare ID reads as
+    gibberish in Slack) and everything is posted there."""
+    services = {"api": {"channel": "C0123ABCD", "deploy": step(tmp_path / "deploy.log")}}
+    bot = await make_bot(make_config(tmp_path, services=services))
+    resp = await bot.driver.command("api staging v1.4.2")
+    assert "Progress is posted in <#C0123ABCD>;" in resp.json()["text"]
+    [dep] = await finished(bot)
+    assert dep.state == "succeeded"
+    card = await delivered(bot, "C0123ABCD", replies=2)
+    assert "v1.4.2" in card_text(card)
+    assert [d.card_channel for d in await deployments(bot)] == ["C0123ABCD"]
+    assert {c.params["channel"] for c in bot.slack.calls_to("chat.update")} == {"C0123ABCD"}

@@ -21,9 +21,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.devtools.driver import SlackDriver
 from bot.devtools.fake_slack import FakeSlack
 
 TS_RE = re.compile(r"^\d{10}\.\d{6}$")
+CHANNEL_ID_RE = re.compile(r"^C[A-Z0-9]{10}$")
 
 
 class FakeClock:
@@ -184,6 +186,117 @@ async def test_ephemeral_and_delete(fake: FakeSlack, client: AsyncWebClient) -> 
     assert fake.messages("C1") == []
     assert fake.calls_to("chat.delete")[0].params == {"channel": "C1", "ts": ts}  # query string
     await expect_error(client.chat_delete(channel="C1", ts=ts), "message_not_found")
+
+
+# -- channel IDs ------------------------------------------------------------------------------
+
+
+async def test_post_by_name_answers_with_the_channel_id(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    resp = await client.chat_postMessage(channel="#deploys-api", text="card")
+    channel = resp["channel"]
+    assert CHANNEL_ID_RE.match(channel)
+    assert channel == fake.channel_id("#deploys-api") == fake.channel_id("deploys-api")
+    assert fake.channel_name(channel) == "deploys-api"
+    root = resp["ts"]
+    again = await client.chat_postMessage(channel="deploys-api", text="no hash", thread_ts=root)
+    by_id = await client.chat_postMessage(channel=channel, text="by id", thread_ts=root)
+    assert again["channel"] == by_id["channel"] == channel
+    assert fake.messages("#deploys-api") == fake.messages(channel)
+    replies = fake.messages("#deploys-api")[0]["replies"]
+    assert [r["text"] for r in replies] == ["no hash", "by id"]
+    assert (await client.chat_update(channel=channel, ts=root, text="x"))["channel"] == channel
+    assert fake.thread("#deploys-api", root)[0]["text"] == "x"
+
+
+async def test_methods_that_take_only_ids_refuse_names(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    ts = (await client.chat_postMessage(channel="#deploys-api", text="card"))["ts"]
+    await expect_error(client.chat_update(channel="#deploys-api", ts=ts, text="x"),
+                       "channel_not_found")
+    await expect_error(client.chat_update(channel="deploys-api", ts=ts, text="x"),
+                       "channel_not_found")
+    await expect_error(client.chat_delete(channel="#deploys-api", ts=ts), "channel_not_found")
+    await expect_error(client.chat_getPermalink(channel="#deploys-api", message_ts=ts),
+                       "channel_not_found")
+    await expect_error(client.conversations_join(channel="#deploys-api"), "channel_not_found")
+    got = await client.files_getUploadURLExternal(filename="a.txt", length=1)
+    async with aiohttp.ClientSession() as session, session.post(got["upload_url"], data=b"x"):
+        pass
+    files = [{"id": got["file_id"]}]
+    await expect_error(client.files_completeUploadExternal(files=files, channel_id="#deploys-api"),
+                       "channel_not_found")
+    assert fake.messages("#deploys-api")[0]["text"] == "card"  # untouched
+    channel = fake.channel_id("#deploys-api")
+    done = await client.files_completeUploadExternal(files=files, channel_id=channel)
+    assert done["files"][0]["channels"] == [channel]
+    joined = (await client.conversations_join(channel=channel))["channel"]
+    assert (joined["id"], joined["name"]) == (channel, "deploys-api")
+
+
+async def test_the_same_name_always_maps_to_the_same_id(client: AsyncWebClient) -> None:
+    async with FakeSlack(rate_limits=False) as other:
+        elsewhere = AsyncWebClient(token="xoxb-test", base_url=other.base_url)
+        first = (await client.chat_postMessage(channel="#deploys-web", text="a"))["channel"]
+        second = (await client.chat_postMessage(channel="#deploys-web", text="b"))["channel"]
+        fresh = (await elsewhere.chat_postMessage(channel="#deploys-web", text="c"))["channel"]
+    assert first == second == fresh == FakeSlack().channel_id("#deploys-web")
+    assert FakeSlack().channel_id("#deploys-api") != first
+    assert FakeSlack().channel_id("C0123ABCD") == "C0123ABCD"  # IDs pass through
+
+
+async def test_post_to_a_user_goes_to_the_apps_dm(fake: FakeSlack, client: AsyncWebClient) -> None:
+    resp = await client.chat_postMessage(channel="U0BOB", text="psst")
+    assert re.fullmatch(r"D[A-Z0-9]{10}", resp["channel"])
+    assert resp["channel"] == fake.channel_id("U0BOB")
+    assert fake.channels.user_of(resp["channel"]) == "U0BOB"
+    assert [m["text"] for m in fake.messages("U0BOB")] == ["psst"]
+    await client.chat_update(channel=resp["channel"], ts=resp["ts"], text="edited")
+    assert fake.messages(resp["channel"])[0]["text"] == "edited"
+    await expect_error(client.chat_update(channel="U0BOB", ts=resp["ts"], text="x"),
+                       "channel_not_found")
+
+
+async def test_ephemeral_by_name_and_permalinks(fake: FakeSlack, client: AsyncWebClient) -> None:
+    """chat.postEphemeral is documented to take "an encoded ID, or a name"."""
+    await client.chat_postEphemeral(channel="#deploys-api", user="U1", text="only you")
+    assert fake.ephemerals[0]["channel"] == fake.channel_id("#deploys-api")
+    await expect_error(client.chat_postEphemeral(channel="#Not a name", user="U1", text="x"),
+                       "channel_not_found")
+    root = await client.chat_postMessage(channel="#deploys-api", text="root")
+    reply = await client.chat_postMessage(channel=root["channel"], text="r", thread_ts=root["ts"])
+    link = (await client.chat_getPermalink(channel=root["channel"], message_ts=root["ts"]))
+    assert link["permalink"].endswith(f"/archives/{root['channel']}/p{root['ts'].replace('.', '')}")
+    threaded = await client.chat_getPermalink(channel=root["channel"], message_ts=reply["ts"])
+    assert f"?thread_ts={root['ts']}&cid={root['channel']}" in threaded["permalink"]
+
+
+async def test_rate_limit_is_per_channel_whatever_it_is_called() -> None:
+    clock = FakeClock()
+    async with FakeSlack(post_burst=2, clock=clock) as fake:
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        await client.chat_postMessage(channel="#deploys-api", text="1")
+        await client.chat_postMessage(channel=fake.channel_id("#deploys-api"), text="2")
+        await expect_error(client.chat_postMessage(channel="deploys-api", text="3"),
+                           "ratelimited", 429)
+
+
+def test_driver_payloads_carry_channel_ids() -> None:
+    fake = FakeSlack()
+    driver = SlackDriver("http://127.0.0.1:1", "secret", channels=fake.channels)
+    api = fake.channel_id("#deploys-api")
+    fake.channels.resolve("#deploys-api", names=True)  # the bot has posted there
+    click = driver.action_payload("deploy_cancel", "1", channel="#deploys-api")
+    assert click["channel"] == {"id": api, "name": "deploys-api"}
+    assert click["container"]["channel_id"] == api
+    default = driver.action_payload("deploy_cancel", "1")
+    assert CHANNEL_ID_RE.match(default["channel"]["id"])
+    assert default["channel"]["name"] == "deploys"
+    assert driver.action_payload("x", "1", channel="C0123ABCD")["channel"]["id"] == "C0123ABCD"
+    command = driver.command_body("status", channel="#deploys-web")
+    assert f"channel_id={fake.channel_id('#deploys-web')}&channel_name=deploys-web" in command
 
 
 # -- Block Kit limits ------------------------------------------------------------------------

@@ -165,10 +165,12 @@ class Console:
         return [f"{self.where(root[0])}  (thread of {title})"]
 
     def where(self, channel: str) -> str:
-        """``#deploys-api``; a message sent to a user id is a direct message."""
-        if channel[:1] in ("U", "W"):
-            return "DM to you" if channel == self.user else f"DM to @{channel}"
-        return rt.channel_label(channel)
+        """``#deploys-api`` for the channel ID Slack answers with; a DM says with whom."""
+        user = self.fake.channels.user_of(channel)
+        if user or channel[:1] in ("U", "W"):
+            user = user or channel
+            return "DM to you" if user == self.user else f"DM to @{user}"
+        return rt.channel_label(channel, self.fake.channel_name(channel))
 
     def show_modal(self, view: dict[str, Any]) -> list[str]:
         """A modal opened for the person who clicked; it stays open until submit or close."""
@@ -280,7 +282,7 @@ class Console:
         several = f" ({len(matches)} buttons say {shown.button.label!r}: pressing the newest)"
         with self.sending():
             self.emit([f"→ {self.user} clicks [ {shown.button.label} ] on “{shown.title}” in "
-                       f"{rt.channel_label(shown.channel)}{several if len(matches) > 1 else ''}"])
+                       f"{self.where(shown.channel)}{several if len(matches) > 1 else ''}"])
             resp = await self.local.driver.click(
                 shown.button.action_id, shown.button.value, user=self.user,
                 channel=shown.channel, message_ts=shown.ts, block_id=shown.button.block_id)

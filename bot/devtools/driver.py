@@ -16,7 +16,10 @@ from urllib.parse import urlencode
 
 import httpx
 
+from bot.devtools.fake_slack_channels import ChannelDirectory, is_conversation_id, normal_name
+
 TEAM = {"id": "T0001", "domain": "shipbot-test"}
+DEFAULT_CHANNEL = "#deploys"  # where commands are typed and buttons clicked unless told
 
 
 def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
@@ -28,22 +31,36 @@ def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]
 
 
 class SlackDriver:
-    def __init__(self, base_url: str, signing_secret: str, *, timeout: float = 10.0) -> None:
+    """Builds and signs requests; ``channels`` is the fake's directory, so a channel named
+    in a test (``#deploys-api``) is sent as the ID Slack would put in the payload."""
+
+    def __init__(self, base_url: str, signing_secret: str, *, timeout: float = 10.0,
+                 channels: ChannelDirectory | None = None) -> None:
         self.url = base_url.rstrip("/") + "/slack/events"
         self.secret = signing_secret
         self.http = httpx.AsyncClient(timeout=timeout)
+        self.channels = channels or ChannelDirectory()
+
+    def where(self, channel: str) -> tuple[str, str]:
+        """(ID, name) of a channel given by ID or name: payloads carry the ID, never ``#``."""
+        cid = self.channels.lookup(channel)
+        if self.channels.user_of(cid) or cid.startswith("D"):
+            return cid, "directmessage"
+        known = self.channels.name_of(cid)
+        return cid, known or (cid.lower() if is_conversation_id(channel) else normal_name(channel))
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     def command_body(
-        self, text: str, *, user: str = "U0ALICE", channel: str = "C0DEPLOYS",
+        self, text: str, *, user: str = "U0ALICE", channel: str = DEFAULT_CHANNEL,
         command: str = "/deploy", trigger_id: str | None = None,
     ) -> str:
+        channel_id, channel_name = self.where(channel)
         return urlencode({
             "token": "unused-verification-token",
             "team_id": TEAM["id"], "team_domain": TEAM["domain"],
-            "channel_id": channel, "channel_name": "deploys",
+            "channel_id": channel_id, "channel_name": channel_name,
             "user_id": user, "user_name": user.lower(),
             "command": command, "text": text,
             "api_app_id": "A0SHIPBOT", "is_enterprise_install": "false",
@@ -58,16 +75,18 @@ class SlackDriver:
         return await self.post(body, "application/x-www-form-urlencoded", headers)
 
     def action_payload(
-        self, action_id: str, value: str, *, user: str = "U0ALICE", channel: str = "C0DEPLOYS",
-        message_ts: str = "1700000000.000100", block_id: str = "b",
+        self, action_id: str, value: str, *, user: str = "U0ALICE",
+        channel: str = DEFAULT_CHANNEL, message_ts: str = "1700000000.000100", block_id: str = "b",
     ) -> dict[str, Any]:
-        """A ``block_actions`` payload shaped as Slack's docs show for a button click."""
+        """A ``block_actions`` payload shaped as Slack's docs show for a button click on a
+        message in ``channel`` (an ID, or a name the payload carries as its ID)."""
+        channel_id, channel_name = self.where(channel)
         return {
             **_interaction("block_actions", user),
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel,
-                          "is_ephemeral": False},
+            "container": {"type": "message", "message_ts": message_ts,
+                          "channel_id": channel_id, "is_ephemeral": False},
             "trigger_id": f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
-            "channel": {"id": channel, "name": "deploys"},
+            "channel": {"id": channel_id, "name": channel_name},
             "message": {"type": "message", "ts": message_ts, "text": "", "blocks": []},
             "response_url": "https://hooks.slack.invalid/actions/T0001/1/x",
             "actions": [{

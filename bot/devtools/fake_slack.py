@@ -2,7 +2,9 @@
 
 Tests, the benchmark and the console REPL point an unmodified slack_sdk client at it
 (``AsyncWebClient(base_url=fake.base_url)``) so the whole HTTP path, including retry
-handlers, is exercised without a workspace. Limits live in ``fake_slack_limits``.
+handlers, is exercised without a workspace. The API methods live in ``fake_slack_api``,
+channel IDs (names are accepted only where Slack takes them) in ``fake_slack_channels``
+and limits in ``fake_slack_limits``.
 """
 
 from __future__ import annotations
@@ -12,23 +14,19 @@ import itertools
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
+from bot.devtools.fake_slack_api import Body, SlackApi
+from bot.devtools.fake_slack_channels import ChannelDirectory
 from bot.devtools.fake_slack_limits import (
     InjectedFailure,
     PostRateLimiter,
     auth_error,
     error_body,
-    message_error,
     pop_failure,
     read_params,
-    view_error,
 )
-
-BOT_USER, BOT_ID, TEAM_ID, TEAM_NAME = "UBOT", "BBOT", "T0001", "Shipbot test"
-Body = dict[str, Any]
 
 
 @dataclass
@@ -44,7 +42,7 @@ class RecordedCall:
     response: Body = field(default_factory=dict)
 
 
-class FakeSlack:
+class FakeSlack(SlackApi):
     """In-process Slack Web API; all state lives on the instance so tests never share it."""
 
     def __init__(
@@ -65,7 +63,8 @@ class FakeSlack:
         self.views: dict[str, Body] = {}
         self.users: dict[str, Body] = {}
         self.usergroups: dict[str, Body] = {}
-        self._channels: dict[str, dict[str, Body]] = {}  # channel -> ts -> message (roots+replies)
+        self.channels = ChannelDirectory()  # name <-> ID, as the workspace knows them
+        self._messages: dict[str, dict[str, Body]] = {}  # channel ID -> ts -> message
         self._pending_files: dict[str, Body] = {}
         self._failures: dict[str, list[InjectedFailure]] = {}
         self._ids = itertools.count(1)
@@ -151,42 +150,18 @@ class FakeSlack:
         failure = InjectedFailure(error, status, times, retry_after)
         self._failures.setdefault(method, []).append(failure)
 
-    def add_user(
-        self,
-        id: str,
-        name: str,
-        real_name: str | None = None,
-        deleted: bool = False,
-        is_bot: bool = False,
-    ) -> Body:
-        """Register a user for users.info; required for every user once ``strict_users`` is on."""
-        real = real_name or name
-        self.users[id] = {
-            "id": id, "team_id": TEAM_ID, "name": name, "real_name": real, "deleted": deleted,
-            "is_bot": is_bot, "tz": "UTC", "tz_label": "Coordinated Universal Time", "tz_offset": 0,
-            "profile": {"real_name": real, "display_name": name},
-        }  # fmt: skip
-        return self.users[id]
-
-    def add_usergroup(
-        self, id: str, handle: str, users: list[str], name: str | None = None
-    ) -> Body:
-        """Register a user group (e.g. an on-call rota) for the usergroups.* methods."""
-        self.usergroups[id] = {
-            "id": id, "team_id": TEAM_ID, "handle": handle, "name": name or handle,
-            "user_count": len(users), "users": list(users),
-        }  # fmt: skip
-        return self.usergroups[id]
-
     def messages(self, channel: str) -> list[Body]:
-        """Root messages of ``channel`` with their current content and a ``replies`` list."""
-        roots = [m for m in self._channels.get(channel, {}).values() if _is_root(m)]
-        return [{**m, "replies": self._replies(channel, m["ts"])} for m in roots]
+        """Root messages of ``channel`` (ID, ``#name`` or user ID for the DM) with their
+        current content and a ``replies`` list."""
+        cid = self.channel_id(channel)
+        roots = [m for m in self._messages.get(cid, {}).values() if _is_root(m)]
+        return [{**m, "replies": self._replies(cid, m["ts"])} for m in roots]
 
     def thread(self, channel: str, ts: str) -> list[Body]:
         """Parent then replies, like conversations.replies; empty if the parent is unknown."""
-        parent = self._channels.get(channel, {}).get(ts)
-        return [dict(parent), *self._replies(channel, ts)] if parent else []
+        cid = self.channel_id(channel)
+        parent = self._messages.get(cid, {}).get(ts)
+        return [dict(parent), *self._replies(cid, ts)] if parent else []
 
     # -- HTTP plumbing ---------------------------------------------------------
     async def _handle_api(self, request: web.Request) -> web.Response:
@@ -215,7 +190,8 @@ class FakeSlack:
         if handler is None:
             return 200, error_body("unknown_method"), {}
         if method == "chat.postMessage" and self.limiter is not None:
-            wait = self.limiter.retry_after(str(params.get("channel", "")), self.clock())
+            key = self.channel_id(str(params.get("channel") or ""))  # one bucket per channel
+            wait = self.limiter.retry_after(key, self.clock())
             if wait:
                 return 429, error_body("ratelimited"), {"Retry-After": str(wait)}
         return 200, handler(params), {}
@@ -231,138 +207,6 @@ class FakeSlack:
         else:
             pending["bytes"] = await request.read()
         return web.Response(text=f"OK - {len(pending['bytes'])}")
-
-    # -- message store ---------------------------------------------------------
-    def _next_ts(self) -> str:
-        self._ts_micros += 100
-        return f"{self._ts_micros // 1_000_000}.{self._ts_micros % 1_000_000:06d}"
-
-    def _replies(self, channel: str, ts: str) -> list[Body]:
-        store = self._channels.get(channel, {}).values()
-        return [dict(m) for m in store if m.get("thread_ts") == ts and m["ts"] != ts]
-
-    def _store(self, channel: str, params: Body, **extra: Any) -> Body:
-        """Append a message; a known ``thread_ts`` makes it a reply, unknown ones go top-level."""
-        store = self._channels.setdefault(channel, {})
-        msg: Body = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, **extra}
-        msg["text"] = params.get("text") or ""
-        msg.update({k: params[k] for k in ("blocks", "attachments", "metadata") if params.get(k)})
-        msg["ts"] = self._next_ts()
-        parent = store.get(str(params.get("thread_ts")))
-        if parent is not None:
-            root = store[parent.get("thread_ts", parent["ts"])]
-            root["thread_ts"], msg["thread_ts"] = root["ts"], root["ts"]
-            root["reply_count"] = root.get("reply_count", 0) + 1
-        store[msg["ts"]] = msg
-        return msg
-
-    def _find(self, p: Body) -> Body | None:
-        return self._channels.get(str(p.get("channel")), {}).get(str(p.get("ts")))
-
-    # -- API methods (looked up by name: chat.postMessage -> _api_chat_postMessage) --
-    def _api_auth_test(self, p: Body) -> Body:
-        return {"ok": True, "url": "https://shipbot-test.slack.com/", "team": TEAM_NAME,
-                "user": "shipbot", "team_id": TEAM_ID, "user_id": BOT_USER, "bot_id": BOT_ID,
-                "is_enterprise_install": False}  # fmt: skip
-
-    def _api_chat_postMessage(self, p: Body) -> Body:
-        if not p.get("channel"):
-            return error_body("channel_not_found")
-        if err := message_error(p):
-            return err
-        msg = self._store(str(p["channel"]), p)
-        return {"ok": True, "channel": p["channel"], "ts": msg["ts"], "message": dict(msg)}
-
-    def _api_chat_postEphemeral(self, p: Body) -> Body:
-        if not p.get("channel") or not p.get("user"):
-            return error_body("user_not_in_channel" if p.get("channel") else "channel_not_found")
-        if err := message_error(p):
-            return err
-        self.ephemerals.append({**p, "message_ts": self._next_ts()})
-        return {"ok": True, "message_ts": self.ephemerals[-1]["message_ts"]}
-
-    def _api_chat_update(self, p: Body) -> Body:
-        if (msg := self._find(p)) is None:
-            return error_body("message_not_found")
-        if err := message_error({**msg, **p}):
-            return err
-        for key in ("text", "blocks", "attachments", "metadata"):
-            if key in p:  # Slack keeps omitted blocks/attachments; [] clears them
-                msg[key] = p[key]
-        msg["edited"] = {"user": BOT_USER, "ts": self._next_ts()}
-        return {"ok": True, "channel": p["channel"], "ts": msg["ts"], "text": msg["text"],
-                "message": dict(msg)}  # fmt: skip
-
-    def _api_chat_delete(self, p: Body) -> Body:
-        if self._find(p) is None:
-            return error_body("message_not_found")
-        store, ts = self._channels[str(p["channel"])], str(p["ts"])
-        for doomed in [ts, *(r["ts"] for r in self._replies(str(p["channel"]), ts))]:
-            del store[doomed]
-        return {"ok": True, "channel": p["channel"], "ts": ts}
-
-    def _api_conversations_join(self, p: Body) -> Body:
-        channel = p.get("channel")
-        return {"ok": True, "channel": {"id": channel, "name": channel, "is_member": True}}
-
-    def _api_users_info(self, p: Body) -> Body:
-        uid = str(p.get("user", ""))
-        if uid not in self.users and not self.strict_users and uid[:1] in ("U", "W"):
-            self.add_user(uid, uid.lower())
-        user = self.users.get(uid)
-        return {"ok": True, "user": user} if user else error_body("user_not_found")
-
-    def _api_usergroups_list(self, p: Body) -> Body:
-        with_users = str(p.get("include_users", "")).lower() in ("1", "true")
-        groups = [{k: v for k, v in g.items() if with_users or k != "users"}
-                  for g in self.usergroups.values()]  # fmt: skip
-        return {"ok": True, "usergroups": groups}
-
-    def _api_usergroups_users_list(self, p: Body) -> Body:
-        if (group := self.usergroups.get(str(p.get("usergroup")))) is None:
-            return error_body("no_such_subteam")
-        return {"ok": True, "users": list(group["users"])}
-
-    def _api_views_open(self, p: Body) -> Body:
-        if not p.get("trigger_id"):
-            return error_body("invalid_arguments", ["missing required field: trigger_id"])
-        return view_error(p.get("view")) or self._save_view(f"V{next(self._ids):08d}", p["view"])
-
-    def _api_views_update(self, p: Body) -> Body:
-        if str(p.get("view_id")) not in self.views:
-            return error_body("not_found")
-        return view_error(p.get("view")) or self._save_view(str(p["view_id"]), p["view"])
-
-    def _save_view(self, view_id: str, view: Body) -> Body:
-        self.views[view_id] = {**view, "id": view_id, "team_id": TEAM_ID, "bot_id": BOT_ID,
-                               "root_view_id": view_id, "state": {"values": {}}}  # fmt: skip
-        return {"ok": True, "view": self.views[view_id]}
-
-    def _api_files_getUploadURLExternal(self, p: Body) -> Body:
-        if not p.get("filename") or not p.get("length"):
-            return error_body("invalid_arguments", ["missing required field: filename or length"])
-        fid = f"F{next(self._ids):08d}"
-        self._pending_files[fid] = {"file_id": fid, "filename": p["filename"], "bytes": None}
-        return {"ok": True, "upload_url": f"{self._origin}/upload/{fid}", "file_id": fid}
-
-    def _api_files_completeUploadExternal(self, p: Body) -> Body:
-        files = p.get("files") if isinstance(p.get("files"), list) else []
-        pending = [self._pending_files.get(str(f.get("id"))) or {} for f in files]
-        if not files or any(up.get("bytes") is None for up in pending):
-            return error_body("file_not_found")  # unknown id, or the bytes were never POSTed
-        channel = p.get("channel_id") or str(p.get("channels") or "").split(",")[0] or None
-        thread_ts, comment = p.get("thread_ts"), p.get("initial_comment")
-        shared: list[Body] = []
-        for f, up in zip(files, pending, strict=True):
-            title = f.get("title") or up["filename"]
-            shared.append({"id": up["file_id"], "name": up["filename"], "title": title})
-            self.uploads.append({**up, "title": title, "channel": channel,
-                                 "thread_ts": thread_ts, "initial_comment": comment})  # fmt: skip
-            del self._pending_files[up["file_id"]]
-        if channel:  # Slack shares the files as a message in the channel or thread
-            msg = {"text": comment, "thread_ts": thread_ts}
-            self._store(str(channel), msg, subtype="file_share", files=shared)
-        return {"ok": True, "files": shared}
 
 
 def _is_root(message: Body) -> bool:

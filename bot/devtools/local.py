@@ -74,7 +74,7 @@ class LocalBot:
             await asyncio.sleep(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        self.driver = SlackDriver(self.url, self.signing_secret)
+        self.driver = SlackDriver(self.url, self.signing_secret, channels=self.slack.channels)
 
     async def stop(self) -> None:
         """Graceful stop: the ASGI lifespan shuts the bot down."""

@@ -269,8 +269,11 @@ def plain(line: str) -> str:
     return _ANSI_CODE.sub("", line)
 
 
-def channel_label(channel: str) -> str:
-    """``#name`` for names and ids alike (the bot posts to ``#deploys-api``)."""
+def channel_label(channel: str, name: str | None = None) -> str:
+    """``#name`` as Slack shows a channel: its ``name`` when the ID's name is known, else
+    the name or ID given (Slack answers with IDs; configs may hold names or IDs)."""
+    if name:
+        return f"#{name.removeprefix('#')}"
     return channel if channel.startswith("#") else f"#{channel}"
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert
 
 from bot.clock import as_utc, human_duration
+from bot.mrkdwn import channel_mention
 from bot.store.models import Deployment, Outbox
 
 FAILED_ENDS = ("failed", "cancelled", "rejected", "expired", "rollback_failed")
@@ -70,7 +71,7 @@ def on_transition(session: Any, dep: Deployment, to: str, now: datetime) -> None
     ref = f"{what} #{dep.id}"
     if to == "awaiting_approval":
         reply(session, thread_id, f":raised_hand: {ref} needs approval first: the request is "
-              f"in its thread in {dep.channel}.", now=now)
+              f"in its thread in {channel_mention(dep.channel)}.", now=now)
     elif to == "deploying":
         reply(session, thread_id, f":rewind: {ref}: putting `{dep.version}` on {dep.env} "
               "now.", now=now)

@@ -23,7 +23,7 @@ from bot.engine import alert_outbox, machine, policy, suspects
 from bot.engine.machine import STATE_TEXT, State
 from bot.engine.policy import Policy
 from bot.engine.urgency import Urgency
-from bot.mrkdwn import escape
+from bot.mrkdwn import channel_mention, escape
 from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import AlertThread, Deployment, Outbox
@@ -109,7 +109,7 @@ class RollbackService:
             await self._announce(session, thread, suspect, dep, auto, now)
             await session.commit()
         return (f":rewind: Rollback #{dep.id} of {dep.service} {dep.env} to `{dep.version}` "
-                f"started; progress in this thread and in {dep.channel}.")
+                f"started; progress in this thread and in {channel_mention(dep.channel)}.")
 
     async def _announce(self, session: AsyncSession, thread: AlertThread, suspect: Deployment,
                         dep: Deployment, auto: bool, now: datetime) -> None:
@@ -172,7 +172,7 @@ class RollbackService:
             await session.commit()
         return (f":rewind: Rollback #{dep.id} of {cmd.service} {cmd.env} from "
                 f"`{running.version}` to `{version}` is on its way. Progress is posted in "
-                f"{dep.channel}.")
+                f"{channel_mention(dep.channel)}.")
 
     async def _check_version(self, session: AsyncSession, cmd: Rollback, running: Deployment,
                              version: str | None) -> str | None:

@@ -21,7 +21,7 @@ from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
-from bot.mrkdwn import escape
+from bot.mrkdwn import channel_mention, escape
 from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import Deployment
@@ -95,8 +95,8 @@ class DeployService:
                 "thread." if dep.approvals_required else "")
         return (
             f":rocket: {kind} #{dep.id} of {cmd.service} {what} to {cmd.env} is on its way."
-            f"{gate} Progress is posted in {self.channels[cmd.service]}; cancel with "
-            f"`/deploy cancel {cmd.service} {cmd.env}` before the deploy starts."
+            f"{gate} Progress is posted in {channel_mention(self.channels[cmd.service])}; "
+            f"cancel with `/deploy cancel {cmd.service} {cmd.env}` before the deploy starts."
         )
 
     async def _insert(self, dep: Deployment, actor: str, now: datetime, detail: str,
