@@ -43,6 +43,7 @@ import httpx
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.driver import SlackDriver, sign
 from bot.devtools.fake_slack import FakeSlack
+from bot.devtools.fake_slack_channels import ChannelDirectory
 from bot.devtools.local import LocalBot
 from bot.slack.blocks_alerts import ALERT_ROLLBACK_ACTION
 from integrations.base import JobSpec, RunState, RunStatus
@@ -85,7 +86,9 @@ async def _serve(conn: Connection, services: int, slack_url: str, tick: float) -
     tmp = Path(tempfile.mkdtemp(prefix="shipbot-alert-bench-"))
     calls: list[tuple[str, str, str, float]] = []
     try:
-        stub: Any = types.SimpleNamespace(base_url=slack_url)
+        # The fake Slack runs in the parent; its channel IDs are derived from names, so a
+        # directory of our own maps them the same way.
+        stub: Any = types.SimpleNamespace(base_url=slack_url, channels=ChannelDirectory())
         bot = LocalBot(bench_config(services), database_url=f"sqlite:///{tmp}/shipbot.db",
                        state_dir=tmp / "state", fake_slack=stub, tick_seconds=tick)
         async with bot:
