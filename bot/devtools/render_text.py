@@ -1,73 +1,47 @@
-"""Block Kit and Slack mrkdwn as terminal text, for `shipbot console`.
+"""Block Kit as terminal text, for `shipbot console`; the one import for its renderers.
 
 Pure functions (no I/O; ``TextStyle.for_stream`` only looks at the stream) so the
 console's transcript is predictable and the rendering is tested on the JSON the real
-builders in ``bot.slack.blocks`` produce.
+builders in ``bot.slack.blocks`` produce. Mrkdwn and the transcript layout live in
+``render_mrkdwn`` and ``render_layout``; their names are offered here too.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any, TextIO
+from typing import Any
+
+from bot.devtools.render_layout import (
+    channel_label,
+    format_aside,
+    format_reply,
+    format_root,
+    format_update,
+    title_of,
+)
+from bot.devtools.render_mrkdwn import (
+    EMOJI,
+    FENCE,
+    PLAIN,
+    TextStyle,
+    emoji,
+    inline,
+    mrkdwn,
+    plain,
+    unescape,
+)
+
+__all__ = [  # the console's and the tests' one import
+    "EMOJI", "PLAIN", "Block", "Button", "TextStyle", "buttons", "channel_label",
+    "format_aside", "format_reply", "format_root", "format_update", "inline", "inputs",
+    "mrkdwn", "plain", "render_block", "render_blocks", "render_message", "render_view",
+    "title_of",
+]
 
 Block = Mapping[str, Any]
-
-# The emoji codes Shipbot posts (STATE_EMOJI and the thread notes); others stay ``:code:``.
-EMOJI: Mapping[str, str] = MappingProxyType({
-    "inbox_tray": "📥", "raised_hand": "✋", "hourglass_flowing_sand": "⏳",
-    "hammer_and_wrench": "🛠️", "rocket": "🚀", "mag": "🔍", "arrow_double_up": "⏫",
-    "double_vertical_bar": "⏸️", "white_check_mark": "✅", "no_entry": "⛔",
-    "alarm_clock": "⏰", "heavy_multiplication_x": "✖️", "x": "❌", "rewind": "⏪",
-    "leftwards_arrow_with_hook": "↩️", "rotating_light": "🚨", "label": "🏷️",
-    "warning": "⚠️", "lock": "🔒", "unlock": "🔓", "snowflake": "❄️", "sunny": "☀️",
-    "construction": "🚧", "ambulance": "🚑", "tada": "🎉",
-})  # fmt: skip
-
-_ANSI = MappingProxyType({
-    "bold": "\x1b[1m", "dim": "\x1b[2m", "italic": "\x1b[3m", "strike": "\x1b[9m",
-    "danger": "\x1b[31m", "primary": "\x1b[32m", "reset": "\x1b[0m",
-})  # fmt: skip
-_ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
-_LINK = re.compile(r"<([^<>\n]+)>")
-_EMOJI_CODE = re.compile(r":([a-z0-9_+-]+):")
-_INLINE_CODE = re.compile(r"(`[^`\n]+`)")
-_FENCE = "```"
-# Slack only formats *bold*, _italic_ and ~strike~ at word boundaries.
-_FORMATS = (
-    ("bold", re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")),
-    ("italic", re.compile(r"(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])")),
-    ("strike", re.compile(r"(?<![\w~])~(?=\S)([^~\n]+?)(?<=\S)~(?![\w~])")),
-)
 _BOLD_LABEL = re.compile(r"^\*([^*\n]+)\*$")
-
-
-@dataclass(frozen=True)
-class TextStyle:
-    """How to draw: ANSI colours only on a terminal, emoji only where the encoding has them."""
-
-    color: bool = False
-    emoji: bool = True
-    max_code_lines: int | None = None  # long build output: keep the last lines
-
-    @classmethod
-    def for_stream(cls, out: TextIO, max_code_lines: int | None = 8) -> TextStyle:
-        """Colour on a terminal (unless NO_COLOR), emoji only if the encoding is UTF-8."""
-        tty = bool(getattr(out, "isatty", lambda: False)())
-        encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
-        return cls(color=tty and "NO_COLOR" not in os.environ,
-                   emoji=encoding in ("utf8", "utf_8"), max_code_lines=max_code_lines)
-
-    def paint(self, text: str, *styles: str) -> str:
-        if not self.color or not styles or not text:
-            return text
-        return "".join(_ANSI[s] for s in styles) + text + _ANSI["reset"]
-
-
-PLAIN = TextStyle()
 
 
 @dataclass(frozen=True)
@@ -81,75 +55,13 @@ class Button:
     style: str | None = None
 
 
-def _link(match: re.Match[str]) -> str:
-    """``<@U1>``, ``<#C1|name>``, ``<!here>``, ``<url|label>`` as a reader would say them."""
-    inner = match.group(1)
-    target, _, label = inner.partition("|")
-    if target.startswith("@"):
-        return f"@{label}" if label else target
-    if target.startswith("#"):
-        return f"#{label}" if label else target
-    if target.startswith("!"):
-        if label:
-            return label
-        return "@" + target[1:].split("^")[0]
-    if label and label != target:
-        return f"{label} ({target})"
-    return target
-
-
-def _unescape(text: str) -> str:
-    """Slack escapes only these three; ``&amp;`` last so ``&amp;lt;`` stays ``&lt;``."""
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-def _emoji(text: str, style: TextStyle) -> str:
-    if not style.emoji:
-        return text
-    return _EMOJI_CODE.sub(lambda m: EMOJI.get(m.group(1), m.group(0)), text)
-
-
-def inline(text: str, style: TextStyle = PLAIN) -> str:
-    """One run of mrkdwn (no code fences) as plain or ANSI text; `code` spans kept verbatim."""
-    out: list[str] = []
-    for i, part in enumerate(_INLINE_CODE.split(text)):
-        if i % 2:  # inside backticks: Slack does not format here
-            out.append(_unescape(part))
-            continue
-        part = _emoji(_LINK.sub(_link, part), style)
-        for name, pattern in _FORMATS:
-            part = pattern.sub(lambda m, n=name: style.paint(m.group(1), n), part)
-        out.append(_unescape(part))
-    return "".join(out)
-
-
-def _code_lines(body: str, style: TextStyle) -> list[str]:
-    lines = _unescape(body).strip("\n").splitlines() or [""]
-    limit = style.max_code_lines
-    if limit is not None and len(lines) > limit:
-        hidden = len(lines) - limit
-        lines = [f"… {hidden} earlier line{'s' if hidden > 1 else ''}", *lines[-limit:]]
-    return ["    " + style.paint(line, "dim") for line in lines]
-
-
-def mrkdwn(text: str, style: TextStyle = PLAIN) -> list[str]:
-    """Mrkdwn text as lines; ```fenced``` code is indented, the rest made readable."""
-    lines: list[str] = []
-    for i, part in enumerate(text.split(_FENCE)):
-        if i % 2:
-            lines.extend(_code_lines(part, style))
-        elif part.strip("\n"):
-            lines.extend(inline(line, style) for line in part.strip("\n").splitlines())
-    return lines
-
-
 def _labelled(text: str, style: TextStyle) -> list[str]:
     """``*Label*\\nvalue`` (fields, and sections such as *Reason*) as ``Label: value``."""
     first, _, rest = text.partition("\n")
     label = _BOLD_LABEL.match(first.strip())
-    if label and rest and _FENCE not in rest:
+    if label and rest and FENCE not in rest:
         value = [inline(line, style) for line in rest.splitlines() if line.strip()]
-        head = style.paint(_unescape(label.group(1)), "bold") + ":"
+        head = style.paint(unescape(label.group(1)), "bold") + ":"
         if len(value) == 1:
             return [f"{head} {value[0]}"]
         return [head, *("  " + v for v in value)]
@@ -162,7 +74,7 @@ def _text_of(obj: Mapping[str, Any] | None, style: TextStyle) -> list[str]:
         return []
     raw = str(obj.get("text", ""))
     if obj.get("type") == "plain_text":
-        return _emoji(raw, style).splitlines() if obj.get("emoji", True) else raw.splitlines()
+        return emoji(raw, style).splitlines() if obj.get("emoji", True) else raw.splitlines()
     return _labelled(raw, style)
 
 
@@ -255,58 +167,3 @@ def buttons(blocks: Sequence[Block] | None) -> list[Button]:
                     block_id=str(block.get("block_id", "")), style=el.get("style"),
                 ))  # fmt: skip
     return found
-
-
-def title_of(lines: Sequence[str], limit: int = 60) -> str:
-    """A short name for a rendered message: its header, or its first line."""
-    first = plain(next((line for line in lines if line.strip()), ""))
-    title = first.removeprefix("== ").removesuffix(" ==")
-    return title if len(title) <= limit else title[: limit - 1] + "…"
-
-
-def plain(line: str) -> str:
-    """A rendered line without its ANSI colours."""
-    return _ANSI_CODE.sub("", line)
-
-
-def channel_label(channel: str, name: str | None = None) -> str:
-    """``#name`` as Slack shows a channel: its ``name`` when the ID's name is known, else
-    the name or ID given (Slack answers with IDs; configs may hold names or IDs)."""
-    if name:
-        return f"#{name.removeprefix('#')}"
-    return channel if channel.startswith("#") else f"#{channel}"
-
-
-def format_aside(tag: str, lines: Sequence[str]) -> list[str]:
-    """``(only you) first line`` with the rest aligned under it."""
-    pad = " " * (len(tag) + 1)
-    return [f"{tag} {lines[0]}", *((pad + x).rstrip() for x in lines[1:])] if lines else []
-
-
-def format_root(channel: str, lines: Sequence[str]) -> list[str]:
-    """A new top-level message: who posted where, then its content indented."""
-    return [f"{channel}  [shipbot]", *("  " + line for line in lines)]
-
-
-def format_reply(lines: Sequence[str]) -> list[str]:
-    """A thread reply, hung under the message above it."""
-    if not lines:
-        return []
-    return ["  └ " + lines[0], *("    " + line for line in lines[1:])]
-
-
-def format_update(
-    channel: str, before: Sequence[str], after: Sequence[str], *, reply: bool = False
-) -> list[str]:
-    """An edited message: only the lines that changed, and buttons that went away."""
-    old, new = set(before), set(after)
-    added = [line for line in after if line not in old]
-    gone = [line for line in before if line not in new and plain(line).startswith("[ ")]
-    if not added and not gone:
-        return []
-    pad = "    " if reply else "  "
-    head = f"{channel}  (updated) {title_of(after)}"
-    if reply:
-        head = f"  └ (updated) {title_of(after)}"
-    body = [line for line in added if line != after[0]]  # the title is in the head already
-    return [head, *(pad + line for line in body), *(f"{pad}{line} (gone)" for line in gone)]
