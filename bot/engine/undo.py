@@ -19,7 +19,9 @@ from bot.store.models import Deployment, Outbox
 from integrations.base import RunState, start_run
 
 if TYPE_CHECKING:
-    from datetime import timedelta
+    from datetime import datetime, timedelta
+
+    from sqlmodel.ext.asyncio.session import AsyncSession
 
     from bot.engine.steps import StepContext
 
@@ -50,11 +52,18 @@ async def step_paused(ctx: StepContext, dep: Deployment) -> None:
 async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str = "",
                     detail: str = "") -> None:
     """Automatic rollback: say what failed and the numbers, then undo through the target."""
-    machine.transition(ctx.session, dep, State.ROLLING_BACK, actor="shipbot", now=ctx.now,
+    begin_rollback(ctx.session, dep, ctx.now, why, lines=lines, detail=detail)
+
+
+def begin_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: str, *,
+                   lines: str = "", detail: str = "") -> None:
+    """The database half of a rollback (state, thread message); the runner's next step
+    (``step_rolling_back``) talks to the target. Usable where no target is at hand."""
+    machine.transition(session, dep, State.ROLLING_BACK, actor="shipbot", now=now,
                        detail=f"Rolling back: {why}.")
-    dep.action_run_id, dep.next_action_at = None, ctx.now
-    note(ctx.session, dep, f":rewind: *Rolling back {dep.service} on {dep.env}: {why}.*"
-         + (f"\n{lines}" if lines else ""), now=ctx.now, detail=detail or None)
+    dep.action_run_id, dep.next_action_at = None, now
+    note(session, dep, f":rewind: *Rolling back {dep.service} on {dep.env}: {why}.*"
+         + (f"\n{lines}" if lines else ""), now=now, detail=detail or None)
 
 
 async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
