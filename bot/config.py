@@ -149,14 +149,19 @@ class ShipbotConfig(BaseModel):
     def strategy_for(self, service: str, env: str, kind: str | None = None) -> StrategyConfig:
         """The environment's strategy, or with ``--strategy KIND`` the configured strategy
         of that kind (the environment's, then the service's), so a canary asked for by hand
-        still uses the team's steps and analysis rather than bare defaults."""
+        still uses the team's steps and analysis rather than bare defaults. The
+        environment's own gates (its checks, its pause timeout) come along either way."""
         svc = self.services[service]
-        strategy = svc.strategies.get(env, svc.strategy)
+        own = svc.strategies.get(env)
+        strategy = own or svc.strategy
         if not kind or kind == strategy.kind:
             return strategy
-        if kind == svc.strategy.kind:
-            return svc.strategy
-        return strategy.with_kind(kind)  # type: ignore[arg-type]
+        chosen = svc.strategy if kind == svc.strategy.kind else strategy.with_kind(kind)  # type: ignore[arg-type]
+        if own is None:
+            return chosen
+        gates = {f: getattr(own, f) for f in ("checks", "pause_timeout")
+                 if f in own.model_fields_set}
+        return chosen.model_copy(update=gates)
 
     @model_validator(mode="after")
     def _service_environments_exist(self) -> ShipbotConfig:

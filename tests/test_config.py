@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,23 @@ async def test_check_names_unknown_user_groups_via_slack(tmp_path: Path) -> None
     assert proc.returncode == 1, err.decode()
     assert ("environments.production.approval.approvers: unknown user group @sre-leadz "
             "(did you mean @sre-leads?)") in out.decode()
+
+
+def test_strategy_flag_picks_the_configured_kind_and_keeps_the_environments_gates(
+        tmp_path: Path) -> None:
+    data = base()
+    web = data["services"]["web"]  # canary [10, 50, pause, 100] at service level
+    web["strategies"] = {"production": {
+        "kind": "rolling", "pause_timeout": "10m",
+        "checks": [{"name": "prod-health", "url": "https://web.example.com/healthz"}]}}
+    config = load_config(write(tmp_path, data))
+
+    assert config.strategy_for("web", "production").kind == "rolling"
+    canary = config.strategy_for("web", "production", "canary")
+    assert canary.kind == "canary" and canary.steps == [10, 50, "pause", 100]
+    assert [c.name for c in canary.checks] == ["prod-health"]  # never dropped by a flag
+    assert canary.pause_timeout == timedelta(minutes=10)
+    green = config.strategy_for("web", "production", "blue-green")
+    assert green.kind == "blue-green" and [c.name for c in green.checks] == ["prod-health"]
+    staging = config.strategy_for("web", "staging", "canary")
+    assert staging == config.services["web"].strategy  # nothing to merge there
