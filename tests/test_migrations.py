@@ -199,3 +199,67 @@ def test_cli_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cli_main(["db", "upgrade"]) == 0
     assert cli_main(["db", "upgrade"]) == 0
     assert (tmp_path / "cli.db").exists()
+
+
+async def test_a_first_start_killed_mid_migration_leaves_nothing_behind(
+        engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Killed after a few tables: the next start must not trip over half a schema
+    (SQLite's driver does not begin a transaction before DDL on its own)."""
+    from alembic.operations import Operations
+
+    real, made = Operations.create_table, []
+
+    def create_table(self: Operations, name: str, *columns: object, **kw: object) -> object:
+        if len(made) == 3:
+            raise KeyboardInterrupt("killed during the first start")
+        made.append(name)
+        return real(self, name, *columns, **kw)
+
+    monkeypatch.setattr(Operations, "create_table", create_table)
+    with pytest.raises(KeyboardInterrupt):
+        await create_schema(engine)
+    async with engine.connect() as conn:
+        left = await conn.run_sync(lambda c: c.exec_driver_sql(
+            "SELECT 1 FROM information_schema.tables WHERE table_name = 'deployment'"
+            if c.dialect.name == "postgresql" else
+            "SELECT 1 FROM sqlite_master WHERE name = 'deployment'").fetchall())
+    assert left == [] and made[:1]  # tables were made, then all rolled back
+
+    monkeypatch.setattr(Operations, "create_table", real)
+    await create_schema(engine)  # the next start migrates from scratch
+    assert await differences(engine) == []
+
+
+async def test_sqlite_migrations_can_rebuild_a_referenced_table(tmp_path: Path) -> None:
+    """Batch mode copies, drops and renames a table: with the app's foreign_keys=ON that
+    fails once rows reference it, so migrations run with foreign keys off, checked after."""
+    import sqlalchemy as sa
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
+    from bot.store.models import Approval
+
+    db = create_engine(f"sqlite:///{tmp_path}/shipbot.db")
+    await create_schema(db)
+    async with session_factory(db)() as session:
+        dep = Deployment(request_key="k", service="api", env="dev", version="v1",
+                         requester="U1", state="succeeded", channel="#deploys-api",
+                         created_at=NOW, updated_at=NOW)
+        session.add(dep)
+        await session.flush()
+        session.add(Approval(deployment_id=dep.id, user="U2", decision="approve", at=NOW))
+        await session.commit()
+
+    def rebuild(conn: Connection) -> None:
+        def work() -> None:
+            op = Operations(MigrationContext.configure(conn, opts={"render_as_batch": True}))
+            with op.batch_alter_table("deployment", recreate="always") as batch:
+                batch.add_column(sa.Column("new_col", sa.Integer(), nullable=True))
+        migrations._sqlite_atomically(conn, work)
+
+    async with db.connect() as conn:
+        await conn.run_sync(rebuild)
+        fks = (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+        rows = (await conn.exec_driver_sql("SELECT count(*) FROM approval")).scalar()
+    await db.dispose()
+    assert (fks, rows) == (1, 1)  # foreign keys back on, the approval kept

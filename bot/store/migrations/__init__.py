@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +61,18 @@ def schema_differences(connection: Connection) -> list[Any]:
 
 
 def upgrade(connection: Connection, revision: str = "head") -> None:
-    """Migrate to ``revision``, first adopting a database made by the old create_all.
-
-    Such a database has our tables but no alembic_version; running the initial
-    revision on it would fail on "table already exists", so it is stamped instead.
-    """
+    """Migrate to ``revision`` in one transaction, first adopting a database made by the
+    old create_all (our tables but no alembic_version: the initial revision would fail
+    on "table already exists", so such a database is stamped instead)."""
+    if connection.dialect.name == "sqlite":
+        _sqlite_atomically(connection, lambda: _upgrade(connection, revision))
+        return
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+    _upgrade(connection, revision)
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config(connection)
     tables = set(inspect(connection).get_table_names())
     adopted = "alembic_version" not in tables and bool(tables & set(SQLModel.metadata.tables))
@@ -80,6 +86,27 @@ def upgrade(connection: Connection, revision: str = "head") -> None:
         if drift:
             log.warning("the adopted schema differs from the models (made by an older "
                         "version?): %s", drift)
+
+
+def _sqlite_atomically(connection: Connection, work: Callable[[], None]) -> None:
+    """SQLite's Python driver opens a transaction only before DML, never before DDL, so a
+    first start killed half-way would leave half a schema behind for good. Begin one
+    explicitly. Foreign keys are off meanwhile (batch mode rebuilds a referenced table
+    by copy, drop and rename) and checked before the commit; PRAGMA foreign_keys cannot
+    change inside a transaction, hence the order."""
+    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    try:
+        work()
+        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+        connection.exec_driver_sql("COMMIT")
+    except BaseException:
+        connection.exec_driver_sql("ROLLBACK")
+        raise
+    finally:
+        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 def _next_revision_id(config: Config) -> str:
