@@ -1,7 +1,10 @@
 """Advances due deployments. Called by the scheduler tick and woken early by new work.
 
 A deployment is claimed with a conditional UPDATE (a lease with expiry), so two
-replicas, or a tick racing a wake-up, never advance the same deployment at once.
+replicas, or a tick racing a wake-up, never advance the same deployment at once. The
+claim bumps the row version, so a person's change decided on the row as it was before
+the claim (a cancel, a pause) fails with a stale-row error and is decided again, on
+the leased row, instead of overwriting a step that is already calling the target.
 """
 
 from __future__ import annotations
@@ -9,17 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.engine import machine, undo
 from bot.engine.machine import IN_FLIGHT, State
-from bot.engine.outbox import note
+from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.steps import STEPS, StepContext
@@ -34,7 +38,13 @@ from integrations.metrics import MetricsProvider
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 MAX_STEP_ATTEMPTS = 5
-BATCH = 20
+# Deployments claimed, and advanced concurrently, per tick. Each holds a pooled database
+# connection, inside an open transaction, for its whole step, including the target's
+# and the metrics' I/O. Kept well below the PostgreSQL pool (bot/store/db.py: 10 + 30)
+# so that a slash command's ack, the notifier and the webhooks always find a connection
+# while the runner waits on a slow target. Claimed ones all start at once, so none waits
+# for a turn while its lease runs out; the rest are due at the next tick (about 1 s).
+BATCH = 10
 
 
 class Runner:
@@ -75,7 +85,11 @@ class Runner:
                     .limit(BATCH)
                 )).all()
             claimed = await self._claim([i for i in due if i is not None])
-            await asyncio.gather(*(self.advance(i) for i in claimed))
+            results = await asyncio.gather(*(self.advance(i) for i in claimed),
+                                           return_exceptions=True)
+            for dep_id, result in zip(claimed, results, strict=True):
+                if isinstance(result, Exception):  # one deployment must not stop the others
+                    log.error("deployment %s: advancing it failed", dep_id, exc_info=result)
             await self._count_states()
             if claimed:
                 self.on_change()
@@ -100,7 +114,11 @@ class Runner:
             self._lock.release()
 
     async def _claim(self, dep_ids: list[int]) -> list[int]:
-        """Lease those of ``dep_ids`` nobody holds, in one write (one turn at the gate)."""
+        """Lease those of ``dep_ids`` nobody holds, in one write (one turn at the gate).
+
+        Due and in flight are checked again: a person may have paused, aborted or
+        cancelled one since the tick selected it. The row version goes up, so whoever
+        read the row before this claim must read it again (``retry_on_conflict``)."""
         if not dep_ids:
             return []
         now = self.clock()
@@ -108,9 +126,12 @@ class Runner:
             result = await session.exec(
                 update(Deployment)
                 .where(col(Deployment.id).in_(dep_ids),
+                       col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
+                       col(Deployment.next_action_at) <= now,
                        or_(col(Deployment.lease_until).is_(None),
                            col(Deployment.lease_until) < now))
-                .values(lease_owner=self.owner, lease_until=now + LEASE)
+                .values(lease_owner=self.owner, lease_until=now + LEASE,
+                        row_version=col(Deployment.row_version) + 1)
                 .returning(col(Deployment.id))
             )
             claimed = set(result.scalars().all())  # type: ignore[attr-defined]
@@ -153,40 +174,101 @@ class Runner:
                     asyncio.get_running_loop().time() - started)
 
     async def _release(self, dep_id: int) -> None:
+        """Give the lease up, unless it ran out and another runner holds it now."""
         async with self.gate(), self.sessions() as session:
-            await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
-                               .values(lease_owner=None, lease_until=None))
+            await session.exec(update(Deployment)
+                               .where(col(Deployment.id) == dep_id,
+                                      col(Deployment.lease_owner) == self.owner)
+                               .values(lease_owner=None, lease_until=None,
+                                       row_version=col(Deployment.row_version) + 1))
             await session.commit()
 
     async def _step_error(self, dep_id: int, state: State, exc: Exception) -> None:
-        """Retry a failing step with backoff; after a few attempts, fail with the reason."""
+        """Retry a failing step with backoff; after a few attempts, give up the safe way.
+
+        Never raises: if recording the failure fails too, the deployment is pushed back
+        (due again later, lease released) and the tick goes on with the others."""
         user_safe = isinstance(exc, IntegrationError)
         reason = escape(str(exc)) if user_safe else f"internal error ({type(exc).__name__})"
         log.warning("deployment %s: step %s failed: %s", dep_id, state, reason,
                     exc_info=not user_safe)
+        try:
+            await self._record_step_error(dep_id, state, reason)
+        except StaleDataError:  # a person changed it meanwhile: their change stands
+            await self._quietly(self._release(dep_id), dep_id, "releasing")
+        except Exception:
+            log.exception("deployment %s: recording the failed %s step failed; pushed back",
+                          dep_id, state)
+            await self._quietly(self._push_back(dep_id, state), dep_id, "pushing back")
+
+    async def _record_step_error(self, dep_id: int, state: State, reason: str) -> None:
         now = self.clock()
         async with self.gate(), self.sessions() as session:
             dep = await session.get(Deployment, dep_id)
-            if dep is None or State(dep.state) is not state:
+            if dep is None or dep.lease_owner != self.owner:  # another runner holds it now
                 return
-            dep.step_attempts += 1
             dep.lease_owner, dep.lease_until = None, None
-            if dep.step_attempts >= MAX_STEP_ATTEMPTS and state is State.ROLLING_BACK:
-                machine.transition(session, dep, State.ROLLBACK_FAILED, actor="shipbot",
-                                   now=now, detail=f"Gave up after {MAX_STEP_ATTEMPTS} "
-                                   f"attempts: {reason}")
-                note(session, dep, undo.rollback_failed_text(dep, reason), now=now)
-            elif dep.step_attempts >= MAX_STEP_ATTEMPTS and state in STEPS:
-                machine.transition(session, dep, State.FAILED, actor="shipbot", now=now,
-                                   detail=f"Gave up after {MAX_STEP_ATTEMPTS} attempts: {reason}")
-                note(session, dep, f":x: *Stopped while {state.value}:* {reason}. Nothing "
-                     f"more will run. Fix the cause, then `/deploy {dep.service} {dep.env} "
-                     f"{dep.version or ''}` again.", now=now)
-            else:
-                backoff = min(60.0, self.poll_seconds * 2 ** dep.step_attempts)
-                dep.next_action_at = now + timedelta(seconds=backoff)
+            if State(dep.state) is state:
+                dep.step_attempts += 1
+                if dep.step_attempts >= MAX_STEP_ATTEMPTS:
+                    self._give_up(session, dep, state, reason, now)
+                else:
+                    backoff = min(60.0, self.poll_seconds * 2 ** dep.step_attempts)
+                    dep.next_action_at = now + timedelta(seconds=backoff)
             session.add(dep)
             await session.commit()
+
+    def _give_up(self, session: AsyncSession, dep: Deployment, state: State, reason: str,
+                 now: datetime) -> None:
+        """The step failed MAX_STEP_ATTEMPTS times in a row: end it where nothing is left
+        half-done. A rollout under way (traffic split, or a new version out) is rolled
+        back; a rollback that cannot finish calls a human; a request not yet approved
+        expires; anything earlier, which has not touched the target's traffic, fails."""
+        gave_up = f"Gave up after {MAX_STEP_ATTEMPTS} attempts: {reason}"
+        retry = "`" + " ".join(filter(None, ("/deploy", dep.service, dep.env, dep.version))) + "`"
+        if state is State.ROLLING_BACK:
+            machine.transition(session, dep, State.ROLLBACK_FAILED, actor="shipbot",
+                               now=now, detail=gave_up)
+            note(session, dep, undo.rollback_failed_text(dep, reason), now=now)
+        elif state in (State.VERIFYING, State.PROMOTING, State.PAUSED):
+            # Canary and blue-green: the stable version still runs, so traffic goes back to
+            # it. Rolling (it replaced the old version): the old version is deployed again.
+            undo.begin_rollback(session, dep, now, f"the {state.value} step failed "
+                                f"{MAX_STEP_ATTEMPTS} times in a row ({reason})")
+        elif state is State.AWAITING_APPROVAL:
+            machine.transition(session, dep, State.EXPIRED, actor="shipbot", now=now,
+                               detail=f"{gave_up}. Nothing was deployed.")
+            refresh_approval(session, dep, now=now)
+            note(session, dep, f":alarm_clock: *Request expired:* Shipbot could not handle "
+                 f"it while it waited for approval ({reason}; gave up after "
+                 f"{MAX_STEP_ATTEMPTS} attempts). Nothing was deployed, and approving it "
+                 f"now does nothing. Fix the cause, then ask again with {retry}.", now=now)
+        else:
+            machine.transition(session, dep, State.FAILED, actor="shipbot", now=now,
+                               detail=gave_up)
+            note(session, dep, f":x: *Stopped while {state.value}:* {reason}. Nothing "
+                 f"more will run. Fix the cause, then {retry} again.", now=now)
+
+    async def _push_back(self, dep_id: int, state: State) -> None:
+        """Try again in a while (unless a person moved it on meanwhile); free the lease."""
+        later = self.clock() + timedelta(seconds=60)
+        async with self.gate(), self.sessions() as session:
+            await session.exec(update(Deployment)
+                               .where(col(Deployment.id) == dep_id,
+                                      col(Deployment.lease_owner) == self.owner,
+                                      col(Deployment.state) == state.value)
+                               .values(next_action_at=later, lease_owner=None,
+                                       lease_until=None,
+                                       row_version=col(Deployment.row_version) + 1))
+            await session.commit()
+        await self._release(dep_id)  # moved on: only the lease
+
+    async def _quietly(self, work: Awaitable[None], dep_id: int, what: str) -> None:
+        """If the database is down too, the lease runs out and a later tick retries."""
+        try:
+            await work
+        except Exception:
+            log.exception("deployment %s: %s it failed", dep_id, what)
 
     async def _count_states(self) -> None:
         async with self.sessions() as session:

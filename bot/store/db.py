@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,13 +20,23 @@ Sessions = async_sessionmaker[AsyncSession]
 
 def create_engine(database_url: str) -> AsyncEngine:
     url = async_database_url(database_url)
-    if url.startswith("sqlite"):
+    if url.startswith("sqlite") and not _sqlite_file(url):
+        # In memory: SQLAlchemy gives it a single shared connection (StaticPool), which
+        # takes no pool sizing; each new connection would be another, empty database.
+        engine = create_async_engine(url)
+    elif url.startswith("sqlite"):
         # Work waiting for the write gate (bot/store/gate.py) may hold a connection; an
         # unbounded overflow means the gate's holder can always get one. SQLite
         # connections are cheap, and the pool keeps 20 of them open between bursts.
         engine = create_async_engine(url, pool_size=20, max_overflow=-1)
     else:
-        engine = create_async_engine(url, pool_pre_ping=True)
+        # Sized for the runner, which holds a connection across each step's I/O for up to
+        # runner.BATCH (10) deployments at once, plus the notifier, the web handlers and
+        # slash-command acks (SQLAlchemy's default, 5 + 10, made an ack wait behind the
+        # slowest step). Each replica may open 40 of the server's max_connections (100 by
+        # default); one finding none fails after 10 s rather than SQLAlchemy's 30 s.
+        engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30,
+                                     pool_timeout=10)
     if url.startswith("sqlite"):
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -38,6 +48,14 @@ def create_engine(database_url: str) -> AsyncEngine:
             cur.close()
 
     return engine
+
+
+def _sqlite_file(url: str) -> bool:
+    """A database file, not ``sqlite://``, ``:memory:`` or ``?mode=memory`` (as SQLAlchemy
+    decides, in ``SQLiteDialect_pysqlite._is_url_file_db``)."""
+    parsed = make_url(url)
+    return bool(parsed.database) and parsed.database != ":memory:" and \
+        parsed.query.get("mode") != "memory"
 
 
 def session_factory(engine: AsyncEngine) -> Sessions:
