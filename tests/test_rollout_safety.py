@@ -12,11 +12,16 @@ from typing import Any
 
 from bot.config import ShipbotConfig, parse_config
 from bot.slack.blocks import CONTROL_ACTIONS
+from bot.slack.blocks_alerts import ALERT_ROLLBACK_ACTION
 from integrations.base import IntegrationError, JobSpec
+from tests.alert_helpers import alert_thread, card_of, deploy, texts
 from tests.conftest import FakeClock, eventually
 from tests.test_buttons_and_queries import buttons, ephemerals_to
 from tests.test_deploy_flow import deployments, finished
-from tests.test_strategies import actions_run, card_says, config, said
+from tests.test_rollback import alerted
+from tests.test_strategies import Health, actions_run, card_says, check, config, health, said
+
+__all__ = ["health"]  # the HTTP check fixture, shared with tests/test_strategies.py
 
 
 def gated_canary(tmp_path: Path, abort_argv: list[str] | None = None,
@@ -158,3 +163,56 @@ async def test_the_target_must_report_healthy_before_the_deploy_counts(launch, t
     thread = await said(bot, "Rolled back in", index=-1)
     assert any("Rolling back api on dev: `v5.1.0-bad` is unhealthy (exited with code 1)" in t
                for t in thread), thread
+
+
+async def test_a_rollback_failing_its_checks_is_never_undone(launch, tmp_path, health: Health):
+    """An alert blames v1.1.0; its rollback to v1.0.0 fails the same checks (the cause lies
+    elsewhere). Undoing that rollback would put v1.1.0 back: instead a human is called."""
+    cfg = config(tmp_path, {"kind": "rolling", "checks": [check(health, retries=0)]})
+    data = cfg.model_dump(mode="json")
+    data["alerts"] = {"default_channel": "#alerts"}
+    bot = await launch(parse_config(data))
+    await deploy(bot, "api staging v1.0.0")
+    blamed = await deploy(bot, "api staging v1.1.0")
+    assert blamed.state == "succeeded", blamed.detail
+    health.status = 503
+    reply = await alerted(bot, {"alertname": "HighErrorRate", "service": "api",
+                                "env": "staging", "severity": "critical"})
+    [roll] = [b for b in buttons(reply) if b["action_id"] == ALERT_ROLLBACK_ACTION]
+    await bot.driver.click(ALERT_ROLLBACK_ACTION, roll["value"], user="U0BOB")
+
+    *_, dep = await finished(bot, 3)
+    assert (dep.kind, dep.version, dep.state) == ("rollback", "v1.0.0", "rollback_failed")
+    assert dep.active_slot is None  # the slot is free for the fix
+    ran = [a[2] for a in actions_run(tmp_path)]
+    assert ran == ["v1.0.0", "v1.1.0", "v1.0.0"]  # v1.1.0 was not deployed again
+
+    async def thread() -> list[str] | None:
+        card = card_of(bot, "#deploys-api", dep.id)
+        replies = [r["text"] for r in card["replies"]]
+        return replies if any("did not pass its checks" in t for t in replies) else None
+
+    said_there = await eventually(thread)
+    alarm = next(t for t in said_there if "did not pass its checks" in t)
+    assert alarm.startswith(":rotating_light: *The rollback to `v1.0.0` did not pass its "
+                            "checks* (post-deploy checks failed).")
+    assert "→ 503 (expected 200)" in alarm  # the check results
+    assert "staging now runs `v1.0.0`, not known to be healthy" in alarm
+    assert "that would put back `v1.1.0`, the version it replaced" in alarm
+    assert "fix forward with `/deploy api staging <fixed version> --hotfix`" in alarm
+    assert not any("Rolling back" in t or "Rolled back" in t for t in said_there)
+
+    async def card_updated() -> bool:
+        return "The rollback failed: staging needs a human now." in texts(
+            card_of(bot, "#deploys-api", dep.id))
+
+    await eventually(card_updated)
+
+    async def reported() -> str | None:
+        root = await alert_thread(bot, "#deploys-api", name="HighErrorRate")
+        found = [texts(r) for r in root["replies"] if "did not complete" in texts(r)]
+        return found[0] if found else None
+
+    outcome = await eventually(reported)
+    assert f"Rollback #{dep.id} did not complete (rollback failed)" in outcome
+    assert "Shipbot does not undo a rollback (that would put back `v1.1.0`)" in outcome

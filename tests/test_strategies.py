@@ -37,6 +37,7 @@ class Health:
     body: str = "ok: all good"
     hits: Counter[str] = field(default_factory=Counter)
     versions: list[str] = field(default_factory=list)
+    delay: float = 0.0  # seconds before answering
 
 
 @pytest.fixture
@@ -46,6 +47,7 @@ async def health() -> AsyncIterator[Health]:
     async def healthz(request: web.Request) -> web.Response:
         state.hits[request.path] += 1
         state.versions.append(request.query.get("version", ""))
+        await asyncio.sleep(state.delay)
         return web.Response(status=state.status, text=state.body)
 
     app = web.Application()

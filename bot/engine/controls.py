@@ -14,6 +14,7 @@ from bot.clock import Clock
 from bot.engine import machine, policy, progressive, undo
 from bot.engine.machine import STATE_TEXT, State
 from bot.engine.outbox import note
+from bot.engine.plan import Stage
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.steps import StepContext
@@ -72,12 +73,10 @@ class ControlService:
 
     async def _apply(self, ctx: StepContext, dep: Deployment, action: str, user: str) -> str:
         stages = progressive.stages_of(ctx, dep)
-        current = stages[dep.stage].kind if dep.stage < len(stages) else None
-        if action == "promote" and State(dep.state) is not State.PAUSED and current not in (
-                "bake", "gate", "window"):
-            doing = stages[dep.stage].label() if current else "finishing"
-            return (f"Deployment #{dep.id} is busy ({doing}); promote once it is waiting. "
-                    "Nothing changed.")
+        stage = stages[dep.stage] if dep.stage < len(stages) else None
+        refusal = _refusal(dep, action, stage)
+        if refusal:
+            return refusal
         if action == "abort":
             await undo.roll_back(ctx, dep, f"aborted by <@{user}>")
             return f"Rolling back deployment #{dep.id}."
@@ -85,16 +84,46 @@ class ControlService:
             undo.pause(ctx, dep, f"Paused by <@{user}>. Resume or "
                               "Promote to continue, Abort to roll back.", actor=user)
             return f"Paused deployment #{dep.id}."
-        resumable = action == "resume" and dep.stage < len(stages) and \
-            stages[dep.stage].kind == "bake"
+        if action == "resume" and (stage is None or stage.kind != "gate"):
+            return _resume(ctx, dep, stage, user)
         if State(dep.state) is State.PAUSED:
             machine.transition(ctx.session, dep, State.VERIFYING, actor=user, now=ctx.now,
                                detail=f"{action} by <@{user}>", action=action)
         note(ctx.session, dep, f":arrow_forward: <@{user}> pressed {action.capitalize()}.",
              now=ctx.now)
-        if resumable:  # an inconclusive or paused step is judged again from scratch
-            dep.stage_started_at, dep.analysis_state, dep.last_check_at = ctx.now, "", None
-            dep.next_action_at = ctx.now
-            return f"Resumed deployment #{dep.id}: the current step starts over."
         await progressive.advance_stage(ctx, dep, stages, by=user)
+        if action == "resume":
+            return f"Resumed deployment #{dep.id}: past the manual gate."
         return f"Promoted deployment #{dep.id} to the next step."
+
+
+def _refusal(dep: Deployment, action: str, stage: Stage | None) -> str | None:
+    """Promote only skips a wait; Roll back only while the old version still runs."""
+    if action == "promote" and (stage is None or stage.kind not in ("bake", "gate", "window")):
+        doing = stage.label() if stage else "finishing"
+        if State(dep.state) is State.PAUSED:
+            return (f"Deployment #{dep.id} is paused at {doing}, which Promote cannot skip: "
+                    "press Resume to go on, and promote once it is waiting. Nothing changed.")
+        return (f"Deployment #{dep.id} is busy with {doing}; promote once it is waiting. "
+                "Nothing changed.")
+    if action == "abort" and stage is not None and stage.kind == "promote" and \
+            dep.action_run_id is not None:
+        old = f"`{dep.previous_version}`" if dep.previous_version else "the old version"
+        return (f"Too late to roll back deployment #{dep.id} with Abort: {old} is being "
+                f"retired now. Once this finishes, use `/rollback {dep.service} {dep.env}` "
+                "to deploy it again. Nothing changed.")
+    return None
+
+
+def _resume(ctx: StepContext, dep: Deployment, stage: Stage | None, user: str) -> str:
+    """Re-enter the current stage where it stopped: checks run, a traffic change started
+    before the pause is polled. Only an analysis starts over (a pause breaks its series)."""
+    promoting = stage is not None and stage.kind in ("window", "promote")
+    machine.transition(ctx.session, dep, State.PROMOTING if promoting else State.VERIFYING,
+                       actor=user, now=ctx.now, detail=f"resume by <@{user}>", action="resume")
+    note(ctx.session, dep, f":arrow_forward: <@{user}> pressed Resume.", now=ctx.now)
+    dep.next_action_at = ctx.now
+    if stage is not None and stage.kind == "bake":
+        dep.stage_started_at, dep.analysis_state, dep.last_check_at = ctx.now, "", None
+        return f"Resumed deployment #{dep.id}: the current step starts over."
+    return f"Resumed deployment #{dep.id} at {stage.label() if stage else 'its last step'}."

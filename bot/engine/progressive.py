@@ -147,12 +147,15 @@ async def _action(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[
                     if dep.strategy == "blue-green" else
                     f"Promoting `{dep.version}`: it becomes the stable version")
         note(ctx.session, dep, f":arrow_right: {what}.", now=ctx.now)
+        if stage.kind == "promote":  # the card stops offering Roll back (see card_buttons)
+            ctx.session.add(Outbox(deployment_id=dep.id, kind="card", created_at=ctx.now))
         ctx.later(dep)
         return
     status = await target.poll(dep.action_run_id)
     if status.state is RunState.RUNNING:
         ctx.later(dep)
     elif status.state is RunState.FAILED:
+        dep.action_run_id = None  # it ended: nothing left to stop
         await roll_back(ctx, dep, f"{stage.label()} failed: {escape(status.detail)}",
                         detail=status.output_tail)
     else:

@@ -178,8 +178,8 @@ async def _healthy(ctx: StepContext, dep: Deployment) -> bool:
         note(ctx.session, dep, f":green_heart: {dep.env} reports `{dep.version}` healthy.",
              now=ctx.now, detail=health.output_tail or None)
         return True
-    if late:
-        await target.cancel(dep.action_run_id)
+    if not late:
+        dep.action_run_id = None  # the probe ended; a late one is stopped by roll_back
     why = "not healthy before the deploy deadline" if late else \
         f"unhealthy ({escape(health.detail)})"
     await undo.roll_back(ctx, dep, f"`{dep.version}` is {why}",

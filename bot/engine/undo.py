@@ -7,6 +7,7 @@ happened, what comes next and what the people in the channel can do.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING
 
 from bot.clock import as_utc, human_duration
@@ -16,7 +17,7 @@ from bot.engine.outbox import note
 from bot.engine.providers import job
 from bot.mrkdwn import escape
 from bot.store.models import Deployment, Outbox
-from integrations.base import RunState, start_run
+from integrations.base import IntegrationError, RunState, start_run
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from sqlmodel.ext.asyncio.session import AsyncSession
 
     from bot.engine.steps import StepContext
+
+log = logging.getLogger(__name__)
 
 
 def _pause_timeout(ctx: StepContext, dep: Deployment) -> timedelta:
@@ -44,14 +47,26 @@ def pause(ctx: StepContext, dep: Deployment, reason: str, actor: str = "shipbot"
 
 
 async def step_paused(ctx: StepContext, dep: Deployment) -> None:
-    """The pause deadline passed (the runner only calls when it is due): roll back."""
+    """At the pause deadline, roll back. A pause pressed after the runner picked the row as
+    due (before it read it here) has a later deadline: then this is not due, and waits."""
+    if dep.next_action_at is not None and as_utc(dep.next_action_at) > ctx.now:
+        return
     waited = human_duration(_pause_timeout(ctx, dep).total_seconds())
     await roll_back(ctx, dep, f"paused for {waited} with no decision")
 
 
 async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str = "",
                     detail: str = "") -> None:
-    """Automatic rollback: say what failed and the numbers, then undo through the target."""
+    """Automatic rollback: say what failed and the numbers, then undo through the target.
+    A traffic change still running is stopped first, so it cannot finish after the undo."""
+    if dep.action_run_id is not None:
+        try:
+            await ctx.providers.target.cancel(dep.action_run_id)
+        except IntegrationError as exc:
+            log.warning("deployment %s: cancel of %s failed: %s", dep.id, dep.action_run_id, exc)
+            lines = "\n".join(filter(None, [lines, (
+                f":warning: Could not stop the traffic change still running "
+                f"({escape(str(exc))}); check that it did not finish after the rollback.")]))
     begin_rollback(ctx.session, dep, ctx.now, why, lines=lines, detail=detail)
 
 
@@ -59,6 +74,9 @@ def begin_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: s
                    lines: str = "", detail: str = "") -> None:
     """The database half of a rollback (state, thread message); the runner's next step
     (``step_rolling_back``) talks to the target. Usable where no target is at hand."""
+    if dep.kind == "rollback":
+        _keep_rollback(session, dep, now, why, lines=lines, detail=detail)
+        return
     machine.transition(session, dep, State.ROLLING_BACK, actor="shipbot", now=now,
                        detail=f"Rolling back: {why}.")
     dep.action_run_id, dep.next_action_at = None, now
@@ -69,6 +87,10 @@ def begin_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: s
 async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
     target = ctx.providers.target
     if dep.action_run_id is None:
+        if dep.kind == "rollback":  # never undo a rollback: that restores the bad version
+            why = (dep.detail or "").removeprefix("Rolling back: ").rstrip(".")
+            _keep_rollback(ctx.session, dep, ctx.now, why or "its checks failed")
+            return
         if dep.strategy != "rolling":  # the stable version still runs: move traffic back
             dep.action_run_id = await target.abort(job(dep, "abort"))  # type: ignore[attr-defined]
         elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
@@ -114,3 +136,26 @@ def _nothing_to_go_back_to(ctx: StepContext, dep: Deployment) -> None:
     note(ctx.session, dep, f":rotating_light: *Cannot roll back:* Shipbot knows no earlier "
          f"version of {dep.service} on {dep.env}, which now runs `{dep.version}`. Fix forward "
          f"with `/deploy {dep.service} {dep.env} <version>`, or restore it by hand.", now=ctx.now)
+
+
+def _keep_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: str, *,
+                   lines: str = "", detail: str = "") -> None:
+    """A rollback that fails its checks stays: undoing it would put back the version it
+    replaced, the one an alert or a human blamed. A human decides what comes next."""
+    if State(dep.state) is not State.ROLLING_BACK:  # the machine ends rollbacks from there
+        machine.transition(session, dep, State.ROLLING_BACK, actor="shipbot", now=now,
+                           detail=f"Rollback to {dep.version} stopped: {why}.")
+    bad = f"`{dep.previous_version}`" if dep.previous_version else "the version it replaced"
+    fix = f"`/deploy {dep.service} {dep.env} <fixed version> --hotfix`"
+    what = f"The rollback to `{dep.version}` " + (
+        "did not pass its checks" if lines else "stopped before its checks passed")
+    machine.transition(
+        session, dep, State.ROLLBACK_FAILED, actor="shipbot", now=now,
+        detail=f"{what} ({why}); {dep.env} runs `{dep.version}` anyway. Shipbot does not "
+        f"undo a rollback (that would put back {bad}): fix forward with {fix}.")
+    results = f"\n{lines}\n" if lines else " "
+    note(session, dep, f":rotating_light: *{what}* ({why}).{results}{dep.env} now runs "
+         f"`{dep.version}`, not known to be healthy. Shipbot does not undo a rollback: that "
+         f"would put back {bad}, the version it replaced. A human decides now: fix forward "
+         f"with {fix}, or deploy another known-good version the same way.", now=now,
+         detail=detail or None)

@@ -114,7 +114,9 @@ def next_step(dep: Deployment) -> str:
         State.VERIFYING: "Next: the rollout moves on when this step passes; Promote skips "
         "ahead, Pause holds it, Abort rolls back.",
         State.PAUSED: f"Paused: {dep.paused_reason or ''} Promote continues, Roll back undoes.",
-        State.PROMOTING: "Next: the new version becomes stable. Roll back is still possible.",
+        State.PROMOTING: f"Next: {running} is retired; to go back later, `/rollback {target}`."
+        if dep.action_run_id else "Next: the new version becomes stable. Roll back is still "
+        "possible.",
         State.ROLLING_BACK: "Rolling back to the previous version; the thread shows why.",
         State.ROLLED_BACK: f"{dep.env} is back on {running}. The thread shows what failed.",
         State.ROLLBACK_FAILED: f"The rollback failed: {dep.env} needs a human now.",
@@ -178,7 +180,7 @@ def card_buttons(dep: Deployment) -> list[dict[str, Any]]:
         return [button("Promote", CONTROL_ACTIONS["promote"], value, style="primary"),
                 button("Resume", CONTROL_ACTIONS["resume"], value),
                 button("Roll back", CONTROL_ACTIONS["abort"], value, style="danger")]
-    if state is State.PROMOTING:
+    if state is State.PROMOTING and dep.action_run_id is None:  # set: retiring the old one
         return [button("Roll back", CONTROL_ACTIONS["abort"], value, style="danger")]
     return []
 
