@@ -1,4 +1,4 @@
-"""Headers and bearer tokens for the HTTP integrations, kept out of the config file.
+"""URLs, headers and bearer tokens for the HTTP integrations, secrets kept out of config.
 
 Config may carry plain headers only; credentials (Authorization, Cookie...) are refused
 there and come from the environment variable that ``bearer_token_env`` names, read at
@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated
 
+import httpx
 from pydantic import AfterValidator
 
 from integrations.command_templates import EnvName
@@ -44,3 +45,16 @@ def with_bearer(headers: Mapping[str, str], token_env: EnvName | None,
             return f"the environment variable {token_env} (bearer_token_env) is not set"
         result["Authorization"] = f"Bearer {token}"
     return result
+
+
+def check_http_url(url: str) -> httpx.URL:
+    """An http(s) URL with a host and no credentials in it (those go in bearer_token_env)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise ValueError("url is not a valid URL") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("url must be http:// or https:// with a host")
+    if parsed.userinfo:
+        raise ValueError("url must not contain credentials; use bearer_token_env")
+    return parsed

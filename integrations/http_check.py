@@ -20,7 +20,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integrations.command_templates import EnvName
-from integrations.http_auth import PlainHeaders, with_bearer
+from integrations.http_auth import PlainHeaders, check_http_url, with_bearer
 
 PLACEHOLDERS = ("service", "env", "version")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -56,14 +56,7 @@ class HttpCheckConfig(BaseModel):
             if name not in PLACEHOLDERS:
                 raise ValueError(f"url: unknown placeholder {{{name}}} "
                                  "(allowed: {service}, {env}, {version})")
-        try:
-            parsed = httpx.URL(render_url(url, dict.fromkeys(PLACEHOLDERS, "x")))
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise ValueError("url is not a valid URL") from exc
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError("url must be http:// or https:// with a host")
-        if parsed.userinfo:
-            raise ValueError("url must not contain credentials; use bearer_token_env")
+        check_http_url(render_url(url, dict.fromkeys(PLACEHOLDERS, "x")))
         return url
 
     @field_validator("expect_status")

@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from integrations.command_templates import EnvName
-from integrations.http_auth import PlainHeaders, with_bearer
+from integrations.http_auth import PlainHeaders, check_http_url, with_bearer
 from integrations.metrics import MetricsError
 
 log = logging.getLogger(__name__)
@@ -49,14 +49,7 @@ class PrometheusConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, url: str) -> str:
-        try:
-            parsed = httpx.URL(url)
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise ValueError("url is not a valid URL") from exc
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError("url must be http:// or https:// with a host")
-        if parsed.userinfo:
-            raise ValueError("url must not contain credentials; use bearer_token_env")
+        parsed = check_http_url(url)
         if parsed.query or parsed.fragment:
             raise ValueError("url must not have a ?query or #fragment")
         return url.rstrip("/")
