@@ -282,7 +282,11 @@ async def test_the_approvals_channel_copy_is_updated_by_its_id(make_bot, tmp_pat
         return next(iter(bot.slack.messages("#approvals")), None)
 
     copy = await eventually(the_copy)
-    assert (await deployments(bot))[1].approval_copy == f"{approvals} {copy['ts']}"
+
+    async def recorded() -> str | None:  # the notifier saves it just after posting
+        return (await deployments(bot))[1].approval_copy
+
+    assert await eventually(recorded) == f"{approvals} {copy['ts']}"
     await bot.driver.click(APPROVE_ACTION, buttons(copy)[0]["value"], user="U0CAROL",
                            channel="#approvals", message_ts=copy["ts"])
     [told] = await ephemerals_to(bot, "U0CAROL")
