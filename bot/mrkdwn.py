@@ -17,3 +17,9 @@ def channel_mention(channel: str) -> str:
     ``<#C0123ABCD>`` for Slack to show it as ``#name`` (raw, readers see the bare ID);
     a ``#name`` is shown as written."""
     return f"<#{channel}>" if _CHANNEL_ID.match(channel) else channel
+
+
+def code_or(value: str | None, otherwise: str) -> str:
+    """``value`` as inline code, or the words to show when there is none
+    (e.g. a previous version Shipbot never saw: "the previous version")."""
+    return f"`{value}`" if value else otherwise

@@ -23,8 +23,6 @@ from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Approval, Deployment
 
-RETRIES = 5
-
 
 class ApprovalService:
     def __init__(self, sessions: Sessions, policy: Policy, clock: Clock,

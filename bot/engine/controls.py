@@ -18,6 +18,7 @@ from bot.engine.plan import Stage
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.steps import StepContext
+from bot.mrkdwn import code_or
 from bot.store.db import Sessions
 from bot.store.models import Deployment
 from commands.model import Control
@@ -108,7 +109,7 @@ def _refusal(dep: Deployment, action: str, stage: Stage | None) -> str | None:
                 "Nothing changed.")
     if action == "abort" and stage is not None and stage.kind == "promote" and \
             dep.action_run_id is not None:
-        old = f"`{dep.previous_version}`" if dep.previous_version else "the old version"
+        old = code_or(dep.previous_version, "the old version")
         return (f"Too late to roll back deployment #{dep.id} with Abort: {old} is being "
                 f"retired now. Once this finishes, use `/rollback {dep.service} {dep.env}` "
                 "to deploy it again. Nothing changed.")

@@ -23,7 +23,7 @@ from bot.engine.outbox import note
 from bot.engine.plan import Stage, plan, progress_bar
 from bot.engine.providers import job
 from bot.engine.undo import pause, roll_back
-from bot.mrkdwn import escape
+from bot.mrkdwn import code_or, escape
 from bot.slack.charts import sparkline
 from bot.store.models import Deployment, Outbox
 from integrations.base import RunState
@@ -57,10 +57,6 @@ def progress(config: ShipbotConfig, dep: Deployment) -> str | None:
 def window_end(dep: Deployment, stage: Stage) -> datetime:
     assert dep.stage_started_at is not None
     return as_utc(dep.stage_started_at) + (stage.duration or timedelta())
-
-
-def _old(dep: Deployment) -> str:
-    return f"`{dep.previous_version}`" if dep.previous_version else "the previous version"
 
 
 async def begin(ctx: StepContext, dep: Deployment, output: str = "") -> None:
@@ -105,7 +101,8 @@ async def advance_stage(ctx: StepContext, dep: Deployment, stages: list[Stage],
     stage = stages[dep.stage]
     if stage.kind == "window":
         took = human_duration((stage.duration or timedelta()).total_seconds())
-        note(ctx.session, dep, f":hourglass_flowing_sand: {_old(dep)} stays deployed beside "
+        old = code_or(dep.previous_version, "the previous version")
+        note(ctx.session, dep, f":hourglass_flowing_sand: {old} stays deployed beside "
              f"`{dep.version}` for the rollback window, until "
              f"{window_end(dep, stage):%H:%M} UTC ({took}): press *Roll back* on the card to "
              "switch all traffic back to it at once. Then it is retired.", now=ctx.now)
@@ -143,7 +140,8 @@ async def _action(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[
                     else f"Shifting {stage.weight}% of traffic to `{dep.version}`")
         else:
             dep.action_run_id = await target.promote(spec)  # type: ignore[attr-defined]
-            what = (f"Retiring {_old(dep)}: `{dep.version}` is the only version now"
+            old = code_or(dep.previous_version, "the previous version")
+            what = (f"Retiring {old}: `{dep.version}` is the only version now"
                     if dep.strategy == "blue-green" else
                     f"Promoting `{dep.version}`: it becomes the stable version")
         note(ctx.session, dep, f":arrow_right: {what}.", now=ctx.now)

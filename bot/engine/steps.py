@@ -17,7 +17,7 @@ from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders, job
-from bot.mrkdwn import escape
+from bot.mrkdwn import code_or, escape
 from bot.store.models import Deployment
 from integrations.base import RunState, RunStatus, reports_health, start_run
 from integrations.metrics import MetricsProvider
@@ -199,7 +199,7 @@ async def _still_running(ctx: StepContext, dep: Deployment, status: RunStatus, w
 
 
 async def _fail(ctx: StepContext, dep: Deployment, reason: str, status: RunStatus) -> None:
-    before = f"`{dep.previous_version}`" if dep.previous_version else "its previous version"
+    before = code_or(dep.previous_version, "its previous version")
     if State(dep.state) is State.DEPLOYING:
         where = (f"The deploy may have changed {dep.env} partly (it ran {before} before): "
                  "check the output below, then fix forward or roll back.")

@@ -15,7 +15,7 @@ from bot.engine import machine
 from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.engine.providers import job
-from bot.mrkdwn import escape
+from bot.mrkdwn import code_or, escape
 from bot.store.models import Deployment, Outbox
 from integrations.base import IntegrationError, RunState, start_run
 
@@ -106,7 +106,7 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
         ctx.later(dep)
         return
     ok = status.state is RunState.SUCCEEDED
-    before = f"`{dep.previous_version}`" if dep.previous_version else "the previous version"
+    before = code_or(dep.previous_version, "the previous version")
     took = human_duration((ctx.now - as_utc(dep.updated_at)).total_seconds())
     machine.transition(
         ctx.session, dep, State.ROLLED_BACK if ok else State.ROLLBACK_FAILED, actor="shipbot",
@@ -145,7 +145,7 @@ def _keep_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: s
     if State(dep.state) is not State.ROLLING_BACK:  # the machine ends rollbacks from there
         machine.transition(session, dep, State.ROLLING_BACK, actor="shipbot", now=now,
                            detail=f"Rollback to {dep.version} stopped: {why}.")
-    bad = f"`{dep.previous_version}`" if dep.previous_version else "the version it replaced"
+    bad = code_or(dep.previous_version, "the version it replaced")
     fix = f"`/deploy {dep.service} {dep.env} <fixed version> --hotfix`"
     what = f"The rollback to `{dep.version}` " + (
         "did not pass its checks" if lines else "stopped before its checks passed")

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from bot.clock import as_utc, human_duration
 from bot.engine.machine import CANCELLABLE, IN_FLIGHT, STATE_TEXT, State
-from bot.mrkdwn import escape
+from bot.mrkdwn import code_or, escape
 from bot.store.models import Deployment
 
 Blocks = list[dict[str, Any]]
@@ -105,7 +105,7 @@ def next_step(dep: Deployment) -> str:
     """The card's 'what happens next / what you can do' line."""
     state, target = State(dep.state), f"{dep.service} {dep.env}"
     again = f"`/deploy {dep.service} {dep.env} {dep.version or '<version>'}`"
-    running = f"`{dep.previous_version}`" if dep.previous_version else "its previous version"
+    running = code_or(dep.previous_version, "its previous version")
     return {
         State.REQUESTED: "Next: checks, then the build. You can cancel until the deploy starts.",
         State.QUEUED: "Next: the build starts. You can cancel until the deploy starts.",
