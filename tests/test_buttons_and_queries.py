@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy import update
+from sqlmodel import col
 
 from bot.devtools.local import LocalBot
 from bot.slack.blocks import CANCEL_ACTION
@@ -171,7 +172,9 @@ async def test_cancel_waits_out_a_step_that_may_be_starting_the_deploy(make_bot,
     await eventually(lambda: _async((tmp_path / "ci-started").exists()))
     async with bot.bot.sessions() as session:  # a runner elsewhere is mid-step, for a minute
         await session.exec(update(Deployment).values(
-            lease_owner="shipbot-other", lease_until=bot.bot.clock() + timedelta(minutes=1)))
+            lease_owner="shipbot-other", lease_until=bot.bot.clock() + timedelta(minutes=1),
+            # as a real claim does: a step of ours in flight now must not overwrite it
+            row_version=col(Deployment.row_version) + 1))
         await session.commit()
     text = (await bot.driver.command("cancel api staging")).json()["text"]
     assert text.startswith("The deployment is in the middle of a step; nothing was cancelled.")
