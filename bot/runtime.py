@@ -111,6 +111,8 @@ class Shipbot:
         # Clicks another process acknowledged and died before acting on (or telling).
         self.scheduler.add_job(self._drain_inbox, "interval", id="inbox", max_instances=1,
                                coalesce=True, seconds=max(self.settings.SHIPBOT_TICK_SECONDS, 1))
+        self.scheduler.add_job(self.inbox.prune, "interval", id="inbox-prune", hours=1,
+                               max_instances=1, coalesce=True)
         self.scheduler.start()
         self._spawn(self.notifier.run_forever())
         self._spawn(self._drain_inbox())

@@ -137,8 +137,8 @@ async def pending_approval(bot: LocalBot) -> str:
 async def test_an_approve_acked_then_killed_is_applied_by_the_next_bot(
         make_bot, tmp_path, database_url, monkeypatch: pytest.MonkeyPatch) -> None:
     """The first bot answers the click with 200 and dies before acting on it (its task
-    stops dead where the approval would be written). A second bot on the same database
-    approves it and tells the approver, who was told nothing by the first."""
+    stops dead where the approval would be written). The next bots on the same database
+    approve it once and tell the approver, who was told nothing by the first."""
     async with FakeSlack(rate_limits=False) as slack:
         first = await make_bot(fake_slack=slack, database_url=database_url)
         value = await pending_approval(first)
@@ -162,17 +162,21 @@ async def test_an_approve_acked_then_killed_is_applied_by_the_next_bot(
         assert not [c for c in slack.calls_to("chat.postEphemeral")
                     if c.params.get("user") == "U0CAROL"]
 
-        # Later than the dead bot's claim on the click (its lease) lasts.
+        # Two replicas start later than the dead bot's claim on the click (its lease)
+        # lasts: one claims it, and the approver is told once.
         later = FakeClock(datetime.now(UTC) + LEASE + timedelta(seconds=5))
-        second = await make_bot(fake_slack=slack, database_url=database_url, clock=later)
-        [told] = await ephemerals_to(second, "U0CAROL")
+        second, third = await asyncio.gather(*(
+            make_bot(fake_slack=slack, database_url=database_url, clock=later)
+            for _ in range(2)))
+        [told, *_] = await ephemerals_to(second, "U0CAROL")
         assert told == "Approved: deployment #2 of api to production proceeds."
         deps = await finished(second, 2)
         assert deps[1].state == "succeeded"
+        assert len(await ephemerals_to(third, "U0CAROL")) == 1  # not processed twice
         async with second.bot.sessions() as session:
             approvals = (await session.exec(select(Approval))).all()
         assert [(a.user, a.decision) for a in approvals] == [("U0CAROL", "approve")]
-        await second.stop()
+        await asyncio.gather(second.stop(), third.stop())
 
 
 async def test_a_retried_and_a_double_click_record_one_approval(
@@ -198,3 +202,30 @@ async def test_a_retried_and_a_double_click_record_one_approval(
     events = [action for action, _ in await audits_by(bot, "U0CAROL")]
     assert len(approvals) == 1
     assert (events.count("approve"), events.count("approved")) == (1, 1)
+
+
+async def test_requests_told_long_ago_are_pruned(tmp_path: Path) -> None:
+    """The table does not grow for ever: a week after its outcome was told, a row goes."""
+    from bot.engine.inbox import Inbox, Request
+    from bot.store.db import create_engine, create_schema, session_factory
+    from bot.store.models import InboundRequest
+
+    db = create_engine(f"sqlite:///{tmp_path}/inbox.db")
+    await create_schema(db)
+    clock = FakeClock()
+    inbox = Inbox(session_factory(db), clock, owner="test")
+
+    async def process(request: Request) -> str:
+        return f"done {request.key}"
+
+    async def keys() -> list[str]:
+        async with session_factory(db)() as session:
+            return [r.key for r in (await session.exec(select(InboundRequest))).all()]
+
+    assert await inbox.once(Request(key="old", kind="slash", user="U1"), process) == "done old"
+    clock.advance(days=6)
+    assert await inbox.once(Request(key="new", kind="slash", user="U1"), process) == "done new"
+    clock.advance(days=1, seconds=1)
+    await inbox.prune()
+    assert await keys() == ["new"]
+    await db.dispose()

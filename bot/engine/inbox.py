@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import ColumnElement, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=30)
 MAX_ATTEMPTS = 5  # claims per row; then it is given up, loudly in the log
 BATCH = 20
+# Rows kept after their outcome was told: far beyond Slack's 5-minute replay window, and
+# long enough to see what people clicked during an incident.
+RETAIN = timedelta(days=7)
 REPLAY_WAIT_SECONDS = 2.0  # how long a replay waits for the first one's reply
 STILL_WORKING = ("Already received: Shipbot is still working on this request. Do not send "
                  "it again; check `/deploy status` in a moment.")
@@ -113,6 +116,13 @@ class Inbox:
                 log.exception("inbox request %s failed; retried after its lease",
                               request.key)
         return len(claimed)
+
+    async def prune(self) -> None:
+        """Forget requests told long ago (the table would otherwise only grow)."""
+        async with self.gate(), self.sessions() as session:
+            await session.exec(delete(InboundRequest).where(  # type: ignore[call-overload]
+                col(InboundRequest.told_at) < self.clock() - RETAIN))
+            await session.commit()
 
     async def _claim_due(self) -> list[Request]:
         now = self.clock()
