@@ -2,7 +2,8 @@
 
 No business logic here. A slash command's reply is the ack body itself (ephemeral),
 and its work is a database row the engine picks up, so nothing depends on this
-process living on after the ack.
+process living on after the ack. A click is written to the inbox before its ack and
+acted on after it (bot/engine/inbox.py): a click answered with 200 is never lost.
 """
 
 from __future__ import annotations
