@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Coroutine
@@ -24,6 +25,7 @@ from bot.engine.alerts import AlertService
 from bot.engine.approvals import ApprovalService
 from bot.engine.controls import ControlService
 from bot.engine.guards import GuardService
+from bot.engine.inbox import Inbox
 from bot.engine.policy import Policy
 from bot.engine.providers import build_providers
 from bot.engine.rollback import RollbackService
@@ -32,7 +34,7 @@ from bot.engine.service import DeployService
 from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
 from bot.settings import Settings
-from bot.slack.app import build_slack_app, build_web_client
+from bot.slack.app import build_slack_app, build_web_client, tell_user
 from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import Notifier
 from bot.store.db import create_engine, create_schema, session_factory
@@ -62,9 +64,10 @@ class Shipbot:
                                  progress=lambda dep: progressive.progress(config, dep),
                                  alert_settings=config.alerts, gate=self.gate,
                                  urgency=self.urgency)
+        owner = f"shipbot-{uuid.uuid4().hex[:12]}"  # this process, in leases and claims
         self.runner = Runner(
             self.sessions, self.providers, clock, self.metrics, self.policy,
-            owner=f"shipbot-{uuid.uuid4().hex[:12]}",
+            owner=owner,
             poll_seconds=config.poll_interval_seconds, on_change=self.notifier.kick,
             metrics_provider=PrometheusProvider(config.metrics) if config.metrics else None,
             gate=self.gate,
@@ -84,9 +87,11 @@ class Shipbot:
                                    gate=self.gate)
         catalog = Catalog({n: config.environments_of(n) for n in config.services},
                           config.environment_order)
+        self.inbox = Inbox(self.sessions, clock, owner=owner, gate=self.gate)
         self.handlers = CommandHandlers(self.service, self.approvals, self.guards,
                                         self.controls, catalog, clock,
-                                        rollbacks=self.rollbacks, alerts=self.alerts)
+                                        rollbacks=self.rollbacks, alerts=self.alerts,
+                                        inbox=self.inbox)
         secret = settings.SLACK_SIGNING_SECRET
         self.slack: AsyncApp = build_slack_app(
             self.client, secret.get_secret_value() if secret else None, self.handlers)
@@ -103,9 +108,18 @@ class Shipbot:
                                coalesce=True, seconds=self.settings.SHIPBOT_TICK_SECONDS)
         self.scheduler.add_job(self._announce, "interval", id="freeze-windows", seconds=30,
                                max_instances=1, coalesce=True)
+        # Clicks another process acknowledged and died before acting on (or telling).
+        self.scheduler.add_job(self._drain_inbox, "interval", id="inbox", max_instances=1,
+                               coalesce=True, seconds=max(self.settings.SHIPBOT_TICK_SECONDS, 1))
+        self.scheduler.add_job(self.inbox.prune, "interval", id="inbox-prune", hours=1,
+                               max_instances=1, coalesce=True)
         self.scheduler.start()
         self._spawn(self.notifier.run_forever())
+        self._spawn(self._drain_inbox())
         self.wake()
+
+    async def _drain_inbox(self) -> None:
+        await self.handlers.drain(functools.partial(tell_user, self.client))
 
     async def _announce(self) -> None:
         if await self.guards.announce_windows():

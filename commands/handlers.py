@@ -13,6 +13,7 @@ from bot.engine.alerts import AlertService
 from bot.engine.approvals import ApprovalService
 from bot.engine.controls import ControlService
 from bot.engine.guards import GuardService
+from bot.engine.inbox import Inbox, Request, Tell
 from bot.engine.rollback import RollbackService
 from bot.engine.service import DeployService
 from bot.slack.blocks import audit_text, guards_text, history_text, status_text
@@ -35,30 +36,75 @@ from commands.model import (
 )
 from commands.parser import ROLLBACK_USAGE, USAGE, Catalog, parse, parse_deployment_ref
 
+# Commands that change something: recorded in the inbox under their trigger id, so a
+# replayed request acts once and gets the first reply. Reading ones just run again.
+STATE_CHANGING = (Deploy, Rollback, Cancel, Control, LockEnv, UnlockEnv, FreezeEnv, Unfreeze)
+
 
 @dataclass(frozen=True)
 class Invocation:
-    """Who asked, and the identity of the request (for Slack-retry dedupe)."""
+    """Who asked, where, and the identity of the request (for replay and retry dedupe)."""
 
     user: str
     request_key: str
+    channel: str | None = None
 
 
 class CommandHandlers:
     def __init__(self, service: DeployService, approvals: ApprovalService, guards: GuardService,
                  controls: ControlService, catalog: Catalog, clock: Clock, *,
-                 rollbacks: RollbackService, alerts: AlertService) -> None:
+                 rollbacks: RollbackService, alerts: AlertService, inbox: Inbox) -> None:
         self.service, self.approvals, self.guards = service, approvals, guards
         self.controls, self.rollbacks, self.alerts = controls, rollbacks, alerts
-        self.catalog, self.clock = catalog, clock
+        self.catalog, self.clock, self.inbox = catalog, clock, inbox
 
     async def on_text(self, text: str, who: Invocation) -> Reply:
-        """`/deploy <text>`: parse, then run; input errors become the reply."""
+        """`/deploy <text>`: parse, then run (changes once per trigger id, through the
+        inbox); input errors become the reply."""
         try:
             command = parse(text, self.catalog, self.clock())
         except UsageError as exc:
             return Reply(text=f":warning: {exc}")
-        return await self.run(command, who)
+        if not isinstance(command, STATE_CHANGING):
+            return await self.run(command, who)
+        request = Request(key=who.request_key, kind="slash", user=who.user,
+                          payload={"text": text}, channel=who.channel)
+        return Reply(text=await self.inbox.once(request, self.process))
+
+    async def record(self, request: Request) -> Request | None:
+        """A click, before its ack: durable from here on. None if recorded before."""
+        return await self.inbox.record(request)
+
+    async def complete(self, request: Request, tell: Tell) -> None:
+        """A recorded click, after its ack: act on it and tell the clicker the outcome."""
+        await self.inbox.complete(request, self.process, tell)
+
+    async def drain(self, tell: Tell) -> int:
+        """Requests another process recorded and did not finish (it died): finish them."""
+        return await self.inbox.drain(self.process, tell)
+
+    async def process(self, request: Request) -> str:
+        """One inbox row, as the edge recorded it; the reply to show its sender."""
+        data, user = request.payload, request.user
+        if request.kind == "slash":
+            return await self._replayed_text(request)
+        if request.kind == "button":
+            return (await self.on_button(data["action"], data["value"], user)).text
+        if request.kind == "alert":
+            return (await self.on_alert_button(data["action"], data["value"], user)).text
+        if request.kind == "reject":
+            return (await self.on_reject(data["value"], user, data["reason"])).text
+        raise ValueError(f"unknown inbox request kind {request.kind!r}")
+
+    async def _replayed_text(self, request: Request) -> str:
+        """Parsed as of its arrival, so `--for 2h` means the same after a restart."""
+        try:
+            command = parse(request.payload["text"], self.catalog,
+                            request.received_at or self.clock())
+        except UsageError as exc:
+            return f":warning: {exc}"
+        who = Invocation(user=request.user, request_key=request.key, channel=request.channel)
+        return (await self.run(command, who)).text
 
     async def on_button(self, action: str, value: str, user: str) -> Reply:
         """Approve / Cancel buttons: the value names the deployment; the clicker is checked."""

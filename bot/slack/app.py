@@ -2,11 +2,13 @@
 
 No business logic here. A slash command's reply is the ack body itself (ephemeral),
 and its work is a database row the engine picks up, so nothing depends on this
-process living on after the ack.
+process living on after the ack. A click is written to the inbox before its ack and
+acted on after it (bot/engine/inbox.py): a click answered with 200 is never lost.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
@@ -19,6 +21,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.engine.inbox import Request
 from bot.slack.blocks import (
     APPROVE_ACTION,
     CANCEL_ACTION,
@@ -60,23 +63,31 @@ def build_slack_app(
 
     @app.command("/deploy")
     async def deploy_command(ack: AsyncAck, command: dict[str, Any]) -> None:
-        who = Invocation(user=command["user_id"], request_key=_command_key(command))
+        who = _invocation(command)
         reply = await handlers.on_text(command.get("text", ""), who)
         await ack(text=reply.text, response_type="in_channel" if reply.public else "ephemeral")
 
     @app.command("/rollback")
     async def rollback_command(ack: AsyncAck, command: dict[str, Any]) -> None:
-        who = Invocation(user=command["user_id"], request_key=_command_key(command))
+        who = _invocation(command)
         reply = await handlers.on_rollback_text(command.get("text", ""), who)
         await ack(text=reply.text, response_type="ephemeral")
 
+    async def record_ack_complete(ack: AsyncAck, request: Request,
+                                  client: AsyncWebClient) -> None:
+        """Acknowledged means recorded: the row is written before the 200, acted on after
+        it (by a drain, if this process dies first). A retry or replay is only acked."""
+        recorded = await handlers.record(request)
+        await ack()
+        if recorded is not None:
+            await handlers.complete(recorded, functools.partial(tell_user, client))
+
     async def alert_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Alert-thread buttons; double clicks and Slack's retries are deduped by the engine."""
-        await ack()
-        action, user = body["actions"][0], body["user"]["id"]
-        reply = await handlers.on_alert_button(ALERT_ACTIONS[action["action_id"]],
-                                               str(action.get("value", "")), user)
-        await _tell(client, body, user, reply.text)
+        action = body["actions"][0]
+        await record_ack_complete(ack, _click(body, "alert", {
+            "action": ALERT_ACTIONS[action["action_id"]],
+            "value": str(action.get("value", ""))}), client)
 
     for action_id in ALERT_ACTIONS:
         app.action(action_id)(alert_button)
@@ -85,11 +96,10 @@ def build_slack_app(
                      **{action_id: kind for kind, action_id in CONTROL_ACTIONS.items()}}
 
     async def button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        action, user = body["actions"][0], body["user"]["id"]
-        kind = button_kinds[action["action_id"]]
-        reply = await handlers.on_button(kind, str(action.get("value", "")), user)
-        await _tell(client, body, user, reply.text)
+        action = body["actions"][0]
+        await record_ack_complete(ack, _click(body, "button", {
+            "action": button_kinds[action["action_id"]],
+            "value": str(action.get("value", ""))}), client)
 
     for action_id in button_kinds:
         app.action(action_id)(button)
@@ -101,7 +111,8 @@ def build_slack_app(
         user = body["user"]["id"]
         dep_id, refusal = await handlers.can_reject(str(body["actions"][0].get("value", "")), user)
         if refusal or dep_id is None:
-            await _tell(client, body, user, refusal or "That button is not valid any more.")
+            refused = _click(body, "reject", {})  # only where to answer; nothing recorded
+            await tell_user(client, refused, refusal or "That button is not valid any more.")
             return
         await client.views_open(trigger_id=body["trigger_id"], view=reject_modal(dep_id))
 
@@ -112,15 +123,18 @@ def build_slack_app(
         if not reason.strip():
             await ack(response_action="errors", errors={"reason": "Say why, for the audit trail."})
             return
-        await ack()
         user = body["user"]["id"]
-        reply = await handlers.on_reject(view.get("private_metadata", ""), user, reason)
-        try:
-            await client.chat_postMessage(channel=user, text=reply.text)
-        except Exception:
-            log.warning("could not tell %s the outcome of a rejection", user, exc_info=True)
+        request = Request(key=f"view:{view.get('id', uuid.uuid4())}:{user}", kind="reject",
+                          user=user, payload={"value": view.get("private_metadata", ""),
+                                              "reason": reason})  # no channel: a DM
+        await record_ack_complete(ack, request, client)
 
     return app
+
+
+def _invocation(command: dict[str, Any]) -> Invocation:
+    return Invocation(user=command["user_id"], request_key=_command_key(command),
+                      channel=command.get("channel_id"))
 
 
 def _command_key(command: dict[str, Any]) -> str:
@@ -129,13 +143,33 @@ def _command_key(command: dict[str, Any]) -> str:
     return f"slash:{trigger}" if trigger else f"slash:no-trigger:{uuid.uuid4()}"
 
 
-async def _tell(client: AsyncWebClient, body: dict[str, Any], user: str, text: str) -> None:
-    """Answer a click privately in the channel it came from."""
-    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-        "channel_id")
-    if not channel:
-        return
+def _click(body: dict[str, Any], kind: str, payload: dict[str, Any]) -> Request:
+    """A click as an inbox request. Its key is the same for Slack's retries of one click
+    (message, action time, user, button) and differs for a second click."""
+    action, user = body["actions"][0], body["user"]["id"]
+    container = body.get("container") or {}
+    message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts") or ""
+    moment = action.get("action_ts") or body.get("trigger_id") or uuid.uuid4().hex
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+    return Request(key=f"click:{message_ts}:{moment}:{user}:{action['action_id']}"[:255],
+                   kind=kind, user=user, payload=payload, channel=channel)
+
+
+async def tell_user(client: AsyncWebClient, request: Request, text: str) -> bool:
+    """Answer privately in the channel of the request, else (no channel, or the bot may
+    not post there) by DM. False when neither reached Slack: the inbox tries again."""
+    if request.channel:
+        try:
+            await client.chat_postEphemeral(channel=request.channel, user=request.user,
+                                            text=text)
+            return True
+        except Exception:
+            log.warning("could not answer user %s in %s; sending a DM", request.user,
+                        request.channel, exc_info=True)
     try:
-        await client.chat_postEphemeral(channel=channel, user=user, text=text)
+        await client.chat_postMessage(channel=request.user, text=text)
+        return True
     except Exception:
-        log.warning("could not answer user %s in %s", user, channel, exc_info=True)
+        log.warning("could not tell %s the outcome of %s", request.user, request.key,
+                    exc_info=True)
+        return False

@@ -210,3 +210,25 @@ class AlertInstance(SQLModel, table=True):
     status: str = Field(max_length=16)
     starts_at: datetime = Field(sa_column=_ts(nullable=False))
     ends_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
+class InboundRequest(SQLModel, table=True):
+    """A slash command or click as Slack sent it, written before the ack. ``key`` is unique
+    (a command's trigger id, a click's message and action time), so a replay or a retry
+    is recorded once and answered with the first reply; rows not done are picked up by
+    any replica once their claim lapses, so an acknowledged click survives a crash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=255)
+    kind: str = Field(max_length=16)  # "slash", "button", "alert" or "reject"
+    payload: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    user: str = Field(max_length=64)
+    channel: str | None = Field(default=None, max_length=80)
+    received_at: datetime = Field(sa_column=_ts(nullable=False))
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claim_until: datetime | None = Field(default=None, sa_column=_ts())
+    attempts: int = 0
+    done_at: datetime | None = Field(default=None, sa_column=_ts())
+    reply: str | None = Field(default=None, sa_column=Column(Text))
+    # Set once the outcome reached the person (in the ack, or as a message after it).
+    told_at: datetime | None = Field(default=None, sa_column=_ts(index=True))
