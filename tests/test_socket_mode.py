@@ -4,16 +4,21 @@ commands and clicks sent to every route change nothing in either mode."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
+import uvicorn
 from sqlmodel import select
 
 from bot.devtools.driver import TEAM
 from bot.devtools.local import LocalBot
+from bot.runtime import Shipbot
+from bot.settings import Settings
 from bot.slack.blocks import (
     APPROVE_ACTION,
     CANCEL_ACTION,
@@ -22,11 +27,12 @@ from bot.slack.blocks import (
     REJECT_CALLBACK,
 )
 from bot.slack.blocks_alerts import ALERT_ACTIONS
+from bot.slack.socket_mode import SocketModeLink
 from bot.store.models import Approval, AuditEvent, Deployment, Freeze, Lock
 from bot.web.app import SOCKET_MODE_ONLY, build_asgi_app
 from commands.handlers import Invocation
 from tests.alert_helpers import alert_config, alert_thread, am_alert, am_payload, post, threads
-from tests.conftest import eventually
+from tests.conftest import eventually, make_config
 from tests.test_approvals import approval_message
 
 FORM = "application/x-www-form-urlencoded"
@@ -145,3 +151,37 @@ async def test_socket_mode_without_a_secret_refuses_even_correctly_shaped_reques
     resp = await bot.driver.command("api staging v1.0.0")  # signed with a secret it lacks
     assert resp.status_code == 404 and resp.json() == {"ok": False, "error": SOCKET_MODE_ONLY}
     assert await _rows(bot, Deployment) == []
+
+
+async def test_readiness_names_what_is_missing_while_liveness_stays_up(tmp_path) -> None:
+    """A database that refuses connections (a closed port) and a Socket Mode link not yet
+    connected: /healthz is 503 naming both, /livez and /metrics still answer."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = Settings(SLACK_BOT_TOKEN="xoxb-t", SLACK_APP_TOKEN=APP_TOKEN,  # type: ignore[arg-type]
+                        DATABASE_URL=f"postgresql://shipbot@127.0.0.1:{port}/shipbot",
+                        SHIPBOT_STATE_DIR=tmp_path)
+    bot = Shipbot(settings, make_config(tmp_path))
+    link = SocketModeLink(bot.slack, APP_TOKEN)
+    app = build_asgi_app(bot, manage_lifespan=False, slack_link=link)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+
+    async def listening() -> bool:
+        return server.started
+
+    try:
+        await eventually(listening)
+        url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        async with httpx.AsyncClient(timeout=10) as client:
+            health = await client.get(url + "/healthz")
+            assert health.status_code == 503
+            assert health.json() == {"ok": False, "slack": "not started",
+                                     "database": "unavailable (ConnectionRefusedError)"}
+            assert (await client.get(url + "/livez")).json() == {"ok": True}
+            assert (await client.get(url + "/metrics")).status_code == 200
+    finally:
+        server.should_exit = True
+        await serving
+        await bot.db.dispose()
