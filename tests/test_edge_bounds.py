@@ -182,3 +182,10 @@ def test_valid_versions_are_kept(version: str) -> None:
 def test_version_length_limit() -> None:
     with pytest.raises(UsageError, match="129 characters long; the limit is 128"):
         parse("api staging " + "v" * 129, CATALOG, datetime.now(UTC))
+
+
+async def test_a_body_that_is_not_utf8_is_400_not_500(make_bot) -> None:
+    bot = await make_bot()
+    resp = await bot.driver.http.post(bot.driver.url, content=b"payload=\xff\xfe",
+                                      headers=signed_looking())
+    assert resp.status_code == 400 and resp.json()["error"] == "the request body is not UTF-8"
