@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
@@ -46,8 +46,41 @@ def build_asgi_app(bot: Shipbot, *, manage_lifespan: bool = True,
     """``slack_link`` is the Socket Mode connection when there is one: readiness reports it
     and the lifespan closes it before the bot stops."""
     token = bot.settings.SHIPBOT_WEBHOOK_TOKEN
-    # Only a signing secret makes HTTP events trustworthy: in Socket Mode without one, Bolt's
-    # verification is off, so the route must not reach Bolt at all.
+
+    async def livez(_: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(bot.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if manage_lifespan:
+            await bot.start()
+        try:
+            yield
+        finally:
+            if slack_link is not None:  # no envelope may arrive while the bot stops
+                await slack_link.close()
+            if manage_lifespan:
+                await bot.stop()
+
+    return Starlette(
+        routes=[
+            Route("/slack/events", _slack_events(bot), methods=["POST"]),
+            Route("/livez", livez, methods=["GET"]),
+            Route("/healthz", _readiness(bot, slack_link), methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            *webhook_routes(bot.alerts, token.get_secret_value() if token else None),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _slack_events(bot: Shipbot) -> Callable[[Request], Awaitable[Response]]:
+    """Cheapest refusals first; Bolt gets the body already read (and bounded) here."""
+    # Only a signing secret makes HTTP events trustworthy: without one (Socket Mode) the
+    # route never reaches Bolt, whatever the request looks like.
     http_events = bot.settings.SLACK_SIGNING_SECRET is not None
 
     async def slack_events(request: Request) -> Response:
@@ -67,9 +100,13 @@ def build_asgi_app(bot: Shipbot, *, manage_lifespan: bool = True,
             return _refuse(400, "the request body is not UTF-8")
         return to_starlette_response(await bot.slack.async_dispatch(bolt_request))
 
-    async def livez(_: Request) -> Response:
-        return JSONResponse({"ok": True})
+    return slack_events
 
+
+def _readiness(bot: Shipbot, slack_link: SocketModeLink | None
+               ) -> Callable[[Request], Awaitable[Response]]:
+    """200 when the database answers and (Socket Mode) the WebSocket is up; else 503
+    naming what is missing."""
     async def healthz(_: Request) -> Response:
         report = {"database": await _database_state(bot)}
         if slack_link is not None:
@@ -77,31 +114,7 @@ def build_asgi_app(bot: Shipbot, *, manage_lifespan: bool = True,
         ok = report["database"] == "ok" and report.get("slack", "connected") == "connected"
         return JSONResponse({"ok": ok, **report}, status_code=200 if ok else 503)
 
-    async def metrics(_: Request) -> Response:
-        return Response(generate_latest(bot.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        if manage_lifespan:
-            await bot.start()
-        try:
-            yield
-        finally:
-            if slack_link is not None:  # no envelope may arrive while the bot stops
-                await slack_link.close()
-            if manage_lifespan:
-                await bot.stop()
-
-    return Starlette(
-        routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/livez", livez, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
-            *webhook_routes(bot.alerts, token.get_secret_value() if token else None),
-        ],
-        lifespan=lifespan,
-    )
+    return healthz
 
 
 async def _database_state(bot: Shipbot) -> str:
