@@ -189,3 +189,13 @@ async def test_a_body_that_is_not_utf8_is_400_not_500(make_bot) -> None:
     resp = await bot.driver.http.post(bot.driver.url, content=b"payload=\xff\xfe",
                                       headers=signed_looking())
     assert resp.status_code == 400 and resp.json()["error"] == "the request body is not UTF-8"
+
+
+async def test_slacks_unsigned_ssl_check_is_still_answered(make_bot) -> None:
+    """The header checks refuse malformed headers, not missing ones: Bolt answers Slack's
+    certificate check (sent without a signature) and refuses everything else unsigned."""
+    bot = await make_bot()
+    check = await bot.driver.http.post(bot.driver.url, content="ssl_check=1&token=x",
+                                       headers={"Content-Type": FORM})
+    assert check.status_code == 200
+    assert await count(bot, Deployment) == 0
