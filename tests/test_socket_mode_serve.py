@@ -42,12 +42,14 @@ def slash_envelope(text: str, envelope_id: str = "env-1") -> dict[str, Any]:
 
 class SocketModeServer:
     """Slack's end of the WebSocket. ``gate`` holds the upgrade (a slow or blocked
-    network); once open it sends hello and then each envelope without waiting."""
+    network); once open, connection n says hello and sends ``rounds[n]`` without waiting;
+    once they are acked and another round is due, it asks the bot to reconnect (Slack's
+    ``disconnect`` message)."""
 
-    def __init__(self, envelopes: list[dict[str, Any]]) -> None:
-        self.envelopes = envelopes
+    def __init__(self, rounds: list[list[dict[str, Any]]]) -> None:
+        self.rounds = rounds
         self.gate = asyncio.Event()
-        self.waiting = 0  # upgrade requests held at the gate
+        self.waiting = 0  # upgrade requests seen (held at the gate until it opens)
         self.acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.close_codes: list[int | None] = []
         self._runner: web.AppRunner | None = None
@@ -67,22 +69,27 @@ class SocketModeServer:
             await self._runner.cleanup()
 
     async def connecting(self) -> bool:
-        """The bot asked for a WebSocket and is held at the gate."""
+        """The bot asked for a WebSocket (and may be held at the gate)."""
         return self.waiting > 0
 
     async def _link(self, request: web.Request) -> web.WebSocketResponse:
-        self.waiting += 1
+        index, self.waiting = self.waiting, self.waiting + 1
         await self.gate.wait()
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_json({"type": "hello", "num_connections": 1,
                             "connection_info": {"app_id": "A0SHIPBOT"},
                             "debug_info": {"host": "fake", "approximate_connection_time": 3600}})
-        for envelope in self.envelopes:
+        envelopes = self.rounds[index] if index < len(self.rounds) else []
+        for envelope in envelopes:
             await ws.send_json(envelope)
+        unacked = len(envelopes)
         async for message in ws:
             if message.type == WSMsgType.TEXT:
                 await self.acks.put(json.loads(message.data))
+                unacked -= 1
+                if unacked == 0 and index + 1 < len(self.rounds):
+                    await ws.send_json({"type": "disconnect", "reason": "refresh_requested"})
         self.close_codes.append(ws.close_code)
         return ws
 
@@ -117,10 +124,10 @@ class Served:
 async def serve(tmp_path: Path) -> AsyncIterator[Any]:
     started: list[Served] = []
 
-    async def launch(envelopes: list[dict[str, Any]], *, gate_open: bool) -> Served:
+    async def launch(rounds: list[list[dict[str, Any]]], *, gate_open: bool) -> Served:
         slack = FakeSlack(rate_limits=False)
         await slack.start()
-        link = SocketModeServer(envelopes)
+        link = SocketModeServer(rounds)
         await link.start()
         if gate_open:
             link.gate.set()
@@ -154,7 +161,7 @@ async def serve(tmp_path: Path) -> AsyncIterator[Any]:
 
 async def test_health_answers_before_slack_connects_and_sigterm_closes_the_socket(
         serve) -> None:
-    served = await serve([slash_envelope("api staging v1.0.0")], gate_open=False)
+    served = await serve([[slash_envelope("api staging v1.0.0")]], gate_open=False)
     await eventually(served.up, timeout=60)
     await eventually(served.socket_mode.connecting)
     health = await served.get("/healthz")
@@ -182,8 +189,8 @@ async def test_health_answers_before_slack_connects_and_sigterm_closes_the_socke
 
 
 async def test_an_envelope_right_after_hello_on_a_fresh_database_is_handled(serve) -> None:
-    served = await serve([slash_envelope("api staging v1.0.0"),
-                          slash_envelope("status", envelope_id="env-2")], gate_open=True)
+    served = await serve([[slash_envelope("api staging v1.0.0"),
+                           slash_envelope("status", envelope_id="env-2")]], gate_open=True)
     first = await asyncio.wait_for(served.socket_mode.acks.get(), 60)
     second = await asyncio.wait_for(served.socket_mode.acks.get(), 30)
     acks = {a["envelope_id"]: a["payload"]["text"] for a in (first, second)}
@@ -191,3 +198,19 @@ async def test_an_envelope_right_after_hello_on_a_fresh_database_is_handled(serv
     assert "api" in acks["env-2"]
     log = served.log.read_text()
     assert "no such table" not in log and "Traceback" not in log
+
+
+async def test_asked_to_reconnect_it_reconnects_and_keeps_handling(serve) -> None:
+    served = await serve([[slash_envelope("api staging v1.0.0")],
+                          [slash_envelope("api dev v1.0.0", envelope_id="env-2")]],
+                         gate_open=True)
+    first = await asyncio.wait_for(served.socket_mode.acks.get(), 60)
+    second = await asyncio.wait_for(served.socket_mode.acks.get(), 30)
+    assert "Deployment #1" in first["payload"]["text"]
+    assert second["envelope_id"] == "env-2" and "Deployment #2" in second["payload"]["text"]
+    assert len(served.slack.calls_to("apps.connections.open")) == 2
+
+    async def ready() -> bool:
+        return (await served.get("/healthz")).status_code == 200
+
+    await eventually(ready)
