@@ -8,9 +8,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, ShipbotConfig, json_schema, load_config
 from bot.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,25 +190,39 @@ async def _db(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, config: ShipbotConfig, host: str, port: int) -> None:
+    """Start order: database (schema) and engine in the ASGI lifespan, then the HTTP server
+    (health answers from here on), then the Socket Mode connection in the background. On
+    SIGTERM uvicorn runs the lifespan's shutdown, which closes the WebSocket, then the bot."""
     import uvicorn
-    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     from bot.runtime import Shipbot
+    from bot.slack.socket_mode import SocketModeLink
     from bot.web.app import build_asgi_app
 
     bot = Shipbot(settings, config)
-    server = uvicorn.Server(uvicorn.Config(build_asgi_app(bot), host=host, port=port,
-                                           log_level="info", lifespan="on",
+    app_token = settings.SLACK_APP_TOKEN
+    link = SocketModeLink(bot.slack, app_token.get_secret_value()) if app_token else None
+    server = uvicorn.Server(uvicorn.Config(build_asgi_app(bot, slack_link=link), host=host,
+                                           port=port, log_level="info", lifespan="on",
                                            timeout_graceful_shutdown=10))
-    if settings.SLACK_APP_TOKEN is None:
-        await server.serve()
-        return
-    socket = AsyncSocketModeHandler(bot.slack, settings.SLACK_APP_TOKEN.get_secret_value())
-    await socket.connect_async()
+    serving = asyncio.create_task(server.serve())
+    if link is not None and await _listening(server, serving):
+        await link.start()
     try:
-        await server.serve()
+        await serving
     finally:
-        await socket.close_async()
+        if link is not None:
+            await link.close()
+
+
+async def _listening(server: uvicorn.Server, serving: asyncio.Task[None]) -> bool:
+    """Wait until uvicorn has run the lifespan's start-up and bound its sockets (True), or
+    has stopped trying (False: the error surfaces when ``serving`` is awaited)."""
+    while not server.started:
+        if serving.done():
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 if __name__ == "__main__":

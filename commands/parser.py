@@ -220,7 +220,8 @@ def _clip(text: str, limit: int = 40) -> str:
 
 
 def parse_deployment_ref(value: str) -> int:
-    """A button's value names a deployment by id; anything else was tampered with."""
-    if not value.isdigit() or len(value) > 12:
+    """A button's value names a deployment by id; anything else was tampered with. Only
+    ASCII digits count: ``str.isdigit`` also takes '²' (which ``int`` refuses) and '٣'."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 12:
         raise UsageError("That button is not valid any more. Use `/deploy status` instead.")
     return int(value)

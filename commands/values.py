@@ -6,12 +6,13 @@ Pure functions; errors are ``UsageError``s that show the accepted format.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from commands.model import UsageError
 
-VERSION_RE = re.compile(r"^[A-Za-z0-9._/+-]{1,128}$")
+VERSION_RE = re.compile(r"[A-Za-z0-9._/+-]+")  # the character set; rules below
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 WHEN_FORMAT = '"YYYY-MM-DD HH:MM" in UTC, optionally followed by a time zone such as Europe/Berlin'
 _WHEN_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})[ T](\d{1,2}:\d{2})(?:\s+(\S+))?$")
@@ -53,14 +54,49 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 
 def parse_version(raw: str) -> str:
-    if VERSION_RE.match(raw):
-        return raw
-    if len(raw) > 128:
-        raise UsageError(f"Version is {len(raw)} characters long; the limit is 128.")
-    bad = sorted({c for c in raw if not re.match(r"[A-Za-z0-9._/+-]", c)})
-    shown = " ".join(f"'{c}'" if c.isprintable() and not c.isspace() else repr(c) for c in bad)
-    clipped = raw[:40].replace("<", "‹").replace(">", "›").replace("`", "'")
-    raise UsageError(
-        f"Version '{clipped}' contains characters Shipbot does not accept: {shown}. "
-        "Versions use letters, digits and . _ / + - (for example v1.4.2 or 2026.11.26-3)."
-    )
+    """A version as git refs and container tags allow it: it reaches providers' argv and
+    URLs, so anything that could read as an option or a path trick is refused by name."""
+    if len(raw) > MAX_VERSION:
+        raise UsageError(f"Version is {len(raw)} characters long; the limit is {MAX_VERSION}.")
+    shown = _clip(raw)
+    # An option or a reflog selector is named as such, before the character set.
+    _check_rules(raw, shown, _VERSION_RULES[:2])
+    if not VERSION_RE.fullmatch(raw):
+        bad = sorted({c for c in raw if not VERSION_RE.fullmatch(c)})
+        listed = " ".join(f"'{c}'" if c.isprintable() and not c.isspace() else repr(c)
+                          for c in bad)
+        raise UsageError(f"Version '{shown}' contains characters Shipbot does not accept: "
+                         f"{listed}. Versions use letters, digits and . _ / + - "
+                         "(for example v1.4.2 or 2026.11.26-3).")
+    _check_rules(raw, shown, _VERSION_RULES[2:])
+    return raw
+
+
+def _check_rules(raw: str, shown: str, rules: tuple[tuple[Callable[[str], bool], str], ...]
+                 ) -> None:
+    for broken, rule in rules:
+        if broken(raw):
+            raise UsageError(f"Version '{shown}' {rule} {_VERSION_HINT}")
+
+
+def _clip(raw: str) -> str:
+    """Echo it back short and without Slack mention/link syntax."""
+    return raw[:40].replace("<", "‹").replace(">", "›").replace("`", "'")
+
+
+MAX_VERSION = 128
+_VERSION_HINT = "Give the version as your CI names it, for example v1.4.2 or 2026.11.26-3."
+# (is it broken?, what the rule is): git check-ref-format and OCI tag rules, named one by one.
+_VERSION_RULES: tuple[tuple[Callable[[str], bool], str], ...] = (
+    (lambda v: v.startswith("-"),
+     "starts with '-': a deploy command would read it as an option. Drop the leading '-'."),
+    (lambda v: "@{" in v, "contains '@{', which git refs may not."),
+    (lambda v: ".." in v, "contains '..', which versions may not (it climbs paths and "
+                          "means a range in git)."),
+    (lambda v: "//" in v, "contains '//'; use a single '/' between parts."),
+    (lambda v: v.startswith("/"), "starts with '/'; start with a letter or digit."),
+    (lambda v: v.startswith("."), "starts with '.'; start with a letter or digit."),
+    (lambda v: v.endswith(".lock"), "ends with '.lock', which git refs may not."),
+    (lambda v: v.endswith("/"), "ends with '/'; drop the last '/'."),
+    (lambda v: v.endswith("."), "ends with '.'; drop the last '.'."),
+)

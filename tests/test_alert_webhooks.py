@@ -35,7 +35,7 @@ async def nothing_recorded(bot: LocalBot) -> None:
         for table in (AlertThread, AlertInstance, Outbox):
             assert (await session.exec(select(table))).all() == [], table.__name__
     async with httpx.AsyncClient() as client:
-        assert (await client.get(f"{bot.url}/healthz")).json() == {"ok": True}
+        assert (await client.get(f"{bot.url}/healthz")).json() == {"ok": True, "database": "ok"}
 
 
 @pytest.mark.parametrize("source", ["alertmanager", "grafana"])

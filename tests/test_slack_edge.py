@@ -145,7 +145,7 @@ async def test_oversize_body_is_refused(make_bot) -> None:
 async def test_health_and_metrics(make_bot) -> None:
     bot = await make_bot()
     health = await bot.driver.http.get(bot.url + "/healthz")
-    assert health.json() == {"ok": True}
+    assert health.status_code == 200 and health.json() == {"ok": True, "database": "ok"}
     await bot.driver.command("apu staging")
     metrics = (await bot.driver.http.get(bot.url + "/metrics")).text
     assert 'shipbot_deployments{state="succeeded"}' in metrics

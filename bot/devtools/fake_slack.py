@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bot.devtools.fake_slack_api import Body, SlackApi
+from bot.devtools.fake_slack_api import APP_TOKEN_METHODS, Body, SlackApi
 from bot.devtools.fake_slack_channels import ChannelDirectory
 from bot.devtools.fake_slack_limits import (
     InjectedFailure,
@@ -72,6 +72,8 @@ class FakeSlack(SlackApi):
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._origin: str | None = None
+        # What apps.connections.open hands out (a test's Socket Mode server); None: refused.
+        self.socket_mode_url: str | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         """Listen on ``host:port`` (0 picks a free port, so parallel tests never collide)."""
@@ -184,7 +186,8 @@ class FakeSlack(SlackApi):
         if reply := pop_failure(self._failures.get(method, [])):
             return reply
         token = params.pop("token", None)
-        if denied := auth_error(headers.get("Authorization"), token, self.tokens):
+        kind = "xapp-" if method in APP_TOKEN_METHODS else "xoxb-"
+        if denied := auth_error(headers.get("Authorization"), token, self.tokens, kind):
             return 200, denied, {}
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
         if handler is None:

@@ -16,6 +16,7 @@ from bot.devtools.fake_slack_limits import error_body, message_error, view_error
 BOT_USER, BOT_ID, TEAM_ID, TEAM_NAME = "UBOT", "BBOT", "T0001", "Shipbot test"
 WORKSPACE_URL = "https://shipbot-test.slack.com/"
 Body = dict[str, Any]
+APP_TOKEN_METHODS = ("apps.connections.open",)  # called with the xapp- token, not the bot's
 
 
 class SlackApi:
@@ -34,6 +35,7 @@ class SlackApi:
     _ids: itertools.count[int]
     _ts_micros: int
     _origin: str | None
+    socket_mode_url: str | None
 
     # -- workspace directory (test helpers) --------------------------------------
     def add_user(
@@ -103,6 +105,12 @@ class SlackApi:
         return {"ok": True, "url": WORKSPACE_URL, "team": TEAM_NAME,
                 "user": "shipbot", "team_id": TEAM_ID, "user_id": BOT_USER, "bot_id": BOT_ID,
                 "is_enterprise_install": False}  # fmt: skip
+
+    def _api_apps_connections_open(self, p: Body) -> Body:
+        """Socket Mode's first step: the WebSocket URL to connect to."""
+        if self.socket_mode_url is None:
+            return error_body("socket_mode_not_enabled")  # the fake's own word for it
+        return {"ok": True, "url": self.socket_mode_url}
 
     def _api_chat_postMessage(self, p: Body) -> Body:
         """Takes an ID, a name or a user ID (the app's DM); always answers with the ID."""

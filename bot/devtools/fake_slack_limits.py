@@ -211,14 +211,16 @@ def pop_failure(queue: list[InjectedFailure]) -> tuple[int, dict[str, Any], dict
 
 
 def auth_error(
-    authorization: str | None, token_param: Any, accepted: Collection[str] | None
+    authorization: str | None, token_param: Any, accepted: Collection[str] | None,
+    kind: str = "xoxb-",
 ) -> dict[str, Any] | None:
-    """Slack reads the bearer header first, then ``token``; None accepts any ``xoxb-`` token."""
+    """Slack reads the bearer header first, then ``token``; None accepts any token of the
+    method's ``kind`` (``xapp-`` for apps.connections.open, ``xoxb-`` otherwise)."""
     header = authorization or ""
     token = header.removeprefix("Bearer ") if header.startswith("Bearer ") else token_param
     if not token:
         return error_body("not_authed")
-    ok = token in accepted if accepted is not None else str(token).startswith("xoxb-")
+    ok = token in accepted if accepted is not None else str(token).startswith(kind)
     return None if ok else error_body("invalid_auth")
 
 

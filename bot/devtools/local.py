@@ -31,13 +31,19 @@ class LocalBot:
         tick_seconds: float = 0.2,
         fake_slack: FakeSlack | None = None,
         webhook_token: str | None = None,
+        signing: bool = True,
+        app_token: str | None = None,
     ) -> None:
+        """``signing=False`` leaves SLACK_SIGNING_SECRET unset and ``app_token`` sets
+        SLACK_APP_TOKEN, as a Socket Mode install does (the WebSocket is not opened here:
+        the driver still signs with a secret the bot then does not know)."""
         self.config, self.database_url, self.state_dir = config, database_url, state_dir
         self.clock, self.tick_seconds = clock, tick_seconds
         self.slack = fake_slack or FakeSlack()
         self.signing_secret = secrets.token_hex(16)
         # Alert webhooks' bearer token: random unless given; "" leaves webhooks disabled.
         self.webhook_token = secrets.token_hex(16) if webhook_token is None else webhook_token
+        self.signing, self.app_token = signing, app_token
         self._own_slack = fake_slack is None
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -54,7 +60,8 @@ class LocalBot:
             await self.slack.start()
         settings = Settings(
             SLACK_BOT_TOKEN="xoxb-local-test",  # type: ignore[arg-type]
-            SLACK_SIGNING_SECRET=self.signing_secret,  # type: ignore[arg-type]
+            SLACK_SIGNING_SECRET=self.signing_secret if self.signing else None,  # type: ignore[arg-type]
+            SLACK_APP_TOKEN=self.app_token,  # type: ignore[arg-type]
             SLACK_API_URL=self.slack.base_url,
             DATABASE_URL=self.database_url,
             SHIPBOT_STATE_DIR=self.state_dir,

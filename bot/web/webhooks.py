@@ -37,9 +37,12 @@ def authorized(header: str | None, token: str) -> bool:
 
 
 async def read_limited(request: Request, limit: int) -> bytes | None:
-    """The body, or None when it is (or claims to be) larger than ``limit``."""
+    """The body, or None when it is (or claims to be) larger than ``limit``. Reading stops
+    at the limit, Content-Length or not (chunked), so nothing larger is ever buffered; the
+    caller answers 413 at once. Shared by the webhooks and ``/slack/events``."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and not (declared.isascii() and declared.isdigit()
+                                     and int(declared) <= limit):
         return None
     body = bytearray()
     async for chunk in request.stream():
