@@ -217,9 +217,13 @@ class AlertService:
         return await self._decide(thread_id, user, "dismissed_by")
 
     async def _decide(self, thread_id: int, user: str, what: str) -> str:
-        if not await self.policy.directory.is_active_user(user):
-            return "Your Slack user is not an active member of this workspace, so Shipbot " \
-                   "ignores the click. Nothing was changed."
+        async with self.sessions() as session:  # checked before the gate: Slack may be slow
+            thread = await session.get(AlertThread, thread_id)
+        if thread is None:
+            return "That alert is not known any more; nothing was changed."
+        decision = await self.policy.may_decide_alert(user, thread.env)
+        if not decision.allowed:
+            return decision.reason
         for _ in range(RETRIES):
             try:
                 async with self.gate():
