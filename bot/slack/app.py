@@ -28,6 +28,7 @@ from bot.slack.blocks import (
     reject_modal,
 )
 from bot.slack.blocks_alerts import ALERT_ACTIONS
+from bot.slack.identity import BotIdentity
 from commands.handlers import CommandHandlers, Invocation
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,12 @@ def build_web_client(token: str, base_url: str) -> AsyncWebClient:
 def build_slack_app(
     client: AsyncWebClient, signing_secret: str | None, handlers: CommandHandlers
 ) -> AsyncApp:
+    identity = BotIdentity(client, client.token or "")
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret or "socket-mode-payloads-are-not-signed",
         request_verification_enabled=signing_secret is not None,
+        authorize=identity.authorizer(),  # one workspace, one token: no auth.test per request
         logger=log,
     )
 
