@@ -53,6 +53,8 @@ def build_slack_app(
     client: AsyncWebClient, signing_secret: str | None, handlers: CommandHandlers
 ) -> AsyncApp:
     identity = BotIdentity(client, client.token or "")
+    if not any(isinstance(f, _ExpectedTokenWarning) for f in log.filters):
+        log.addFilter(_ExpectedTokenWarning())
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret or "socket-mode-payloads-are-not-signed",
@@ -124,6 +126,14 @@ def build_slack_app(
             log.warning("could not tell %s the outcome of a rejection", user, exc_info=True)
 
     return app
+
+
+class _ExpectedTokenWarning(logging.Filter):
+    """Bolt warns that the client's token "will be ignored" when ``authorize=`` is given:
+    that is the point (the authorize function hands Bolt the same token), not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be ignored" not in record.getMessage()
 
 
 def _command_key(command: dict[str, Any]) -> str:
