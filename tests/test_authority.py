@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from sqlmodel import SQLModel, select
 
+from bot.config import parse_config
 from bot.devtools.local import LocalBot
 from bot.engine.machine import slot
 from bot.slack.blocks import (
@@ -51,8 +52,9 @@ WHO = {"deploy": "<@U0ALICE>", "rollback": "<@U0ROLLER>", "lock": "<@U0LOCKER>",
 TABLES: tuple[type[SQLModel], ...] = (Deployment, Lock, Freeze, Approval, AlertThread,
                                       AlertInstance, AuditEvent, Outbox)
 # The seeded rows: 1 api awaiting approval, 2 web paused, 3 worker verifying, 4 the api
-# deployment an alert suspects; alert thread 1 offers a rollback, 2 a redeploy.
-AWAITING, PAUSED, VERIFYING = "1", "2", "3"
+# deployment an alert suspects, 5 batch promoting; alert thread 1 offers a rollback, 2 a
+# redeploy (after an automatic rollback).
+AWAITING, PAUSED, VERIFYING, PROMOTING = "1", "2", "3", "5"
 ROLLBACK_THREAD, REDEPLOY_THREAD = "1", "2"
 
 BUTTONS = [  # (action_id, value, role needed)
@@ -63,7 +65,9 @@ BUTTONS = [  # (action_id, value, role needed)
     (CONTROL_ACTIONS["resume"], PAUSED, "deploy"),
     (CONTROL_ACTIONS["abort"], PAUSED, "rollback"),
     (CONTROL_ACTIONS["pause"], VERIFYING, "deploy"),
-    (CONTROL_ACTIONS["abort"], VERIFYING, "rollback"),  # the card's "Roll back"
+    (CONTROL_ACTIONS["abort"], VERIFYING, "rollback"),
+    (CONTROL_ACTIONS["promote"], PROMOTING, "deploy"),
+    (CONTROL_ACTIONS["abort"], PROMOTING, "rollback"),  # the card's "Roll back" there
     (ALERT_ROLLBACK_ACTION, ROLLBACK_THREAD, "rollback"),
     (ALERT_DISMISS_ACTION, ROLLBACK_THREAD, "rollback"),
     (ALERT_ACK_ACTION, ROLLBACK_THREAD, "rollback"),
@@ -84,14 +88,17 @@ COMMANDS = [  # (command, text, role needed)
     ("/deploy", "resume web production", "deploy"),
     ("/deploy", "abort web production", "rollback"),
     ("/deploy", "pause worker production", "deploy"),
+    ("/deploy", "abort batch production", "rollback"),
 ]
 
 
 def config(tmp_path: Path) -> Any:
-    return alert_config(tmp_path, environments={
+    data = alert_config(tmp_path, environments={
         "dev": {}, "staging": {},
         "production": {"approval": {"approvers": ["U0CAROL"]}, "roles": ROLES},
-    })
+    }).model_dump(mode="json")
+    data["services"]["batch"] = {**data["services"]["web"], "channel": "#deploys-batch"}
+    return parse_config(data)
 
 
 def _deployment(bot: LocalBot, service: str, state: str, **fields: Any) -> Deployment:
@@ -113,6 +120,7 @@ async def seed(bot: LocalBot) -> None:
                                 paused_reason="paused by <@U0ALICE>"))
         session.add(_deployment(bot, "worker", "verifying", strategy="canary"))
         session.add(_deployment(bot, "api", "succeeded", in_flight=False, finished_at=now))
+        session.add(_deployment(bot, "batch", "promoting", strategy="canary", stage=2))
         await session.flush()
         for n, extra in ((1, {}), (2, {"rollback_deployment_id": 4, "auto_rollback": True})):
             session.add(AlertThread(
@@ -206,7 +214,7 @@ async def test_someone_with_the_rollback_role_may_acknowledge_and_dismiss(
     await world.driver.click(ALERT_DISMISS_ACTION, ROLLBACK_THREAD, user="U0ROLLER")
     texts = await eventually(lambda: _some(told(world, "U0ROLLER"), 2))
     assert texts == ["You acknowledged this alert.",
-                     "You marked as not the deploy this alert."]
+                     "You marked this alert as not caused by the deploy."]
     async with world.bot.sessions() as session:
         thread = await session.get(AlertThread, 1)
     assert thread is not None

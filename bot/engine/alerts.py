@@ -263,9 +263,10 @@ class AlertService:
             if thread is None:
                 return "That alert is not known any more; nothing was changed."
             earlier = getattr(thread, what)
-            verb = "acknowledged" if what == "acknowledged_by" else "marked as not the deploy"
+            verb = "acknowledged this alert" if what == "acknowledged_by" else \
+                "marked this alert as not caused by the deploy"
             if earlier is not None:
-                return f"<@{earlier}> already {verb} this alert."
+                return f"<@{earlier}> already {verb}."
             setattr(thread, what, user)
             thread.updated_at = now
             session.add(thread)
@@ -279,7 +280,7 @@ class AlertService:
             alert_outbox.refresh_root(session, thread_id, now=now)
             alert_outbox.refresh_suspect(session, thread_id, now=now)
             await session.commit()
-        return f"You {verb} this alert."
+        return f"You {verb}."
 
 
 def _end(alert: Alert, now: datetime) -> datetime:
