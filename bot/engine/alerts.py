@@ -95,15 +95,24 @@ class AlertService:
         """Record a delivery chunk by chunk, letting other writers in between, then start
         the auto-rollbacks it asks for."""
         result = Received(alerts=len(alerts))
-        for start in range(0, len(alerts), self.chunk):
-            result.add(await self._receive(alerts[start:start + self.chunk]))
-            self.on_change()  # the first threads can be posted while the rest is recorded
+        try:
+            for start in range(0, len(alerts), self.chunk):
+                result.add(await self._receive(alerts[start:start + self.chunk]))
+                self.on_change()  # the first threads can be posted while the rest is recorded
+        except Exception:
+            # The sender retries the whole delivery, where these threads are no longer new.
+            await self._auto_rollbacks(result.new)
+            raise
+        await self._auto_rollbacks(result.new)
+        return result
+
+    async def _auto_rollbacks(self, new_threads: list[int]) -> None:
+        """Start the rollbacks the services' ``auto_rollback`` rules ask for (idempotent)."""
         if not self.auto_rules:
-            return result
-        for thread_id in result.new:
+            return
+        for thread_id in new_threads:
             if await self._auto_rollback_due(thread_id):
                 await self.rollbacks.from_alert(thread_id, "shipbot", auto=True)
-        return result
 
     async def _receive(self, chunk: list[Alert]) -> Received:
         """One chunk in one gated transaction, retried when a concurrent delivery wins a
