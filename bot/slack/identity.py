@@ -18,7 +18,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.web.async_client import AsyncWebClient
 
 log = logging.getLogger(__name__)
-FIRST_DELAY, MAX_DELAY = 1.0, 60.0
+FIRST_DELAY, MAX_DELAY, ATTEMPTS = 1.0, 60.0, 8  # then the next request starts again
 
 
 class BotIdentity:
@@ -59,9 +59,11 @@ class BotIdentity:
             self._learning = asyncio.get_running_loop().create_task(self.learn())
 
     async def learn(self) -> None:
-        """Ask ``auth.test`` until it answers (backing off up to ``max_delay``)."""
+        """Ask ``auth.test`` until it answers, backing off up to ``max_delay``; after
+        ``ATTEMPTS`` failures stop (the next request starts over), so no task outlives
+        a long outage for nothing."""
         delay = self.first_delay
-        while self.known is None:
+        for _ in range(ATTEMPTS):
             try:
                 resp = await self.client.auth_test(token=self.token)
                 self.known = dict(resp.data) if isinstance(resp.data, dict) else {}
@@ -72,11 +74,3 @@ class BotIdentity:
                 log.warning("auth.test failed (%s); asking again in %.0f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_delay)
-
-    async def aclose(self) -> None:
-        if self._learning is not None and not self._learning.done():
-            self._learning.cancel()
-            try:
-                await self._learning
-            except asyncio.CancelledError:
-                pass
