@@ -8,7 +8,9 @@ on a fresh SQLite database, timed over real HTTP on loopback by this process:
   * one transaction: ``--payloads`` Alertmanager deliveries of ``--alerts`` alerts each,
     sent at once, recorded the way Shipbot did before (the whole delivery in one gated
     transaction: the alert service's chunk set larger than any payload);
-  * chunked: the same storm recorded as Shipbot does now (chunks of ``alerts.CHUNK``).
+  * chunked: the same storm recorded as Shipbot does now (chunks of ``alerts.CHUNK``,
+    or ``--chunk``);
+and the storm alone both ways (no commands), for what chunking costs in recording time.
 While the storm is recorded, a `/deploy` to a fresh slot is sent every ``--every``
 seconds, one at a time; each waits for its ack (Slack gives up after 3 s). The table
 shows the acks' p50/p99/max, how many missed 3 s, how long the storm took to record,
@@ -184,11 +186,12 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> int:
 
 
 async def run(args: argparse.Namespace) -> int:
-    runs = [("baseline (no alerts)", CHUNK, 0, True),
+    chunk = args.chunk
+    runs = [("baseline (no alerts)", chunk, 0, True),
             ("storm, one transaction", ONE_TRANSACTION, args.payloads, True),
-            (f"storm, chunks of {CHUNK}", CHUNK, args.payloads, True),
+            (f"storm, chunks of {chunk}", chunk, args.payloads, True),
             ("storm alone, one transaction", ONE_TRANSACTION, args.payloads, False),
-            (f"storm alone, chunks of {CHUNK}", CHUNK, args.payloads, False)]
+            (f"storm alone, chunks of {chunk}", chunk, args.payloads, False)]
     results = []
     for label, chunk, payloads, commands in runs:
         results.append(await measure(label, chunk, argparse.Namespace(
@@ -201,6 +204,7 @@ def main() -> None:
     parser.add_argument("--payloads", type=int, default=4, help="deliveries sent at once")
     parser.add_argument("--alerts", type=int, default=2000, help="alerts per delivery")
     parser.add_argument("--every", type=float, default=0.1, help="seconds between commands")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help="alerts per transaction")
     parser.add_argument("--baseline", type=int, default=40, help="commands in the baseline")
     sys.exit(asyncio.run(run(parser.parse_args())))
 
