@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 from sqlmodel import col, func, select
 
 from bot.devtools.local import LocalBot
@@ -17,6 +18,7 @@ from bot.store.models import AlertInstance, AlertThread, Deployment, Outbox
 from tests.alert_helpers import alert_config, am_alert, am_payload, post
 from tests.conftest import eventually
 
+pytest_plugins = ["tests.postgres_fixture"]
 ALERTS = CHUNK * 8
 
 
@@ -69,9 +71,14 @@ async def test_a_command_gets_in_between_the_chunks_of_a_large_payload(launch,
     assert await rows(bot, AlertInstance) == ALERTS and await rows(bot, AlertThread) == 1
 
 
-async def test_a_retried_storm_records_each_alert_once(launch, tmp_path) -> None:
-    """Alertmanager retries a delivery it saw fail; HA pairs send it twice at once."""
-    bot = await launch(alert_config(tmp_path))
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_a_retried_storm_records_each_alert_once(launch, tmp_path, request,
+                                                       database: str) -> None:
+    """Alertmanager retries a delivery it saw fail; HA pairs send it twice at once (on
+    PostgreSQL, with no write gate, their chunks really race on the unique keys)."""
+    url = request.getfixturevalue("postgres_url") if database == "postgresql" else \
+        f"sqlite:///{tmp_path}/shipbot.db"
+    bot = await launch(alert_config(tmp_path), database_url=url)
     payload = storm()
     first, second = await asyncio.gather(post(bot, "alertmanager", payload),
                                          post(bot, "alertmanager", payload))
