@@ -1,10 +1,16 @@
 """Alerts in, threads out: one thread per firing alert or Alertmanager group, the suspect
 deployment found at once, resolutions and people's decisions recorded.
 
-Everything is rows: the webhook only calls ``receive``, which writes the thread, its
-alert instances and the outbox messages in one transaction and returns. Repeated
-notifications find their instance (unique key) or the open thread (unique
-``open_key``), so Alertmanager's repeats, retries and HA pairs never post twice.
+Everything is rows: the webhook only calls ``receive``, which writes the threads, their
+alert instances and the outbox messages and returns. Repeated notifications find their
+instance (unique key) or the open thread (unique ``open_key``), so Alertmanager's
+repeats, retries and HA pairs never post twice.
+
+A large delivery (an alert storm: thousands of alerts) is recorded in chunks of
+``CHUNK`` alerts, each its own short transaction through the write gate, so a person's
+click or command waits for one chunk at most, not for the whole storm. Each chunk is
+atomic and alerts are processed in order, as in one transaction; a delivery that fails
+half way is retried whole by its sender and the chunks already recorded are repeats.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from integrations.alerts import Alert
 
 RETRIES = 5
 MAX_LABELS = 30
+CHUNK = 50  # alerts per gated transaction: a few tens of milliseconds of holding the gate
 
 
 @dataclass
@@ -44,6 +51,14 @@ class Received:
     resolved: list[int] = field(default_factory=list)
     unmapped: int = 0
     ignored: int = 0
+
+    def add(self, part: Received) -> None:
+        """Fold a chunk's result into the delivery's (``alerts`` is set once, up front)."""
+        self.threads += part.threads
+        self.new += part.new
+        self.resolved += part.resolved
+        self.unmapped += part.unmapped
+        self.ignored += part.ignored
 
     def as_json(self) -> dict[str, object]:
         return {"ok": True, "alerts": self.alerts, "threads": sorted(set(self.threads)),
@@ -68,40 +83,54 @@ def payload_of(alert: Alert) -> str:
 class AlertService:
     def __init__(self, sessions: Sessions, config: ShipbotConfig, policy: Policy, clock: Clock,
                  rollbacks: RollbackService, on_change: Callable[[], None] = lambda: None,
-                 gate: WriteGate | None = None):
+                 gate: WriteGate | None = None, chunk: int = CHUNK):
         self.sessions, self.config, self.policy, self.clock = sessions, config, policy, clock
+        self.chunk = max(1, chunk)
         self.rollbacks, self.on_change = rollbacks, on_change
         self.settings, self.services = config.alerts, tuple(config.services)
         self.gate = gate or WriteGate("")
         self.auto_rules = any(s.auto_rollback for s in config.services.values())
 
     async def receive(self, alerts: list[Alert]) -> Received:
-        """Record a delivery (retried whole when a concurrent one wins a race), then
-        start the auto-rollbacks it asks for."""
+        """Record a delivery chunk by chunk, letting other writers in between, then start
+        the auto-rollbacks it asks for."""
+        result = Received(alerts=len(alerts))
+        try:
+            for start in range(0, len(alerts), self.chunk):
+                result.add(await self._receive(alerts[start:start + self.chunk]))
+                self.on_change()  # the first threads can be posted while the rest is recorded
+        except Exception:
+            # The sender retries the whole delivery, where these threads are no longer new.
+            await self._auto_rollbacks(result.new)
+            raise
+        await self._auto_rollbacks(result.new)
+        return result
+
+    async def _auto_rollbacks(self, new_threads: list[int]) -> None:
+        """Start the rollbacks the services' ``auto_rollback`` rules ask for (idempotent)."""
+        if not self.auto_rules:
+            return
+        for thread_id in new_threads:
+            if await self._auto_rollback_due(thread_id):
+                await self.rollbacks.from_alert(thread_id, "shipbot", auto=True)
+
+    async def _receive(self, chunk: list[Alert]) -> Received:
+        """One chunk in one gated transaction, retried when a concurrent delivery wins a
+        race (it then finds that delivery's instance or thread)."""
         for attempt in range(RETRIES):
             try:
-                result = await self._receive(alerts)
-                break
+                async with self.gate():
+                    return await self._record(chunk)
             except (IntegrityError, StaleDataError, OperationalError):
                 if attempt == RETRIES - 1:
                     raise
-        self.on_change()
-        if not self.auto_rules:
-            return result
-        for thread_id in result.new:
-            if await self._auto_rollback_due(thread_id):
-                await self.rollbacks.from_alert(thread_id, "shipbot", auto=True)
-        return result
-
-    async def _receive(self, alerts: list[Alert]) -> Received:
-        async with self.gate():
-            return await self._record(alerts)
+        raise AssertionError("unreachable")
 
     async def _record(self, alerts: list[Alert]) -> Received:
-        now, result = self.clock(), Received(alerts=len(alerts))
+        now, result, refreshed = self.clock(), Received(), set[int]()
         async with self.sessions() as session:
             for alert in alerts:
-                await self._one(session, alert, now, result)
+                await self._one(session, alert, now, result, refreshed)
             await session.commit()
         return result
 
@@ -119,7 +148,8 @@ class AlertService:
         return f"{alert.source}:{alert.fingerprint}"[:255]
 
     async def _one(self, session: AsyncSession, alert: Alert, now: datetime,
-                   result: Received) -> None:
+                   result: Received, refreshed: set[int]) -> None:
+        """One alert; ``refreshed``: threads whose root is already re-rendered this chunk."""
         key = instance_key(alert)
         instance = (await session.exec(
             select(AlertInstance).where(AlertInstance.key == key))).first()
@@ -140,9 +170,10 @@ class AlertService:
             thread = await self._open(session, alert, service, env, now)
             result.new.append(thread.id or 0)
             result.unmapped += service is None
-        else:
+        elif thread.id not in refreshed:
             alert_outbox.refresh_root(session, thread.id or 0, now=now)  # one more in the group
         assert thread.id is not None
+        refreshed.add(thread.id)
         result.threads.append(thread.id)
         session.add(AlertInstance(
             key=key, thread_id=thread.id, fingerprint=alert.fingerprint[:64],
@@ -217,9 +248,13 @@ class AlertService:
         return await self._decide(thread_id, user, "dismissed_by")
 
     async def _decide(self, thread_id: int, user: str, what: str) -> str:
-        if not await self.policy.directory.is_active_user(user):
-            return "Your Slack user is not an active member of this workspace, so Shipbot " \
-                   "ignores the click. Nothing was changed."
+        async with self.sessions() as session:  # checked before the gate: Slack may be slow
+            thread = await session.get(AlertThread, thread_id)
+        if thread is None:
+            return "That alert is not known any more; nothing was changed."
+        decision = await self.policy.may_decide_alert(user, thread.env)
+        if not decision.allowed:
+            return decision.reason
         for _ in range(RETRIES):
             try:
                 async with self.gate():
@@ -237,9 +272,10 @@ class AlertService:
             if thread is None:
                 return "That alert is not known any more; nothing was changed."
             earlier = getattr(thread, what)
-            verb = "acknowledged" if what == "acknowledged_by" else "marked as not the deploy"
+            verb = "acknowledged this alert" if what == "acknowledged_by" else \
+                "marked this alert as not caused by the deploy"
             if earlier is not None:
-                return f"<@{earlier}> already {verb} this alert."
+                return f"<@{earlier}> already {verb}."
             setattr(thread, what, user)
             thread.updated_at = now
             session.add(thread)
@@ -253,7 +289,7 @@ class AlertService:
             alert_outbox.refresh_root(session, thread_id, now=now)
             alert_outbox.refresh_suspect(session, thread_id, now=now)
             await session.commit()
-        return f"You {verb} this alert."
+        return f"You {verb}."
 
 
 def _end(alert: Alert, now: datetime) -> datetime:

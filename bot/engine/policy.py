@@ -33,6 +33,8 @@ class Decision:
 
 
 ALLOW = Decision(True)
+INACTIVE = Decision(False, "Your Slack user is not an active member of this workspace, "
+                           "so Shipbot ignores the request. Nothing was changed.")
 
 
 def _mentions(principals: list[str]) -> str:
@@ -81,13 +83,20 @@ class Policy:
 
     async def may(self, user: str, role: Role, env: str) -> Decision:
         if not await self.directory.is_active_user(user):
-            return Decision(False, "Your Slack user is not an active member of this workspace, "
-                                   "so Shipbot ignores the request. Nothing was changed.")
+            return INACTIVE
         allowed = self.principals(env, role)
         if await self.holds(user, allowed):
             return ALLOW
         return Decision(False, f":no_entry: You lack the *{role}* role for {env}. "
                                f"Who has it: {_mentions(allowed)}. Nothing was changed.")
+
+    async def may_decide_alert(self, user: str, env: str | None) -> Decision:
+        """Acknowledge and "Not the deploy" change what an incident offers (dismissing
+        removes the one-click rollback), so they need the rollback role of the alert's
+        environment. An alert mapped to no environment offers no rollback: any member."""
+        if env is None or env not in self.config.environments:
+            return ALLOW if await self.directory.is_active_user(user) else INACTIVE
+        return await self.may(user, "rollback", env)
 
     async def may_request(
         self, session: AsyncSession, *, service: str, env: str, version: str | None,

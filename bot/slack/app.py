@@ -32,6 +32,7 @@ from bot.slack.blocks import (
     reject_modal,
 )
 from bot.slack.blocks_alerts import ALERT_ACTIONS
+from bot.slack.identity import BotIdentity
 from commands.handlers import CommandHandlers, Invocation
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,15 @@ def build_web_client(token: str, base_url: str) -> AsyncWebClient:
 def build_slack_app(
     client: AsyncWebClient, signing_secret: str | None, handlers: CommandHandlers
 ) -> AsyncApp:
+    identity = BotIdentity(client, client.token or "")
+    if not any(isinstance(f, _ExpectedTokenWarning) for f in log.filters):
+        log.addFilter(_ExpectedTokenWarning())
     # Verification stays on: Bolt skips it for Socket Mode envelopes, and without a signing
     # secret (Socket Mode only) an unguessable one makes every HTTP request fail it.
     app = AsyncApp(
         client=client,
         signing_secret=signing_secret or secrets.token_hex(32),
+        authorize=identity.authorizer(),  # one workspace, one token: no auth.test per request
         logger=log,
     )
 
@@ -137,6 +142,14 @@ def build_slack_app(
 def _invocation(command: dict[str, Any]) -> Invocation:
     return Invocation(user=command["user_id"], request_key=_command_key(command),
                       channel=command.get("channel_id"))
+
+
+class _ExpectedTokenWarning(logging.Filter):
+    """Bolt warns that the client's token "will be ignored" when ``authorize=`` is given:
+    that is the point (the authorize function hands Bolt the same token), not a problem."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "will be ignored" not in record.getMessage()
 
 
 def _command_key(command: dict[str, Any]) -> str:

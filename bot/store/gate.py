@@ -5,8 +5,9 @@ in growing steps (up to 100 ms) however soon the lock frees. Under bursts (many 
 many clicks, a busy runner) those sleeps dominate. Write transactions take this gate
 first, so they queue in asyncio and never sleep in SQLite. Writes a person is waiting
 for (a slash command's ack) pass ``urgent=True`` and go before queued background work
-(the runner, the notifier), which only has to be done soon, not now. On PostgreSQL (row
-locks, several replicas) the gate does nothing.
+(the runner, the notifier), which only has to be done soon, not now. Bulk work (an alert
+storm) takes the gate in short chunks, so an urgent writer never waits for more than
+one chunk. On PostgreSQL (row locks, several replicas) the gate does nothing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ class WriteGate:
         self._held = False
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+
+    def queued(self, *, urgent: bool) -> int:
+        """Writers of one kind waiting for their turn (for tests to observe the order)."""
+        rank = 0 if urgent else 1
+        return sum(r == rank and not turn.done() for r, _, turn in self._queue)
 
     @contextlib.asynccontextmanager
     async def __call__(self, *, urgent: bool = False) -> AsyncIterator[None]:
