@@ -189,6 +189,7 @@ async def _serve(settings: Settings, config: ShipbotConfig, host: str, port: int
     import uvicorn
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
+    from bot.logs import protect_logs
     from bot.runtime import Shipbot
     from bot.web.app import build_asgi_app
 
@@ -196,6 +197,7 @@ async def _serve(settings: Settings, config: ShipbotConfig, host: str, port: int
     server = uvicorn.Server(uvicorn.Config(build_asgi_app(bot), host=host, port=port,
                                            log_level="info", lifespan="on",
                                            timeout_graceful_shutdown=10))
+    protect_logs(bot.redactor)  # after uvicorn.Config: it installs handlers of its own
     if settings.SLACK_APP_TOKEN is None:
         await server.serve()
         return
