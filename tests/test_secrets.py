@@ -24,7 +24,8 @@ from bot.settings import Settings
 from bot.store.models import AuditEvent
 from integrations.base import JobSpec, RunState
 from integrations.command import CommandConfig, CommandProvider
-from tests.conftest import eventually, make_config, step
+from tests.conftest import eventually, make_config
+from tests.test_command_provider import finish
 from tests.test_deploy_flow import finished
 
 PY = sys.executable
@@ -93,16 +94,14 @@ async def test_program_environment_is_exactly_the_allowed_names(
                            latest_version_argv=[PY, "-c", "import os; print(*sorted(os.environ))"])
     provider = CommandProvider(config, tmp_path / "state")
     run_id = await provider.start(JobSpec(key="k1", service="api", env="dev", version="1"))
-    while (await provider.poll(run_id)).state is RunState.RUNNING:
-        await asyncio.sleep(0.05)
+    assert (await finish(provider, run_id)).state is RunState.SUCCEEDED
     seen = json.loads(out.read_text())
     allowed = {"PATH", "HOME", "LANG", "TZ", "STEP", "DEPLOY_REGION", "DEPLOY_TOKEN"} | {
         n for n in os.environ if n.startswith("LC_")}
     assert set(seen) == allowed
     assert (seen["DEPLOY_REGION"], seen["DEPLOY_TOKEN"], seen["STEP"]) == (
         "eu-west-1", "tok-9f8e7d6c", "1")
-    assert set((await provider.latest_version("api") or "").split()) == allowed - {"STEP"} | {
-        "STEP"}
+    assert set((await provider.latest_version("api") or "").split()) == allowed
 
 
 async def test_secret_env_reaches_the_build_and_is_redacted_in_slack(
@@ -228,3 +227,24 @@ async def test_served_logs_have_no_query_strings_or_unverified_bodies(tmp_path: 
     logs = out.decode() + err.decode()
     assert '"GET /healthz HTTP/1.1" 200' in logs
     assert "QUERY-" not in logs and "BODY-" not in logs and hook not in logs
+
+
+async def test_every_web_api_call_is_redacted_views_and_file_titles_too() -> None:
+    """The client is the one choke point: modals and upload titles pass it like messages."""
+    from bot.devtools.fake_slack import FakeSlack
+    from bot.redact import Redactor
+    from bot.slack.app import build_web_client
+
+    async with FakeSlack() as fake:
+        client = build_web_client("xoxb-test", fake.base_url, Redactor(["sekret-value-1"]))
+        root = (await client.chat_postMessage(channel="C1", text="token=abc123456"))["ts"]
+        resp = await client.files_upload_v2(channel="C1", thread_ts=root, content=b"png",
+                                            filename="chart.png", title=f"chart {GHP}")
+        await client.views_open(trigger_id="t", view={
+            "type": "modal", "title": {"type": "plain_text", "text": "Reject"},
+            "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "sekret-value-1"}}]})
+        assert resp["file"]["title"] == "chart [redacted]"
+        [view] = fake.calls_to("views.open")
+        assert "[redacted]" in json.dumps(view.params) and "sekret" not in json.dumps(view.params)
+        assert fake.messages("C1")[0]["text"] == "token=[redacted]"
+        assert GHP not in json.dumps([c.params for c in fake.calls])
