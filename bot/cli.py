@@ -195,6 +195,7 @@ async def _serve(settings: Settings, config: ShipbotConfig, host: str, port: int
     SIGTERM uvicorn runs the lifespan's shutdown, which closes the WebSocket, then the bot."""
     import uvicorn
 
+    from bot.logs import protect_logs
     from bot.runtime import Shipbot
     from bot.slack.socket_mode import SocketModeLink
     from bot.web.app import build_asgi_app
@@ -205,6 +206,7 @@ async def _serve(settings: Settings, config: ShipbotConfig, host: str, port: int
     server = uvicorn.Server(uvicorn.Config(build_asgi_app(bot, slack_link=link), host=host,
                                            port=port, log_level="info", lifespan="on",
                                            timeout_graceful_shutdown=10))
+    protect_logs(bot.redactor)  # after uvicorn.Config: it installs handlers of its own
     serving = asyncio.create_task(server.serve())
     if link is not None and await _listening(server, serving):
         await link.start()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -33,6 +34,7 @@ from bot.engine.runner import Runner
 from bot.engine.service import DeployService
 from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
+from bot.redact import Redactor
 from bot.settings import Settings
 from bot.slack.app import build_slack_app, build_web_client, tell_user
 from bot.slack.directory import SlackDirectory
@@ -52,11 +54,14 @@ class Shipbot:
     def __init__(self, settings: Settings, config: ShipbotConfig, clock: Clock = system_clock):
         self.settings, self.config, self.clock = settings, config, clock
         self.metrics = Metrics()
+        # The one redaction step: Slack calls and acks, the audit trail and the log handlers.
+        self.redactor = Redactor.for_bot(settings, config, os.environ)
         self.db = create_engine(settings.DATABASE_URL)
-        self.sessions = session_factory(self.db)
+        self.sessions = session_factory(self.db, self.redactor)
         self.gate, self.urgency = WriteGate(settings.DATABASE_URL), Urgency()
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
-        self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL)
+        self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL,
+                                       self.redactor)
         self.providers = build_providers(config, settings.SHIPBOT_STATE_DIR)
         self.directory = SlackDirectory(self.client)
         self.policy = Policy(config, self.directory)

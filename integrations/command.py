@@ -19,6 +19,7 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,13 +28,15 @@ from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
 from integrations.command_templates import CommandConfig, render, run_id_for
 from integrations.command_wrapper import is_alive, now_iso, read_pid
 
-__all__ = ["RUNNER_LOST", "CommandConfig", "CommandProvider", "render", "run_id_for"]
+__all__ = ["RUNNER_LOST", "CommandConfig", "CommandProvider", "provider_env", "render",
+           "run_id_for"]
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 # The directory holding the ``integrations`` package: ``-m`` finds the wrapper from
 # there whether or not the package is installed, whatever the bot's cwd is.
 _IMPORT_ROOT = str(Path(__file__).resolve().parent.parent)
 _MAX_TAIL_CHARS = 2500
+BASE_ENV = ("PATH", "HOME", "LANG", "TZ")  # with LC_*: every program's environment
 RUNNER_LOST = "the runner stopped without reporting a result (was the machine restarted?)"
 
 
@@ -50,7 +53,7 @@ class CommandProvider:
         self._python = python
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, **self._config.env}
+        return provider_env(self._config, os.environ)
 
     def run_dir(self, run_id: str) -> Path:
         """The run's directory; IntegrationError for ids we never handed out."""
@@ -239,6 +242,17 @@ class CommandProvider:
                 + (f": {last}" if last else "")
             )
         return _last_line(out.decode(errors="replace")) or None
+
+
+def provider_env(config: CommandConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """The program's whole environment: what any program needs to run (``PATH``, ``HOME``,
+    locale, ``TZ``), the variables the config passes by name, then its ``env:``. Nothing
+    else, so a build that prints its environment cannot show the bot's tokens. The
+    supervisor (``python -m integrations.command_wrapper``, standard library only, found
+    through its cwd) needs no more than that either."""
+    names = [n for n in environ if n in BASE_ENV or n.startswith("LC_")]
+    names += [n for n in (*config.pass_env, *config.secret_env) if n in environ]
+    return {**{n: environ[n] for n in names}, **config.env}
 
 
 def _last_line(text: str) -> str:

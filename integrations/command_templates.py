@@ -12,15 +12,33 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+# Shipbot's own settings (bot/settings.py): its Slack tokens, signing secret, webhook token
+# and database URL. With them anyone could forge approvals, so no provider ever gets one.
+_BOT_SETTING = re.compile(r"^(?:SLACK_|SHIPBOT_)|^DATABASE_URL$")
+
+
+def not_a_bot_setting(name: str) -> str:
+    if _BOT_SETTING.match(name):
+        raise ValueError(
+            f"{name} is one of Shipbot's own settings (SLACK_*, SHIPBOT_*, DATABASE_URL), "
+            "which providers never get: give the provider a variable of its own "
+            "(e.g. DEPLOY_TOKEN) and name that instead")
+    return name
+
+
+# The name of a variable taken from the bot's environment and handed to a provider.
+ProviderEnvName = Annotated[EnvName, AfterValidator(not_a_bot_setting)]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # What every deploy-side template may use; ``{weight}`` only where traffic is shifted.
@@ -73,6 +91,13 @@ class CommandConfig(BaseModel):
     timeout_seconds: float = Field(600.0, gt=0)
     # Checked on the keys alone, so that no error message can carry a value (a secret).
     env: dict[EnvName, str] = Field(default_factory=dict, description="extra environment")
+    # The program's environment is PATH, HOME, LANG, LC_*, TZ, ``env`` and these; the
+    # bot's own variables (its tokens, its database URL) never reach it.
+    pass_env: list[ProviderEnvName] = Field(
+        default_factory=list, description="names of the bot's environment variables to pass on")
+    secret_env: list[ProviderEnvName] = Field(
+        default_factory=list, description="like pass_env, and their values are redacted from "
+        "everything Shipbot shows (Slack, logs, audit trail)")
     workdir: str | None = None
     latest_version_argv: list[str] | None = Field(
         None, min_length=1, description="CI only: prints the newest built version; {service}"
@@ -100,6 +125,18 @@ class CommandConfig(BaseModel):
             extra = ("weight",) if info.field_name == WEIGHT_ONLY_IN else ()
             check_placeholders(argv, JOB_PLACEHOLDERS + extra)
         return argv
+
+    @model_validator(mode="after")
+    def _each_variable_once(self) -> CommandConfig:
+        """One source per variable: a name in two lists would be passed one way and
+        (maybe) redacted another."""
+        if both := sorted(set(self.pass_env) & set(self.secret_env)):
+            raise ValueError(f"secret_env: {', '.join(both)} is also in pass_env; list a "
+                             "secret in secret_env only")
+        if both := sorted(set(self.env) & (set(self.pass_env) | set(self.secret_env))):
+            raise ValueError(f"env: {', '.join(both)} is also passed from the bot's "
+                             "environment (pass_env/secret_env); keep one of the two")
+        return self
 
     @field_validator("latest_version_argv")
     @classmethod

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from integrations.command_templates import EnvName
+from integrations.command_templates import ProviderEnvName
 from integrations.http_auth import PlainHeaders, check_http_url, with_bearer
 
 PLACEHOLDERS = ("service", "env", "version")
@@ -46,7 +46,7 @@ class HttpCheckConfig(BaseModel):
     retries: int = Field(3, ge=0, le=50, description="attempts after the first failed one")
     retry_interval_seconds: float = Field(2.0, ge=0, le=600)
     headers: PlainHeaders = Field(default_factory=dict, description="non-secret headers")
-    bearer_token_env: EnvName | None = Field(
+    bearer_token_env: ProviderEnvName | None = Field(
         None, description="NAME of the environment variable holding a bearer token")
 
     @field_validator("url")

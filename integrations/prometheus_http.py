@@ -25,7 +25,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from integrations.command_templates import EnvName
+from integrations.command_templates import ProviderEnvName
 from integrations.http_auth import PlainHeaders, check_http_url, with_bearer
 from integrations.metrics import MetricsError
 
@@ -41,7 +41,7 @@ class PrometheusConfig(BaseModel):
     provider: Literal["prometheus"] = "prometheus"
     url: str = Field(description="base URL, e.g. http://prometheus:9090 (path prefix allowed)")
     timeout_seconds: float = Field(10.0, gt=0, le=300)
-    bearer_token_env: EnvName | None = Field(
+    bearer_token_env: ProviderEnvName | None = Field(
         None, description="NAME of the environment variable holding a bearer token"
     )
     headers: PlainHeaders = Field(default_factory=dict, description="extra non-secret headers")

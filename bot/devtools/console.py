@@ -29,6 +29,7 @@ from bot.devtools.console_input import read_line
 from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import LocalBot
 from bot.engine.machine import State
+from bot.logs import protect_logs
 from bot.settings import Settings
 from bot.store.models import Deployment, Outbox
 
@@ -159,6 +160,7 @@ async def run_console(
         try:
             try:
                 await local.start()
+                protect_logs(local.bot.redactor)
             except Exception as exc:
                 why = f"{type(exc).__name__}: {exc}"
                 print(f"shipbot console: could not start the bot: {why}", file=sys.stderr)

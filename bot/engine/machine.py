@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc
 from bot.engine import alert_outbox
+from bot.store.db import redactor_of
 from bot.store.models import AuditEvent, Deployment, Outbox
 
 
@@ -93,7 +94,7 @@ async def create(
     session.add(deployment)
     await session.flush()
     assert deployment.id is not None
-    session.add(_audit(deployment, actor, action, None, S.REQUESTED, detail, now))
+    _audit(session, deployment, actor, action, None, S.REQUESTED, detail, now)
     session.add(Outbox(deployment_id=deployment.id, kind="card", created_at=now))
     return deployment
 
@@ -124,7 +125,7 @@ def transition(
         deployment.step_deadline_at = None
     assert deployment.id is not None
     session.add(deployment)
-    session.add(_audit(deployment, actor, action, current, to, detail, now))
+    _audit(session, deployment, actor, action, current, to, detail, now)
     session.add(Outbox(deployment_id=deployment.id, kind="card", created_at=now))
     if deployment.alert_thread_id is not None:  # a rollback: report in the alert thread too
         alert_outbox.on_transition(session, deployment, to.value, now)
@@ -137,10 +138,11 @@ def record(
     """An audit event that is not a state change (an approval, a lock, a freeze).
     ``detail`` is mrkdwn-safe text: anything a user typed in it is already escaped."""
     session.add(AuditEvent(deployment_id=deployment_id, service=service, env=env, actor=actor,
-                           action=action, detail=detail[:2000], at=now))
+                           action=action, detail=_audit_detail(session, detail), at=now))
 
 
 def _audit(
+    session: AsyncSession,
     dep: Deployment,
     actor: str,
     action: str,
@@ -148,8 +150,8 @@ def _audit(
     to_state: State | None,
     detail: str,
     now: datetime,
-) -> AuditEvent:
-    return AuditEvent(
+) -> None:
+    session.add(AuditEvent(
         deployment_id=dep.id,
         service=dep.service,
         env=dep.env,
@@ -157,9 +159,15 @@ def _audit(
         action=action,
         from_state=from_state,
         to_state=to_state,
-        detail=detail[:2000],
+        detail=_audit_detail(session, detail),
         at=now,
-    )
+    ))
+
+
+def _audit_detail(session: AsyncSession, detail: str) -> str:
+    """Redacted before it is stored: the trail is exported and kept for years, and a
+    detail can quote a build's output or a reason someone pasted a token into."""
+    return redactor_of(session).text(detail)[:2000]
 
 
 class StepInProgress(Exception):

@@ -23,6 +23,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.inbox import Request
+from bot.redact import Redactor
 from bot.slack.blocks import (
     APPROVE_ACTION,
     CANCEL_ACTION,
@@ -33,15 +34,19 @@ from bot.slack.blocks import (
 )
 from bot.slack.blocks_alerts import ALERT_ACTIONS
 from bot.slack.identity import BotIdentity
+from bot.slack.redacting import RedactingApp, RedactingWebClient
 from commands.handlers import CommandHandlers, Invocation
 
 log = logging.getLogger(__name__)
 SLASH_COMMANDS = ("/deploy", "/rollback")
 
 
-def build_web_client(token: str, base_url: str) -> AsyncWebClient:
-    """Slack client with retries on 429 (honouring Retry-After), 5xx and dropped connections."""
-    return AsyncWebClient(
+def build_web_client(token: str, base_url: str,
+                     redactor: Redactor | None = None) -> RedactingWebClient:
+    """Slack client with retries on 429 (honouring Retry-After), 5xx and dropped connections,
+    redacting every call (without a redactor: token shapes and the token itself)."""
+    return RedactingWebClient(
+        redactor=redactor or Redactor([token]),
         token=token,
         base_url=base_url,
         timeout=10,
@@ -54,14 +59,14 @@ def build_web_client(token: str, base_url: str) -> AsyncWebClient:
 
 
 def build_slack_app(
-    client: AsyncWebClient, signing_secret: str | None, handlers: CommandHandlers
+    client: RedactingWebClient, signing_secret: str | None, handlers: CommandHandlers
 ) -> AsyncApp:
     identity = BotIdentity(client, client.token or "")
     if not any(isinstance(f, _ExpectedTokenWarning) for f in log.filters):
         log.addFilter(_ExpectedTokenWarning())
     # Verification stays on: Bolt skips it for Socket Mode envelopes, and without a signing
     # secret (Socket Mode only) an unguessable one makes every HTTP request fail it.
-    app = AsyncApp(
+    app = RedactingApp(
         client=client,
         signing_secret=signing_secret or secrets.token_hex(32),
         authorize=identity.authorizer(),  # one workspace, one token: no auth.test per request

@@ -9,6 +9,7 @@ from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bot.redact import Redactor
 from bot.settings import async_database_url
 from bot.store import (
     migrations,
@@ -16,6 +17,7 @@ from bot.store import (
 )
 
 Sessions = async_sessionmaker[AsyncSession]
+REDACTOR_INFO = "redactor"
 
 
 def create_engine(database_url: str) -> AsyncEngine:
@@ -58,8 +60,16 @@ def _sqlite_file(url: str) -> bool:
         parsed.query.get("mode") != "memory"
 
 
-def session_factory(engine: AsyncEngine) -> Sessions:
-    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+def session_factory(engine: AsyncEngine, redactor: Redactor | None = None) -> Sessions:
+    """Sessions that carry the bot's redactor, for what is written to the audit trail."""
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False,
+                              info={REDACTOR_INFO: redactor or Redactor()})
+
+
+def redactor_of(session: AsyncSession) -> Redactor:
+    """The redactor the session was made with; token shapes only for a bare session."""
+    found = session.info.get(REDACTOR_INFO)
+    return found if isinstance(found, Redactor) else Redactor()
 
 
 async def create_schema(engine: AsyncEngine) -> None:
