@@ -4,13 +4,33 @@ to send is a row, so a restart continues where the last process stopped."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Dialect, Integer, Text, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from bot.clock import as_utc
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An instant, stored as UTC and read back as UTC-aware on every database.
+
+    SQLite has no time zones: SQLAlchemy writes an aware value's wall time and drops its
+    offset, so 20:00 in Los Angeles would be stored, and compared, as 20:00 UTC. Every
+    value is converted to UTC before it is written (a naive one is taken as UTC already)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 def _ts(index: bool = False, nullable: bool = True) -> Column:  # type: ignore[type-arg]
-    return Column(DateTime(timezone=True), index=index, nullable=nullable)
+    return Column(UTCDateTime(), index=index, nullable=nullable)
 
 
 # Optimistic locking: an UPDATE of a row someone else changed meanwhile raises
