@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, ShipbotConfig, json_schema, load_config
 from bot.settings import Settings, SettingsError, load_settings
+from bot.store.preflight import DatabaseUnavailable, check_database
 
 if TYPE_CHECKING:
     import uvicorn
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print("shipbot: the config has problems:", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as exc:
+        print(f"shipbot: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -155,6 +159,7 @@ async def _audit_export(settings: Settings, since: str, output: Path | None) -> 
     except ValueError:
         print(f"shipbot: --since '{since}' is not a date; use YYYY-MM-DD", file=sys.stderr)
         return 2
+    await check_database(settings.DATABASE_URL, need_schema=True)
     engine = create_engine(settings.DATABASE_URL)
     try:
         async with session_factory(engine)() as session:
@@ -181,7 +186,9 @@ async def _db(args: argparse.Namespace) -> int:
         path = await migrations.new_revision(args.message, autogenerate=args.autogenerate)
         print(f"wrote {path}: review it, then commit it with the model change")
         return 0
-    engine = create_engine(load_settings().DATABASE_URL)
+    url = load_settings().DATABASE_URL
+    await check_database(url)
+    engine = create_engine(url)
     try:
         await create_schema(engine)
     finally:
@@ -200,6 +207,7 @@ async def _serve(settings: Settings, config: ShipbotConfig, host: str, port: int
     from bot.slack.socket_mode import SocketModeLink
     from bot.web.app import build_asgi_app
 
+    await check_database(settings.DATABASE_URL)  # one clear line, not a lifespan traceback
     bot = Shipbot(settings, config)
     app_token = settings.SLACK_APP_TOKEN
     link = SocketModeLink(bot.slack, app_token.get_secret_value()) if app_token else None
