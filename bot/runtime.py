@@ -12,7 +12,8 @@ import functools
 import logging
 import os
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -21,7 +22,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.clock import Clock, system_clock
 from bot.config import ShipbotConfig
-from bot.engine import progressive
+from bot.engine import progressive, replicas
 from bot.engine.alerts import AlertService
 from bot.engine.approvals import ApprovalService
 from bot.engine.controls import ControlService
@@ -29,6 +30,7 @@ from bot.engine.guards import GuardService
 from bot.engine.inbox import Inbox
 from bot.engine.policy import Policy
 from bot.engine.providers import build_providers
+from bot.engine.replicas import Heartbeat
 from bot.engine.rollback import RollbackService
 from bot.engine.runner import Runner
 from bot.engine.service import DeployService
@@ -69,13 +71,17 @@ class Shipbot:
                                  progress=lambda dep: progressive.progress(config, dep),
                                  alert_settings=config.alerts, gate=self.gate,
                                  urgency=self.urgency)
-        owner = f"shipbot-{uuid.uuid4().hex[:12]}"  # this process, in leases and claims
+        # This process, in leases and claims; ``start`` prefixes it with the replica's id.
+        self._process_id = uuid.uuid4().hex[:8]
+        owner = f"shipbot-{self._process_id}"
+        lease = timedelta(seconds=settings.SHIPBOT_LEASE_SECONDS)
+        self.heartbeat = Heartbeat(self.sessions, clock, lease, self.gate)
         self.runner = Runner(
             self.sessions, self.providers, clock, self.metrics, self.policy,
             owner=owner,
             poll_seconds=config.poll_interval_seconds, on_change=self.notifier.kick,
             metrics_provider=PrometheusProvider(config.metrics) if config.metrics else None,
-            gate=self.gate,
+            gate=self.gate, lease=lease,
         )
         self.service = DeployService(
             self.sessions, self.policy, self.providers, clock, on_change=self.wake,
@@ -102,26 +108,56 @@ class Shipbot:
             self.client, secret.get_secret_value() if secret else None, self.handlers)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._state_lock: int | None = None
 
     async def start(self) -> None:
         """Create the schema, then resume whatever the database says is in flight."""
         await create_schema(self.db)
+        await self._become_replica()
         # One connection pool for every Web API call (slack_sdk opens a session per call
         # otherwise): alert threads are posted in a few milliseconds, not a TCP handshake.
         self.client.session = aiohttp.ClientSession()
-        self.scheduler.add_job(self.runner.tick, "interval", id="tick", max_instances=1,
-                               coalesce=True, seconds=self.settings.SHIPBOT_TICK_SECONDS)
-        self.scheduler.add_job(self._announce, "interval", id="freeze-windows", seconds=30,
-                               max_instances=1, coalesce=True)
-        # Clicks another process acknowledged and died before acting on (or telling).
-        self.scheduler.add_job(self._drain_inbox, "interval", id="inbox", max_instances=1,
-                               coalesce=True, seconds=max(self.settings.SHIPBOT_TICK_SECONDS, 1))
-        self.scheduler.add_job(self.inbox.prune, "interval", id="inbox-prune", hours=1,
-                               max_instances=1, coalesce=True)
+        every = functools.partial(self._every, max(self.settings.SHIPBOT_TICK_SECONDS, 1))
+        self._every(self.settings.SHIPBOT_TICK_SECONDS, "tick", self.runner.tick)
+        self._every(self.settings.SHIPBOT_LEASE_SECONDS / 3, "heartbeat", self.heartbeat.beat)
+        self._every(30, "freeze-windows", self._announce)
+        every("inbox", self._drain_inbox)  # clicks a process acked and died before acting on
+        self._every(3600, "inbox-prune", self.inbox.prune)
         self.scheduler.start()
         self._spawn(self.notifier.run_forever())
         self._spawn(self._drain_inbox())
         self.wake()
+
+    def _every(self, seconds: float, name: str,
+               job: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """A periodic job, one run at a time. Cancelled at shutdown (the scheduler cancels
+        what still runs), it stops quietly: that is no crash to log."""
+
+        async def run() -> None:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                log.debug("%s: stopped at shutdown", name)
+
+        self.scheduler.add_job(run, "interval", id=name, max_instances=1, coalesce=True,
+                               seconds=seconds)
+
+    async def _become_replica(self) -> None:
+        """Runs belong to the state directory's replica; the heartbeat says it is alive.
+        Holding the directory's lock means this replica's last process is dead: what it
+        had claimed goes on now instead of after a lease."""
+        state_dir = self.settings.SHIPBOT_STATE_DIR
+        self._state_lock = await asyncio.to_thread(replicas.lock_state_dir, state_dir)
+        replica = await asyncio.to_thread(replicas.replica_id, state_dir)
+        owner = f"{replica}/{self._process_id}"
+        self.runner.replica = self.heartbeat.replica = replica
+        self.runner.owner = self.inbox.owner = owner
+        if self._state_lock is None:
+            log.warning("another running Shipbot uses %s: give each replica its own "
+                        "SHIPBOT_STATE_DIR", state_dir)
+        else:
+            await replicas.release_dead_leases(self.sessions, self.gate, replica, owner)
+        await self.heartbeat.beat()
 
     async def _drain_inbox(self) -> None:
         await self.handlers.drain(functools.partial(tell_user, self.client))
@@ -147,17 +183,30 @@ class Shipbot:
         return task
 
     async def stop(self) -> None:
+        """SIGTERM (uvicorn's lifespan shutdown): claim nothing more, give the steps under
+        way the grace period, then hand them and this replica's runs to the others."""
+        if self.scheduler.running:
+            self.scheduler.pause()  # nothing new starts; a running tick drains below
+        await self.runner.drain(self.settings.SHIPBOT_SHUTDOWN_GRACE_SECONDS)
+        # The scheduled tick returns once its steps have: let it, before the scheduler
+        # would cancel it mid-step (and log that as a crash).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runner.idle(), 2)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.heartbeat.replica:  # started: another replica takes its runs over now
+            try:
+                await self.heartbeat.leave()
+            except Exception:  # its heartbeat runs out instead
+                log.exception("shutting down: giving this replica's runs up failed")
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-        # A scheduled tick may still be running (shutdown(wait=False) does not stop it): let
-        # it finish before the engine is disposed under it.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.runner.idle(), 10)
         if self.client.session is not None:
             await self.client.session.close()
         await self.db.dispose()
+        if self._state_lock is not None:
+            os.close(self._state_lock)  # the next process of this replica may start
+            self._state_lock = None

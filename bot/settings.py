@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     SHIPBOT_CONFIG: Path = Path("shipbot.yml")
     SHIPBOT_STATE_DIR: Path = Field(default=Path(".shipbot"))
     SHIPBOT_TICK_SECONDS: float = Field(default=1.0, gt=0)
+    # How long a replica's claim on a deployment, and its heartbeat, last unless renewed
+    # (both are renewed every third of it): a replica that dies is taken over after this.
+    SHIPBOT_LEASE_SECONDS: float = Field(default=60.0, gt=0, le=3600)
+    # On SIGTERM: how long in-flight steps get to finish before they are handed back to
+    # the other replicas (keep it below Kubernetes' terminationGracePeriodSeconds, 30).
+    SHIPBOT_SHUTDOWN_GRACE_SECONDS: float = Field(default=20.0, ge=0, le=600)
     # Bearer token alert webhooks must send; unset: /webhooks/* answer 503 (never open).
     SHIPBOT_WEBHOOK_TOKEN: SecretStr | None = None
 

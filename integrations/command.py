@@ -6,6 +6,12 @@ repeated ``start`` (e.g. after a bot restart) finds it instead of running the st
 second time. The program is supervised by ``integrations.command_wrapper``, a detached
 process that records pid, output and result in that directory, so that any bot
 process, including one started after a crash, can poll or cancel the run.
+
+Runs live on this machine's disk only. With several replicas, the engine leaves a
+deployment to the replica that started its run (``bot.engine.replicas``); if that
+replica dies, another one calls ``start`` again with the same key, finds no run
+directory on its own disk and so **runs the command again**: it cannot observe or
+adopt a process on another machine. Build and deploy commands must be safe to repeat.
 """
 
 from __future__ import annotations

@@ -88,8 +88,9 @@ def test_env_names_are_settings_and_secrets_come_from_a_secret() -> None:
             assert "value" in var, var["name"]
     names = {v["name"] for v in env}
     assert {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "DATABASE_URL"} <= names
+    grace = int(next(v["value"] for v in env if v["name"] == "SHIPBOT_SHUTDOWN_GRACE_SECONDS"))
     pod = manifests()["Deployment"]["spec"]["template"]["spec"]
-    assert pod["terminationGracePeriodSeconds"] > 10  # uvicorn's graceful shutdown
+    assert pod["terminationGracePeriodSeconds"] > grace
     job = manifests()["Job"]["spec"]["template"]["spec"]["containers"][0]
     assert job["args"] == ["db", "upgrade"]
     assert _parser().parse_args(job["args"]).db_command == "upgrade"

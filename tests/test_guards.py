@@ -25,6 +25,8 @@ FRIDAY_EVENING = datetime(2026, 11, 27, 18, 30, tzinfo=UTC)  # inside Fri 18:00 
 
 
 def guarded_config(tmp_path: Path, **env_extra: object) -> object:
+    """With a weekend freeze on production: run it on ``FakeClock`` (a Wednesday), or
+    production is refused whenever the suite runs on a real weekend."""
     data = make_config(tmp_path).model_dump(mode="json")
     data["announce_channel"] = "#deploys"
     data["freeze_windows"] = [{
@@ -42,7 +44,7 @@ async def say(bot: LocalBot, text: str, user: str = "U0ALICE") -> str:
 
 
 async def test_lock_blocks_deploys_until_unlocked(make_bot, tmp_path) -> None:
-    bot = await make_bot(guarded_config(tmp_path))
+    bot = await make_bot(guarded_config(tmp_path), clock=FakeClock())
     locked = await say(bot, 'lock staging --reason "DB migration" --for 2h', user="U0BOB")
     assert locked.startswith(":lock: Locked staging until")
     refused = await say(bot, "api staging v1.0.0", user="U0CAROL")
@@ -79,7 +81,7 @@ async def test_service_lock_and_expiry(make_bot, tmp_path) -> None:
 
 
 async def test_lock_role_and_unknown_environment(make_bot, tmp_path) -> None:
-    bot = await make_bot(guarded_config(tmp_path))
+    bot = await make_bot(guarded_config(tmp_path), clock=FakeClock())
     refused = await say(bot, 'lock production --reason "x"', user="U0MALLORY")
     assert "You lack the *lock* role for production. Who has it: <@U0CAROL>, @sre-leads" \
         in refused
@@ -124,7 +126,7 @@ async def test_one_off_freeze_and_unfreeze(make_bot, tmp_path) -> None:
 
 
 async def test_promotion_order_names_where_the_version_ran(make_bot, tmp_path) -> None:
-    bot = await make_bot(guarded_config(tmp_path))
+    bot = await make_bot(guarded_config(tmp_path), clock=FakeClock())
     refused = await say(bot, "api production v2.0.0")
     assert ("api `v2.0.0` must succeed on staging before production, but it has not been "
             "deployed anywhere yet. Run `/deploy api staging v2.0.0` first.") in refused
@@ -137,7 +139,7 @@ async def test_promotion_order_names_where_the_version_ran(make_bot, tmp_path) -
 
 
 async def test_deploy_role_is_enforced(make_bot, tmp_path) -> None:
-    bot = await make_bot(guarded_config(tmp_path))
+    bot = await make_bot(guarded_config(tmp_path), clock=FakeClock())
     await staged(bot)
     refused = await say(bot, "api production v1.4.2", user="U0MALLORY")
     assert ("You lack the *deploy* role for production. Who has it: <@U0ALICE>, "
@@ -178,7 +180,7 @@ async def test_hotfix_without_approval_when_the_environment_allows(make_bot, tmp
 
 
 async def test_freeze_that_starts_while_waiting_stops_the_deploy(make_bot, tmp_path) -> None:
-    bot = await make_bot(guarded_config(tmp_path))
+    bot = await make_bot(guarded_config(tmp_path), clock=FakeClock())
     await staged(bot)
     await say(bot, "api production v1.4.2")
     message = await approval_message(bot)
@@ -190,7 +192,7 @@ async def test_freeze_that_starts_while_waiting_stops_the_deploy(make_bot, tmp_p
 
 
 async def test_audit_command_export_and_append_only(make_bot, tmp_path) -> None:
-    bot = await make_bot(guarded_config(tmp_path))
+    bot = await make_bot(guarded_config(tmp_path), clock=FakeClock())
     await staged(bot)
     await say(bot, 'lock production --reason "drill"', user="U0CAROL")
     audit = await say(bot, "audit api")

@@ -5,6 +5,11 @@ replicas, or a tick racing a wake-up, never advance the same deployment at once.
 claim bumps the row version, so a person's change decided on the row as it was before
 the claim (a cancel, a pause) fails with a stale-row error and is decided again, on
 the leased row, instead of overwriting a step that is already calling the target.
+
+Several replicas (``bot.engine.replicas``): the lease is renewed while a step runs,
+however long it takes; a deployment waiting for a run belongs to the replica that
+started it while that replica is alive; at shutdown, ``drain`` stops claiming, gives
+the steps under way a grace period, then hands them back.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import machine, undo
+from bot.engine import machine, replicas, undo
 from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
@@ -36,7 +41,7 @@ from integrations.base import IntegrationError
 from integrations.metrics import MetricsProvider
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(seconds=60)
+LEASE = timedelta(seconds=60)  # the default; SHIPBOT_LEASE_SECONDS
 MAX_STEP_ATTEMPTS = 5
 # Deployments claimed, and advanced concurrently, per tick. Each holds a pooled database
 # connection, inside an open transaction, for its whole step, including the target's
@@ -61,18 +66,24 @@ class Runner:
         on_change: Callable[[], None] = lambda: None,
         metrics_provider: MetricsProvider | None = None,
         gate: WriteGate | None = None,
+        lease: timedelta = LEASE,
+        replica: str | None = None,
     ) -> None:
         self.gate = gate or WriteGate("")
         self.metrics_provider = metrics_provider
         self.sessions, self.providers = sessions, providers
         self.clock, self.metrics, self.policy = clock, metrics, policy
         self.owner, self.poll_seconds, self.on_change = owner, poll_seconds, on_change
+        # The lease is this process's; runs belong to the replica (its state directory).
+        self.lease, self.replica = lease, replica or owner
         self._lock = asyncio.Lock()
         self._waiting = False
+        self._draining = False
+        self._steps: set[asyncio.Task[None]] = set()
 
     async def tick(self) -> int:
         """Advance every due deployment once; return how many were advanced."""
-        if self._waiting:  # a tick is already queued behind the running one: it sees this too
+        if self._waiting or self._draining:  # queued behind the running tick, or stopping
             return 0
         async with self._queued():
             now = self.clock()
@@ -80,13 +91,21 @@ class Runner:
                 due = (await session.exec(
                     select(Deployment.id)
                     .where(col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
-                           col(Deployment.next_action_at) <= now)
+                           col(Deployment.next_action_at) <= now,
+                           replicas.claimable(self.replica, now))
                     .order_by(col(Deployment.next_action_at))
                     .limit(BATCH)
                 )).all()
             claimed = await self._claim([i for i in due if i is not None])
-            results = await asyncio.gather(*(self.advance(i) for i in claimed),
-                                           return_exceptions=True)
+            if self._draining:  # shutdown began while claiming: leave them to the others
+                for dep_id in claimed:
+                    await self._release(dep_id)
+                return 0
+            steps = [asyncio.get_running_loop().create_task(self.advance(i)) for i in claimed]
+            self._steps.update(steps)
+            for task in steps:
+                task.add_done_callback(self._steps.discard)
+            results = await asyncio.gather(*steps, return_exceptions=True)
             for dep_id, result in zip(claimed, results, strict=True):
                 if isinstance(result, Exception):  # one deployment must not stop the others
                     log.error("deployment %s: advancing it failed", dep_id, exc_info=result)
@@ -94,6 +113,22 @@ class Runner:
             if claimed:
                 self.on_change()
             return len(claimed)
+
+    async def drain(self, grace: float) -> None:
+        """Shutdown: claim nothing more; steps under way get ``grace`` seconds to finish,
+        then are cancelled, each releasing its lease (``advance``) for another replica."""
+        self._draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._steps:
+            _, late = await asyncio.wait(set(self._steps),
+                                         timeout=max(0.0, deadline - loop.time()))
+            if late and loop.time() >= deadline:
+                for task in late:
+                    log.warning("shutting down: handing a step still running back to the "
+                                "other replicas")
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
 
     async def idle(self) -> None:
         """Wait until no tick is running (at shutdown, before the database goes away)."""
@@ -119,7 +154,7 @@ class Runner:
         Due and in flight are checked again: a person may have paused, aborted or
         cancelled one since the tick selected it. The row version goes up, so whoever
         read the row before this claim must read it again (``retry_on_conflict``)."""
-        if not dep_ids:
+        if not dep_ids or self._draining:
             return []
         now = self.clock()
         async with self.gate(), self.sessions() as session:
@@ -129,8 +164,9 @@ class Runner:
                        col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
                        col(Deployment.next_action_at) <= now,
                        or_(col(Deployment.lease_until).is_(None),
-                           col(Deployment.lease_until) < now))
-                .values(lease_owner=self.owner, lease_until=now + LEASE,
+                           col(Deployment.lease_until) < now),
+                       replicas.claimable(self.replica, now))
+                .values(lease_owner=self.owner, lease_until=now + self.lease,
                         row_version=col(Deployment.row_version) + 1)
                 .returning(col(Deployment.id))
             )
@@ -145,18 +181,13 @@ class Runner:
             if dep is None or dep.lease_owner != self.owner:
                 return
             state = State(dep.state)
-            step = STEPS.get(state)
             now = self.clock()
             started = asyncio.get_running_loop().time()
             try:
-                if step is not None:
-                    providers = self.providers[dep.service]
-                    ctx = StepContext(session, providers, now, self.poll_seconds, self.policy,
-                                      self.metrics_provider)
-                    with session.no_autoflush:  # writes wait for the gate, not in SQLite
-                        await step(ctx, dep)
-                else:
-                    dep.next_action_at = None
+                async with replicas.renewing(self.sessions, self.gate, self.clock, self.lease,
+                                             dep_id, self.owner):
+                    await self._run_step(session, dep, now)
+                dep.run_owner = self.replica if replicas.live_run(dep) else None
                 dep.lease_owner, dep.lease_until = None, None
                 session.add(dep)
                 async with self.gate():
@@ -169,9 +200,28 @@ class Runner:
                 await session.rollback()
                 await self._step_error(dep_id, state, exc)
                 return
+            except asyncio.CancelledError:  # shutting down: another replica does it
+                await self._quietly(self._hand_back(session, dep_id), dep_id, "handing back")
+                raise
             finally:
                 self.metrics.step_seconds.labels(state.value).observe(
                     asyncio.get_running_loop().time() - started)
+
+    async def _run_step(self, session: AsyncSession, dep: Deployment, now: datetime) -> None:
+        step = STEPS.get(State(dep.state))
+        if step is None:
+            dep.next_action_at = None
+            return
+        ctx = StepContext(session, self.providers[dep.service], now, self.poll_seconds,
+                          self.policy, self.metrics_provider)
+        with session.no_autoflush:  # writes wait for the gate, not in SQLite
+            if dep.run_owner not in (None, self.replica):  # claimed: its replica is gone
+                replicas.take_over(ctx, dep, self.replica)
+            await step(ctx, dep)
+
+    async def _hand_back(self, session: AsyncSession, dep_id: int) -> None:
+        await session.rollback()
+        await self._release(dep_id)
 
     async def _release(self, dep_id: int) -> None:
         """Give the lease up, unless it ran out and another runner holds it now."""

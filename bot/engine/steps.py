@@ -2,6 +2,8 @@
 
 Each step is idempotent: work it starts is keyed by deployment and step, so a
 step repeated after a crash finds the run it started instead of starting another.
+A step whose run was forgotten (its replica is gone: ``bot.engine.replicas``) starts
+it again under the same key.
 """
 
 from __future__ import annotations
@@ -116,7 +118,11 @@ async def step_queued(ctx: StepContext, dep: Deployment) -> None:
 
 
 async def step_building(ctx: StepContext, dep: Deployment) -> None:
-    assert ctx.providers.ci is not None and dep.ci_run_id is not None
+    assert ctx.providers.ci is not None
+    if dep.ci_run_id is None:  # taken over from a replica that is gone
+        dep.ci_run_id = await ctx.providers.ci.start(job(dep, "build"))
+        ctx.later(dep)
+        return
     status = await ctx.providers.ci.poll(dep.ci_run_id)
     if status.url and status.url != dep.ci_url:
         dep.ci_url = status.url
@@ -133,8 +139,7 @@ async def step_building(ctx: StepContext, dep: Deployment) -> None:
 
 
 async def start_deploy(ctx: StepContext, dep: Deployment) -> None:
-    dep.deploy_run_id = await start_run(ctx.providers.target, job(dep, "deploy"),
-                                        rollback=dep.kind == "rollback")
+    await _start_deploy_run(ctx, dep)
     machine.transition(ctx.session, dep, State.DEPLOYING, actor="shipbot", now=ctx.now,
                        detail=f"deploy {dep.deploy_run_id}")
     dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.deploy_timeout)
@@ -144,8 +149,16 @@ async def start_deploy(ctx: StepContext, dep: Deployment) -> None:
     ctx.later(dep)
 
 
+async def _start_deploy_run(ctx: StepContext, dep: Deployment) -> None:
+    dep.deploy_run_id = await start_run(ctx.providers.target, job(dep, "deploy"),
+                                        rollback=dep.kind == "rollback")
+
+
 async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
-    assert dep.deploy_run_id is not None
+    if dep.deploy_run_id is None:  # taken over from a replica that is gone
+        await _start_deploy_run(ctx, dep)
+        ctx.later(dep)
+        return
     status = await ctx.providers.target.poll(dep.deploy_run_id)
     if status.state is RunState.RUNNING:
         await _still_running(ctx, dep, status, "deploy")

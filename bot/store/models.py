@@ -65,6 +65,10 @@ class Deployment(SQLModel, table=True):
     step_attempts: int = 0
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = Field(default=None, sa_column=_ts())
+    # The replica that started the run this deployment waits for (a build, a deploy, a
+    # traffic change): other replicas leave the deployment alone while it is alive
+    # (``Replica``), since a provider's run may live on that replica's disk only.
+    run_owner: str | None = Field(default=None, max_length=64)
     ci_run_id: str | None = Field(default=None, max_length=255)
     ci_url: str | None = Field(default=None, max_length=1000)
     deploy_run_id: str | None = Field(default=None, max_length=255)
@@ -94,6 +98,14 @@ class Deployment(SQLModel, table=True):
     analysis_state: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     analysis_log: str = Field(default="[]", sa_column=Column(Text, nullable=False,
                                                             default="[]"))
+
+
+class Replica(SQLModel, table=True):
+    """A running bot process and how long it is known to be alive (its heartbeat). A
+    deployment whose ``run_owner`` has no live row here is taken over by another one."""
+
+    id: str = Field(primary_key=True, max_length=64)
+    alive_until: datetime = Field(sa_column=_ts(index=True, nullable=False))
 
 
 class Approval(SQLModel, table=True):
