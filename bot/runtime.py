@@ -117,11 +117,12 @@ class Shipbot:
         # One connection pool for every Web API call (slack_sdk opens a session per call
         # otherwise): alert threads are posted in a few milliseconds, not a TCP handshake.
         self.client.session = aiohttp.ClientSession()
-        every = functools.partial(self._every, max(self.settings.SHIPBOT_TICK_SECONDS, 1))
-        self._every(self.settings.SHIPBOT_TICK_SECONDS, "tick", self.runner.tick)
+        tick = self.settings.SHIPBOT_TICK_SECONDS
+        self._every(tick, "tick", self.runner.tick)
         self._every(self.settings.SHIPBOT_LEASE_SECONDS / 3, "heartbeat", self.heartbeat.beat)
         self._every(30, "freeze-windows", self._announce)
-        every("inbox", self._drain_inbox)  # clicks a process acked and died before acting on
+        # Clicks another process acknowledged and died before acting on (or telling).
+        self._every(max(tick, 1), "inbox", self._drain_inbox)
         self._every(3600, "inbox-prune", self.inbox.prune)
         self.scheduler.start()
         self._spawn(self.notifier.run_forever())
@@ -147,14 +148,14 @@ class Shipbot:
         Holding the directory's lock means this replica's last process is dead: what it
         had claimed goes on now instead of after a lease."""
         state_dir = self.settings.SHIPBOT_STATE_DIR
-        self._state_lock = await asyncio.to_thread(replicas.lock_state_dir, state_dir)
-        replica = await asyncio.to_thread(replicas.replica_id, state_dir)
+        replica, self._state_lock = await asyncio.to_thread(replicas.identity, state_dir)
         owner = f"{replica}/{self._process_id}"
         self.runner.replica = self.heartbeat.replica = replica
         self.runner.owner = self.inbox.owner = owner
         if self._state_lock is None:
-            log.warning("another running Shipbot uses %s: give each replica its own "
-                        "SHIPBOT_STATE_DIR", state_dir)
+            log.warning("another running Shipbot uses %s, so this one runs as replica %s "
+                        "until it stops: give each replica its own SHIPBOT_STATE_DIR",
+                        state_dir, replica)
         else:
             await replicas.release_dead_leases(self.sessions, self.gate, replica, owner)
         await self.heartbeat.beat()

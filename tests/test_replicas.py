@@ -305,6 +305,7 @@ async def test_a_second_live_process_on_one_state_directory_takes_nothing_back(
 
     dep = await get(second, held)
     assert (dep.state, dep.lease_owner) == (State.QUEUED, first.bot.runner.owner)
+    assert second.bot.runner.replica != first.bot.runner.replica  # one of its own
     assert any("give each replica its own SHIPBOT_STATE_DIR" in r.getMessage()
                for r in caplog.records)
 

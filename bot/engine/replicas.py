@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, delete, exists, or_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
 from bot.clock import Clock
@@ -49,6 +50,15 @@ LOCK_FILE = "replica.lock"
 FORGET_AFTER = timedelta(days=1)  # rows of replicas gone this long are deleted
 
 
+def identity(state_dir: Path) -> tuple[str, int | None]:
+    """This process's replica id and the state directory's lock (sync: call in a thread).
+    Another live process holding the lock (a misconfiguration: two pods, one directory)
+    makes this one a replica of its own for its life, so neither frees the other's
+    claims."""
+    lock = lock_state_dir(state_dir)
+    return (replica_id(state_dir), lock) if lock is not None else (_new_id(), None)
+
+
 def replica_id(state_dir: Path) -> str:
     """This state directory's replica id, made on first use (sync: call in a thread)."""
     path = Path(state_dir) / ID_FILE
@@ -56,10 +66,14 @@ def replica_id(state_dir: Path) -> str:
         found = path.read_text().strip()
         if found:
             return found
-    made = f"{socket.gethostname()[:40]}-{secrets.token_hex(6)}"
+    made = _new_id()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.write_text(made + "\n")
     return made
+
+
+def _new_id() -> str:
+    return f"{socket.gethostname()[:40]}-{secrets.token_hex(6)}"
 
 
 def lock_state_dir(state_dir: Path) -> int | None:
@@ -110,7 +124,12 @@ class Heartbeat:
     async def beat(self) -> None:
         now = self.clock()
         async with self.gate(), self.sessions() as session:
-            await session.merge(Replica(id=self.replica, alive_until=now + self.lease))
+            # An upsert: two processes of one replica may start at once (merge would race).
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            row = dialect.insert(Replica).values(id=self.replica, alive_until=now + self.lease)
+            await session.exec(row.on_conflict_do_update(  # type: ignore[call-overload]
+                index_elements=[col(Replica.id)],
+                set_={"alive_until": row.excluded.alive_until}))
             await session.exec(delete(Replica).where(  # type: ignore[call-overload]
                 col(Replica.alive_until) < now - FORGET_AFTER))
             await session.commit()
