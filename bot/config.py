@@ -159,8 +159,8 @@ class ShipbotConfig(BaseModel):
         chosen = svc.strategy if kind == svc.strategy.kind else strategy.with_kind(kind)  # type: ignore[arg-type]
         if own is None:
             return chosen
-        gates = {f: getattr(own, f) for f in ("checks", "pause_timeout")
-                 if f in own.model_fields_set}
+        gates: dict[str, object] = {f: getattr(own, f) for f in ("checks", "pause_timeout")
+                                    if f in own.model_fields_set}
         return chosen.model_copy(update=gates)
 
     @model_validator(mode="after")

@@ -74,7 +74,7 @@ class StrategyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: StrategyKind = "rolling"
-    steps: list[Step] = Field(default_factory=lambda: [5, 25, 50, 100])
+    steps: list[Step] = Field(default_factory=lambda: list[Step]([5, 25, 50, 100]))
     interval: Duration = Field(default=timedelta(minutes=2), description="time per step")
     analysis: AnalysisConfig | None = None
     checks: list[HttpCheckConfig] = Field(default_factory=list)

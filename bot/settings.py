@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -106,7 +107,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     try:
         if environ is None:
             return Settings()
-        return Settings(**{k: v for k, v in environ.items() if k in Settings.model_fields})
+        given: dict[str, Any] = {k: v for k, v in environ.items() if k in Settings.model_fields}
+        return Settings(**given)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

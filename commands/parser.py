@@ -120,11 +120,11 @@ def parse(text: str, catalog: Catalog, now: datetime) -> Command:
     if head in ("lock", "unlock"):
         _arity(args, 1, 2, f"/deploy {head} <env> [service]")
         env = catalog.env(None, args[0])
-        service = catalog.service(args[1]) if len(args) > 1 else None
+        scope = catalog.service(args[1]) if len(args) > 1 else None
         if head == "unlock":
-            return UnlockEnv(env=env, service=service)
+            return UnlockEnv(env=env, service=scope)
         duration = parse_duration(flags["--for"]) if "--for" in flags else None
-        return LockEnv(env=env, service=service, duration=duration,
+        return LockEnv(env=env, service=scope, duration=duration,
                        reason=_required(flags, "--reason", 'lock production --reason "why"'))
     if head == "freeze":
         _arity(args, 1, 1, '/deploy freeze <env> --until "YYYY-MM-DD HH:MM" --reason "why"')

@@ -6,6 +6,7 @@ thread note ends up here, and its rules (Slack's word boundaries, escapes) stand
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -66,6 +67,10 @@ class TextStyle:
 PLAIN = TextStyle()
 
 
+def _paint(style: TextStyle, name: str, match: re.Match[str]) -> str:
+    return style.paint(match.group(1), name)
+
+
 def plain(line: str) -> str:
     """A rendered line without its ANSI colours."""
     return _ANSI_CODE.sub("", line)
@@ -109,7 +114,7 @@ def inline(text: str, style: TextStyle = PLAIN) -> str:
             continue
         part = emoji(_LINK.sub(_link, part), style)
         for name, pattern in _FORMATS:
-            part = pattern.sub(lambda m, n=name: style.paint(m.group(1), n), part)
+            part = pattern.sub(functools.partial(_paint, style, name), part)
         out.append(unescape(part))
     return "".join(out)
 

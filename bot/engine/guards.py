@@ -29,7 +29,7 @@ async def _scope_locks(session: AsyncSession, env: str, service: str | None,
                        now: datetime) -> Sequence[Lock]:
     """Active locks on exactly this scope: the environment, or one service in it."""
     scoped = Lock.service == service if service else col(Lock.service).is_(None)
-    return (await session.exec(active_locks(env, now).where(scoped))).all()
+    return list((await session.exec(active_locks(env, now).where(scoped))).all())
 
 
 class GuardService:

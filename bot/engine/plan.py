@@ -64,7 +64,7 @@ def weights(stages: list[Stage]) -> list[int]:
 
 def progress_bar(stages: list[Stage], index: int) -> str:
     """``5% ▸ *25%* ▸ 50% ▸ 100%``: the current weight in bold, done ones struck."""
-    done = {s.weight for s in stages[: index + 1] if s.kind == "weight"}
+    done = {s.weight for s in stages[: index + 1] if s.kind == "weight" and s.weight is not None}
     current = max(done) if done else None
     parts = []
     for w in weights(stages):

@@ -7,6 +7,7 @@ whose reason is the sentence the user sees: what blocked them and what to do.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -119,9 +120,10 @@ class Policy:
 
     async def _gates(self, session: AsyncSession, service: str, env: str,
                      version: str | None, now: datetime) -> Decision:
-        checks = (lambda: self._locked(session, service, env, now),
-                  lambda: self._frozen(session, env, now),
-                  lambda: self._promotion(session, service, env, version))
+        checks: tuple[Callable[[], Awaitable[Decision]], ...] = (
+            lambda: self._locked(session, service, env, now),
+            lambda: self._frozen(session, env, now),
+            lambda: self._promotion(session, service, env, version))
         for check in checks:
             decision = await check()
             if not decision.allowed:

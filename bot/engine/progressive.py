@@ -8,6 +8,7 @@ interval, stop at gates, and roll back through the target when the judge fails.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -240,7 +241,7 @@ def _explain(verdict: Judgement) -> str:
     return "\n".join(f"{_icon(r.verdict)} {escape(r.explanation)}" for r in verdict.results)
 
 
-def _log(dep: Deployment, stage: Stage, verdict: Judgement, series: dict[str, object],
+def _log(dep: Deployment, stage: Stage, verdict: Judgement, series: Mapping[str, object],
          now: datetime) -> None:
     """Keep each check's numbers for the thread's sparklines and the final chart."""
     history = json.loads(dep.analysis_log or "[]")

@@ -6,7 +6,7 @@ database work in one transaction and returns the sentence to show the user.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -166,7 +166,7 @@ class DeployService:
         return f"Cancelled deployment #{dep.id} of {dep.service} to {dep.env}."
 
     async def status(
-        self, cmd: Status, environments: dict[str, list[str]]
+        self, cmd: Status, environments: Mapping[str, Sequence[str]]
     ) -> list[SlotStatus]:
         """Per service and environment: what runs there now, and what is in progress."""
         services = [cmd.service] if cmd.service else sorted(environments)

@@ -11,13 +11,14 @@ from datetime import datetime, timedelta
 
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from bot.clock import as_utc
 from bot.engine.machine import State
 from bot.store.models import Deployment
 
 
-def _succeeded(service: str, env: str):  # type: ignore[no-untyped-def]
+def _succeeded(service: str, env: str) -> SelectOfScalar[Deployment]:
     return (select(Deployment)
             .where(Deployment.service == service, Deployment.env == env,
                    Deployment.state == State.SUCCEEDED,

@@ -121,12 +121,13 @@ def _time_axis(ax: Axes, span: tuple[float, float], *, as_time: bool) -> None:
     pad = (span[1] - span[0]) * 0.02 or 30.0  # a single instant gets a minute around it
     low, high = span[0] - pad, span[1] + pad
     if as_time:
-        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+        from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
 
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
-        ax.set_xlim(datetime.fromtimestamp(low, UTC), datetime.fromtimestamp(high, UTC))
+        ax.set_xlim(date2num(datetime.fromtimestamp(low, UTC)),
+                    date2num(datetime.fromtimestamp(high, UTC)))
     else:
         from matplotlib.ticker import FuncFormatter, MultipleLocator
 
@@ -145,8 +146,10 @@ def _metric(ax: Axes, name: str, canary: Points, baseline: Points,
         _no_data(ax, f"no data for {name}")
         return False
 
-    def x(value: float) -> float | datetime:
-        return datetime.fromtimestamp(value, UTC) if as_time else value
+    from matplotlib.dates import date2num
+
+    def x(value: float) -> float:
+        return float(date2num(datetime.fromtimestamp(value, UTC))) if as_time else value
 
     for points, label, color in ((baseline, "baseline", _BASELINE), (canary, "canary", _CANARY)):
         if points:

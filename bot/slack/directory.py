@@ -40,7 +40,8 @@ class SlackDirectory:
     async def _group_ids(self) -> dict[str, str]:
         if self._groups is None or not self._fresh(self._groups[0]):
             resp = await self.client.usergroups_list(include_disabled=False)
-            ids = {g["handle"]: g["id"] for g in resp.get("usergroups", [])}
+            groups: list[dict[str, str]] = resp.get("usergroups", [])
+            ids = {g["handle"]: g["id"] for g in groups}
             self._groups = (self.clock(), ids)
         return self._groups[1]
 
@@ -57,7 +58,7 @@ class SlackDirectory:
         if group_id is None:
             raise UnknownGroup(f"Slack has no user group @{handle}")
         resp = await self.client.usergroups_users_list(usergroup=group_id)
-        users = frozenset(resp.get("users", []))
+        users = frozenset[str](resp.get("users", []))
         self._members[handle] = (self.clock(), users)
         return users
 

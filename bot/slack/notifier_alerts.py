@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,7 @@ class AlertDelivery:
         roots = [r for r in rows if r.kind == "alert_root"]
         suspects = [r for r in rows if r.kind == "alert_suspect"]
         for row in rows:
+            call: Awaitable[object]
             if row.kind == "alert_reply":
                 group, call = [row], self._reply(snap, row)
             elif roots and row is roots[0]:

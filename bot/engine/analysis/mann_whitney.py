@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -119,7 +120,7 @@ def evaluate(spec: MetricSpec, series: MetricSeries | None) -> MetricResult:
     mc = sum(c) / len(c) if c else None
     mb = sum(b) / len(b) if b else None
 
-    def result(verdict_code: int, text: str, **extra: object) -> MetricResult:
+    def result(verdict_code: int, text: str, **extra: Any) -> MetricResult:
         verdict, _ = verdict_of(verdict_code)
         return MetricResult(name=spec.name, judge=JudgeKind.MANN_WHITNEY, verdict=verdict,
                             explanation=text, canary_value=mc, baseline_value=mb,

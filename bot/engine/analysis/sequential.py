@@ -107,8 +107,10 @@ def evidence_step(fail_llr: Array, pass_llr: Array, canary_requests: ArrayLike,
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(cr + br > 0, cr / (cr + br), 0.0)[..., None]
     margin = math.log1p(allowed_increase)
-    fail = fail_llr + split_llr(EFFECTS, 0.0, share, canary_events, baseline_events)
-    ok = pass_llr + split_llr(margin - EFFECTS, margin, share, canary_events, baseline_events)
+    effects = np.asarray(EFFECTS, dtype=np.float64)
+    fail = np.add(fail_llr, split_llr(effects, 0.0, share, canary_events, baseline_events))
+    ok = np.add(pass_llr, split_llr(np.subtract(margin, effects), margin, share,
+                                    canary_events, baseline_events))
     return fail, ok
 
 
@@ -116,7 +118,8 @@ def log_mean_exp(x: Array, axis: int | tuple[int, ...] = -1) -> Array:
     m = np.max(x, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
     out = np.log(np.mean(np.exp(x - m), axis=axis, keepdims=True)) + m
-    return np.squeeze(out, axis=axis)
+    squeezed: Array = np.squeeze(out, axis=axis)
+    return squeezed
 
 
 def log_evalues(fail_llr: Array, pass_llr: Array, active: NDArray[np.bool_]
@@ -147,7 +150,8 @@ def active_bounds(seen_canary: ArrayLike, seen_baseline: ArrayLike) -> NDArray[n
     total = (c[..., :1] + b[..., :1])
     with np.errstate(invalid="ignore", divide="ignore"):
         frac = (c[..., 1:] + b[..., 1:]) / total
-    return (frac >= ACTIVE[0]) & (frac <= ACTIVE[1])
+    active: NDArray[np.bool_] = (frac >= ACTIVE[0]) & (frac <= ACTIVE[1])
+    return active
 
 
 def _read(series: MetricSeries) -> tuple[str, tuple[float, ...], list[int], list[int]] | str:

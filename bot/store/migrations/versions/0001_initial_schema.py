@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-import sqlmodel
 from alembic import op
+from sqlmodel.sql.sqltypes import AutoString
 
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-Str = sqlmodel.sql.sqltypes.AutoString
+Str = AutoString
 
 # SQLite: refuse both statements with a trigger each. PostgreSQL: one plpgsql function.
 APPEND_ONLY_SQLITE = [
