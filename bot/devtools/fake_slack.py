@@ -169,6 +169,7 @@ class FakeSlack(SlackApi):
     async def _handle_api(self, request: web.Request) -> web.Response:
         method, headers = request.match_info["method"], dict(request.headers)
         params = await read_params(request)
+        extra: dict[str, str]
         if params is None:
             params, (status, body, extra) = {}, (200, error_body("invalid_json"), {})
         else:

@@ -91,7 +91,7 @@ class SlackApi:
         msg["ts"] = self._next_ts()
         parent = store.get(str(params.get("thread_ts")))
         if parent is not None:
-            root = store[parent.get("thread_ts", parent["ts"])]
+            root = store[str(parent.get("thread_ts", parent["ts"]))]
             root["thread_ts"], msg["thread_ts"] = root["ts"], root["ts"]
             root["reply_count"] = root.get("reply_count", 0) + 1
         store[msg["ts"]] = msg
@@ -214,7 +214,8 @@ class SlackApi:
 
     def _api_files_completeUploadExternal(self, p: Body) -> Body:
         """``channel_id`` (or the first of ``channels``) must be an ID; none keeps it private."""
-        files = p.get("files") if isinstance(p.get("files"), list) else []
+        given = p.get("files")
+        files: list[Any] = given if isinstance(given, list) else []
         pending = [self._pending_files.get(str(f.get("id"))) or {} for f in files]
         if not files or any(up.get("bytes") is None for up in pending):
             return error_body("file_not_found")  # unknown id, or the bytes were never POSTed
