@@ -179,11 +179,11 @@ async def _audit_export(settings: Settings, since: str, output: Path | None) -> 
 
 
 async def _db(args: argparse.Namespace) -> int:
-    from bot.store import migrations
+    from bot.store import revisions
     from bot.store.db import create_engine, create_schema
 
     if args.db_command == "revision":
-        path = await migrations.new_revision(args.message, autogenerate=args.autogenerate)
+        path = await revisions.new_revision(args.message, autogenerate=args.autogenerate)
         print(f"wrote {path}: review it, then commit it with the model change")
         return 0
     url = load_settings().DATABASE_URL

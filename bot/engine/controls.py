@@ -12,12 +12,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.engine import machine, policy, progressive, undo
+from bot.engine.context import StepContext
 from bot.engine.machine import STATE_TEXT, State
 from bot.engine.outbox import note
 from bot.engine.plan import Stage
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
-from bot.engine.steps import StepContext
 from bot.mrkdwn import code_or
 from bot.store.db import Sessions
 from bot.store.models import Deployment

@@ -31,7 +31,7 @@ from integrations.base import RunState
 from integrations.http_check import run_check
 
 if TYPE_CHECKING:
-    from bot.engine.steps import StepContext
+    from bot.engine.context import StepContext
 
 
 def strategy_of(ctx: StepContext, dep: Deployment) -> StrategyConfig:

@@ -42,7 +42,7 @@ from bot.store.gate import WriteGate
 from bot.store.models import Deployment, InboundRequest, Replica
 
 if TYPE_CHECKING:
-    from bot.engine.steps import StepContext
+    from bot.engine.context import StepContext
 
 log = logging.getLogger(__name__)
 ID_FILE = "replica-id"

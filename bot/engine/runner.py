@@ -27,11 +27,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.engine import machine, replicas, undo
+from bot.engine.context import StepContext
 from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
-from bot.engine.steps import STEPS, StepContext
+from bot.engine.steps import STEPS
 from bot.metrics import Metrics
 from bot.mrkdwn import escape
 from bot.store.db import Sessions

@@ -8,36 +8,20 @@ it again under the same key.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
 from bot.engine import machine, progressive, undo
+from bot.engine.context import StepContext
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
-from bot.engine.policy import Policy
-from bot.engine.providers import ServiceProviders, job
+from bot.engine.providers import job
 from bot.mrkdwn import code_or, escape
 from bot.store.models import Deployment
 from integrations.base import RunState, RunStatus, reports_health, start_run
-from integrations.metrics import MetricsProvider
-
-
-class StepContext:
-    """What a step may use: the session, the service's providers, time, polling pace."""
-
-    def __init__(
-        self, session: AsyncSession, providers: ServiceProviders, now: datetime, poll: float,
-        policy: Policy, metrics: MetricsProvider | None = None,
-    ) -> None:
-        self.session, self.providers, self.now, self.poll = session, providers, now, poll
-        self.policy, self.metrics = policy, metrics
-
-    def later(self, dep: Deployment) -> None:
-        dep.next_action_at = self.now + timedelta(seconds=self.poll)
-        self.session.add(dep)
 
 
 async def last_succeeded_version(session: AsyncSession, service: str, env: str) -> str | None:

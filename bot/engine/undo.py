@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from sqlmodel.ext.asyncio.session import AsyncSession
 
-    from bot.engine.steps import StepContext
+    from bot.engine.context import StepContext
 
 log = logging.getLogger(__name__)
 

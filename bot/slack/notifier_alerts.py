@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import update
@@ -25,7 +25,11 @@ from bot.slack.blocks_alerts import alert_root, suspect_message
 from bot.store.models import AlertInstance, AlertThread, Deployment, Outbox
 
 if TYPE_CHECKING:
-    from bot.slack.notifier import Notifier
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    from bot.clock import Clock
+    from bot.store.db import Sessions
+    from bot.store.gate import WriteGate
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +46,27 @@ class Snapshot:
     redeploy: Deployment | None
 
 
+class Outlet(Protocol):
+    """What alert delivery uses of the notifier, which owns Slack I/O and the outbox."""
+
+    sessions: Sessions
+    client: AsyncWebClient
+    clock: Clock
+    gate: WriteGate
+
+    def kick(self) -> None: ...
+
+    async def _failed(self, rows: list[Outbox], exc: Exception) -> None: ...
+
+    async def _mark(self, rows: list[Outbox], *, delivered: bool, error: str = "") -> None: ...
+
+
 class AlertDelivery:
     """Posts what the rows ask for, then records it all (message ts, delivered rows) in one
     transaction: fewer writes on the hot path. A crash in between re-posts (at least once),
     as everywhere in the outbox; a Slack error records what was done and retries the rest."""
 
-    def __init__(self, notifier: Notifier, settings: AlertsConfig) -> None:
+    def __init__(self, notifier: Outlet, settings: AlertsConfig) -> None:
         self.n, self.settings = notifier, settings
 
     async def deliver(self, rows: list[Outbox]) -> None:

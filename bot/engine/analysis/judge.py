@@ -20,7 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from bot.engine.analysis import mann_whitney, sequential, threshold
+import bot.engine.analysis.mann_whitney as mann_whitney
+import bot.engine.analysis.sequential as sequential
+import bot.engine.analysis.threshold as threshold
 from bot.engine.analysis.model import (
     AnalysisState,
     JudgeKind,

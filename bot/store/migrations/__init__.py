@@ -9,7 +9,6 @@ the app's own async engine (aiosqlite, asyncpg) without blocking the event loop.
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 from sqlmodel import SQLModel
 
@@ -107,37 +105,3 @@ def _sqlite_atomically(connection: Connection, work: Callable[[], None]) -> None
         raise
     finally:
         connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-
-
-def _next_revision_id(config: Config) -> str:
-    """Numbered revisions ("0002") sort like their history; two branches adding the same
-    number clash loudly instead of forking the history."""
-    heads = ScriptDirectory.from_config(config).get_heads()
-    numbers = [int(head) for head in heads if head.isdigit()]
-    return f"{max(numbers, default=0) + 1:04d}"
-
-
-async def new_revision(message: str, autogenerate: bool = False) -> str:
-    """Write a migration script into versions/; with ``autogenerate``, filled with the
-    difference between the models and a scratch SQLite database migrated to head."""
-    from bot.store.db import create_engine, create_schema  # db imports this module
-
-    config = alembic_config()
-    rev_id = _next_revision_id(config)
-    if not autogenerate:
-        return _script_path(command.revision(config, message=message, rev_id=rev_id))
-    with tempfile.TemporaryDirectory() as scratch:
-        engine = create_engine(f"sqlite:///{scratch}/scratch.db")
-        try:
-            await create_schema(engine)
-            async with engine.begin() as conn:
-                script = await conn.run_sync(lambda c: command.revision(
-                    alembic_config(c), message=message, autogenerate=True, rev_id=rev_id))
-        finally:
-            await engine.dispose()
-    return _script_path(script)
-
-
-def _script_path(script: Any) -> str:
-    scripts = script if isinstance(script, list) else [script]
-    return ", ".join(s.path for s in scripts if s is not None)

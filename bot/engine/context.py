@@ -1,0 +1,29 @@
+"""What a step of the runner may use, apart from the steps themselves, so that the
+steps, the rollout stages and the exits (``progressive``, ``undo``) can share it
+without importing one another."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bot.engine.policy import Policy
+from bot.engine.providers import ServiceProviders
+from bot.store.models import Deployment
+from integrations.metrics import MetricsProvider
+
+
+class StepContext:
+    """What a step may use: the session, the service's providers, time, polling pace."""
+
+    def __init__(
+        self, session: AsyncSession, providers: ServiceProviders, now: datetime, poll: float,
+        policy: Policy, metrics: MetricsProvider | None = None,
+    ) -> None:
+        self.session, self.providers, self.now, self.poll = session, providers, now, poll
+        self.policy, self.metrics = policy, metrics
+
+    def later(self, dep: Deployment) -> None:
+        dep.next_action_at = self.now + timedelta(seconds=self.poll)
+        self.session.add(dep)
