@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_db(args))
         settings = load_settings()
         config_path = args.config or settings.SHIPBOT_CONFIG
-        config = load_config(config_path)
+        config = _load(config_path)
         if args.command == "serve":
             settings.require_slack()
             asyncio.run(_serve(settings, config, args.host, args.port))
@@ -84,13 +84,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _load(path: Path) -> ShipbotConfig:
+    """The config, refusing also the service names the command grammar reserves."""
+    from commands.parser import reserved_names
+
+    config = load_config(path)
+    problems = reserved_names(config.services)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
 def _config(args: argparse.Namespace) -> int:
     if args.config_command == "schema":
         print(json.dumps(json_schema(), indent=2))
         return 0
     path = args.file or load_settings().SHIPBOT_CONFIG
     try:
-        config = load_config(path)
+        config = _load(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{path}: {problem}" if not problem.startswith(str(path)) else problem)

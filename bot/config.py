@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bot.config_alerts import AlertsConfig, AutoRollbackConfig
 from bot.config_delivery import StrategyConfig
 from bot.config_policy import ApprovalConfig, FreezeWindowConfig, Roles
-from commands.parser import SUBCOMMANDS
 from integrations.base import can_split_traffic
 from integrations.prometheus import PrometheusConfig
 from integrations.registry import PROVIDERS, CIConfig, DeployConfig, build_target
@@ -100,8 +99,6 @@ class ShipbotConfig(BaseModel):
         for name in v:
             if not NAME_RE.match(name):
                 raise ValueError(f"'{name}': names are lowercase letters, digits, '-' and '_'")
-            if name in SUBCOMMANDS:
-                raise ValueError(f"'{name}' is a /deploy subcommand; choose another name")
         return v
 
     @model_validator(mode="after")

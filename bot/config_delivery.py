@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bot.config_analysis import JudgeKind, MetricSpec
 from bot.config_policy import Duration
-from bot.engine.analysis.model import JudgeKind, MetricSpec
 from integrations.http_check import HttpCheckConfig
 from integrations.promql import PromQLTemplate
 

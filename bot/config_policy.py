@@ -14,8 +14,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from commands.model import UsageError
-from commands.values import parse_duration
+from bot.values import UsageError, parse_duration
 
 PRINCIPAL_RE = re.compile(r"^(\*|[UW][A-Z0-9]{2,20}|@[a-z0-9][a-z0-9._-]{0,79})$")
 EVERYONE = "*"

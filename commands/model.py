@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.values import UsageError as UsageError  # the error every parser raises
+
 
 class _Command(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -106,10 +108,6 @@ Command = (
     Deploy | Status | History | Cancel | Help | LockEnv | UnlockEnv | FreezeEnv | Unfreeze
     | Audit | Control | Rollback
 )
-
-
-class UsageError(Exception):
-    """Input we cannot act on; the message tells the user how to fix it."""
 
 
 class Reply(BaseModel):

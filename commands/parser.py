@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
+from bot.values import WHEN_FORMAT, parse_duration, parse_version, parse_when
 from commands.model import (
     Audit,
     Cancel,
@@ -23,7 +24,6 @@ from commands.model import (
     UnlockEnv,
     UsageError,
 )
-from commands.values import WHEN_FORMAT, parse_duration, parse_version, parse_when
 
 MAX_TEXT = 1000
 MAX_REASON = 500
@@ -49,6 +49,13 @@ USAGE = """\
 • `/deploy api staging`
 • `/deploy api production v1.4.2 --reason "fix login timeout"`
 • `/deploy api production v1.4.3 --hotfix --reason "INC-123"`"""
+
+
+def reserved_names(services: Iterable[str]) -> list[str]:
+    """Problems for services named like a subcommand: `/deploy status` could not mean
+    them (``shipbot config check`` and start-up refuse such a config)."""
+    return [f"services.{name}: '{name}' is a /deploy subcommand; choose another name"
+            for name in services if name in SUBCOMMANDS]
 
 
 class Catalog:

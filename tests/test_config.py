@@ -61,11 +61,22 @@ def test_check_rejects_bad_placeholders_and_reserved_names(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, data))
     assert "services.api.deploy.argv: unknown placeholder {verison}" in str(err.value)
+
+
+
+def test_check_and_start_up_refuse_a_service_named_like_a_subcommand(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`/deploy status` could never mean the service: the config is refused, with where."""
     data = base()
     data["services"]["status"] = data["services"].pop("web")
-    with pytest.raises(ConfigError) as err:
-        load_config(write(tmp_path, data))
-    assert "'status' is a /deploy subcommand" in str(err.value)
+    path = write(tmp_path, data)
+    assert main(["config", "check", str(path)]) == 1
+    assert "services.status: 'status' is a /deploy subcommand; choose another name" in \
+        capsys.readouterr().out
+    monkeypatch.setenv("SHIPBOT_CONFIG", str(path))
+    assert main(["console", "--database", "sqlite:///:memory:"]) == 2
+    assert "'status' is a /deploy subcommand" in capsys.readouterr().err
 
 
 def test_check_reports_yaml_syntax_errors_with_line(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""Parsing of the values inside commands and config: durations and points in time.
+"""Parsing of the values inside commands and config: durations, points in time,
+versions. Pure functions; errors are ``UsageError``s that show the accepted format.
 
-Pure functions; errors are ``UsageError``s that show the accepted format.
+The configuration uses them too, so they sit below both it and ``commands``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from commands.model import UsageError
+
+class UsageError(Exception):
+    """Input we cannot act on; the message tells the user how to fix it."""
 
 VERSION_RE = re.compile(r"[A-Za-z0-9._/+-]+")  # the character set; rules below
 _DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
