@@ -129,8 +129,9 @@ async def _check_groups(settings: Settings, config: ShipbotConfig) -> list[str]:
 
     from slack_sdk.errors import SlackApiError, SlackClientError
 
+    from bot.engine.directory import UnknownGroup
     from bot.slack.app import build_web_client
-    from bot.slack.directory import SlackDirectory, UnknownGroup
+    from bot.slack.directory import SlackDirectory
 
     assert settings.SLACK_BOT_TOKEN is not None
     client = build_web_client(settings.SLACK_BOT_TOKEN.get_secret_value(),

@@ -14,10 +14,7 @@ from bot.engine.approvals import ApprovalService
 from bot.engine.controls import ControlService
 from bot.engine.guards import GuardService
 from bot.engine.inbox import Inbox, Request, Tell
-from bot.engine.rollback import RollbackService
-from bot.engine.service import DeployService
-from bot.slack.blocks import audit_text, guards_text, history_text, status_text
-from commands.model import (
+from bot.engine.requests import (
     Audit,
     Cancel,
     Command,
@@ -34,6 +31,9 @@ from commands.model import (
     UnlockEnv,
     UsageError,
 )
+from bot.engine.rollback import RollbackService
+from bot.engine.service import DeployService
+from bot.slack.blocks import audit_text, guards_text, history_text, status_text
 from commands.parser import ROLLBACK_USAGE, USAGE, Catalog, parse, parse_deployment_ref
 
 # Commands that change something: recorded in the inbox under their trigger id, so a

@@ -7,8 +7,7 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from bot.values import WHEN_FORMAT, parse_duration, parse_version, parse_when
-from commands.model import (
+from bot.engine.requests import (
     Audit,
     Cancel,
     Command,
@@ -24,6 +23,7 @@ from commands.model import (
     UnlockEnv,
     UsageError,
 )
+from bot.values import WHEN_FORMAT, parse_duration, parse_version, parse_when
 
 MAX_TEXT = 1000
 MAX_REASON = 500

@@ -12,6 +12,7 @@ import pytest
 from bot.config import ConfigError
 from bot.config_alerts import AutoRollbackConfig
 from bot.devtools.fake_slack_limits import block_errors
+from bot.engine.requests import Rollback, UsageError
 from bot.slack.blocks_alerts import (
     ALERT_ACK_ACTION,
     ALERT_DISMISS_ACTION,
@@ -22,7 +23,6 @@ from bot.slack.blocks_alerts import (
     suspect_message,
 )
 from bot.store.models import AlertThread, Deployment
-from commands.model import Rollback, UsageError
 from commands.parser import Catalog, parse
 from tests.alert_helpers import alert_config
 

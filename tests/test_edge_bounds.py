@@ -15,10 +15,10 @@ import pytest
 from sqlmodel import func, select
 
 from bot.devtools.local import LocalBot
+from bot.engine.requests import UsageError
 from bot.slack.blocks import APPROVE_ACTION, CANCEL_ACTION, CONTROL_ACTIONS, REJECT_ACTION
 from bot.slack.blocks_alerts import ALERT_ACK_ACTION, ALERT_ROLLBACK_ACTION
 from bot.store.models import Approval, AuditEvent, Deployment
-from commands.model import UsageError
 from commands.parser import Catalog, parse
 from tests.alert_helpers import alert_config
 from tests.test_approvals import prod_request

@@ -6,8 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from commands import parser
-from commands.model import (
+from bot.engine.requests import (
     Audit,
     Cancel,
     Deploy,
@@ -20,6 +19,7 @@ from commands.model import (
     UnlockEnv,
     UsageError,
 )
+from commands import parser
 from commands.parser import Catalog, parse_deployment_ref
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -23,10 +23,10 @@ from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
 from bot.engine import runner as runner_module
 from bot.engine.machine import State
+from bot.engine.requests import Cancel
 from bot.engine.runner import MAX_STEP_ATTEMPTS, Runner
 from bot.store.db import create_engine, create_schema, session_factory
 from bot.store.models import Deployment, Outbox
-from commands.model import Cancel
 from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
 from tests.conftest import FakeClock, eventually, make_config
 from tests.test_deploy_flow import finished

@@ -18,10 +18,10 @@ from bot.engine.outbox import note
 from bot.engine.plan import Stage
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
+from bot.engine.requests import Control
 from bot.mrkdwn import code_or
 from bot.store.db import Sessions
 from bot.store.models import Deployment
-from commands.model import Control
 
 ALLOWED: dict[str, frozenset[State]] = {
     "promote": frozenset({State.VERIFYING, State.PAUSED, State.PROMOTING}),

@@ -17,10 +17,10 @@ from bot.clock import Clock, as_utc
 from bot.engine import machine, windows
 from bot.engine.outbox import announce
 from bot.engine.policy import Policy, active_freezes, active_locks
+from bot.engine.requests import Audit, FreezeEnv, LockEnv, Unfreeze, UnlockEnv
 from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Announcement, AuditEvent, Freeze, Lock
-from commands.model import Audit, FreezeEnv, LockEnv, Unfreeze, UnlockEnv
 
 ANNOUNCE_LOOKBACK = timedelta(hours=1)
 

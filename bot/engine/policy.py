@@ -19,9 +19,9 @@ from bot.clock import as_utc, human_duration
 from bot.config import EnvironmentConfig, ShipbotConfig
 from bot.config_policy import EVERYONE
 from bot.engine import windows
+from bot.engine.directory import Directory, UnknownGroup
 from bot.engine.machine import CANCELLABLE, IN_FLIGHT, STATE_TEXT, State
 from bot.mrkdwn import escape
-from bot.slack.directory import Directory, UnknownGroup
 from bot.store.models import Deployment, Freeze, Lock
 
 Role = Literal["deploy", "approve", "lock", "rollback", "hotfix"]

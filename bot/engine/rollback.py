@@ -22,12 +22,12 @@ from bot.clock import Clock, as_utc, human_duration
 from bot.engine import alert_outbox, machine, policy, suspects
 from bot.engine.machine import STATE_TEXT, State
 from bot.engine.policy import Policy
+from bot.engine.requests import Rollback
 from bot.engine.urgency import Urgency
 from bot.mrkdwn import channel_mention, escape
 from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import AlertThread, Deployment, Outbox
-from commands.model import Rollback
 
 RETRIES = 5
 

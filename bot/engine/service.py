@@ -21,11 +21,11 @@ from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
+from bot.engine.requests import Cancel, Deploy, History, Status
 from bot.mrkdwn import channel_mention, escape
 from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import Deployment
-from commands.model import Cancel, Deploy, History, Status
 from integrations.base import can_split_traffic
 
 

@@ -8,23 +8,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-
-class UnknownGroup(Exception):
-    """The config names a user group that Slack does not know."""
-
-
-class Directory(Protocol):
-    async def members(self, handle: str) -> frozenset[str]: ...
-
-    async def is_active_user(self, user_id: str) -> bool: ...
+from bot.engine.directory import UnknownGroup
 
 
 class SlackDirectory:
+    """The ``Directory`` the policy asks, answered from Slack."""
+
     def __init__(
         self, client: AsyncWebClient, *, ttl: float = 300.0,
         clock: Callable[[], float] = time.monotonic,

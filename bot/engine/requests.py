@@ -1,4 +1,5 @@
-"""Typed commands: what a line of chat text or a button click means."""
+"""Typed requests: what a line of chat text or a button click means. The engine owns
+them (they are its API); ``commands/`` parses text and clicks into them."""
 
 from __future__ import annotations
 
