@@ -38,7 +38,7 @@ _SHAPES = re.compile("|".join((
     # text, or from the first base64 line to END.
     rf"{_KEY_BLOCK}(?:.*?{_KEY_END}|.*)",
     rf"(?:[A-Za-z0-9+/=]{{16,}}\s*)+{_KEY_END}",
-    r"\bxox[abposr]-[A-Za-z0-9][A-Za-z0-9-]*",  # Slack bot, user, app-config... tokens
+    r"\bxox[a-z]-[A-Za-z0-9][A-Za-z0-9-]*",  # Slack: bot, user, refresh, client... tokens
     r"\bxapp-[A-Za-z0-9][A-Za-z0-9-]*",  # Slack app-level (Socket Mode) tokens
     r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub personal, OAuth, user, server, refresh
     r"\bgithub_pat_[A-Za-z0-9_]{20,}",  # GitHub fine-grained personal access tokens
@@ -48,7 +48,8 @@ _SHAPES = re.compile("|".join((
 # kept, the value goes. Quoted values end at their quote, bare ones at a space or separator.
 _ASSIGNMENT = re.compile(
     r"""(?P<key>\b[\w.-]*(?:password|passwd|token|secret)\w*["']?\s*[:=]\s*)"""
-    r"""(?:(?P<q>["'])(?P<quoted>[^"'\n]+)(?P=q)|(?!\[redacted\])(?P<bare>[^\s"',;&)\]}]+))""",
+    r"""(?:(?P<q>["'])(?P<quoted>(?:(?!(?P=q))[^\n])+)(?P=q)"""
+    r"""|(?!\[redacted\])(?P<bare>[^\s"',;&)\]}]+))""",
     re.IGNORECASE)
 # ``scheme://user:password@host``: the password in any URL (a DSN in a driver's error).
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+(?=@)",

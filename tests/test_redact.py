@@ -40,6 +40,13 @@ KEY_BLOCK = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vb
     ("export DEPLOY_TOKEN=abc123def456", "abc123def456"),
     ("curl https://ci/api?token=q1w2e3r4&page=2", "q1w2e3r4"),
     ("db at postgresql://shipbot:Pa55-w0rd@db:5432/shipbot", "Pa55-w0rd"),
+    # Every Slack ``xox?-`` shape: rotating refresh tokens, client and cookie tokens.
+    ("refreshed with xoxe-1-My0xLTEyMzQ1Njc4OTAtYWJjZGVm", "My0xLTEyMzQ1Njc4OTAtYWJjZGVm"),
+    ("browser session xoxc-1234-5678-abcdef0123", "xoxc-1234-5678-abcdef0123"),
+    ("cookie d=xoxd-AbCdEf0123456789 in a curl", "xoxd-AbCdEf0123456789"),
+    # A quoted value holding the other quote character is still one value.
+    ("export DB_PASSWORD=\"it's-my-s3cret\"", "s3cret"),
+    ("password: 'say \"friend\" and enter'", "friend"),
 ])
 def test_token_shapes_and_assignments_are_redacted(text: str, secret: str) -> None:
     cleaned = Redactor().text(text)

@@ -336,3 +336,27 @@ async def test_stopping_during_a_scheduled_step_hands_it_back_without_a_crash_lo
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert any("handing a step still running back" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_a_build_is_cancelled_from_the_replica_that_did_not_start_it(
+        replica: Launch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Slack's request reaches either pod. The build's run lives on the other one's disk,
+    which this one cannot stop: the cancel still stands and the person is told so, not
+    "could not finish it just now" followed later by "Nothing to cancel"."""
+    config = long_build(tmp_path)
+    bots = [await replica(config, "pod-a"), await replica(config, "pod-b")]
+    await bots[0].driver.command("api dev v1.4.2")
+
+    async def building() -> list[LocalBot]:
+        if (await only_deployment(bots[0])).state != State.BUILDING:
+            return []
+        return [b for b in bots if (b.state_dir / "ci").is_dir()]
+
+    [owner] = await eventually(building)
+    [other] = [b for b in bots if b is not owner]
+    resp = await other.driver.command("cancel api dev")
+
+    dep = await only_deployment(other)
+    assert resp.json()["text"] == f"Cancelled deployment #{dep.id} of api to dev."
+    assert dep.state == State.CANCELLED
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

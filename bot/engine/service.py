@@ -6,6 +6,7 @@ database work in one transaction and returns the sentence to show the user.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,7 +27,9 @@ from bot.mrkdwn import channel_mention, escape
 from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import Deployment
-from integrations.base import can_split_traffic
+from integrations.base import IntegrationError, can_split_traffic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -161,7 +164,11 @@ class DeployService:
                  f"Nothing was changed on {dep.env}.", now=now)
             await session.commit()
         if run_id and providers.ci:
-            await providers.ci.cancel(run_id)
+            try:
+                await providers.ci.cancel(run_id)
+            except IntegrationError as exc:  # e.g. a run on another replica's disk
+                log.warning("deployment %s: cancelled, but stopping its build %s failed: %s",
+                            dep.id, run_id, exc)
         self.on_change()
         return f"Cancelled deployment #{dep.id} of {dep.service} to {dep.env}."
 
