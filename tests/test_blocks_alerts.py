@@ -11,7 +11,7 @@ import pytest
 
 from bot.config import ConfigError
 from bot.config_alerts import AutoRollbackConfig
-from bot.devtools.fake_slack_limits import block_errors
+from bot.devtools.fake_slack_blocks import block_errors
 from bot.slack.blocks_alerts import (
     ALERT_ACK_ACTION,
     ALERT_DISMISS_ACTION,
