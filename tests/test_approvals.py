@@ -256,8 +256,13 @@ async def test_clicks_from_strangers_and_tampered_values_change_nothing(make_bot
         await bot.driver.click(APPROVE_ACTION, value, user="U0STRANGER")
         await bot.driver.click(APPROVE_ACTION, "2; drop table deployment", user="U0CAROL")
         await bot.driver.click(APPROVE_ACTION, "424242", user="U0CAROL")
-        [stranger] = await ephemerals_to(bot, "U0STRANGER")
+        # Slack refuses anything to a user its directory does not know (strict_users): the
+        # bot tries to answer in the channel, then by DM, and records nothing else.
+        [stranger] = await ephemerals_to(bot, "U0STRANGER", delivered=False)
         assert "not an active member of this workspace" in stranger
+        assert [c.response["error"] for c in slack.calls if c.method.startswith("chat.")
+                and "U0STRANGER" in (c.params.get("user"), c.params.get("channel"))][:2] == \
+            ["user_not_in_channel", "channel_not_found"]
         tampered, missing = await ephemerals_to(bot, "U0CAROL", count=2)
         assert "That button is not valid any more" in tampered
         assert missing == "Deployment #424242 does not exist; nothing was changed."
