@@ -44,7 +44,7 @@ from bot.config import ShipbotConfig, parse_config
 from bot.devtools.driver import SlackDriver, sign
 from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.fake_slack_channels import ChannelDirectory
-from bot.devtools.local import LocalBot
+from bot.devtools.local import LocalBot, invite_bot
 from bot.slack.blocks_alerts import ALERT_ROLLBACK_ACTION
 from integrations.base import JobSpec, RunState, RunStatus
 
@@ -154,7 +154,10 @@ async def wait_for(check: Any, timeout: float = 120.0) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     services = [f"svc{i}" for i in range(args.services)]
+    # rate_limits=False: this times alert-to-thread latency inside the bot; Slack's pacing
+    # would add the fake's Retry-After waits to every number.
     async with FakeSlack(rate_limits=False) as slack:
+        invite_bot(slack, bench_config(args.services))  # the bot runs in a child process
         ctx = multiprocessing.get_context("spawn")
         ours, theirs = ctx.Pipe()
         proc = ctx.Process(target=serve, args=(theirs, args.services, slack.base_url, args.tick))

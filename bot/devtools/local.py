@@ -87,7 +87,8 @@ class LocalBot:
     async def start(self) -> None:
         if self._own_slack:
             await self.slack.start()
-        invite_bot(self.slack, self.config)
+        if isinstance(self.slack, FakeSlack):  # a stand-in for one in another process: no
+            invite_bot(self.slack, self.config)
         settings = Settings(
             SLACK_BOT_TOKEN="xoxb-local-test",  # type: ignore[arg-type]
             SLACK_SIGNING_SECRET=self.signing_secret if self.signing else None,  # type: ignore[arg-type]
