@@ -164,7 +164,8 @@ async def run(args: argparse.Namespace) -> int:
         proc.start()
         theirs.close()
         ready = await asyncio.to_thread(ours.recv)
-        driver = SlackDriver(ready["url"], ready["secret"], timeout=60)
+        driver = SlackDriver(ready["url"], ready["secret"], timeout=60,
+                             channels=slack.channels, triggers=slack.issue_trigger)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(limits=limits, timeout=60) as client:
             for version in ("v1", "v2"):  # every service gets a suspect and a version before

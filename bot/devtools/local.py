@@ -113,7 +113,8 @@ class LocalBot:
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.driver = SlackDriver(self.url, self.signing_secret, channels=self.slack.channels,
-                                  triggers=self.slack.issue_trigger)
+                                  triggers=self.slack.issue_trigger
+                                  if isinstance(self.slack, FakeSlack) else None)
 
     async def stop(self) -> None:
         """Graceful stop: the ASGI lifespan shuts the bot down."""
