@@ -717,6 +717,14 @@ BAD_SHAPES: dict[str, tuple[list[dict[str, Any]], str]] = {
                       "must be a valid enum value [json-pointer:/blocks/0/elements/0/text/type]"),
     "empty_section": ([{"type": "section", "accessory": button(action_id="go")}],
                       "must define either `text` or `fields` [json-pointer:/blocks/0/type]"),
+    "empty_text": ([section("")],
+                   "must be more than 0 characters [json-pointer:/blocks/0/text/text]"),
+    "mrkdwn_confirm_title": (
+        [actions(button(action_id="go", confirm={
+            "title": {"type": "mrkdwn", "text": "Sure?"}, "text": FIELD,
+            "confirm": {"type": "plain_text", "text": "Yes"},
+            "deny": {"type": "plain_text", "text": "No"}}))],
+        "must be a valid enum value [json-pointer:/blocks/0/elements/0/confirm/title/type]"),
     "block_id": ([{**section("a"), "block_id": "card"}, {**section("b"), "block_id": "card"}],
                  "[json-pointer:/blocks/1/block_id]"),
     "action_id": ([actions(button(action_id="go"), button("Again", action_id="go"))],

@@ -54,7 +54,20 @@ def text_object_errors(obj: Any, pointer: str, limit: int, *,
     allowed = ("plain_text",) if plain_only else TEXT_TYPES
     if obj.get("type") not in allowed:
         return [f"must be a valid enum value [json-pointer:{pointer}/type]"]
+    if not _text_of(obj):
+        return [f"must be more than 0 characters [json-pointer:{pointer}/text]"]
     return _too_long(_text_of(obj), limit, f"{pointer}/text")
+
+
+def _confirm_errors(confirm: Any, pointer: str) -> list[str]:
+    """A confirmation dialog: plain_text title, confirm and deny; text of either type."""
+    if not isinstance(confirm, dict):
+        return [f"must provide an object [json-pointer:{pointer}]"]
+    errors = text_object_errors(confirm.get("text"), f"{pointer}/text", 300)
+    for key, limit in (("title", 100), ("confirm", 30), ("deny", 30)):
+        errors += text_object_errors(confirm.get(key), f"{pointer}/{key}", limit,
+                                     plain_only=True)
+    return errors
 
 
 def _element_errors(element: dict[str, Any], pointer: str) -> list[str]:
@@ -63,6 +76,8 @@ def _element_errors(element: dict[str, Any], pointer: str) -> list[str]:
         errors += text_object_errors(element.get("text"), f"{pointer}/text", MAX_BUTTON_TEXT,
                                      plain_only=True)
         errors += _too_long(str(element.get("value", "")), MAX_BUTTON_VALUE, f"{pointer}/value")
+    if "confirm" in element:
+        errors += _confirm_errors(element["confirm"], f"{pointer}/confirm")
     return errors
 
 
