@@ -73,6 +73,16 @@ def test_root_of_a_firing_alert() -> None:
     assert block_errors(blocks) == []
 
 
+def test_root_of_an_alert_whose_notes_are_blank() -> None:
+    """Whitespace is no text: no empty section (Slack refuses it), no "name: " fallback."""
+    for notes in ({"summary": " ", "description": "\n"}, {"description": "  "}):
+        text, blocks = alert_root(thread(payload=json.dumps({**notes, "labels": {}})),
+                                  firing=1, now=T0)
+        assert block_errors(blocks) == []
+        assert text == "🔥 HighErrorRate — api production (critical)"
+        assert [b["type"] for b in blocks] == ["header", "section", "context"]
+
+
 def test_root_when_resolved_and_acknowledged() -> None:
     resolved = thread(status="resolved", resolved_at=T0 + timedelta(minutes=14),
                       acknowledged_by="U0BOB")
