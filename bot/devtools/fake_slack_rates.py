@@ -23,7 +23,7 @@ TIERS: dict[int, tuple[float, int]] = {1: (1.0, 5), 2: (20.0, 20), 3: (50.0, 50)
 #: Special ("hundreds of requests per minute"), modelled as Tier 4.
 METHOD_TIERS: dict[str, int] = {
     "auth.test": 4,
-    "apps.connections.open": 3,
+    "apps.connections.open": 3,  # the current reference; older client libraries say Tier 1
     "chat.update": 3,
     "chat.delete": 3,
     "chat.postEphemeral": 4,
