@@ -63,6 +63,8 @@ async def _serve(conn: Connection, chunk: int) -> None:
     logging.getLogger("apscheduler").setLevel(logging.CRITICAL)  # ticks cancelled at stop
     tmp = Path(tempfile.mkdtemp(prefix="shipbot-storm-"))
     try:
+        # rate_limits=False: this measures the bot's own throughput under a storm; with Slack's
+        # per-channel pacing it would measure the fake's 1 post/s instead.
         async with FakeSlack(rate_limits=False) as slack:
             bot = LocalBot(bench_config(), state_dir=tmp / "state", fake_slack=slack,
                            database_url=f"sqlite:///{tmp}/shipbot.db")

@@ -44,7 +44,7 @@ from bot.config import ShipbotConfig, parse_config
 from bot.devtools.driver import SlackDriver, sign
 from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.fake_slack_channels import ChannelDirectory
-from bot.devtools.local import LocalBot
+from bot.devtools.local import LocalBot, invite_bot
 from bot.slack.blocks_alerts import ALERT_ROLLBACK_ACTION
 from integrations.base import JobSpec, RunState, RunStatus
 
@@ -154,14 +154,18 @@ async def wait_for(check: Any, timeout: float = 120.0) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     services = [f"svc{i}" for i in range(args.services)]
+    # rate_limits=False: this times alert-to-thread latency inside the bot; Slack's pacing
+    # would add the fake's Retry-After waits to every number.
     async with FakeSlack(rate_limits=False) as slack:
+        invite_bot(slack, bench_config(args.services))  # the bot runs in a child process
         ctx = multiprocessing.get_context("spawn")
         ours, theirs = ctx.Pipe()
         proc = ctx.Process(target=serve, args=(theirs, args.services, slack.base_url, args.tick))
         proc.start()
         theirs.close()
         ready = await asyncio.to_thread(ours.recv)
-        driver = SlackDriver(ready["url"], ready["secret"], timeout=60)
+        driver = SlackDriver(ready["url"], ready["secret"], timeout=60,
+                             channels=slack.channels, triggers=slack.issue_trigger)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(limits=limits, timeout=60) as client:
             for version in ("v1", "v2"):  # every service gets a suspect and a version before

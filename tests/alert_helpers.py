@@ -26,8 +26,11 @@ ZERO = "0001-01-01T00:00:00Z"
 
 @pytest.fixture
 async def quiet() -> AsyncIterator[FakeSlack]:
-    """A fake Slack without the per-channel post rate limit (import it to use it), so alert
-    tests run at full speed; the rate limit itself is covered by the fake's own tests."""
+    """A fake Slack without rate limits (import it to use it). Why: alert threads and
+    rollouts post a dozen replies to one channel within seconds; at Slack's 1 post/s the
+    bot's retry handler copes, but six of these tests then outlast their 15 s waits (tried
+    on 14 files: 6 failed, the slowest that passed took 25 s). The limits have their own
+    tests (test_fake_slack), and the deploy, approval and restart tests run with them on."""
     slack = FakeSlack(rate_limits=False)
     await slack.start()
     yield slack

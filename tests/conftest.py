@@ -104,6 +104,6 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0)
 
 @pytest.fixture
 def launch(make_bot, quiet) -> Callable[..., Awaitable[LocalBot]]:
-    """make_bot on a fake Slack without the per-channel post rate limit: rollout threads
-    are long, and pacing them at one post a second would only slow the tests down."""
+    """make_bot on a fake Slack without rate limits (``quiet`` says why): rollout threads
+    are long, and pacing them at one post a second outlasts these tests' waits."""
     return lambda config, **kwargs: make_bot(config, fake_slack=quiet, **kwargs)

@@ -305,6 +305,20 @@ async def test_alert_text_is_escaped_and_bad_links_dropped(make_bot, tmp_path, q
     assert "javascript:" not in raw and "Dashboard" not in raw
 
 
+async def test_an_alert_whose_annotations_render_blank_still_opens_its_thread(
+        make_bot, tmp_path, quiet) -> None:
+    """A templated description that renders to whitespace (and no summary) is no text at
+    all: Slack refuses a section whose text is empty, so the root must leave it out."""
+    bot = await make_bot(alert_config(tmp_path), fake_slack=quiet)
+    await post(bot, "alertmanager", am_payload(am_alert(
+        {"alertname": "DiskFull", "service": "web", "env": "staging"},
+        annotations={"description": "\n  \n"})))
+    root = await alert_thread(bot, "#deploys-web", name="DiskFull")
+    assert root["text"] == "🔥 DiskFull — web staging"
+    refused = [c for c in quiet.calls if c.failed and c.response.get("error") == "invalid_blocks"]
+    assert refused == []
+
+
 def mrkdwn(blocks: list[dict]) -> list[str]:
     """Every mrkdwn text in ``blocks`` (what Slack would parse for mentions and links)."""
     found: list[str] = []

@@ -194,6 +194,25 @@ async def test_reject_asks_for_a_reason_in_a_modal(make_bot, tmp_path) -> None:
     assert "&lt;!here&gt;" in card_json and "<!here>" not in card_json  # no mass ping
 
 
+async def test_reject_when_slack_is_too_slow_for_the_trigger_says_click_again(
+        make_bot, tmp_path) -> None:
+    """A trigger_id works for 3 s. When checking the approver takes longer (users.info
+    rate limited, the client waits out Retry-After), Slack refuses views.open with
+    expired_trigger_id: the approver is told to click again instead of seeing nothing."""
+    bot, message = await prod_request(make_bot, tmp_path)
+    value = buttons(message)[1]["value"]
+    bot.slack.fail_next("users.info", error="ratelimited", retry_after=4)
+    await bot.driver.click(REJECT_ACTION, value, user="U0CAROL")
+    [opened] = await bot.slack.wait_for("views.open", timeout=15)
+    assert opened.response["error"] == "expired_trigger_id"
+    [told] = await ephemerals_to(bot, "U0CAROL")
+    assert "Please click Reject again" in told
+    assert bot.slack.views == {}
+    assert (await deployments(bot))[1].state == "awaiting_approval"
+    await bot.driver.click(REJECT_ACTION, value, user="U0CAROL")  # a fresh trigger works
+    await bot.slack.wait_for(lambda c: c.method == "views.open" and not c.failed)
+
+
 async def test_a_rejection_from_a_non_approver_changes_nothing(make_bot, tmp_path) -> None:
     bot, message = await prod_request(make_bot, tmp_path)
     value = buttons(message)[1]["value"]
@@ -256,8 +275,13 @@ async def test_clicks_from_strangers_and_tampered_values_change_nothing(make_bot
         await bot.driver.click(APPROVE_ACTION, value, user="U0STRANGER")
         await bot.driver.click(APPROVE_ACTION, "2; drop table deployment", user="U0CAROL")
         await bot.driver.click(APPROVE_ACTION, "424242", user="U0CAROL")
-        [stranger] = await ephemerals_to(bot, "U0STRANGER")
+        # Slack refuses anything to a user its directory does not know (strict_users): the
+        # bot tries to answer in the channel, then by DM, and records nothing else.
+        [stranger] = await ephemerals_to(bot, "U0STRANGER", delivered=False)
         assert "not an active member of this workspace" in stranger
+        assert [c.response["error"] for c in slack.calls if c.method.startswith("chat.")
+                and "U0STRANGER" in (c.params.get("user"), c.params.get("channel"))][:2] == \
+            ["user_not_in_channel", "channel_not_found"]
         tampered, missing = await ephemerals_to(bot, "U0CAROL", count=2)
         assert "That button is not valid any more" in tampered
         assert missing == "Deployment #424242 does not exist; nothing was changed."

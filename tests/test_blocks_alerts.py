@@ -11,7 +11,7 @@ import pytest
 
 from bot.config import ConfigError
 from bot.config_alerts import AutoRollbackConfig
-from bot.devtools.fake_slack_limits import block_errors
+from bot.devtools.fake_slack_blocks import block_errors
 from bot.engine.requests import Rollback, UsageError
 from bot.slack.blocks_alerts import (
     ALERT_ACK_ACTION,
@@ -71,6 +71,16 @@ def test_root_of_a_firing_alert() -> None:
         "<http://am.example/#/silences/new|Silence>")
     assert text == "🔥 HighErrorRate — api production (critical): 5xx above 5%"
     assert block_errors(blocks) == []
+
+
+def test_root_of_an_alert_whose_notes_are_blank() -> None:
+    """Whitespace is no text: no empty section (Slack refuses it), no "name: " fallback."""
+    for notes in ({"summary": " ", "description": "\n"}, {"description": "  "}):
+        text, blocks = alert_root(thread(payload=json.dumps({**notes, "labels": {}})),
+                                  firing=1, now=T0)
+        assert block_errors(blocks) == []
+        assert text == "🔥 HighErrorRate — api production (critical)"
+        assert [b["type"] for b in blocks] == ["header", "section", "context"]
 
 
 def test_root_when_resolved_and_acknowledged() -> None:

@@ -24,10 +24,13 @@ async def card(bot: LocalBot, channel: str = "#deploys-api") -> dict:
     return await eventually(check)
 
 
-async def ephemerals_to(bot: LocalBot, user: str, count: int = 1) -> list[str]:
+async def ephemerals_to(bot: LocalBot, user: str, count: int = 1,
+                        delivered: bool = True) -> list[str]:
+    """What the bot said privately to ``user`` in a channel; only what Slack accepted, unless
+    ``delivered=False`` (attempts the fake refused, e.g. to a user it does not know)."""
     async def check() -> list[str] | None:
         texts = [c.params["text"] for c in bot.slack.calls_to("chat.postEphemeral")
-                 if c.params.get("user") == user]
+                 if c.params.get("user") == user and (not delivered or not c.failed)]
         return texts if len(texts) >= count else None
 
     return await eventually(check)

@@ -122,6 +122,8 @@ def test_console_says_where_each_message_goes(tmp_path: Path) -> None:
     """Interleaved threads get a heading; DMs, other people's ephemerals and files read well.
     Slack answers with conversation IDs (a DM's ``D...`` for a user); the console says names."""
     fake = FakeSlack()
+    for name in ("#deploys-api", "#deploys-web"):
+        fake.add_channel(name)  # as LocalBot does for the config's channels
     local = cast(LocalBot, SimpleNamespace(slack=fake))
     console = Console(local, make_config(tmp_path), io.StringIO(), TextStyle(), scripted=True,
                       quiet_seconds=1, settle_timeout=1)

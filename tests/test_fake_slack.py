@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import builtin_async_handlers
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -23,6 +26,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.devtools.driver import SlackDriver
 from bot.devtools.fake_slack import FakeSlack
+from bot.devtools.fake_slack_api import BOT_SCOPES
+from bot.devtools.fake_slack_rates import METHOD_TIERS, SPECIAL_PER_CHANNEL, TIERS
 
 TS_RE = re.compile(r"^\d{10}\.\d{6}$")
 CHANNEL_ID_RE = re.compile(r"^C[A-Z0-9]{10}$")
@@ -49,10 +54,20 @@ def button(text: str = "Go", **extra: Any) -> dict[str, Any]:
     return {"type": "button", "text": {"type": "plain_text", "text": text}, **extra}
 
 
+CHANNELS = ("C0", "C1", "C2", "#deploys-api", "#deploys-web")
+
+
+def with_channels(fake: FakeSlack, *channels: str) -> FakeSlack:
+    """The workspace's channels, the bot and U1 in each (the fake knows no others)."""
+    for channel in channels or CHANNELS:
+        fake.add_channel(channel, members=["U1"])
+    return fake
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack(rate_limits=False) as server:
-        yield server
+    async with FakeSlack() as server:  # every rate limit on: no test here comes near one
+        yield with_channels(server)
 
 
 @pytest.fixture
@@ -237,7 +252,8 @@ async def test_methods_that_take_only_ids_refuse_names(
 
 
 async def test_the_same_name_always_maps_to_the_same_id(client: AsyncWebClient) -> None:
-    async with FakeSlack(rate_limits=False) as other:
+    async with FakeSlack() as other:
+        with_channels(other)
         elsewhere = AsyncWebClient(token="xoxb-test", base_url=other.base_url)
         first = (await client.chat_postMessage(channel="#deploys-web", text="a"))["channel"]
         second = (await client.chat_postMessage(channel="#deploys-web", text="b"))["channel"]
@@ -276,6 +292,7 @@ async def test_ephemeral_by_name_and_permalinks(fake: FakeSlack, client: AsyncWe
 async def test_rate_limit_is_per_channel_whatever_it_is_called() -> None:
     clock = FakeClock()
     async with FakeSlack(post_burst=2, clock=clock) as fake:
+        with_channels(fake)
         client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
         await client.chat_postMessage(channel="#deploys-api", text="1")
         await client.chat_postMessage(channel=fake.channel_id("#deploys-api"), text="2")
@@ -287,7 +304,7 @@ def test_driver_payloads_carry_channel_ids() -> None:
     fake = FakeSlack()
     driver = SlackDriver("http://127.0.0.1:1", "secret", channels=fake.channels)
     api = fake.channel_id("#deploys-api")
-    fake.channels.resolve("#deploys-api", names=True)  # the bot has posted there
+    fake.add_channel("#deploys-api")
     click = driver.action_payload("deploy_cancel", "1", channel="#deploys-api")
     assert click["channel"] == {"id": api, "name": "deploys-api"}
     assert click["container"]["channel_id"] == api
@@ -377,6 +394,7 @@ async def test_no_text_and_msg_too_long(client: AsyncWebClient) -> None:
 async def test_rate_limit_returns_429_with_retry_after() -> None:
     clock = FakeClock()
     async with FakeSlack(post_burst=2, clock=clock) as fake:
+        with_channels(fake)
         client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
         for _ in range(2):
             await client.chat_postMessage(channel="C1", text="burst")
@@ -394,6 +412,7 @@ async def test_rate_limit_returns_429_with_retry_after() -> None:
 async def test_rate_limit_retry_after_grows_with_slow_rate() -> None:
     clock = FakeClock()
     async with FakeSlack(post_burst=1, post_rate_per_channel=0.25, clock=clock) as fake:
+        with_channels(fake)
         client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
         await client.chat_postMessage(channel="C1", text="one")
         err = await expect_error(
@@ -416,6 +435,7 @@ async def test_rate_limit_retry_handler_eventually_succeeds(
 
     monkeypatch.setattr(builtin_async_handlers, "asyncio", SimpleNamespace(sleep=fake_sleep))
     async with FakeSlack(post_burst=1, clock=clock) as fake:
+        with_channels(fake)
         client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
         client.retry_handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=2))
         await client.chat_postMessage(channel="C1", text="first")
@@ -498,11 +518,13 @@ def modal(title: str = "Deploy", blocks: int = 1) -> dict[str, Any]:
 async def test_views_open_and_update(fake: FakeSlack, client: AsyncWebClient) -> None:
     err = await expect_error(client.views_open(view=modal()), "invalid_arguments")
     assert "trigger_id" in err.response["response_metadata"]["messages"][0]
-    await expect_error(client.views_open(trigger_id="t", view=modal("x" * 25)), "invalid_arguments")
+    trigger = fake.issue_trigger()
+    await expect_error(client.views_open(trigger_id=trigger, view=modal("x" * 25)),
+                       "invalid_arguments")
     await expect_error(
-        client.views_open(trigger_id="t", view=modal(blocks=101)), "invalid_arguments"
+        client.views_open(trigger_id=trigger, view=modal(blocks=101)), "invalid_arguments"
     )
-    view = (await client.views_open(trigger_id="t", view=modal(blocks=100)))["view"]
+    view = (await client.views_open(trigger_id=trigger, view=modal(blocks=100)))["view"]
     assert view["id"].startswith("V")
     assert view["title"]["text"] == "Deploy"
     updated = (await client.views_update(view_id=view["id"], view=modal("Done")))["view"]
@@ -581,3 +603,215 @@ async def test_multipart_bodies(fake: FakeSlack, client: AsyncWebClient) -> None
     done = await client.files_completeUploadExternal(files=[{"id": got["file_id"]}])
     assert done["files"][0]["title"] == "a.bin"
     assert (fake.uploads[0]["bytes"], fake.uploads[0]["channel"]) == (b"xyz", None)
+
+
+# -- refusals: channels, members, users ---------------------------------------------------------
+
+
+async def test_unknown_channels_are_not_found(fake: FakeSlack, client: AsyncWebClient) -> None:
+    """Slack knows only the workspace's channels: a name or ID nobody created is not found."""
+    for channel in ("#nowhere", "nowhere", "C0NOPE1234"):
+        await expect_error(client.chat_postMessage(channel=channel, text="x"), "channel_not_found")
+        await expect_error(client.chat_postEphemeral(channel=channel, user="U1", text="x"),
+                           "channel_not_found")
+    await expect_error(client.chat_update(channel="C0NOPE1234", ts="1.000001", text="x"),
+                       "channel_not_found")
+    await expect_error(client.conversations_join(channel="C0NOPE1234"), "channel_not_found")
+    assert fake.messages("#nowhere") == []
+    fake.add_channel("#nowhere")
+    assert (await client.chat_postMessage(channel="#nowhere", text="x"))["ok"]
+
+
+async def test_private_channel_without_the_bot_is_not_found(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.add_channel("#secret", private=True, bot_member=False, members=["U1"])
+    await expect_error(client.chat_postMessage(channel="#secret", text="x"), "channel_not_found")
+    fake.add_channel("#secret", private=True, members=["U1"])  # the bot is invited
+    assert (await client.chat_postMessage(channel="#secret", text="x"))["ok"]
+
+
+async def test_not_in_channel_unless_chat_write_public_or_joined() -> None:
+    async with FakeSlack(scopes=("chat:write",)) as fake:
+        fake.add_channel("#ops", bot_member=False)
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        await expect_error(client.chat_postMessage(channel="#ops", text="x"), "not_in_channel")
+        await client.conversations_join(channel=fake.channel_id("#ops"))
+        assert (await client.chat_postMessage(channel="#ops", text="x"))["ok"]
+    async with FakeSlack() as public:  # manifest.yml grants chat:write.public
+        public.add_channel("#ops", bot_member=False)
+        client = AsyncWebClient(token="xoxb-test", base_url=public.base_url)
+        assert (await client.chat_postMessage(channel="#ops", text="x"))["ok"]
+
+
+def test_the_fakes_scopes_are_the_manifests() -> None:
+    manifest = yaml.safe_load((Path(__file__).parents[1] / "manifest.yml").read_text())
+    assert sorted(manifest["oauth_config"]["scopes"]["bot"]) == sorted(BOT_SCOPES)
+
+
+async def test_ephemeral_to_a_user_not_in_the_channel(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    await expect_error(client.chat_postEphemeral(channel="C1", user="U2", text="x"),
+                       "user_not_in_channel")
+    await expect_error(client.chat_postEphemeral(channel="C1", user="", text="x"),
+                       "user_not_in_channel")
+    assert fake.ephemerals == []
+    fake.add_channel("C1", members=["U2"])
+    assert (await client.chat_postEphemeral(channel="C1", user="U2", text="x"))["ok"]
+
+
+async def test_strict_users_refuse_unknown_users() -> None:
+    async with FakeSlack(strict_users=True) as fake:
+        fake.add_channel("C1", members=["U1", "U404"])
+        fake.add_user("U1", "alice")
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        assert (await client.chat_postEphemeral(channel="C1", user="U1", text="x"))["ok"]
+        await expect_error(client.chat_postEphemeral(channel="C1", user="U404", text="x"),
+                           "user_not_in_channel")
+        await expect_error(client.users_info(user="U404"), "user_not_found")
+        await expect_error(client.chat_postMessage(channel="U404", text="x"), "channel_not_found")
+        assert (await client.chat_postMessage(channel="U1", text="x"))["ok"]
+
+
+# -- refusals: trigger ids ---------------------------------------------------------------------
+
+
+async def test_trigger_ids_work_once_within_three_seconds() -> None:
+    clock = FakeClock()
+    async with FakeSlack(clock=clock) as fake:
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        await expect_error(client.views_open(trigger_id="12.34.abc", view=modal()),
+                           "invalid_trigger_id")
+        trigger = fake.issue_trigger()
+        clock.advance(2.9)
+        assert (await client.views_open(trigger_id=trigger, view=modal()))["ok"]
+        await expect_error(client.views_open(trigger_id=trigger, view=modal()),
+                           "exchanged_trigger_id")
+        late = fake.issue_trigger()
+        clock.advance(3.1)
+        await expect_error(client.views_open(trigger_id=late, view=modal()), "expired_trigger_id")
+        assert len(fake.views) == 1
+
+
+# -- refusals: Block Kit -------------------------------------------------------------------------
+
+
+def actions(*elements: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "actions", "elements": list(elements)}
+
+
+BAD_SHAPES: dict[str, tuple[list[dict[str, Any]], str]] = {
+    "string_text": ([{"type": "section", "text": "plain"}],
+                    "must provide an object [json-pointer:/blocks/0/text]"),
+    "string_field": ([{"type": "section", "fields": ["f"]}],
+                     "must provide an object [json-pointer:/blocks/0/fields/0]"),
+    "string_button": ([actions({"type": "button", "text": "Go", "action_id": "go"})],
+                      "must provide an object [json-pointer:/blocks/0/elements/0/text]"),
+    "string_context": ([{"type": "context", "elements": ["note"]}],
+                       "must provide an object [json-pointer:/blocks/0/elements/0]"),
+    "mrkdwn_header": ([{"type": "header", "text": {"type": "mrkdwn", "text": "*h*"}}],
+                      "must be a valid enum value [json-pointer:/blocks/0/text/type]"),
+    "mrkdwn_button": ([actions({"type": "button", "action_id": "go",
+                                "text": {"type": "mrkdwn", "text": "*Go*"}})],
+                      "must be a valid enum value [json-pointer:/blocks/0/elements/0/text/type]"),
+    "empty_section": ([{"type": "section", "accessory": button(action_id="go")}],
+                      "must define either `text` or `fields` [json-pointer:/blocks/0/type]"),
+    "empty_text": ([section("")],
+                   "must be more than 0 characters [json-pointer:/blocks/0/text/text]"),
+    "mrkdwn_confirm_title": (
+        [actions(button(action_id="go", confirm={
+            "title": {"type": "mrkdwn", "text": "Sure?"}, "text": FIELD,
+            "confirm": {"type": "plain_text", "text": "Yes"},
+            "deny": {"type": "plain_text", "text": "No"}}))],
+        "must be a valid enum value [json-pointer:/blocks/0/elements/0/confirm/title/type]"),
+    "block_id": ([{**section("a"), "block_id": "card"}, {**section("b"), "block_id": "card"}],
+                 "[json-pointer:/blocks/1/block_id]"),
+    "action_id": ([actions(button(action_id="go"), button("Again", action_id="go"))],
+                  "[json-pointer:/blocks/0/elements/1/action_id]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SHAPES))
+async def test_block_shapes_slack_refuses(fake: FakeSlack, client: AsyncWebClient,
+                                          case: str) -> None:
+    blocks, message = BAD_SHAPES[case]
+    err = await expect_error(client.chat_postMessage(channel="C1", text="x", blocks=blocks),
+                             "invalid_blocks")
+    (found,) = err.response["errors"]
+    assert found.endswith(message)
+    assert err.response["response_metadata"]["messages"] == [f"[ERROR] {found}"]
+    assert fake.messages("C1") == []
+
+
+async def test_same_ids_in_other_blocks_are_fine(client: AsyncWebClient) -> None:
+    """action_id is unique per containing block; block_id per message."""
+    blocks = [actions(button(action_id="go")), actions(button(action_id="go")),
+              {**section("a"), "block_id": "one"}, {**section("b"), "block_id": "two"},
+              {"type": "section", "fields": [FIELD]}]
+    assert (await client.chat_postMessage(channel="C1", text="x", blocks=blocks))["ok"]
+
+
+async def test_modal_text_must_be_plain_text_objects(fake: FakeSlack,
+                                                     client: AsyncWebClient) -> None:
+    for view in ({**modal(), "title": {"type": "mrkdwn", "text": "Deploy"}},
+                 {**modal(), "title": "Deploy"},
+                 {**modal(), "submit": {"type": "mrkdwn", "text": "Go"}}):
+        err = await expect_error(client.views_open(trigger_id=fake.issue_trigger(), view=view),
+                                 "invalid_arguments")
+        assert "[json-pointer:/view/" in err.response["response_metadata"]["messages"][0]
+    assert fake.views == {}
+
+
+# -- rate limits on every tier -------------------------------------------------------------------
+
+
+def test_every_method_the_fake_answers_has_a_tier() -> None:
+    answered = {name.removeprefix("_api_") for name in dir(FakeSlack) if name.startswith("_api_")}
+    tiered = {m.replace(".", "_") for m in [*METHOD_TIERS, *SPECIAL_PER_CHANNEL]}
+    assert answered == tiered
+
+
+@pytest.mark.parametrize(("tier", "method", "kwargs"), [
+    (2, "usergroups.list", {}),
+    (3, "chat.update", {"channel": "C1", "ts": "1.000001", "text": "x"}),
+    (4, "users.info", {"user": "U1"}),
+])
+async def test_each_tier_answers_429_past_its_documented_floor(
+    tier: int, method: str, kwargs: dict[str, Any]
+) -> None:
+    """Real numbers, no override: Tier 2 gives 20 calls, Tier 3 50, Tier 4 100, then 429
+    with Retry-After (the seconds one more call takes to be allowed)."""
+    clock = FakeClock()
+    per_minute, burst = TIERS[tier]
+    async with FakeSlack(clock=clock) as fake:
+        with_channels(fake)
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        for _ in range(burst):
+            assert await status_of(client.api_call(method, json=kwargs)) == 200
+        err = await expect_error(client.api_call(method, json=kwargs), "ratelimited", 429)
+        assert err.response.headers["Retry-After"] == str(math.ceil(60 / per_minute))
+        clock.advance(60 / per_minute)
+        assert await status_of(client.api_call(method, json=kwargs)) == 200
+        assert METHOD_TIERS[method] == tier
+
+
+async def status_of(call: Any) -> int:
+    """HTTP status of a call, whether Slack accepted it (chat.update of a message that is not
+    there is refused with 200: only the rate limit answers 429)."""
+    try:
+        return (await call).status_code
+    except SlackApiError as err:
+        return err.response.status_code
+
+
+async def test_tiers_count_per_method_and_can_be_made_small() -> None:
+    clock = FakeClock()
+    async with FakeSlack(clock=clock, tiers={4: (6.0, 1)}) as fake:
+        with_channels(fake)
+        client = AsyncWebClient(token="xoxb-test", base_url=fake.base_url)
+        assert (await client.users_info(user="U1"))["ok"]
+        err = await expect_error(client.users_info(user="U1"), "ratelimited", 429)
+        assert err.response.headers["Retry-After"] == "10"
+        assert (await client.chat_postEphemeral(channel="C1", user="U1", text="x"))["ok"]
+        assert (await client.chat_postMessage(channel="C1", text="x"))["ok"]

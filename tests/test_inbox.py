@@ -139,6 +139,8 @@ async def test_an_approve_acked_then_killed_is_applied_by_the_next_bot(
     """The first bot answers the click with 200 and dies before acting on it (its task
     stops dead where the approval would be written). The next bots on the same database
     approve it once and tell the approver, who was told nothing by the first."""
+    # rate_limits=False: three bots share this fake, so all their posts to #deploys-api draw
+    # on one per-channel bucket; this test is about the inbox's lease, not Slack's pacing.
     async with FakeSlack(rate_limits=False) as slack:
         first = await make_bot(fake_slack=slack, database_url=database_url)
         value = await pending_approval(first)

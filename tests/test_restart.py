@@ -14,8 +14,10 @@ from pathlib import Path
 import yaml
 from sqlalchemy import create_engine, text
 
+from bot.config import parse_config
 from bot.devtools.driver import SlackDriver
 from bot.devtools.fake_slack import FakeSlack
+from bot.devtools.local import invite_bot
 from tests.conftest import eventually, make_config, step
 
 
@@ -57,8 +59,10 @@ async def test_restart_mid_deploy_finishes_exactly_once(tmp_path: Path) -> None:
     dumped = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     (tmp_path / "shipbot.yml").write_text(dumped)
     port = free_port()
-    async with FakeSlack(rate_limits=False) as slack:
-        driver = SlackDriver(f"http://127.0.0.1:{port}", "restart-secret")
+    async with FakeSlack() as slack:
+        invite_bot(slack, config)
+        driver = SlackDriver(f"http://127.0.0.1:{port}", "restart-secret",
+                             channels=slack.channels, triggers=slack.issue_trigger)
         first = start_bot(tmp_path, slack, port)
         try:
             await eventually(lambda: _up(driver))
@@ -122,8 +126,10 @@ async def test_restart_mid_canary_resumes_the_rollout_without_repeating_a_step(
     api["strategy"] = {"kind": "canary", "steps": [50, 100], "interval": "1s"}
     (tmp_path / "shipbot.yml").write_text(yaml.safe_dump(data, sort_keys=False))
     port = free_port()
-    async with FakeSlack(rate_limits=False) as slack:
-        driver = SlackDriver(f"http://127.0.0.1:{port}", "restart-secret")
+    async with FakeSlack() as slack:
+        invite_bot(slack, parse_config(data))
+        driver = SlackDriver(f"http://127.0.0.1:{port}", "restart-secret",
+                             channels=slack.channels, triggers=slack.issue_trigger)
         first = start_bot(tmp_path, slack, port)
         second: subprocess.Popen[bytes] | None = None
         try:

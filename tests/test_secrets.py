@@ -236,11 +236,12 @@ async def test_every_web_api_call_is_redacted_views_and_file_titles_too() -> Non
     from bot.slack.app import build_web_client
 
     async with FakeSlack() as fake:
+        fake.add_channel("C1")
         client = build_web_client("xoxb-test", fake.base_url, Redactor(["sekret-value-1"]))
         root = (await client.chat_postMessage(channel="C1", text="token=abc123456"))["ts"]
         resp = await client.files_upload_v2(channel="C1", thread_ts=root, content=b"png",
                                             filename="chart.png", title=f"chart {GHP}")
-        await client.views_open(trigger_id="t", view={
+        await client.views_open(trigger_id=fake.issue_trigger(), view={
             "type": "modal", "title": {"type": "plain_text", "text": "Reject"},
             "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "sekret-value-1"}}]})
         assert resp["file"]["title"] == "chart [redacted]"

@@ -22,6 +22,7 @@ import yaml
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.devtools.fake_slack import FakeSlack
+from bot.devtools.local import invite_bot
 from tests.conftest import eventually, make_config
 
 ROOT = Path(__file__).parent.parent
@@ -125,8 +126,9 @@ async def serve(tmp_path: Path) -> AsyncIterator[Any]:
     started: list[Served] = []
 
     async def launch(rounds: list[list[dict[str, Any]]], *, gate_open: bool) -> Served:
-        slack = FakeSlack(rate_limits=False)
+        slack = FakeSlack()
         await slack.start()
+        invite_bot(slack, make_config(tmp_path))
         link = SocketModeServer(rounds)
         await link.start()
         if gate_open:

@@ -153,6 +153,8 @@ async def run_console(
     for folder in (_sqlite_dir(database), root / "state"):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
+    # rate_limits=False: the console shows what the bot says as soon as it says it; pacing a
+    # demo rollout at Slack's one post a second per channel would only make a human wait.
     fake = FakeSlack(rate_limits=False)
     local = LocalBot(config, database_url=database, state_dir=root / "state", fake_slack=fake)
     await fake.start()

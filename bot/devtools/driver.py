@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,18 +33,23 @@ def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]
 
 class SlackDriver:
     """Builds and signs requests; ``channels`` is the fake's directory, so a channel named
-    in a test (``#deploys-api``) is sent as the ID Slack would put in the payload."""
+    in a test (``#deploys-api``) is sent as the ID Slack would put in the payload, and the
+    user acting there is in it. ``triggers`` issues trigger_ids the fake's views.open knows
+    (``FakeSlack.issue_trigger``); without it they are random."""
 
     def __init__(self, base_url: str, signing_secret: str, *, timeout: float = 10.0,
-                 channels: ChannelDirectory | None = None) -> None:
+                 channels: ChannelDirectory | None = None,
+                 triggers: Callable[[], str] | None = None) -> None:
         self.url = base_url.rstrip("/") + "/slack/events"
         self.secret = signing_secret
         self.http = httpx.AsyncClient(timeout=timeout)
         self.channels = channels or ChannelDirectory()
+        self.triggers = triggers or (lambda: f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}")
 
-    def where(self, channel: str) -> tuple[str, str]:
-        """(ID, name) of a channel given by ID or name: payloads carry the ID, never ``#``."""
-        cid = self.channels.lookup(channel)
+    def where(self, channel: str, user: str | None = None) -> tuple[str, str]:
+        """(ID, name) of a channel given by ID or name: payloads carry the ID, never ``#``.
+        With ``user``, that user is acting there, so is in the channel."""
+        cid = self.channels.visit(channel, user) if user else self.channels.lookup(channel)
         if self.channels.user_of(cid) or cid.startswith("D"):
             return cid, "directmessage"
         known = self.channels.name_of(cid)
@@ -56,7 +62,7 @@ class SlackDriver:
         self, text: str, *, user: str = "U0ALICE", channel: str = DEFAULT_CHANNEL,
         command: str = "/deploy", trigger_id: str | None = None,
     ) -> str:
-        channel_id, channel_name = self.where(channel)
+        channel_id, channel_name = self.where(channel, user)
         return urlencode({
             "token": "unused-verification-token",
             "team_id": TEAM["id"], "team_domain": TEAM["domain"],
@@ -65,7 +71,7 @@ class SlackDriver:
             "command": command, "text": text,
             "api_app_id": "A0SHIPBOT", "is_enterprise_install": "false",
             "response_url": "https://hooks.slack.invalid/commands/T0001/1/x",
-            "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
+            "trigger_id": trigger_id or self.triggers(),
         })
 
     async def command(self, text: str, **kwargs: Any) -> httpx.Response:
@@ -80,12 +86,12 @@ class SlackDriver:
     ) -> dict[str, Any]:
         """A ``block_actions`` payload shaped as Slack's docs show for a button click on a
         message in ``channel`` (an ID, or a name the payload carries as its ID)."""
-        channel_id, channel_name = self.where(channel)
+        channel_id, channel_name = self.where(channel, user)
         return {
             **_interaction("block_actions", user),
             "container": {"type": "message", "message_ts": message_ts,
                           "channel_id": channel_id, "is_ephemeral": False},
-            "trigger_id": f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
+            "trigger_id": self.triggers(),
             "channel": {"id": channel_id, "name": channel_name},
             "message": {"type": "message", "ts": message_ts, "text": "", "blocks": []},
             "response_url": "https://hooks.slack.invalid/actions/T0001/1/x",
@@ -108,7 +114,7 @@ class SlackDriver:
         """A ``view_submission`` payload as Slack's docs show (state.values by block/action)."""
         return {
             **_interaction("view_submission", user),
-            "trigger_id": f"{uuid.uuid4().int % 10**12}.1.{uuid.uuid4().hex}",
+            "trigger_id": self.triggers(),
             "view": {
                 "id": f"V{uuid.uuid4().hex[:10].upper()}", "team_id": TEAM["id"],
                 "type": "modal", "callback_id": callback_id,

@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from bot.devtools.fake_slack_api import APP_TOKEN_METHODS, Body, SlackApi
+from bot.devtools.fake_slack_api import APP_TOKEN_METHODS, BOT_SCOPES, Body, SlackApi
 from bot.devtools.fake_slack_channels import ChannelDirectory
 from bot.devtools.fake_slack_limits import (
     InjectedFailure,
-    PostRateLimiter,
     auth_error,
     error_body,
     pop_failure,
     read_params,
 )
+from bot.devtools.fake_slack_rates import RateLimits
 
 
 @dataclass
@@ -43,7 +43,12 @@ class RecordedCall:
 
 
 class FakeSlack(SlackApi):
-    """In-process Slack Web API; all state lives on the instance so tests never share it."""
+    """In-process Slack Web API; all state lives on the instance so tests never share it.
+
+    ``rate_limits`` applies ``fake_slack_rates`` to every method (``tiers`` overrides a
+    tier's per-minute rate and burst); a test that turns it off says why. ``strict_users``
+    refuses user IDs not added with ``add_user``. ``scopes`` are the app's bot scopes
+    (manifest.yml's by default)."""
 
     def __init__(
         self,
@@ -53,10 +58,15 @@ class FakeSlack(SlackApi):
         rate_limits: bool = True,
         post_rate_per_channel: float = 1.0,
         post_burst: int = 5,
+        tiers: dict[int, tuple[float, int]] | None = None,
+        scopes: Collection[str] = BOT_SCOPES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tokens, self.strict_users, self.clock = tokens, strict_users, clock
-        self.limiter = PostRateLimiter(post_rate_per_channel, post_burst) if rate_limits else None
+        self.scopes = tuple(scopes)
+        self.limiter = RateLimits(post_rate_per_channel, post_burst, tiers) if rate_limits \
+            else None
+        self._triggers: dict[str, float | None] = {}
         self.calls: list[RecordedCall] = []
         self.uploads: list[Body] = []
         self.ephemerals: list[Body] = []
@@ -193,9 +203,9 @@ class FakeSlack(SlackApi):
         handler = getattr(self, "_api_" + method.replace(".", "_"), None)
         if handler is None:
             return 200, error_body("unknown_method"), {}
-        if method == "chat.postMessage" and self.limiter is not None:
-            key = self.channel_id(str(params.get("channel") or ""))  # one bucket per channel
-            wait = self.limiter.retry_after(key, self.clock())
+        if self.limiter is not None:
+            channel = self.channel_id(str(params.get("channel") or ""))  # chat.postMessage's key
+            wait = self.limiter.retry_after(method, channel, self.clock())
             if wait:
                 return 429, error_body("ratelimited"), {"Retry-After": str(wait)}
         return 200, handler(params), {}

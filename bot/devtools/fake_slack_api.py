@@ -8,15 +8,21 @@ stored by channel ID; each method says whether it also takes a name
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
+from bot.devtools.fake_slack_blocks import message_error, view_error
 from bot.devtools.fake_slack_channels import ChannelDirectory
-from bot.devtools.fake_slack_limits import error_body, message_error, view_error
+from bot.devtools.fake_slack_limits import error_body
 
 BOT_USER, BOT_ID, TEAM_ID, TEAM_NAME = "UBOT", "BBOT", "T0001", "Shipbot test"
 WORKSPACE_URL = "https://shipbot-test.slack.com/"
 Body = dict[str, Any]
 APP_TOKEN_METHODS = ("apps.connections.open",)  # called with the xapp- token, not the bot's
+#: The bot scopes manifest.yml asks for (a test keeps the two the same).
+BOT_SCOPES = ("commands", "chat:write", "chat:write.public", "users:read", "usergroups:read",
+              "files:write")
+TRIGGER_SECONDS = 3.0  # "trigger_ids expire three seconds after they're issued"
 
 
 class SlackApi:
@@ -30,6 +36,9 @@ class SlackApi:
     users: dict[str, Body]
     usergroups: dict[str, Body]
     strict_users: bool
+    scopes: tuple[str, ...]
+    clock: Callable[[], float]
+    _triggers: dict[str, float | None]  # trigger_id -> issued at; None once exchanged
     _messages: dict[str, dict[str, Body]]  # channel ID -> ts -> message (roots and replies)
     _pending_files: dict[str, Body]
     _ids: itertools.count[int]
@@ -73,6 +82,33 @@ class SlackApi:
         """The name (no ``#``) of a channel the bot has used; None for DMs and unknown IDs."""
         return self.channels.name_of(channel_id)
 
+    def add_channel(self, channel: str, *, private: bool = False, bot_member: bool = True,
+                    members: list[str] | tuple[str, ...] = ()) -> str:
+        """Create a channel (``#name`` or ID), the bot in it unless told, with ``members``."""
+        return self.channels.add(channel, private=private, bot_member=bot_member,
+                                 members=members).id
+
+    def issue_trigger(self) -> str:
+        """A trigger_id as an interaction payload carries it, issued now: views.open
+        takes it once, within ``TRIGGER_SECONDS``."""
+        trigger = f"{next(self._ids)}.{int(self.clock() * 1000)}.{next(self._ids):08x}"
+        self._triggers[trigger] = self.clock()
+        return trigger
+
+    def _target(self, channel: object, *, names: bool) -> tuple[str | None, Body | None]:
+        """The conversation a post goes to, or Slack's refusal: channel_not_found for an
+        unknown channel (or, in strict mode, a DM with an unknown user); not_in_channel for a
+        public channel the bot is not in when the app lacks chat:write.public."""
+        cid = self.channels.resolve(channel, names=names)
+        found = self.channels.by_id.get(cid or "")
+        if cid is None or found is None:
+            return None, error_body("channel_not_found")
+        if found.user and self.strict_users and found.user not in self.users:
+            return None, error_body("channel_not_found")
+        if not found.user and not found.bot_member and "chat:write.public" not in self.scopes:
+            return None, error_body("not_in_channel")
+        return cid, None
+
     # -- message store ---------------------------------------------------------
     def _next_ts(self) -> str:
         self._ts_micros += 100
@@ -114,18 +150,23 @@ class SlackApi:
 
     def _api_chat_postMessage(self, p: Body) -> Body:
         """Takes an ID, a name or a user ID (the app's DM); always answers with the ID."""
-        if (cid := self.channels.resolve(p.get("channel"), names=True)) is None:
-            return error_body("channel_not_found")
+        cid, refused = self._target(p.get("channel"), names=True)
+        if cid is None:
+            return refused or error_body("channel_not_found")
         if err := message_error(p):
             return err
         msg = self._store(cid, p)
         return {"ok": True, "channel": cid, "ts": msg["ts"], "message": dict(msg)}
 
     def _api_chat_postEphemeral(self, p: Body) -> Body:
-        """Documented to take an ID or a name, like chat.postMessage."""
-        if (cid := self.channels.resolve(p.get("channel"), names=True)) is None:
-            return error_body("channel_not_found")
-        if not p.get("user"):
+        """Documented to take an ID or a name, like chat.postMessage; the user "should be in
+        the channel" (user_not_in_channel), and must exist when strict_users is on."""
+        cid, refused = self._target(p.get("channel"), names=True)
+        if cid is None:
+            return refused or error_body("channel_not_found")
+        user = str(p.get("user") or "")
+        known = user in self.users or not self.strict_users
+        if not (known and self.channels.is_member(cid, user)):
             return error_body("user_not_in_channel")
         if err := message_error(p):
             return err
@@ -169,6 +210,7 @@ class SlackApi:
     def _api_conversations_join(self, p: Body) -> Body:
         if (cid := self.channels.resolve(p.get("channel"), names=False)) is None:
             return error_body("channel_not_found")
+        self.channels.by_id[cid].bot_member = True
         name = self.channels.name_of(cid) or cid.lower()
         return {"ok": True, "channel": {"id": cid, "name": name, "is_member": True}}
 
@@ -191,9 +233,22 @@ class SlackApi:
         return {"ok": True, "users": list(group["users"])}
 
     def _api_views_open(self, p: Body) -> Body:
-        if not p.get("trigger_id"):
+        """The trigger_id must be one an interaction carried (``issue_trigger``), used once
+        (exchanged_trigger_id), within 3 s of the interaction (expired_trigger_id)."""
+        trigger = str(p.get("trigger_id") or "")
+        if not trigger:
             return error_body("invalid_arguments", ["missing required field: trigger_id"])
-        return view_error(p.get("view")) or self._save_view(f"V{next(self._ids):08d}", p["view"])
+        if trigger not in self._triggers:
+            return error_body("invalid_trigger_id")
+        issued = self._triggers[trigger]
+        if issued is None:
+            return error_body("exchanged_trigger_id")
+        if self.clock() - issued > TRIGGER_SECONDS:
+            return error_body("expired_trigger_id")
+        if err := view_error(p.get("view")):
+            return err
+        self._triggers[trigger] = None
+        return self._save_view(f"V{next(self._ids):08d}", p["view"])
 
     def _api_views_update(self, p: Body) -> Body:
         if str(p.get("view_id")) not in self.views:
@@ -220,9 +275,9 @@ class SlackApi:
         if not files or any(up.get("bytes") is None for up in pending):
             return error_body("file_not_found")  # unknown id, or the bytes were never POSTed
         raw = p.get("channel_id") or str(p.get("channels") or "").split(",")[0]
-        channel = self.channels.resolve(raw, names=False) if raw else None
-        if raw and channel is None:
-            return error_body("channel_not_found")
+        channel, refused = self._target(raw, names=False) if raw else (None, None)
+        if refused:
+            return refused
         thread_ts, comment = p.get("thread_ts"), p.get("initial_comment")
         shared: list[Body] = []
         for f, up in zip(files, pending, strict=True):

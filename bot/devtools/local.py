@@ -19,6 +19,35 @@ from bot.runtime import Shipbot
 from bot.settings import Settings
 from bot.web.app import build_asgi_app
 
+CHANNEL_KEYS = ("channel", "announce_channel", "default_channel")
+
+
+def config_channels(config: ShipbotConfig) -> set[str]:
+    """Every channel the config names (services, announcements, approvals, alerts)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in CHANNEL_KEYS and isinstance(value, str) and value:
+                    found.add(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(config.model_dump())
+    return found
+
+
+def invite_bot(slack: FakeSlack, config: ShipbotConfig) -> None:
+    """The config's channels exist and the bot is in them, as the README's setup asks;
+    a channel the test set up already (private, without the bot...) is left as it is."""
+    for channel in config_channels(config):
+        if slack.channel_id(channel) not in slack.channels.by_id:
+            slack.add_channel(channel)
+
 
 class LocalBot:
     def __init__(
@@ -58,6 +87,8 @@ class LocalBot:
     async def start(self) -> None:
         if self._own_slack:
             await self.slack.start()
+        if isinstance(self.slack, FakeSlack):  # a stand-in for one in another process: no
+            invite_bot(self.slack, self.config)
         settings = Settings(
             SLACK_BOT_TOKEN="xoxb-local-test",  # type: ignore[arg-type]
             SLACK_SIGNING_SECRET=self.signing_secret if self.signing else None,  # type: ignore[arg-type]
@@ -81,7 +112,9 @@ class LocalBot:
             await asyncio.sleep(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
-        self.driver = SlackDriver(self.url, self.signing_secret, channels=self.slack.channels)
+        self.driver = SlackDriver(self.url, self.signing_secret, channels=self.slack.channels,
+                                  triggers=self.slack.issue_trigger
+                                  if isinstance(self.slack, FakeSlack) else None)
 
     async def stop(self) -> None:
         """Graceful stop: the ASGI lifespan shuts the bot down."""

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -39,6 +40,8 @@ from commands.handlers import CommandHandlers, Invocation
 
 log = logging.getLogger(__name__)
 SLASH_COMMANDS = ("/deploy", "/rollback")
+REJECT_FORM_FAILED = ("Slack did not open the form for your reason in time; nothing was "
+                      "changed. Please click Reject again.")
 
 
 def build_web_client(token: str, base_url: str,
@@ -126,7 +129,12 @@ def build_slack_app(
             refused = _click(body, "reject", {})  # only where to answer; nothing recorded
             await tell_user(client, refused, refusal or "That button is not valid any more.")
             return
-        await client.views_open(trigger_id=body["trigger_id"], view=reject_modal(dep_id))
+        try:
+            await client.views_open(trigger_id=body["trigger_id"], view=reject_modal(dep_id))
+        except SlackApiError as exc:  # e.g. the click's trigger_id expired (3 s) meanwhile
+            log.warning("could not open the reject form for %s: %s", user,
+                        exc.response.get("error"))
+            await tell_user(client, _click(body, "reject", {}), REJECT_FORM_FAILED)
 
     @app.view(REJECT_CALLBACK)
     async def reject_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any],

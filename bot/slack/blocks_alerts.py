@@ -64,8 +64,10 @@ def alert_root(thread: AlertThread, firing: int, now: datetime,
         {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, 2000)}
                                        for f in fields]},
     ]
-    summary = clip(str(data.get("summary") or ""), 300)
-    description = clip(str(data.get("description") or ""), 2000)
+    # Blank notes (a template that rendered to whitespace) are no text: Slack refuses a
+    # section with empty text, which would keep the whole thread from being posted.
+    summary = clip(str(data.get("summary") or "").strip(), 300)
+    description = clip(str(data.get("description") or "").strip(), 2000)
     if summary or description:
         text = (f"*{escape(summary)}*\n" if summary else "") + escape(description)
         blocks.append(section(text.strip()))
