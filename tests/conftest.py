@@ -102,6 +102,40 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0)
         await asyncio.sleep(0.05)
 
 
+async def requests_told(bot: LocalBot) -> None:
+    """Wait until every request the bot recorded (commands, clicks, submissions: rows
+    written before the ack) has been processed and its outcome told: the signal that a
+    request which should change nothing has had its chance to."""
+    from sqlmodel import col, select
+
+    from bot.store.models import InboundRequest
+
+    async def settled() -> bool:
+        async with bot.bot.sessions() as session:
+            rows = (await session.exec(select(InboundRequest)
+                                       .where(col(InboundRequest.told_at).is_(None)))).all()
+        return not rows
+
+    await eventually(settled)
+
+
+async def outbox_delivered(bot: LocalBot) -> None:
+    """Wait until the notifier has handled every queued message (posted it, or decided
+    not to): the signal before asserting that something was not posted."""
+    from sqlmodel import col, select
+
+    from bot.store.models import Outbox
+
+    async def settled() -> bool:
+        bot.bot.notifier.kick()
+        async with bot.bot.sessions() as session:
+            rows = (await session.exec(select(Outbox.id)
+                                       .where(col(Outbox.delivered_at).is_(None)))).all()
+        return not rows
+
+    await eventually(settled)
+
+
 @pytest.fixture
 def launch(make_bot, quiet) -> Callable[..., Awaitable[LocalBot]]:
     """make_bot on a fake Slack without the per-channel post rate limit: rollout threads
