@@ -335,3 +335,29 @@ async def test_stopping_during_a_scheduled_step_hands_it_back_without_a_crash_lo
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert any("handing a step still running back" in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.parametrize("attempt", range(5))
+async def test_two_processes_beating_for_one_replica_both_start(tmp_path: Path, attempt) -> None:
+    """Two bots on one state directory (or a restart overlapping the old process) add the
+    replica's heartbeat row at once: the loser renews the winner's row, no crash."""
+    from bot.engine.replicas import Heartbeat
+    from bot.store.db import create_engine, create_schema, session_factory
+    from bot.store.gate import WriteGate
+
+    url = f"sqlite:///{tmp_path}/beat.db"
+    engines = [create_engine(url) for _ in range(2)]
+    await create_schema(engines[0])
+    clock = FakeClock()
+    beats = [Heartbeat(session_factory(e), clock, LEASE, WriteGate(url), "replica-a")
+             for e in engines]
+    try:
+        before = clock()
+        await asyncio.gather(*(b.beat() for b in beats))
+        async with session_factory(engines[0])() as session:
+            rows = (await session.exec(select(Replica))).all()
+        assert [r.id for r in rows] == ["replica-a"]
+        assert before + LEASE <= as_utc(rows[0].alive_until) <= clock() + LEASE
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import ColumnElement, delete, exists, or_, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from bot.clock import Clock
@@ -108,12 +109,25 @@ class Heartbeat:
         self.replica = replica
 
     async def beat(self) -> None:
+        """Renew the row, or add it. Two processes may beat for one replica id at once (two
+        bots sharing a state directory, a restart overlapping the old process): whoever
+        loses the insert renews the row the other added, instead of failing to start."""
         now = self.clock()
-        async with self.gate(), self.sessions() as session:
-            await session.merge(Replica(id=self.replica, alive_until=now + self.lease))
-            await session.exec(delete(Replica).where(  # type: ignore[call-overload]
-                col(Replica.alive_until) < now - FORGET_AFTER))
-            await session.commit()
+        for attempt in range(2):
+            async with self.gate(), self.sessions() as session:
+                await session.exec(delete(Replica).where(  # type: ignore[call-overload]
+                    col(Replica.alive_until) < now - FORGET_AFTER))
+                renewed = await session.exec(update(Replica)  # type: ignore[call-overload]
+                                             .where(col(Replica.id) == self.replica)
+                                             .values(alive_until=now + self.lease))
+                if not renewed.rowcount:
+                    session.add(Replica(id=self.replica, alive_until=now + self.lease))
+                try:
+                    await session.commit()
+                    return
+                except IntegrityError:
+                    if attempt:
+                        raise
 
     async def leave(self) -> None:
         """Give this replica's runs up: another replica takes them over at its next tick."""
