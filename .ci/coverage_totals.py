@@ -21,10 +21,10 @@ def package_of(path: str, root: Path) -> str | None:
 
 def main() -> int:
     root = Path.cwd().resolve()
-    if not (root / ".coverage").exists():
-        print("coverage: no data (.coverage missing; was the run started with --no-cov?)")
+    cov = coverage.Coverage()  # the data file: .coverage, or $COVERAGE_FILE
+    if not Path(cov.config.data_file).exists():
+        print(f"coverage: no data ({cov.config.data_file} missing; run with --no-cov?)")
         return 0
-    cov = coverage.Coverage()
     cov.load()
     totals = {p: [0, 0, 0, 0] for p in [*PACKAGES, "total"]}  # lines, hit, branches, hit
     for file in sorted(root.glob("*/**/*.py")):  # files never imported count as missed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
+from tests.processes import cancel_runs, leftovers
 
 pytest_plugins = ["tests.alertmanager_fixture", "tests.alert_helpers"]  # alert-thread fixtures
 STEP = str(Path(__file__).parent / "scripts" / "step.py")
@@ -73,6 +75,10 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Loca
     yield factory
     for bot in bots:
         await bot.stop()
+    # Runs outlive the bot by design; the test's must not outlive the test.
+    await asyncio.to_thread(cancel_runs, tmp_path / "state")
+    leaked = await asyncio.to_thread(leftovers, f"{tmp_path}{os.sep}")
+    assert not leaked, f"processes still running after the test (now killed): {leaked}"
 
 
 class FakeClock:
