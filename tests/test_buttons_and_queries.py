@@ -176,6 +176,11 @@ async def test_cancel_waits_out_a_step_that_may_be_starting_the_deploy(make_bot,
     bot = await slow_build_bot(make_bot, tmp_path)
     await bot.driver.command("api staging v8.0.0")
     await eventually(lambda: _async((tmp_path / "ci-started").exists()))
+
+    async def building() -> bool:  # our runner's step that started the build has committed
+        return [d.state for d in await deployments(bot)] == ["building"]
+
+    await eventually(building)  # (until then a step of ours may still record the launch)
     async with bot.bot.sessions() as session:  # a runner elsewhere is mid-step, for a minute
         await session.exec(update(Deployment).values(
             lease_owner="shipbot-other", lease_until=bot.bot.clock() + timedelta(minutes=1),
