@@ -159,6 +159,12 @@ def main(args: list[str] | None = None) -> int:
     if child:  # the launcher: record the supervisor and get out of the bot's way
         write_pid(rundir / "pid", child)
         return 0
+    return supervisor_main(rundir)
+
+
+def supervisor_main(rundir: Path) -> int:
+    """The forked supervisor: run the program, always record a result. (A function of its
+    own: a tracer restarted in the child, such as coverage's, sees new frames only.)"""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _on_signal)
     try:
