@@ -4,12 +4,17 @@ over its deadline, or its run files left corrupt by a crash."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from pathlib import Path
 
+import pytest
+
+from bot.config import parse_config
+from bot.engine.providers import STEP_GRACE_SECONDS
 from integrations.command_wrapper import process_fingerprint
-from tests.conftest import eventually, make_config, step
+from tests.conftest import FakeClock, eventually, make_config, step
 from tests.test_deploy_flow import delivered, finished
 
 
@@ -67,3 +72,30 @@ async def test_a_run_whose_files_a_crash_left_corrupt_fails_with_a_reason(
     assert not (tmp_path / "deploy.log").exists()
     # the orphaned build was stopped too (dead, or a zombie: None)
     await eventually(lambda: asyncio.sleep(0, process_fingerprint(program) is None))
+
+
+@pytest.mark.parametrize("what", ["build", "deploy"])
+async def test_a_step_past_the_bots_own_deadline_is_cancelled(
+        make_bot, tmp_path: Path, what: str) -> None:
+    """The bot's clock passes the step's deadline while the program still runs (the
+    supervisor's own timer lost, e.g. the bot was down meanwhile): the bot cancels it."""
+    mark = tmp_path / "started"
+    slow = step(tmp_path / f"{what}.log", STEP_SLEEP=60, STEP_MARK=mark, timeout=30)
+    if what == "build":
+        config = make_config(tmp_path, ci=slow)
+    else:
+        data = make_config(tmp_path, deploy=slow).model_dump(mode="json")
+        data["services"]["api"]["ci"] = None
+        config = parse_config(data)
+    clock = FakeClock()
+    bot = await make_bot(config, clock=clock)
+    await bot.driver.command("api staging v3.4.0")
+    await eventually(lambda: asyncio.sleep(0, mark.exists()))
+    clock.advance(seconds=30 + STEP_GRACE_SECONDS + 1)  # its timeout, and the grace after
+    [dep] = await finished(bot)
+    assert dep.state == "failed"
+    assert dep.detail == f"The {what} did not finish in time and was stopped."
+    card = await delivered(bot, "#deploys-api", replies=2)
+    assert f"The {what} did not finish in time and was stopped." in last_reply(card)
+    [result] = (tmp_path / "state").glob("**/result.json")  # the program was cancelled
+    assert json.loads(result.read_text())["error"] == "cancelled"
