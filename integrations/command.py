@@ -132,7 +132,7 @@ class CommandProvider:
                 self._python, "-m", "integrations.command_wrapper", str(rundir),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-                env=self._env(), cwd=_IMPORT_ROOT,
+                env={**self._env(), **_coverage_env(os.environ)}, cwd=_IMPORT_ROOT,
             )
             # Returns as soon as the launcher has forked off the supervisor: milliseconds.
             code = await launcher.wait()
@@ -259,6 +259,12 @@ def provider_env(config: CommandConfig, environ: Mapping[str, str]) -> dict[str,
     names = [n for n in environ if n in BASE_ENV or n.startswith("LC_")]
     names += [n for n in (*config.pass_env, *config.secret_env) if n in environ]
     return {**{n: environ[n] for n in names}, **config.env}
+
+
+def _coverage_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """When the bot itself is measured (``./dev test``), the supervisor is too: it gets
+    coverage's settings; the wrapper leaves them out of the program's environment."""
+    return {n: v for n, v in environ.items() if n.startswith("COVERAGE_")}
 
 
 def _last_line(text: str) -> str:

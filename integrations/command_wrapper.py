@@ -92,6 +92,12 @@ def _stop_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def _program_env() -> dict[str, str]:
+    """The bot already chose the environment; only coverage's settings (given to the
+    supervisor when the bot runs under coverage) are not the program's business."""
+    return {n: v for n, v in os.environ.items() if not n.startswith("COVERAGE_")}
+
+
 def _on_signal(signum: int, _frame: object) -> None:
     global _stop_signal
     _stop_signal = signum
@@ -110,7 +116,7 @@ def supervise(rundir: Path) -> dict[str, Any]:
         try:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=workdir, start_new_session=True,
+                cwd=workdir, start_new_session=True, env=_program_env(),
             )
         except FileNotFoundError as exc:
             if workdir and exc.filename == workdir:
@@ -153,6 +159,12 @@ def main(args: list[str] | None = None) -> int:
     if child:  # the launcher: record the supervisor and get out of the bot's way
         write_pid(rundir / "pid", child)
         return 0
+    return supervisor_main(rundir)
+
+
+def supervisor_main(rundir: Path) -> int:
+    """The forked supervisor: run the program, always record a result. (A function of its
+    own: a tracer restarted in the child, such as coverage's, sees new frames only.)"""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _on_signal)
     try:

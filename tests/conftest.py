@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
+from tests.processes import cancel_runs, leftovers
 
 pytest_plugins = ["tests.alertmanager_fixture", "tests.alert_helpers"]  # alert-thread fixtures
 STEP = str(Path(__file__).parent / "scripts" / "step.py")
@@ -73,6 +75,10 @@ async def make_bot(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Loca
     yield factory
     for bot in bots:
         await bot.stop()
+    # Runs outlive the bot by design; the test's must not outlive the test.
+    await asyncio.to_thread(cancel_runs, tmp_path / "state")
+    leaked = await asyncio.to_thread(leftovers, f"{tmp_path}{os.sep}")
+    assert not leaked, f"processes still running after the test (now killed): {leaked}"
 
 
 class FakeClock:
@@ -100,6 +106,40 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 15.0)
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
         await asyncio.sleep(0.05)
+
+
+async def requests_told(bot: LocalBot) -> None:
+    """Wait until every request the bot recorded (commands, clicks, submissions: rows
+    written before the ack) has been processed and its outcome told: the signal that a
+    request which should change nothing has had its chance to."""
+    from sqlmodel import col, select
+
+    from bot.store.models import InboundRequest
+
+    async def settled() -> bool:
+        async with bot.bot.sessions() as session:
+            rows = (await session.exec(select(InboundRequest)
+                                       .where(col(InboundRequest.told_at).is_(None)))).all()
+        return not rows
+
+    await eventually(settled)
+
+
+async def outbox_delivered(bot: LocalBot) -> None:
+    """Wait until the notifier has handled every queued message (posted it, or decided
+    not to): the signal before asserting that something was not posted."""
+    from sqlmodel import col, select
+
+    from bot.store.models import Outbox
+
+    async def settled() -> bool:
+        bot.bot.notifier.kick()
+        async with bot.bot.sessions() as session:
+            rows = (await session.exec(select(Outbox.id)
+                                       .where(col(Outbox.delivered_at).is_(None)))).all()
+        return not rows
+
+    await eventually(settled)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ A missing server binary skips locally and fails on CI (as for Prometheus).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import pwd
@@ -87,9 +88,10 @@ def _wait_ready(server: PostgresServer) -> None:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """initdb + postgres on a free loopback port, fsync off (a test server loses nothing)."""
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """initdb + postgres on a free loopback port, fsync off (a test server loses nothing).
+    Also used by bench/ack_pool.py."""
     initdb, postgres = find_pg_binary("initdb"), find_pg_binary("postgres")
     run_as = _run_as()
     home = Path(tempfile.mkdtemp(prefix="shipbot-pg-"))  # not under root's 0700 pytest dir
@@ -116,6 +118,19 @@ def postgres_server() -> Iterator[PostgresServer]:
             process.kill()
             process.wait(timeout=5)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+def create_database(server: PostgresServer) -> str:
+    """A fresh, empty database on ``server``; returns its URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    _admin(server, f'CREATE DATABASE "{name}"')
+    return server.url(name)
 
 
 def _admin(server: PostgresServer, sql: str) -> None:

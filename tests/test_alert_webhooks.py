@@ -3,7 +3,6 @@ recorded for it, and the bot keeps serving; unusable alerts are still shown, mar
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
@@ -25,6 +24,7 @@ from tests.alert_helpers import (
     texts,
     threads,
 )
+from tests.conftest import outbox_delivered
 from tests.test_buttons_and_queries import buttons
 
 GOOD = am_payload(am_alert({"alertname": "HighErrorRate", "service": "web", "env": "staging"}))
@@ -154,7 +154,7 @@ async def test_without_a_default_channel_unmapped_alerts_are_recorded_not_posted
     assert resp.status_code == 200 and resp.json()["unmapped"] == 1
     [thread] = await threads(bot)
     assert thread.channel is None
-    await asyncio.sleep(0.5)
+    await outbox_delivered(bot)  # the notifier has dealt with the thread's messages
     assert not [c for c in quiet.calls_to("chat.postMessage")]
 
 

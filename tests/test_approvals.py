@@ -12,7 +12,7 @@ from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import LocalBot
 from bot.slack.blocks import APPROVE_ACTION, REJECT_ACTION, REJECT_CALLBACK
 from bot.store.models import Approval, AuditEvent
-from tests.conftest import FakeClock, eventually, make_config
+from tests.conftest import FakeClock, eventually, make_config, requests_told
 from tests.test_buttons_and_queries import buttons, ephemerals_to
 from tests.test_deploy_flow import deployments, finished
 
@@ -223,7 +223,8 @@ async def test_a_rejection_from_a_non_approver_changes_nothing(make_bot, tmp_pat
     # A forged submission without the modal is refused too.
     await bot.driver.submit_view(REJECT_CALLBACK, value, {"reason": {"reason": {
         "type": "plain_text_input", "value": "no"}}}, user="U0DAVE")
-    await asyncio.sleep(0.3)
+    await requests_told(bot)  # the submission was processed (and refused)
+    await bot.next_tick()  # and anything it could have set going has had its turn
     assert (await deployments(bot))[1].state == "awaiting_approval"
 
 

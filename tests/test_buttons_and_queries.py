@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,6 +18,7 @@ from bot.devtools.local import LocalBot
 from bot.slack.blocks import CANCEL_ACTION
 from bot.store.models import Deployment
 from tests.conftest import eventually, make_config, step
+from tests.processes import cancel_runs, leftovers, processes_mentioning
 from tests.test_deploy_flow import deployments, finished
 
 
@@ -173,6 +179,11 @@ async def test_cancel_waits_out_a_step_that_may_be_starting_the_deploy(make_bot,
     bot = await slow_build_bot(make_bot, tmp_path)
     await bot.driver.command("api staging v8.0.0")
     await eventually(lambda: _async((tmp_path / "ci-started").exists()))
+
+    async def building() -> bool:  # our runner's step that started the build has committed
+        return [d.state for d in await deployments(bot)] == ["building"]
+
+    await eventually(building)  # (until then a step of ours may still record the launch)
     async with bot.bot.sessions() as session:  # a runner elsewhere is mid-step, for a minute
         await session.exec(update(Deployment).values(
             lease_owner="shipbot-other", lease_until=bot.bot.clock() + timedelta(minutes=1),
@@ -183,3 +194,35 @@ async def test_cancel_waits_out_a_step_that_may_be_starting_the_deploy(make_bot,
     assert text.startswith("The deployment is in the middle of a step; nothing was cancelled.")
     [dep] = await deployments(bot)
     assert dep.state == "building" and dep.finished_at is None
+
+
+def test_a_process_left_by_a_test_is_found_and_killed(tmp_path: Path) -> None:
+    """What make_bot's teardown relies on to fail a test that leaks a step's process."""
+    marker = f"{tmp_path}{os.sep}"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                            env={**os.environ, "STEP_MARK": f"{marker}ci-started"})
+    try:
+        [(pid, cmdline)] = leftovers(marker, timeout=0.2)
+        assert pid == proc.pid and "time.sleep(30)" in cmdline
+        assert proc.wait(5) == -signal.SIGKILL
+        assert leftovers(marker, timeout=0) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_build_left_running_is_cancelled_when_its_test_ends(tmp_path: Path) -> None:
+    """slow_build_bot's 30 s build, left running by the test, is stopped by the teardown's
+    cancel (not merely killed by the leak check), and its run records the cancel."""
+    config = make_config(tmp_path, ci=step(tmp_path / "ci.log", STEP_SLEEP=30,
+                                           STEP_MARK=tmp_path / "ci-started"))
+    async with LocalBot(config, database_url=f"sqlite:///{tmp_path}/shipbot.db",
+                        state_dir=tmp_path / "state") as bot:
+        await bot.driver.command("api staging v9.0.0")
+        await eventually(lambda: _async((tmp_path / "ci-started").exists()))
+    marker = f"{tmp_path}{os.sep}"
+    assert processes_mentioning(marker), "the build outlives the bot, by design"
+    assert await asyncio.to_thread(cancel_runs, tmp_path / "state") == 1
+    assert await asyncio.to_thread(leftovers, marker) == []
+    [result] = (tmp_path / "state").glob("**/result.json")
+    assert json.loads(result.read_text())["error"] == "cancelled"

@@ -1,4 +1,5 @@
-"""A database that cannot be used at start-up is one line naming it and what to check."""
+"""Start-up failures (a database that cannot be used, bad settings, a broken config) are
+short messages naming what to fix, never a traceback."""
 
 from __future__ import annotations
 
@@ -14,12 +15,16 @@ from tests.postgres_fixture import free_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def shipbot(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def shipbot(tmp_path: Path, *args: str,
+            **env: str | None) -> subprocess.CompletedProcess[str]:
+    """``python -m bot.cli ARGS`` with working settings, changed by ``env`` (None: unset)."""
     environ = {k: v for k, v in os.environ.items()
                if not k.startswith(("SLACK_", "SHIPBOT_", "DATABASE_URL"))}
-    environ.update(SLACK_BOT_TOKEN="xoxb-test", SLACK_SIGNING_SECRET="s" * 32,
-                   SHIPBOT_CONFIG=str(ROOT / "shipbot.yml"),
-                   SHIPBOT_STATE_DIR=str(tmp_path / "state"), **env)
+    settings: dict[str, str | None] = {
+        "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": "s" * 32,
+        "SHIPBOT_CONFIG": str(ROOT / "shipbot.yml"),
+        "SHIPBOT_STATE_DIR": str(tmp_path / "state"), **env}
+    environ.update({k: v for k, v in settings.items() if v is not None})
     return subprocess.run([sys.executable, "-m", "bot.cli", *args], cwd=tmp_path, env=environ,
                           capture_output=True, text=True, timeout=60, check=False)
 
@@ -61,3 +66,31 @@ def test_audit_export_after_db_upgrade_works(tmp_path) -> None:
     assert shipbot(tmp_path, "db", "upgrade", DATABASE_URL=url).returncode == 0
     result = shipbot(tmp_path, "audit", "export", "--since", "2026-01-01", DATABASE_URL=url)
     assert result.returncode == 0 and result.stdout == "", result.stderr
+
+
+# --- bad settings: one line naming the setting, before anything starts ------------------
+
+
+def test_serve_without_the_signing_secret_names_it(tmp_path) -> None:
+    line = one_line(shipbot(tmp_path, "serve", "--port", "0", SLACK_SIGNING_SECRET=None))
+    assert line == ("shipbot: SLACK_SIGNING_SECRET not set: export the value from your Slack "
+                    "app's 'OAuth & Permissions' (bot token) and 'Basic Information' (signing "
+                    "secret) pages.")
+
+
+def test_a_setting_that_is_not_a_number(tmp_path) -> None:
+    line = one_line(shipbot(tmp_path, "serve", "--port", "0", SHIPBOT_TICK_SECONDS="soon"))
+    assert line == ("shipbot: Invalid environment settings: SHIPBOT_TICK_SECONDS: Input should "
+                    "be a valid number, unable to parse string as a number")
+
+
+def test_a_config_file_with_problems_lists_them(tmp_path) -> None:
+    bad = tmp_path / "shipbot.yml"
+    bad.write_text("services:\n  api:\n    channel: 42\n")
+    result = shipbot(tmp_path, "serve", "--port", "0", SHIPBOT_CONFIG=str(bad))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-4:] == [
+        "shipbot: the config has problems:",
+        "  environments: required setting is missing",
+        "  services.api.channel: Input should be a valid string",
+        "  services.api.deploy: required setting is missing"]

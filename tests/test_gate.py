@@ -19,13 +19,23 @@ async def _writer(gate: WriteGate, name: str, order: list[str], *, urgent: bool 
         order.append(f"{name} out")
 
 
+async def _queued(gate: WriteGate, urgent: int, background: int) -> None:
+    """Wait until the writers are parked in the gate's queue: the signal that they had
+    their chance to get in, so "only the first is inside" is no accident of timing."""
+    for _ in range(1000):  # turns of the event loop, not time: no I/O is involved
+        if (gate.queued(urgent=True), gate.queued(urgent=False)) == (urgent, background):
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never {urgent} urgent and {background} background writers queued")
+
+
 async def test_one_writer_at_a_time_and_urgent_writes_jump_the_queue() -> None:
     gate, order, hold = WriteGate("sqlite+aiosqlite:///x.db"), [], asyncio.Event()
     first = asyncio.create_task(_writer(gate, "runner-1", order, hold=hold))
     await asyncio.sleep(0)
     queued = [asyncio.create_task(_writer(gate, name, order, urgent=name.startswith("ack")))
               for name in ("runner-2", "notifier", "ack-1", "ack-2")]
-    await asyncio.sleep(0.01)
+    await _queued(gate, urgent=2, background=2)
     assert order == ["runner-1 in"]  # everyone else waits
     hold.set()
     await asyncio.gather(first, *queued)
@@ -41,7 +51,7 @@ async def test_a_cancelled_waiter_does_not_keep_the_gate() -> None:
     await asyncio.sleep(0)
     doomed = asyncio.create_task(_writer(gate, "b", order))
     later = asyncio.create_task(_writer(gate, "c", order))
-    await asyncio.sleep(0)
+    await _queued(gate, urgent=0, background=2)
     doomed.cancel()
     hold.set()
     await asyncio.wait_for(asyncio.gather(first, later), 1)
@@ -56,7 +66,7 @@ async def test_postgres_needs_no_gate() -> None:
     gate, order, hold = WriteGate("postgresql://db/shipbot"), [], asyncio.Event()
     first = asyncio.create_task(_writer(gate, "a", order, hold=hold))
     second = asyncio.create_task(_writer(gate, "b", order))
-    await asyncio.sleep(0.01)
-    assert order[:3] == ["a in", "b in", "b out"]  # row locks do the job there
+    await asyncio.wait_for(second, 5)  # b does not wait for a, which is still inside
+    assert order == ["a in", "b in", "b out"]  # row locks do the job there
     hold.set()
     await asyncio.gather(first, second)

@@ -285,9 +285,11 @@ async def test_a_restarted_replica_takes_back_at_once_what_its_dead_process_held
 
     second = await make_bot(config, tick_seconds=QUIET)
     assert second.bot.runner.replica == replica_id
-    await second.bot.runner.tick()
+    await second.bot.runner.tick()  # (the start-up wake-up may have ticked already)
 
-    assert (await get(second, ours)).state == State.DEPLOYING
+    resumed = await get(second, ours)  # claimed at once: deploying, or even done by now
+    assert resumed.state in (State.DEPLOYING, State.SUCCEEDED), resumed.detail
+    assert resumed.lease_owner != f"{replica_id}/dead0001"
     untouched = await get(second, theirs)
     assert (untouched.state, untouched.lease_owner) == (State.QUEUED,
                                                         "other-pod-0123456789ab/dead0002")
@@ -360,3 +362,29 @@ async def test_a_build_is_cancelled_from_the_replica_that_did_not_start_it(
     assert resp.json()["text"] == f"Cancelled deployment #{dep.id} of api to dev."
     assert dep.state == State.CANCELLED
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("attempt", range(5))
+async def test_two_processes_beating_for_one_replica_both_start(tmp_path: Path, attempt) -> None:
+    """Two bots on one state directory (or a restart overlapping the old process) add the
+    replica's heartbeat row at once: the loser renews the winner's row, no crash."""
+    from bot.engine.replicas import Heartbeat
+    from bot.store.db import create_engine, create_schema, session_factory
+    from bot.store.gate import WriteGate
+
+    url = f"sqlite:///{tmp_path}/beat.db"
+    engines = [create_engine(url) for _ in range(2)]
+    await create_schema(engines[0])
+    clock = FakeClock()
+    beats = [Heartbeat(session_factory(e), clock, LEASE, WriteGate(url), "replica-a")
+             for e in engines]
+    try:
+        before = clock()
+        await asyncio.gather(*(b.beat() for b in beats))
+        async with session_factory(engines[0])() as session:
+            rows = (await session.exec(select(Replica))).all()
+        assert [r.id for r in rows] == ["replica-a"]
+        assert before + LEASE <= as_utc(rows[0].alive_until) <= clock() + LEASE
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -69,6 +69,11 @@ async def test_restart_mid_deploy_finishes_exactly_once(tmp_path: Path) -> None:
             resp = await driver.command("api staging v3.1.0")
             assert "Deployment #1" in resp.json()["text"]
             await eventually(lambda: asyncio.sleep(0, mark.exists()))
+
+            async def launch_recorded() -> bool:  # the step that started it has committed
+                return db_rows(tmp_path, "select state from deployment") == [("deploying",)]
+
+            await eventually(launch_recorded)
             first.send_signal(signal.SIGKILL)
             first.wait(timeout=10)
             [(state,)] = db_rows(tmp_path, "select state from deployment")

@@ -7,7 +7,6 @@ and assertions on the rows, the thread and what the target ran.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ async def test_resume_runs_the_checks_it_paused_in(launch, tmp_path, health: Hea
     await bot.driver.command("api dev v2.0.0")
     await eventually(lambda: _asked(health))
     assert await answer(bot, "pause api dev") == "Paused deployment #1."
-    await asyncio.sleep(health.delay + 0.5)  # the checks that were running end, unheeded
+    await bot.next_tick()  # the tick running the checks ended (unheeded), and one more
     [dep] = await deployments(bot)
     assert (dep.state, dep.stage) == ("paused", 0), dep.detail
 
@@ -192,7 +191,7 @@ async def test_a_pause_racing_the_runner_waits_for_its_deadline(launch, tmp_path
     runner.advance = advance  # type: ignore[method-assign]
     await bot.driver.command("api dev v2.0.0")
     await eventually(lambda: _paused(bot))
-    await a_few_ticks()
+    await a_few_ticks(bot)
     assert answers == ["Paused deployment #1."]
     [dep] = await deployments(bot)
     assert dep.state == "paused", dep.detail

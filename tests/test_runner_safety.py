@@ -265,20 +265,23 @@ async def test_a_slow_target_leaves_postgres_connections_for_a_slash_command(
         await insert(bot, state=State.DEPLOYING, deploy_run_id=f"run-{i}",
                      active_slot=f"api/dev-{i}")
 
+    release = asyncio.Event()
+
     async def slow_poll(run_id: str) -> RunStatus:  # kubectl, a webhook, a slow CLI
-        await asyncio.sleep(3)
+        await release.wait()
         return RunStatus(state=RunState.RUNNING)
 
     bot.bot.providers["api"].target.poll = slow_poll  # type: ignore[method-assign]
     pool: Any = bot.bot.db.pool
     tick = asyncio.create_task(bot.bot.runner.tick())
     await eventually(lambda: asyncio.sleep(0, pool.checkedout() >= 10))  # steps under way
-    waited = time.monotonic()
-    async with bot.bot.sessions() as session:  # what an ack does first
+    async with asyncio.timeout(30), bot.bot.sessions() as session:  # what an ack does first
         await session.exec(select(func.count()).select_from(Deployment))
-    waited = time.monotonic() - waited
-    assert await tick <= runner_module.BATCH
-    assert waited < 1.0, f"an ack waited {waited:.1f}s for a connection"
+    # The ack went first: every step still waits on the target, holding its connection
+    # (how long the ack took next to an idle pool: bench/ack_pool.py).
+    assert not tick.done() and pool.checkedout() >= runner_module.BATCH
+    release.set()
+    assert await tick == runner_module.BATCH
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])

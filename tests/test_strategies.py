@@ -93,9 +93,10 @@ def actions_run(tmp_path: Path) -> list[list[str]]:
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
-async def a_few_ticks() -> None:
-    """Let the runner (ticking every 0.2 s) look at due deployments a few times."""
-    await asyncio.sleep(0.6)
+async def a_few_ticks(bot: LocalBot) -> None:
+    """Wait until the runner has looked at the due deployments a few times (whole ticks
+    that started after this call), so "nothing happened" means the runner declined."""
+    await bot.next_tick(turns=3)
 
 
 async def said(bot: LocalBot, words: str, index: int = -1) -> list[str]:
@@ -232,7 +233,7 @@ async def test_blue_green_switches_keeps_blue_for_the_window_then_retires_it(
     assert "`v1.0.0` stays deployed" in window and "Roll back" in window
 
     clock.advance(minutes=5)  # still inside the window: nothing retired yet
-    await a_few_ticks()
+    await a_few_ticks(bot)
     assert ["promote", "api"] not in actions_run(tmp_path)
     assert (await deployments(bot))[-1].state == "promoting"
 
@@ -268,7 +269,7 @@ async def test_rolling_back_in_the_window_switches_traffic_back(
     assert "rollback window" not in card_text(card) and buttons(card) == []
 
     clock.advance(minutes=11)  # the window's timer must not fire after the rollback
-    await a_few_ticks()
+    await a_few_ticks(bot)
     assert actions_run(tmp_path) == ran
     [_, dep] = await deployments(bot)
     assert dep.state == "rolled_back"

@@ -116,6 +116,14 @@ class LocalBot:
                                   triggers=self.slack.issue_trigger
                                   if isinstance(self.slack, FakeSlack) else None)
 
+    async def next_tick(self, turns: int = 1, timeout: float = 15.0) -> None:
+        """Wait until the runner has had ``turns`` whole ticks that started after this
+        call, so whatever was due by now has been looked at: the signal a test waits for
+        before asserting that nothing happened."""
+        async with asyncio.timeout(timeout):
+            for _ in range(turns):
+                await self.bot.runner.turns.next()
+
     async def stop(self) -> None:
         """Graceful stop: the ASGI lifespan shuts the bot down."""
         if self._server is not None and self._task is not None:

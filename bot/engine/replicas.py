@@ -122,6 +122,9 @@ class Heartbeat:
         self.replica = replica
 
     async def beat(self) -> None:
+        """Renew the row, or add it. Two processes may beat for one replica id at once (two
+        bots sharing a state directory, a restart overlapping the old process): whoever
+        loses the insert renews the row the other added, instead of failing to start."""
         now = self.clock()
         async with self.gate(), self.sessions() as session:
             # An upsert: two processes of one replica may start at once (merge would race).

@@ -33,6 +33,7 @@ from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.steps import STEPS
+from bot.engine.turns import Turns
 from bot.metrics import Metrics
 from bot.mrkdwn import escape
 from bot.store.db import Sessions
@@ -81,39 +82,44 @@ class Runner:
         self._waiting = False
         self._draining = False
         self._steps: set[asyncio.Task[None]] = set()
+        self.turns = Turns()  # tests wait for a whole tick with ``turns.next()``
 
     async def tick(self) -> int:
         """Advance every due deployment once; return how many were advanced."""
         if self._waiting or self._draining:  # queued behind the running tick, or stopping
             return 0
         async with self._queued():
-            now = self.clock()
-            async with self.sessions() as session:
-                due = (await session.exec(
-                    select(Deployment.id)
-                    .where(col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
-                           col(Deployment.next_action_at) <= now,
-                           replicas.claimable(self.replica, now))
-                    .order_by(col(Deployment.next_action_at))
-                    .limit(BATCH)
-                )).all()
-            claimed = await self._claim([i for i in due if i is not None])
-            if self._draining:  # shutdown began while claiming: leave them to the others
-                for dep_id in claimed:
-                    await self._release(dep_id)
-                return 0
-            steps = [asyncio.get_running_loop().create_task(self.advance(i)) for i in claimed]
-            self._steps.update(steps)
-            for task in steps:
-                task.add_done_callback(self._steps.discard)
-            results = await asyncio.gather(*steps, return_exceptions=True)
-            for dep_id, result in zip(claimed, results, strict=True):
-                if isinstance(result, Exception):  # one deployment must not stop the others
-                    log.error("deployment %s: advancing it failed", dep_id, exc_info=result)
-            await self._count_states()
-            if claimed:
-                self.on_change()
-            return len(claimed)
+            with self.turns.turn():
+                return await self._tick()
+
+    async def _tick(self) -> int:
+        now = self.clock()
+        async with self.sessions() as session:
+            due = (await session.exec(
+                select(Deployment.id)
+                .where(col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
+                       col(Deployment.next_action_at) <= now,
+                       replicas.claimable(self.replica, now))
+                .order_by(col(Deployment.next_action_at))
+                .limit(BATCH)
+            )).all()
+        claimed = await self._claim([i for i in due if i is not None])
+        if self._draining:  # shutdown began while claiming: leave them to the others
+            for dep_id in claimed:
+                await self._release(dep_id)
+            return 0
+        steps = [asyncio.get_running_loop().create_task(self.advance(i)) for i in claimed]
+        self._steps.update(steps)
+        for task in steps:
+            task.add_done_callback(self._steps.discard)
+        results = await asyncio.gather(*steps, return_exceptions=True)
+        for dep_id, result in zip(claimed, results, strict=True):
+            if isinstance(result, Exception):  # one deployment must not stop the others
+                log.error("deployment %s: advancing it failed", dep_id, exc_info=result)
+        await self._count_states()
+        if claimed:
+            self.on_change()
+        return len(claimed)
 
     async def drain(self, grace: float) -> None:
         """Shutdown: claim nothing more; steps under way get ``grace`` seconds to finish,

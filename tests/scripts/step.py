@@ -1,11 +1,13 @@
 """A CI/deploy step for tests: logs its argv, prints output, then behaves as told.
 
 Environment: STEP_LOG (file to append a JSON line of argv to), STEP_SLEEP (seconds),
-STEP_EXIT (exit code), STEP_MARK (file created once the step has started).
+STEP_EXIT (exit code), STEP_MARK (file created once the step has started), STEP_SIGNAL
+(a signal number the step then sends itself instead of exiting, as by the OOM killer).
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -19,6 +21,8 @@ if mark:
 for i in range(30):
     print(f"output line {i} of {sys.argv[1:]}", flush=True)
 time.sleep(float(os.environ.get("STEP_SLEEP", "0")))
+if os.environ.get("STEP_SIGNAL"):
+    os.kill(os.getpid(), signal.Signals(int(os.environ["STEP_SIGNAL"])))
 code = int(os.environ.get("STEP_EXIT", "0"))
 print(f"done with code {code}", flush=True)
 sys.exit(code)
