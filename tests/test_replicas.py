@@ -26,8 +26,9 @@ from bot.devtools.local import LocalBot
 from bot.engine.machine import State
 from bot.engine.runner import LEASE, Runner
 from bot.store.models import Deployment, Replica
-from integrations.base import JobSpec
+from integrations.base import JobSpec, RunState, RunStatus
 from tests.conftest import FakeClock, eventually, make_config, step
+from tests.test_rollout_controls import actions_run, canary, running_action, slow
 from tests.test_runner_safety import QUIET, get, insert, no_ci, thread_notes
 from tests.test_strategies import config as strategy_config
 
@@ -342,9 +343,10 @@ async def test_stopping_during_a_scheduled_step_hands_it_back_without_a_crash_lo
 
 async def test_a_build_is_cancelled_from_the_replica_that_did_not_start_it(
         replica: Launch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Slack's request reaches either pod. The build's run lives on the other one's disk,
-    which this one cannot stop: the cancel still stands and the person is told so, not
-    "could not finish it just now" followed later by "Nothing to cancel"."""
+    """Slack's request reaches either pod. The build's run lives on the other one's disk:
+    the cancel stands at once and the person is told so, and the pod that started the
+    build stops it (not "could not finish it just now", then "Nothing to cancel", while
+    the build ran to its end)."""
     config = long_build(tmp_path)
     bots = [await replica(config, "pod-a"), await replica(config, "pod-b")]
     await bots[0].driver.command("api dev v1.4.2")
@@ -360,7 +362,15 @@ async def test_a_build_is_cancelled_from_the_replica_that_did_not_start_it(
 
     dep = await only_deployment(other)
     assert resp.json()["text"] == f"Cancelled deployment #{dep.id} of api to dev."
-    assert dep.state == State.CANCELLED
+    assert dep.state == State.CANCELLED and dep.ci_run_id is not None
+
+    async def stopped() -> RunStatus | None:
+        status = await owner.bot.providers["api"].ci.poll(dep.ci_run_id)  # type: ignore[union-attr, arg-type]
+        return status if status.state is not RunState.RUNNING else None
+
+    status = await eventually(stopped, timeout=BUILD_SECONDS)  # well before it would end
+    assert status.state is RunState.FAILED and "cancel" in status.detail.lower(), status
+    assert (await only_deployment(other)).stop_run is None
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
@@ -388,3 +398,34 @@ async def test_two_processes_beating_for_one_replica_both_start(tmp_path: Path, 
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_an_abort_from_the_other_replica_stops_the_traffic_change_where_it_runs(
+        replica: Launch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Abort lands on the pod that did not start the shift to 5 %: the pod that did stops
+    it before the rollback starts, so it cannot finish after the undo."""
+    config = canary(tmp_path, set_weight=slow("set_weight", 30))
+    bots = [await replica(config, "pod-a"), await replica(config, "pod-b")]
+    await bots[0].driver.command("api dev v2.0.0")
+    shift = await running_action(bots[0], tmp_path, ["set_weight", "api", "5"])
+    dep = await only_deployment(bots[0])
+    [owner] = [b for b in bots if b.bot.runner.replica == dep.run_owner]
+    [other] = [b for b in bots if b is not owner]
+
+    resp = await other.driver.command("abort api dev")
+
+    assert resp.json()["text"] == "Rolling back deployment #1."
+    status = await owner.bot.providers["api"].target.poll(shift)
+
+    async def stopped() -> bool:
+        nonlocal status
+        status = await owner.bot.providers["api"].target.poll(shift)
+        return status.state is not RunState.RUNNING
+
+    await eventually(stopped, timeout=10)
+    assert status.detail == "was cancelled", status
+    dep = await finished(owner)
+    assert dep.state == "rolled_back", dep.detail
+    assert actions_run(tmp_path)[-1] == ["abort", "api"]
+    notes = await thread_notes(owner, dep.id or 0)
+    assert not any("Could not stop" in t for t in notes), notes

@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -97,9 +97,7 @@ class Runner:
         async with self.sessions() as session:
             due = (await session.exec(
                 select(Deployment.id)
-                .where(col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
-                       col(Deployment.next_action_at) <= now,
-                       replicas.claimable(self.replica, now))
+                .where(_due(now), replicas.claimable(self.replica, now))
                 .order_by(col(Deployment.next_action_at))
                 .limit(BATCH)
             )).all()
@@ -167,9 +165,7 @@ class Runner:
         async with self.gate(), self.sessions() as session:
             result = await session.exec(
                 update(Deployment)
-                .where(col(Deployment.id).in_(dep_ids),
-                       col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
-                       col(Deployment.next_action_at) <= now,
+                .where(col(Deployment.id).in_(dep_ids), _due(now),
                        or_(col(Deployment.lease_until).is_(None),
                            col(Deployment.lease_until) < now),
                        replicas.claimable(self.replica, now))
@@ -216,12 +212,17 @@ class Runner:
 
     async def _run_step(self, session: AsyncSession, dep: Deployment, now: datetime) -> None:
         step = STEPS.get(State(dep.state))
-        if step is None:
+        if step is None and dep.stop_run is None:
             dep.next_action_at = None
             return
         ctx = StepContext(session, self.providers[dep.service], now, self.poll_seconds,
                           self.policy, self.metrics_provider)
         with session.no_autoflush:  # writes wait for the gate, not in SQLite
+            if dep.stop_run is not None:  # what a cancel or abort left going, first
+                await undo.stop_left_run(ctx, dep)
+            if step is None:  # it ended: that was all
+                dep.next_action_at = None
+                return
             if dep.run_owner not in (None, self.replica):  # claimed: its replica is gone
                 replicas.take_over(ctx, dep, self.replica)
             await step(ctx, dep)
@@ -335,3 +336,10 @@ class Runner:
         counts = dict(rows)
         for state in State:
             self.metrics.deployments.labels(state.value).set(counts.get(state.value, 0))
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    """In flight, or ended with a run left to stop (``stop_run``), and its time has come."""
+    return and_(or_(col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
+                    col(Deployment.stop_run).is_not(None)),
+                col(Deployment.next_action_at) <= now)

@@ -6,7 +6,6 @@ database work in one transaction and returns the sentence to show the user.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,9 +26,7 @@ from bot.mrkdwn import channel_mention, escape
 from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import Deployment
-from integrations.base import IntegrationError, can_split_traffic
-
-log = logging.getLogger(__name__)
+from integrations.base import can_split_traffic
 
 
 @dataclass
@@ -157,18 +154,13 @@ class DeployService:
                 return decision.reason
             if machine.step_in_progress(dep, now):  # it may be starting the deploy right now
                 raise machine.StepInProgress
-            run_id, providers = dep.ci_run_id, self.providers[dep.service]
             machine.transition(session, dep, State.CANCELLED, actor=actor, now=now,
                                detail=f"Cancelled by <@{actor}>.", action="cancel")
             note(session, dep, f":heavy_multiplication_x: Cancelled by <@{actor}>. "
                  f"Nothing was changed on {dep.env}.", now=now)
+            if dep.ci_run_id:  # the runner stops the build, on the replica that started it
+                dep.stop_run, dep.next_action_at = f"ci:{dep.ci_run_id}", now
             await session.commit()
-        if run_id and providers.ci:
-            try:
-                await providers.ci.cancel(run_id)
-            except IntegrationError as exc:  # e.g. a run on another replica's disk
-                log.warning("deployment %s: cancelled, but stopping its build %s failed: %s",
-                            dep.id, run_id, exc)
         self.on_change()
         return f"Cancelled deployment #{dep.id} of {dep.service} to {dep.env}."
 

@@ -58,16 +58,32 @@ async def step_paused(ctx: StepContext, dep: Deployment) -> None:
 async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str = "",
                     detail: str = "") -> None:
     """Automatic rollback: say what failed and the numbers, then undo through the target.
-    A traffic change still running is stopped first, so it cannot finish after the undo."""
+    A traffic change still running is stopped first (by the runner, on the replica that
+    started it: ``stop_run``), so it cannot finish after the undo."""
     if dep.action_run_id is not None:
-        try:
-            await ctx.providers.target.cancel(dep.action_run_id)
-        except IntegrationError as exc:
-            log.warning("deployment %s: cancel of %s failed: %s", dep.id, dep.action_run_id, exc)
-            lines = "\n".join(filter(None, [lines, (
-                f":warning: Could not stop the traffic change still running "
-                f"({escape(str(exc))}); check that it did not finish after the rollback.")]))
+        dep.stop_run = f"target:{dep.action_run_id}"
     begin_rollback(ctx.session, dep, ctx.now, why, lines=lines, detail=detail)
+    if dep.stop_run:
+        dep.next_action_at = dep.next_action_at or ctx.now
+
+
+async def stop_left_run(ctx: StepContext, dep: Deployment) -> None:
+    """Stop the run a cancel or abort left going (``stop_run``). The runner calls this on
+    the replica that started the run, before the deployment's next step."""
+    assert dep.stop_run is not None
+    kind, _, run_id = dep.stop_run.partition(":")
+    dep.stop_run = None
+    provider = ctx.providers.ci if kind == "ci" else ctx.providers.target
+    if provider is None:
+        return
+    try:
+        await provider.cancel(run_id)
+    except IntegrationError as exc:
+        log.warning("deployment %s: stopping %s failed: %s", dep.id, run_id, exc)
+        if kind == "target":
+            note(ctx.session, dep, ":warning: Could not stop the traffic change still running "
+                 f"({escape(str(exc))}); check that it did not finish after the rollback.",
+                 now=ctx.now)
 
 
 def begin_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: str, *,

@@ -69,6 +69,10 @@ class Deployment(SQLModel, table=True):
     # traffic change): other replicas leave the deployment alone while it is alive
     # (``Replica``), since a provider's run may live on that replica's disk only.
     run_owner: str | None = Field(default=None, max_length=64)
+    # A run a person's cancel or abort left going ("ci:<id>" or "target:<id>"): the runner
+    # stops it, on the replica that started it, before anything else (the run may live on
+    # that replica's disk only). Due at ``next_action_at`` even once the deployment ended.
+    stop_run: str | None = Field(default=None, max_length=300)
     ci_run_id: str | None = Field(default=None, max_length=255)
     ci_url: str | None = Field(default=None, max_length=1000)
     deploy_run_id: str | None = Field(default=None, max_length=255)
