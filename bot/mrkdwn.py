@@ -23,3 +23,10 @@ def code_or(value: str | None, otherwise: str) -> str:
     """``value`` as inline code, or the words to show when there is none
     (e.g. a previous version Shipbot never saw: "the previous version")."""
     return f"`{value}`" if value else otherwise
+
+
+def permalink(channel: str | None, ts: str | None) -> str | None:
+    """A link to a message, from its channel ID and ts (no Web API call)."""
+    if not channel or not ts:
+        return None
+    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"

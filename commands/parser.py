@@ -7,6 +7,7 @@ import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
+from bot.config_delivery import STRATEGIES
 from bot.engine.requests import (
     Audit,
     Cancel,
@@ -31,7 +32,6 @@ CONTROLS = ("promote", "pause", "resume", "abort")
 SUBCOMMANDS = ("help", "status", "history", "cancel", "lock", "unlock", "freeze", "unfreeze",
                "audit", "rollback", *CONTROLS)
 VALUE_FLAGS = ("--reason", "--for", "--until", "--strategy")
-STRATEGY_NAMES = ("rolling", "canary", "blue-green")
 BOOL_FLAGS = ("--hotfix",)
 _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
@@ -157,10 +157,10 @@ def _deploy(words: list[str], catalog: Catalog) -> Deploy:
     if hotfix and "--reason" not in flags:
         raise UsageError('A hotfix needs a reason for the audit trail: --hotfix --reason "INC-123"')
     strategy = flags.get("--strategy")
-    if strategy is not None and strategy not in STRATEGY_NAMES:
-        hint = _did_you_mean(strategy, STRATEGY_NAMES)
+    if strategy is not None and strategy not in STRATEGIES:
+        hint = _did_you_mean(strategy, STRATEGIES)
         raise UsageError(f"Unknown strategy '{_clip(strategy)}'.{hint} Strategies: "
-                         f"{', '.join(STRATEGY_NAMES)}.")
+                         f"{', '.join(STRATEGIES)}.")
     return Deploy(service=service, env=env, version=version, reason=flags.get("--reason"),
                   hotfix=hotfix, strategy=strategy)  # type: ignore[arg-type]
 

@@ -255,15 +255,11 @@ class AlertService:
         decision = await self.policy.may_decide_alert(user, thread.env)
         if not decision.allowed:
             return decision.reason
-        for _ in range(RETRIES):
-            try:
-                async with self.gate():
-                    answer = await self._decide_once(thread_id, user, what)
-            except (StaleDataError, OperationalError):
-                continue
-            self.on_change()
-            return answer
-        return "Several people acted at once; look at the alert thread."
+        answer = await machine.retry_on_conflict(
+            lambda: self._decide_once(thread_id, user, what), gate=self.gate, tries=RETRIES,
+            give_up="Several people acted at once; look at the alert thread.")
+        self.on_change()
+        return answer
 
     async def _decide_once(self, thread_id: int, user: str, what: str) -> str:
         now = self.clock()

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from bot.config_delivery import StrategyKind
 from bot.values import UsageError as UsageError  # the error every parser raises
 
 
@@ -22,7 +23,7 @@ class Deploy(_Command):
     version: str | None = None
     reason: str | None = None
     hotfix: bool = False
-    strategy: Literal["rolling", "canary", "blue-green"] | None = None
+    strategy: StrategyKind | None = None
 
 
 class Control(_Command):

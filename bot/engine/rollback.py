@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,18 +22,12 @@ from bot.engine.machine import STATE_TEXT, State
 from bot.engine.policy import Policy
 from bot.engine.requests import Rollback
 from bot.engine.urgency import Urgency
-from bot.mrkdwn import channel_mention, escape
+from bot.mrkdwn import channel_mention, escape, permalink
 from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import AlertThread, Deployment, Outbox
 
 RETRIES = 5
-
-
-def permalink(channel: str | None, ts: str | None) -> str | None:
-    if not channel or not ts:
-        return None
-    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
 
 
 def _ref(dep: Deployment) -> str:
@@ -55,15 +47,12 @@ class RollbackService:
     async def _retrying(self, attempt: Callable[[], Awaitable[str]]) -> str:
         """Racing clicks and retries: one transaction wins, the others look again."""
         async with self.urgency.urgent():
-            for _ in range(RETRIES):
-                try:
-                    async with self.gate():
-                        answer = await attempt()
-                except (IntegrityError, StaleDataError, OperationalError):
-                    continue
-                self.on_change()
-                return answer
-        return "Several people acted at once; look at the alert thread for the outcome."
+            answer = await machine.retry_on_conflict(
+                attempt, gate=self.gate, tries=RETRIES,
+                give_up="Several people acted at once; look at the alert thread for the "
+                        "outcome.")
+        self.on_change()
+        return answer
 
     async def from_alert(self, thread_id: int, user: str, *, auto: bool = False) -> str:
         """The alert thread's "Roll back to vX" button (or auto-rollback, as ``shipbot``)."""

@@ -25,6 +25,7 @@ from bot.clock import Clock
 from bot.config_alerts import AlertsConfig
 from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
+from bot.mrkdwn import permalink
 from bot.slack.blocks import approval_request, status_card
 from bot.slack.notifier_alerts import AlertDelivery
 from bot.slack.rollout_chart import rollout_chart
@@ -226,7 +227,7 @@ class Notifier:
                 Approval.deployment_id == dep_id, Approval.decision == "approve")
                 .order_by(col(Approval.id)))).all()
         assert dep is not None
-        link = f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+        link = permalink(channel, ts)
         text, blocks = approval_request(dep, list(approvals),
                                         self.approval_info.approvers_text(dep.env),
                                         self.clock(), thread_link=link)

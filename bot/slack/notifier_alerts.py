@@ -19,8 +19,7 @@ from sqlmodel import col, func, select
 
 from bot.clock import as_utc, human_duration
 from bot.config_alerts import AlertsConfig
-from bot.engine.rollback import permalink
-from bot.mrkdwn import escape
+from bot.mrkdwn import escape, permalink
 from bot.slack.blocks_alerts import alert_root, suspect_message
 from bot.store.models import AlertInstance, AlertThread, Deployment, Outbox
 
