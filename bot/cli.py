@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(path: Path) -> ShipbotConfig:
     """The config, refusing also the service names the command grammar reserves."""
-    from commands.parser import reserved_names
+    from commands.grammar import reserved_names
 
     config = load_config(path)
     problems = reserved_names(config.services)

@@ -43,8 +43,8 @@ from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import Notifier
 from bot.store.db import create_engine, create_schema, session_factory
 from bot.store.gate import WriteGate
+from commands.catalog import Catalog
 from commands.handlers import CommandHandlers
-from commands.parser import Catalog
 from integrations.prometheus import PrometheusProvider
 
 log = logging.getLogger(__name__)

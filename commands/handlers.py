@@ -34,7 +34,9 @@ from bot.engine.requests import (
 from bot.engine.rollback import RollbackService
 from bot.engine.service import DeployService
 from bot.slack.blocks import audit_text, guards_text, history_text, status_text
-from commands.parser import ROLLBACK_USAGE, USAGE, Catalog, parse, parse_deployment_ref
+from commands.catalog import Catalog
+from commands.grammar import ROLLBACK_USAGE, help_text
+from commands.parser import parse, parse_deployment_ref
 
 # Commands that change something: recorded in the inbox under their trigger id, so a
 # replayed request acts once and gets the first reply. Reading ones just run again.
@@ -183,8 +185,8 @@ class CommandHandlers:
             case Rollback():
                 return Reply(text=await self.rollbacks.from_command(command, who.user,
                                                                     who.request_key))
-            case Help():
-                return Reply(text=USAGE)
+            case Help(topic=topic):
+                return Reply(text=help_text(topic))
 
     async def _status(self, command: Status) -> str:
         slots = await self.service.status(command, self.catalog.services)

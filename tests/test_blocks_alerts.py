@@ -23,7 +23,8 @@ from bot.slack.blocks_alerts import (
     suspect_message,
 )
 from bot.store.models import AlertThread, Deployment
-from commands.parser import Catalog, parse
+from commands.catalog import Catalog
+from commands.parser import parse
 from tests.alert_helpers import alert_config
 
 T0 = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)

@@ -19,7 +19,8 @@ from bot.engine.requests import UsageError
 from bot.slack.blocks import APPROVE_ACTION, CANCEL_ACTION, CONTROL_ACTIONS, REJECT_ACTION
 from bot.slack.blocks_alerts import ALERT_ACK_ACTION, ALERT_ROLLBACK_ACTION
 from bot.store.models import Approval, AuditEvent, Deployment
-from commands.parser import Catalog, parse
+from commands.catalog import Catalog
+from commands.parser import parse
 from tests.alert_helpers import alert_config
 from tests.test_approvals import prod_request
 from tests.test_buttons_and_queries import ephemerals_to

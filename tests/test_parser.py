@@ -19,8 +19,9 @@ from bot.engine.requests import (
     UnlockEnv,
     UsageError,
 )
-from commands import parser
-from commands.parser import Catalog, parse_deployment_ref
+from commands import grammar, parser
+from commands.catalog import Catalog
+from commands.parser import parse_deployment_ref
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -120,3 +121,50 @@ def test_button_value_must_be_a_deployment_id(value: str) -> None:
 
 def test_button_value_parses() -> None:
     assert parse_deployment_ref("42") == 42
+
+
+# --- the subcommand table ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "suggested"), [
+    ("statsu", "/deploy status"), ("histroy api", "/deploy history"),
+    ("unfreez production", "/deploy unfreeze"), ("rolback api dev", "/deploy rollback"),
+])
+def test_a_mistyped_subcommand_gets_a_did_you_mean(text: str, suggested: str) -> None:
+    with pytest.raises(UsageError) as err:
+        parse(text, CATALOG)
+    assert str(err.value) == (f"Unknown command or service '{text.split()[0]}'. Did you mean "
+                              f"`{suggested}`? `/deploy help` lists the commands.")
+
+
+def test_a_mistyped_service_is_still_a_service_first() -> None:
+    with pytest.raises(UsageError) as err:
+        parse("apu staging", CATALOG)
+    assert str(err.value) == "Unknown service 'apu'. Did you mean 'api'? Known: api, web, worker."
+
+
+@pytest.mark.parametrize("text", ["lock --help", "help lock", "lock production --help"])
+def test_one_subcommands_help(text: str) -> None:
+    command = parse(text, CATALOG)
+    assert command == Help(topic="lock")
+    assert grammar.help_text("lock") == (
+        '`/deploy lock <env> [service] --reason "why" [--for 2h]` — stop deploys to an '
+        'environment.\nExample: `/deploy lock production --reason "DB migration" --for 2h`')
+
+
+def test_usage_lists_every_subcommand_with_its_flags() -> None:
+    """USAGE is derived from the table: nothing can be left out of /deploy help."""
+    lines = grammar.USAGE.splitlines()
+    for name in grammar.SUBCOMMANDS:
+        assert any(line.startswith(("• `/deploy " + name, "• `/" + name)) for line in lines), name
+    assert any("[--strategy rolling|canary|blue-green]" in line for line in lines)
+    assert grammar.help_text(None) == grammar.help_text("nonsense") == grammar.USAGE
+
+
+@pytest.mark.parametrize("command", grammar.TABLE, ids=lambda c: c.name)
+def test_each_usage_line_accepts_as_many_words_as_it_shows(command: grammar.Subcommand) -> None:
+    """The arity is read from the usage line: one word more than it shows is refused."""
+    _, high = command.arity
+    with pytest.raises(UsageError) as err:
+        parse(" ".join([command.name, *["x"] * (high + 1)]), CATALOG)
+    assert f"expected `{command.usage}`" in str(err.value)

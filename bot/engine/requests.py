@@ -104,6 +104,7 @@ class Cancel(_Command):
 
 class Help(_Command):
     kind: Literal["help"] = "help"
+    topic: str | None = None  # one subcommand's help
 
 
 Command = (

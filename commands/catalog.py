@@ -1,0 +1,50 @@
+"""The names a command may use (services, environments) and the words for a name that
+is not one of them: "did you mean", and user input echoed back safely."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+
+from bot.values import UsageError
+
+
+class Catalog:
+    """The names a command may use: services, environments, and which go together."""
+
+    def __init__(self, services: Mapping[str, Sequence[str]],
+                 environments: Sequence[str] | None = None) -> None:
+        self.services = dict(services)
+        self.environments = list(environments or dict.fromkeys(
+            e for envs in self.services.values() for e in envs))
+
+    def service(self, name: str) -> str:
+        if name in self.services:
+            return name
+        raise UsageError(
+            f"Unknown service '{clip(name)}'.{did_you_mean(name, self.services)}"
+            f" Known: {', '.join(sorted(self.services))}."
+        )
+
+    def env(self, service: str | None, name: str) -> str:
+        envs = self.services[service] if service else self.environments
+        if name in envs:
+            return name
+        scope = f" for {service}" if service else ""
+        raise UsageError(
+            f"Unknown environment '{clip(name)}'{scope}.{did_you_mean(name, envs)}"
+            f" Known: {', '.join(envs)}."
+        )
+
+
+def did_you_mean(word: str, choices: Sequence[str] | Mapping[str, object]) -> str:
+    names = list(choices)
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6) or [
+        n for n in names if len(word) >= 2 and n.startswith(word)][:1]
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def clip(text: str, limit: int = 40) -> str:
+    """Echo user input back safely: short, and without Slack mention/link syntax."""
+    clipped = text if len(text) <= limit else text[:limit] + "…"
+    return clipped.replace("<", "‹").replace(">", "›").replace("`", "'")
