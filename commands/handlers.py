@@ -6,6 +6,7 @@ them easy to test and identical between Slack, the console and the API.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from bot.clock import Clock
@@ -15,6 +16,8 @@ from bot.engine.controls import ControlService
 from bot.engine.guards import GuardService
 from bot.engine.inbox import Inbox, Request, Tell
 from bot.engine.requests import (
+    AlertDecision,
+    Approve,
     Audit,
     Cancel,
     Command,
@@ -34,13 +37,16 @@ from bot.engine.requests import (
 from bot.engine.rollback import RollbackService
 from bot.engine.service import DeployService
 from bot.slack.blocks import audit_text, guards_text, history_text, status_text
+from commands import actions
 from commands.catalog import Catalog
 from commands.grammar import ROLLBACK_USAGE, help_text
-from commands.parser import parse, parse_deployment_ref
+from commands.parser import parse
 
 # Commands that change something: recorded in the inbox under their trigger id, so a
 # replayed request acts once and gets the first reply. Reading ones just run again.
 STATE_CHANGING = (Deploy, Rollback, Cancel, Control, LockEnv, UnlockEnv, FreezeEnv, Unfreeze)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,10 +96,8 @@ class CommandHandlers:
         data, user = request.payload, request.user
         if request.kind == "slash":
             return await self._replayed_text(request)
-        if request.kind == "button":
-            return (await self.on_button(data["action"], data["value"], user)).text
-        if request.kind == "alert":
-            return (await self.on_alert_button(data["action"], data["value"], user)).text
+        if request.kind in ("button", "alert"):
+            return (await self.on_click(request.kind, data["action"], data["value"], user)).text
         if request.kind == "reject":
             return (await self.on_reject(data["value"], user, data["reason"])).text
         raise ValueError(f"unknown inbox request kind {request.kind!r}")
@@ -108,18 +112,35 @@ class CommandHandlers:
         who = Invocation(user=request.user, request_key=request.key, channel=request.channel)
         return (await self.run(command, who)).text
 
-    async def on_button(self, action: str, value: str, user: str) -> Reply:
-        """Approve / Cancel buttons: the value names the deployment; the clicker is checked."""
+    async def on_click(self, family: str, name: str, value: str, user: str) -> Reply:
+        """A button (as the inbox recorded it): its typed request, acted on like text."""
         try:
-            dep_id = parse_deployment_ref(value)
+            command = actions.intent(family, name, value)
+        except actions.UnknownAction:
+            log.error("a click on an unknown button %s/%s by %s", family, name, user)
+            return Reply(text=f":warning: {actions.STALE}")
         except UsageError as exc:
             return Reply(text=f":warning: {exc}")
-        if action == "approve":
-            return Reply(text=await self.approvals.approve(dep_id, user))
-        if action in ("promote", "pause", "resume", "abort"):
-            command = Control(action=action, deployment_id=dep_id)  # type: ignore[arg-type]
-            return Reply(text=await self.controls.control(command, user))
-        return Reply(text=await self.service.cancel(Cancel(deployment_id=dep_id), user))
+        return Reply(text=await self.act(command, user))
+
+    async def act(self, command: Command, user: str) -> str:
+        """What a click asks for; every request a button can make has a case here."""
+        match command:
+            case Approve(deployment_id=dep_id):
+                return await self.approvals.approve(dep_id, user)
+            case Control():
+                return await self.controls.control(command, user)
+            case Cancel():
+                return await self.service.cancel(command, user)
+            case AlertDecision(thread_id=thread, decision="rollback"):
+                return await self.rollbacks.from_alert(thread, user)
+            case AlertDecision(thread_id=thread, decision="redeploy"):
+                return await self.rollbacks.redeploy(thread, user)
+            case AlertDecision(thread_id=thread, decision="dismiss"):
+                return await self.alerts.dismiss(thread, user)
+            case AlertDecision(thread_id=thread, decision="acknowledge"):
+                return await self.alerts.acknowledge(thread, user)
+        raise TypeError(f"no click handler for {command!r}")
 
     async def on_rollback_text(self, text: str, who: Invocation) -> Reply:
         """`/rollback <service> <env> [version]`: the same as `/deploy rollback ...`."""
@@ -129,31 +150,17 @@ class CommandHandlers:
                               "`/rollback api production`.")
         return await self.on_text(f"rollback {text}", who)
 
-    async def on_alert_button(self, action: str, value: str, user: str) -> Reply:
-        """Alert thread buttons: the value names the thread; the clicker is checked."""
-        try:
-            thread_id = parse_deployment_ref(value)
-        except UsageError as exc:
-            return Reply(text=f":warning: {exc}")
-        if action == "rollback":
-            return Reply(text=await self.rollbacks.from_alert(thread_id, user))
-        if action == "redeploy":
-            return Reply(text=await self.rollbacks.redeploy(thread_id, user))
-        if action == "dismiss":
-            return Reply(text=await self.alerts.dismiss(thread_id, user))
-        return Reply(text=await self.alerts.acknowledge(thread_id, user))
-
     async def can_reject(self, value: str, user: str) -> tuple[int | None, str | None]:
         """Before the Reject modal opens: the deployment id, or why the user may not."""
         try:
-            dep_id = parse_deployment_ref(value)
+            dep_id = actions.parse_ref(value)
         except UsageError as exc:
             return None, f":warning: {exc}"
         return dep_id, await self.approvals.may_reject(dep_id, user)
 
     async def on_reject(self, value: str, user: str, reason: str) -> Reply:
         try:
-            dep_id = parse_deployment_ref(value)
+            dep_id = actions.parse_ref(value)
         except UsageError as exc:
             return Reply(text=f":warning: {exc}")
         return Reply(text=await self.approvals.reject(dep_id, user, reason))
@@ -162,8 +169,8 @@ class CommandHandlers:
         match command:
             case Deploy():
                 return Reply(text=await self.service.request(command, who.user, who.request_key))
-            case Cancel():
-                return Reply(text=await self.service.cancel(command, who.user))
+            case Cancel() | Control() | Approve() | AlertDecision():  # typed, or clicked
+                return Reply(text=await self.act(command, who.user))
             case Status():
                 return Reply(text=await self._status(command))
             case History():
@@ -180,8 +187,6 @@ class CommandHandlers:
                 return Reply(text=await self.guards.freeze(command, who.user))
             case Unfreeze():
                 return Reply(text=await self.guards.unfreeze(command, who.user))
-            case Control():
-                return Reply(text=await self.controls.control(command, who.user))
             case Rollback():
                 return Reply(text=await self.rollbacks.from_command(command, who.user,
                                                                     who.request_key))

@@ -114,11 +114,3 @@ def _flags(words: list[str], allowed: Sequence[str]) -> tuple[list[str], dict[st
 def _arity(args: list[str], low: int, high: int, usage: str) -> None:
     if not low <= len(args) <= high:
         raise UsageError(f"That is not a command I know: expected `{usage}`.\n\n{USAGE}")
-
-
-def parse_deployment_ref(value: str) -> int:
-    """A button's value names a deployment by id; anything else was tampered with. Only
-    ASCII digits count: ``str.isdigit`` also takes '²' (which ``int`` refuses) and '٣'."""
-    if not (value.isascii() and value.isdigit()) or len(value) > 12:
-        raise UsageError("That button is not valid any more. Use `/deploy status` instead.")
-    return int(value)

@@ -20,8 +20,8 @@ from bot.engine.requests import (
     UsageError,
 )
 from commands import grammar, parser
+from commands.actions import parse_ref as parse_deployment_ref
 from commands.catalog import Catalog
-from commands.parser import parse_deployment_ref
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

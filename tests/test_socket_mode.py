@@ -26,10 +26,10 @@ from bot.slack.blocks import (
     REJECT_ACTION,
     REJECT_CALLBACK,
 )
-from bot.slack.blocks_alerts import ALERT_ACTIONS
 from bot.slack.socket_mode import SocketModeLink
 from bot.store.models import Approval, AuditEvent, Deployment, Freeze, Lock
 from bot.web.app import SOCKET_MODE_ONLY, build_asgi_app
+from commands.actions import ACTIONS
 from commands.handlers import Invocation
 from tests.alert_helpers import alert_config, alert_thread, am_alert, am_payload, post, threads
 from tests.conftest import eventually, make_config
@@ -108,7 +108,7 @@ def forged_bodies(ids: dict[str, int]) -> list[str]:
     deployment_buttons = (APPROVE_ACTION, REJECT_ACTION, CANCEL_ACTION, *CONTROL_ACTIONS.values())
     clicks = [click(a, ids["deployment"]) for a in deployment_buttons]
     clicks += [click(a, ids["finished"]) for a in CONTROL_ACTIONS.values()]
-    clicks += [click(a, ids["thread"]) for a in ALERT_ACTIONS]
+    clicks += [click(a, ids["thread"]) for a, action in ACTIONS.items() if action.family == "alert"]
     reject = urlencode({"payload": json.dumps({
         "type": "view_submission", "team": TEAM, "user": {"id": "U0CAROL"},
         "view": {"callback_id": REJECT_CALLBACK, "private_metadata": str(ids["deployment"]),

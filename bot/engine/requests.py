@@ -102,6 +102,21 @@ class Cancel(_Command):
     deployment_id: int | None = None
 
 
+class Approve(_Command):
+    """An approver's Approve click on a deployment's approval request."""
+
+    kind: Literal["approve"] = "approve"
+    deployment_id: int
+
+
+class AlertDecision(_Command):
+    """A click in an alert thread: roll back, redeploy, not the deploy, acknowledge."""
+
+    kind: Literal["alert"] = "alert"
+    thread_id: int
+    decision: Literal["rollback", "redeploy", "dismiss", "acknowledge"]
+
+
 class Help(_Command):
     kind: Literal["help"] = "help"
     topic: str | None = None  # one subcommand's help
@@ -109,7 +124,7 @@ class Help(_Command):
 
 Command = (
     Deploy | Status | History | Cancel | Help | LockEnv | UnlockEnv | FreezeEnv | Unfreeze
-    | Audit | Control | Rollback
+    | Audit | Control | Rollback | Approve | AlertDecision
 )
 
 

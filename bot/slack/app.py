@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import secrets
 import uuid
 from typing import Any
@@ -25,17 +26,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.inbox import Request
 from bot.redact import Redactor
-from bot.slack.blocks import (
-    APPROVE_ACTION,
-    CANCEL_ACTION,
-    CONTROL_ACTIONS,
-    REJECT_ACTION,
-    REJECT_CALLBACK,
-    reject_modal,
-)
-from bot.slack.blocks_alerts import ALERT_ACTIONS
+from bot.slack.blocks import REJECT_CALLBACK, reject_modal
 from bot.slack.identity import BotIdentity
 from bot.slack.redacting import RedactingApp, RedactingWebClient
+from commands.actions import ACTIONS, STALE, ActionId
 from commands.handlers import CommandHandlers, Invocation
 
 log = logging.getLogger(__name__)
@@ -97,29 +91,18 @@ def build_slack_app(
         if recorded is not None:
             await handlers.complete(recorded, functools.partial(tell_user, client))
 
-    async def alert_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        """Alert-thread buttons; double clicks and Slack's retries are deduped by the engine."""
+    async def click(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """Every button of ``commands.actions``; double clicks and Slack's retries are
+        deduped by the inbox, the clicker is checked by the engine."""
         action = body["actions"][0]
-        await record_ack_complete(ack, _click(body, "alert", {
-            "action": ALERT_ACTIONS[action["action_id"]],
-            "value": str(action.get("value", ""))}), client)
+        known = ACTIONS[ActionId(action["action_id"])]
+        await record_ack_complete(ack, _click(body, known.family, {
+            "action": known.name, "value": str(action.get("value", ""))}), client)
 
-    for action_id in ALERT_ACTIONS:
-        app.action(action_id)(alert_button)
+    for action_id in ACTIONS:
+        app.action(action_id.value)(click)
 
-    button_kinds = {CANCEL_ACTION: "cancel", APPROVE_ACTION: "approve",
-                     **{action_id: kind for kind, action_id in CONTROL_ACTIONS.items()}}
-
-    async def button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        action = body["actions"][0]
-        await record_ack_complete(ack, _click(body, "button", {
-            "action": button_kinds[action["action_id"]],
-            "value": str(action.get("value", ""))}), client)
-
-    for action_id in button_kinds:
-        app.action(action_id)(button)
-
-    @app.action(REJECT_ACTION)
+    @app.action(ActionId.REJECT.value)
     async def reject_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         """Reject asks for a reason first: a modal opened with the click's trigger_id."""
         await ack()
@@ -148,6 +131,14 @@ def build_slack_app(
                           user=user, payload={"value": view.get("private_metadata", ""),
                                               "reason": reason})  # no channel: a DM
         await record_ack_complete(ack, request, client)
+
+    @app.action(re.compile(".*"))  # last: only what no listener above takes
+    async def unknown_button(ack: AsyncAck, body: dict[str, Any],
+                             client: AsyncWebClient) -> None:
+        """A button we do not render (any more): never guessed, logged, and said so."""
+        await ack()
+        log.error("a click on an unknown button %r", body["actions"][0].get("action_id"))
+        await tell_user(client, _click(body, "unknown", {}), STALE)
 
     return app
 

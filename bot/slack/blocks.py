@@ -14,6 +14,7 @@ from bot.clock import as_utc, human_duration
 from bot.engine.machine import CANCELLABLE, IN_FLIGHT, STATE_TEXT, State
 from bot.mrkdwn import code_or, escape
 from bot.store.models import Deployment
+from commands.actions import ActionId
 
 Blocks = list[dict[str, Any]]
 
@@ -27,11 +28,11 @@ class SlotLike(Protocol):
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
-CANCEL_ACTION = "deploy_cancel"
-APPROVE_ACTION = "deploy_approve"
-REJECT_ACTION = "deploy_reject"
+CANCEL_ACTION = ActionId.CANCEL
+APPROVE_ACTION = ActionId.APPROVE
+REJECT_ACTION = ActionId.REJECT
 REJECT_CALLBACK = "deploy_reject_reason"
-CONTROL_ACTIONS = {a: f"deploy_{a}" for a in ("promote", "pause", "resume", "abort")}
+CONTROL_ACTIONS = {a: ActionId(f"deploy_{a}") for a in ("promote", "pause", "resume", "abort")}
 
 STATE_EMOJI: dict[State, str] = {
     State.REQUESTED: ":inbox_tray:",

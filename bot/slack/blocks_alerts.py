@@ -18,13 +18,12 @@ from bot.engine.machine import TERMINAL, State
 from bot.mrkdwn import escape
 from bot.slack.blocks import HEADER_LIMIT, Blocks, button, clip, context, section, state_label
 from bot.store.models import AlertThread, Deployment
+from commands.actions import ActionId
 
-ALERT_ROLLBACK_ACTION = "alert_rollback"
-ALERT_DISMISS_ACTION = "alert_not_the_deploy"
-ALERT_ACK_ACTION = "alert_acknowledge"
-ALERT_REDEPLOY_ACTION = "alert_redeploy"
-ALERT_ACTIONS = {ALERT_ROLLBACK_ACTION: "rollback", ALERT_DISMISS_ACTION: "dismiss",
-                 ALERT_ACK_ACTION: "acknowledge", ALERT_REDEPLOY_ACTION: "redeploy"}
+ALERT_ROLLBACK_ACTION = ActionId.ALERT_ROLLBACK
+ALERT_DISMISS_ACTION = ActionId.ALERT_DISMISS
+ALERT_ACK_ACTION = ActionId.ALERT_ACK
+ALERT_REDEPLOY_ACTION = ActionId.ALERT_REDEPLOY
 _SAFE_URL = re.compile(r"^https?://[^\s<>|`]{1,1000}$")
 _LINKS = (("generator_url", "Source"), ("runbook_url", "Runbook"),
           ("dashboard_url", "Dashboard"), ("silence_url", "Silence"))
