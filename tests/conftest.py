@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
@@ -147,3 +149,15 @@ def launch(make_bot, quiet) -> Callable[..., Awaitable[LocalBot]]:
     """make_bot on a fake Slack without rate limits (``quiet`` says why): rollout threads
     are long, and pacing them at one post a second outlasts these tests' waits."""
     return lambda config, **kwargs: make_bot(config, fake_slack=quiet, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[int]:
+    """An aiohttp app on a free loopback port (a target's health endpoint, say): its port."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()

@@ -27,7 +27,7 @@ from bot.engine.machine import State
 from bot.engine.runner import LEASE, Runner
 from bot.store.models import Deployment, Replica
 from integrations.base import JobSpec, RunState, RunStatus
-from tests.conftest import FakeClock, eventually, make_config, step
+from tests.conftest import FakeClock, eventually, make_config, serving, step
 from tests.test_rollout_controls import actions_run, canary, running_action, slow
 from tests.test_runner_safety import QUIET, get, insert, no_ci, thread_notes
 from tests.test_strategies import config as strategy_config
@@ -152,13 +152,9 @@ async def slow_health() -> AsyncIterator[dict[str, Any]]:
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}/healthz"
-    yield state
-    await runner.cleanup()
+    async with serving(app) as port:
+        state["url"] = f"http://127.0.0.1:{port}/healthz"
+        yield state
 
 
 def checked(tmp_path: Path, health: dict[str, Any], interval: float) -> ShipbotConfig:

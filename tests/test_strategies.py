@@ -23,7 +23,7 @@ from aiohttp import web
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
 from bot.slack.blocks import CONTROL_ACTIONS
-from tests.conftest import STEP, FakeClock, eventually, make_config, step
+from tests.conftest import STEP, FakeClock, eventually, make_config, serving, step
 from tests.test_buttons_and_queries import buttons
 from tests.test_deploy_flow import card_text, deployments, finished
 
@@ -52,14 +52,9 @@ async def health() -> AsyncIterator[Health]:
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    state.url = f"http://127.0.0.1:{port}"
-    yield state
-    await runner.cleanup()
+    async with serving(app) as port:
+        state.url = f"http://127.0.0.1:{port}"
+        yield state
 
 
 def check(health: Health, **overrides: Any) -> dict[str, Any]:
