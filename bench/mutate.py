@@ -110,7 +110,7 @@ def prepare(name: str, module: Module) -> Path:
 
 def mutmut(work: Path, *args: str, log: Path | None = None) -> str:
     exe = Path(sys.executable).with_name("mutmut")
-    env = {**os.environ, "PYTHONPATH": str(work / "mutants"), "NO_COLOR": "1"}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # mutmut sets sys.path
     if log is None:
         return subprocess.run([str(exe), *args], cwd=work, env=env, text=True,
                               capture_output=True, check=False).stdout
@@ -142,9 +142,9 @@ def run(name: str, module: Module, children: int, known: dict[str, str]) -> dict
     log = work / "mutmut-run.log"
     mutmut(work, "run", "--max-children", str(children), log=log)
     status = results(work)
-    if not status:
-        print(f"mutmut produced no results; see {log.relative_to(ROOT)}")
-        return {"module": name, "total": 0, "score": 0.0}
+    if not status or set(status.values()) == {"not checked"}:
+        print("mutmut did not test anything:\n" + "\n".join(log.read_text().splitlines()[-15:]))
+        return {"module": name, "total": len(status), "score": 0.0}
     counts = Counter(status.values())
     equivalent = sorted(m for m, s in status.items() if s not in KILLED and m in known)
     survivors = sorted(m for m, s in status.items()
