@@ -95,3 +95,11 @@ async def test_freeze_times_are_utc_whatever_the_servers_zone(
     refused = await say(bot, "api staging v1")
     assert "staging is frozen — weekend" in refused
     assert "Deploy after 2026-11-30 08:00 UTC" in refused
+
+
+async def test_a_window_that_never_occurs_freezes_nothing(make_bot, tmp_path) -> None:
+    data = staging_weekend(tmp_path).model_dump(mode="json")
+    data["freeze_windows"][0]["cron"] = "0 0 30 2 *"  # February 30th
+    bot = await make_bot(parse_config(data), clock=StoppedClock(FRIDAY_18))
+    assert "is on its way" in await say(bot, "api staging v1")
+    assert await bot.bot.guards.announce_windows() == 0
