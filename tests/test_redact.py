@@ -165,3 +165,13 @@ def test_log_arguments_stay_a_tuple_for_formatters_that_unpack_them(
                                "/hooks/xoxb-1-2-abc", "1.1", 200), None)
     RedactingFilter(Redactor()).filter(record)
     assert record.args == ("1.2.3.4:5", "GET", f"/hooks/{REDACTED}", "1.1", 200)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("run", ["A" * 100_000, ("QUJD" * 8 + "\n") * 3000])
+def test_a_long_base64_run_without_a_key_end_is_passed_quickly(run: str) -> None:
+    """A build log can print a long base64 blob; redaction must not hang on it."""
+    text = f"artifact: {run} done"
+    assert Redactor().text(text) == text
+    key = f"{run}\n-----END RSA PRIVATE KEY-----"
+    assert Redactor().text(key) == REDACTED
