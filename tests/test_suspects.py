@@ -81,3 +81,14 @@ async def test_nothing_earlier_to_roll_back_to_is_said_plainly(make_bot, tmp_pat
     resp = await bot.driver.command("web staging", command="/rollback")
     assert resp.json()["text"] == ("No earlier version of web succeeded on staging before "
                                    "`v1`. Name one: `/rollback web staging v1.2.3`.")
+
+
+async def test_a_deployment_that_finished_exactly_the_window_before_is_still_suspected(
+        make_bot, tmp_path, quiet) -> None:
+    bot = await make_bot(alert_config(tmp_path, alerts={"suspect_window": "30m"}),
+                         fake_slack=quiet)
+    alert = datetime.now(UTC).replace(microsecond=0)
+    await seed(bot, succeeded(1, "v1", alert - timedelta(hours=2)),
+               succeeded(2, "v2", alert - timedelta(minutes=30)))
+    reply = await suspect_reply(bot, alert)
+    assert "#2 `v2`" in reply and "Roll back to v1" in reply
