@@ -69,6 +69,10 @@ async def test_rollback_looks_only_at_what_runs_on_that_service_and_environment(
     await deploy(bot, "web staging v4-broken")
     await deploy(bot, "api staging v9")  # another service on the environment
     await deploy(bot, "web dev v7")  # the service on another environment
+    reply = await suspect_reply(bot, datetime.now(UTC))
+    assert "#2 `v2`" in reply and "Roll back to v1" in reply
+    never = await bot.driver.command("web staging v9", command="/rollback")
+    assert "`v9` never succeeded on staging" in never.json()["text"]
     resp = await bot.driver.command("web staging", command="/rollback")
     assert resp.json()["text"].startswith(
         ":rewind: Rollback #7 of web staging from `v2` to `v1`")
