@@ -61,7 +61,8 @@ MODULES: dict[str, Module] = {  # smallest first
                       ("tests/test_deploy_flow.py", "tests/test_buttons_and_queries.py",
                        "tests/test_machine.py")),
     "parser": Module(("commands/parser.py",), (
-        "tests/test_parser.py", "tests/test_edge_bounds.py::test_valid_versions_are_kept",
+        "tests/test_parser.py", "tests/test_parser_messages.py",
+        "tests/test_edge_bounds.py::test_valid_versions_are_kept",
         "tests/test_edge_bounds.py::test_version_length_limit",
         "tests/test_edge_bounds.py::test_button_values_that_are_not_plain_ascii_numbers_are_refused",
     )),
