@@ -3,9 +3,10 @@ whether the engine may act now, for each Kayenta band."""
 
 from __future__ import annotations
 
-from bot.engine.analysis import MetricResult, Verdict, judge
+from bot.engine.analysis import MetricResult, MetricSeries, Verdict, judge
 from bot.engine.analysis.judge import aggregate
 from bot.engine.analysis.model import JudgeKind
+from tests.test_judges import P99, SEQ
 from tests.test_rules import plain, same, worse
 
 PASS, FAIL, UNSURE = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
@@ -75,3 +76,35 @@ def test_a_canary_may_set_its_own_pass_score() -> None:
     assert j.verdict is UNSURE and j.marginal
     j, _ = judge(specs, data, pass_score=90)
     assert j.verdict is PASS and j.summary.startswith("PASS: score 90.9/100")
+    j, _ = judge(specs[:2] + specs[-1:], data)
+    assert j.verdict is FAIL and j.summary.startswith("FAIL: score 66.7/100 is below 75")
+    j, _ = judge(specs[:2] + specs[-1:], data, marginal_score=60)
+    assert j.verdict is UNSURE and j.marginal
+
+
+def errors(canary: int, canary_errors: int) -> MetricSeries:
+    return MetricSeries(name="errors", canary_requests=canary, canary_errors=canary_errors,
+                        baseline_requests=9 * canary, baseline_errors=canary // 1000)
+
+
+def test_a_sequential_failure_carries_over_to_the_next_checks() -> None:
+    """Once the evidence says "roll back", a later check without data does not undo it."""
+    j, state = judge([SEQ], {"errors": errors(200, 10)})
+    assert j.verdict is FAIL and j.final
+    j, state = judge([SEQ], {"errors": None}, state)
+    assert j.verdict is FAIL and j.final
+    j, _ = judge([SEQ], {"errors": None})  # without the saved evidence: no data, no verdict
+    assert j.verdict is UNSURE
+
+
+def test_a_metric_whose_judge_changed_starts_afresh() -> None:
+    """A config change between checks: the old judge's state is not fed to the new one."""
+    threshold = P99.model_copy(update={"name": "errors", "failure_limit": 5})
+    _, from_threshold = judge([threshold], {"errors": MetricSeries(
+        name="errors", canary=(0.3,), baseline=(0.3,))})
+    j, _ = judge([SEQ], {"errors": errors(200, 0)}, from_threshold)
+    assert j.verdict is UNSURE and "1,000 canary requests" in j.summary
+    _, from_sequential = judge([SEQ], {"errors": errors(200, 10)})
+    j, _ = judge([threshold], {"errors": MetricSeries(name="errors", canary=(0.3,),
+                                                     baseline=(0.3,))}, from_sequential)
+    assert j.verdict is PASS
