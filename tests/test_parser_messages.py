@@ -65,6 +65,15 @@ def test_a_wrong_number_of_words_shows_the_usage(text: str, usage: str) -> None:
      '--reason needs a value, e.g. --reason "what this is for".'),
     ("api staging v1 --reason " + "r" * 501, "The reason is 501 characters; keep it under 500."),
     ("api staging v1 --reason 'a\x07b'", "The reason contains control characters; use plain text."),
+    ("x" * 1001, "That command is 1001 characters long; the limit is 1000. "
+                 "Shorten the --reason and try again."),
+    ('api staging v1 --reason "unclosed',
+     'A quote is not closed. Put the reason in matching quotes: --reason "fix login".'),
+    ("rollback worker dev", "Unknown environment 'dev' for worker. Known: staging."),
+    ("promote worker dev", "Unknown environment 'dev' for worker. Known: staging."),
+    ("cancel worker dev", "Unknown environment 'dev' for worker. Known: staging."),
+    ("rollback apu staging", "Unknown service 'apu'. Did you mean 'api'? Known: api, web, worker."),
+    ("pause apu staging", "Unknown service 'apu'. Did you mean 'api'? Known: api, web, worker."),
 ])
 def test_refusals_read_exactly(text: str, message: str) -> None:
     assert refusal(text) == message
@@ -77,6 +86,11 @@ def test_the_longest_reason_and_a_tab_are_accepted() -> None:
         service="api", env="staging", reason="a\tb")
 
 
+def test_a_command_of_exactly_the_length_limit_is_read() -> None:
+    padded = "api staging" + " " * (1000 - len("api staging"))
+    assert len(padded) == 1000 and parse(padded, CATALOG) == Deploy(service="api", env="staging")
+
+
 def test_strategy_and_controls_are_parsed() -> None:
     assert parse("api staging v1 --strategy blue-green", CATALOG) == Deploy(
         service="api", env="staging", version="v1", strategy="blue-green")
@@ -84,6 +98,9 @@ def test_strategy_and_controls_are_parsed() -> None:
                                                           env="staging")
     assert parse('rollback api staging v1 --reason "bad"', CATALOG) == Rollback(
         service="api", env="staging", version="v1", reason="bad")
+    assert parse("rollback web dev", CATALOG) == Rollback(service="web", env="dev")
+    assert parse("abort worker staging", CATALOG) == Control(action="abort", service="worker",
+                                                             env="staging")
 
 
 def test_environments_default_to_those_of_the_services_in_order() -> None:
