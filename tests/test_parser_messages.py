@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from commands.model import Control, Deploy, Rollback, UsageError
+from commands.model import Control, Deploy, Rollback, UnlockEnv, UsageError
 from commands.parser import USAGE, Catalog, parse_deployment_ref
 from tests.test_parser import CATALOG, parse
 
@@ -69,6 +69,8 @@ def test_a_wrong_number_of_words_shows_the_usage(text: str, usage: str) -> None:
                  "Shorten the --reason and try again."),
     ('api staging v1 --reason "unclosed',
      'A quote is not closed. Put the reason in matching quotes: --reason "fix login".'),
+    ('freeze production --until "2026-12-01 09:00"',
+     '--reason is required here: `/deploy freeze ... --reason "why"`.'),
     ("rollback worker dev", "Unknown environment 'dev' for worker. Known: staging."),
     ("promote worker dev", "Unknown environment 'dev' for worker. Known: staging."),
     ("cancel worker dev", "Unknown environment 'dev' for worker. Known: staging."),
@@ -99,6 +101,7 @@ def test_strategy_and_controls_are_parsed() -> None:
     assert parse('rollback api staging v1 --reason "bad"', CATALOG) == Rollback(
         service="api", env="staging", version="v1", reason="bad")
     assert parse("rollback web dev", CATALOG) == Rollback(service="web", env="dev")
+    assert parse("unlock staging web", CATALOG) == UnlockEnv(env="staging", service="web")
     assert parse("abort worker staging", CATALOG) == Control(action="abort", service="worker",
                                                              env="staging")
 
