@@ -15,7 +15,7 @@ from bot.engine import machine
 from bot.engine.machine import InvalidTransition, State, StepInProgress
 from bot.redact import Redactor
 from bot.store.db import Sessions, create_engine, create_schema, session_factory
-from bot.store.models import AuditEvent, Deployment, Outbox
+from bot.store.models import AlertThread, AuditEvent, Deployment, Outbox
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -127,6 +127,56 @@ async def test_a_change_the_lifecycle_does_not_allow_is_refused(sessions) -> Non
     with pytest.raises(InvalidTransition):
         await move(sessions, dep_id, State.QUEUED)  # finished is final
     assert len(await trail(sessions)) == 2
+
+
+async def test_defaults_audit_a_plain_transition_and_keep_the_detail(sessions) -> None:
+    dep_id = await created(sessions)
+    async with sessions() as session:
+        dep = await session.get(Deployment, dep_id)
+        assert dep is not None
+        machine.transition(session, dep, State.QUEUED, actor="U0BOB", now=LATER)
+        await session.commit()
+    assert dep.detail == "" and (await trail(sessions))[-1].action == "transition"
+
+
+async def test_decisions_that_change_no_state_are_audited_redacted(sessions) -> None:
+    dep_id = await created(sessions)
+    async with sessions() as session:
+        machine.record(session, service="api", env="staging", actor="U0CAROL",
+                       action="approve", now=LATER, detail=f"1 of 1 {TOKEN}",
+                       deployment_id=dep_id)
+        machine.record(session, service="*", env="production", actor="U0BOB", action="lock",
+                       now=LATER)
+        await session.commit()
+    approve, lock = (await trail(sessions))[1:]
+    assert (approve.deployment_id, approve.service, approve.env, approve.actor,
+            approve.action, approve.from_state, approve.to_state, approve.detail,
+            approve.at) == (dep_id, "api", "staging", "U0CAROL", "approve", None, None,
+                            "1 of 1 [redacted]", LATER)
+    assert (lock.deployment_id, lock.service, lock.env, lock.action, lock.detail) == (
+        None, "*", "production", "lock", "")
+
+
+async def test_a_rollback_reports_its_progress_in_the_alert_thread(sessions) -> None:
+    async with sessions() as session:
+        thread = AlertThread(source="alertmanager", fingerprint="f1", service="api",
+                             env="staging", status="firing", name="HighErrorRate",
+                             started_at=NOW, created_at=NOW, updated_at=NOW)
+        session.add(thread)
+        await session.flush()
+        dep = request()
+        dep.kind, dep.alert_thread_id = "rollback", thread.id
+        await machine.create(session, dep, actor="U0BOB", now=NOW)
+        await session.commit()
+        assert dep.id is not None and thread.id is not None
+        dep_id, thread_id = dep.id, thread.id
+    await move(sessions, dep_id, State.QUEUED)
+    await move(sessions, dep_id, State.DEPLOYING)
+    async with sessions() as session:
+        replies = (await session.exec(select(Outbox).where(
+            Outbox.alert_thread_id == thread_id, Outbox.kind == "alert_reply"))).all()
+    assert [r.text for r in replies] == [
+        f":rewind: Rollback #{dep_id}: putting `v1` on staging now."]
 
 
 def test_a_step_is_in_progress_while_its_lease_lasts() -> None:
