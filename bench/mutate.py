@@ -66,8 +66,9 @@ MODULES: dict[str, Module] = {  # smallest first
         "tests/test_edge_bounds.py::test_version_length_limit",
         "tests/test_edge_bounds.py::test_button_values_that_are_not_plain_ascii_numbers_are_refused",
     )),
-    "policy": Module(("bot/engine/policy.py",),  # test_approvals is slow; approvals has it
-                     (RULES, "tests/test_guards.py", "tests/test_authority.py")),
+    "policy": Module(("bot/engine/policy.py",),
+                     (RULES, "tests/test_guards.py", "tests/test_authority.py",
+                      "tests/test_approvals.py")),
     "sequential": Module(("bot/engine/analysis/sequential.py",), JUDGE_TESTS),
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
