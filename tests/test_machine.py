@@ -129,14 +129,14 @@ async def test_a_change_the_lifecycle_does_not_allow_is_refused(sessions) -> Non
     assert len(await trail(sessions)) == 2
 
 
-async def test_defaults_audit_a_plain_transition_and_keep_the_detail(sessions) -> None:
-    dep_id = await created(sessions)
+async def test_defaults_audit_a_plain_request_and_transition(sessions) -> None:
     async with sessions() as session:
-        dep = await session.get(Deployment, dep_id)
-        assert dep is not None
+        dep = await machine.create(session, request(), actor="U0ALICE", now=NOW)
         machine.transition(session, dep, State.QUEUED, actor="U0BOB", now=LATER)
         await session.commit()
-    assert dep.detail == "" and (await trail(sessions))[-1].action == "transition"
+    assert dep.detail == ""
+    assert [(e.action, e.detail) for e in await trail(sessions)] == [
+        ("requested", ""), ("transition", "")]
 
 
 async def test_decisions_that_change_no_state_are_audited_redacted(sessions) -> None:
