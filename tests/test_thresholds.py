@@ -1,0 +1,78 @@
+"""Threshold limits at their edges, as the canary thread explains them: a measurement
+exactly at a limit passes, just beyond it fails; for "higher is better" metrics the limits
+bound a drop; a limit relative to the baseline cannot be judged without one."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.engine.analysis import MetricSeries, MetricSpec, Verdict, threshold
+
+LIMITS = {
+    "max": MetricSpec(name="m", unit="plain", max=10),
+    "min": MetricSpec(name="m", unit="plain", min=100),
+    "relative": MetricSpec(name="m", unit="plain", max_relative=1.5),
+    "relative-higher": MetricSpec(name="m", unit="plain", max_relative=2, direction="higher"),
+    "increase": MetricSpec(name="m", unit="plain", max_increase=0.5),
+    "increase-higher": MetricSpec(name="m", unit="plain", max_increase=10,
+                                  direction="higher"),
+}
+TALLY = " (1 failed measurement, 0 tolerated)"
+
+
+def check(limit: str, canary: float, baseline: float | None) -> tuple[Verdict, str]:
+    series = MetricSeries(name="m", canary=(canary,),
+                          baseline=() if baseline is None else (baseline,))
+    result, _ = threshold.evaluate(LIMITS[limit], series)
+    return result.verdict, result.explanation
+
+
+@pytest.mark.parametrize(("limit", "canary", "baseline", "verdict", "explanation"), [
+    ("max", 10, 1, Verdict.PASS, "m 10 vs 1 — passes: ≤ max 10"),
+    ("max", 11, 1, Verdict.FAIL, "m 11 vs 1 — fails: 11 > max 10" + TALLY),
+    ("min", 100, 1, Verdict.PASS, "m 100 vs 1 — passes: ≥ min 100"),
+    ("min", 99, 1, Verdict.FAIL, "m 99 vs 1 — fails: 99 < min 100" + TALLY),
+    ("relative", 3, 2, Verdict.PASS, "m 3 vs 2 — passes: within 1.5× baseline (1.50×)"),
+    ("relative", 3.5, 2, Verdict.FAIL,
+     "m 3.5 vs 2 — fails: 1.75× baseline, beyond allowed 1.5×" + TALLY),
+    ("relative-higher", 50, 100, Verdict.PASS,
+     "m 50 vs 100 — passes: within 1/2× baseline (0.50×)"),
+    ("relative-higher", 49, 100, Verdict.FAIL,
+     "m 49 vs 100 — fails: 0.49× baseline, beyond allowed 1/2×" + TALLY),
+    ("relative-higher", 500, 100, Verdict.PASS,
+     "m 500 vs 100 — passes: within 1/2× baseline (5.00×)"),
+    ("increase", 0.75, 0.25, Verdict.PASS, "m 0.75 vs 0.25 — passes: +0.5 within allowed +0.5"),
+    ("increase", 1, 0.25, Verdict.FAIL, "m 1 vs 0.25 — fails: +0.75 > allowed +0.5" + TALLY),
+    ("increase-higher", 90, 100, Verdict.PASS, "m 90 vs 100 — passes: −10 within allowed −10"),
+    ("increase-higher", 89, 100, Verdict.FAIL,
+     "m 89 vs 100 — fails: −11 < allowed −10" + TALLY),
+    ("increase-higher", 200, 100, Verdict.PASS,
+     "m 200 vs 100 — passes: +100 within allowed −10"),
+    ("relative", 3, None, Verdict.INCONCLUSIVE,
+     "m 3 vs n/a — inconclusive: no baseline data to compare with (1 in a row, 4 tolerated)"),
+    ("increase", 3, None, Verdict.INCONCLUSIVE,
+     "m 3 vs n/a — inconclusive: no baseline data to compare with (1 in a row, 4 tolerated)"),
+])
+def test_a_limit_holds_up_to_its_edge(limit: str, canary: float, baseline: float | None,
+                                      verdict: Verdict, explanation: str) -> None:
+    assert check(limit, canary, baseline) == (verdict, explanation)
+
+
+def test_all_limits_must_hold_unless_any_is_enough() -> None:
+    both = MetricSpec(name="m", unit="plain", max=10, min=5)
+    cases = {7: Verdict.PASS, 4: Verdict.FAIL, 11: Verdict.FAIL}
+    for value, verdict in cases.items():
+        r, _ = threshold.evaluate(both, MetricSeries(name="m", canary=(value,)))
+        assert r.verdict is verdict, value
+    either = both.model_copy(update={"combine": "any"})
+    for value in (4, 7, 11):
+        r, _ = threshold.evaluate(either, MetricSeries(name="m", canary=(value,)))
+        assert r.verdict is Verdict.PASS, value
+
+
+def test_an_absolute_limit_does_not_need_a_baseline_even_with_a_relative_one() -> None:
+    spec = MetricSpec(name="m", unit="plain", max=10, max_relative=1.5, combine="any")
+    r, _ = threshold.evaluate(spec, MetricSeries(name="m", canary=(8,)))
+    assert r.verdict is Verdict.PASS and r.explanation == "m 8 vs n/a — passes: ≤ max 10"
+    r, _ = threshold.evaluate(spec, MetricSeries(name="m", canary=(12,)))
+    assert r.verdict is Verdict.INCONCLUSIVE  # the relative limit might still hold
