@@ -44,7 +44,8 @@ class Module:
 RULES = "tests/test_rules.py"
 # test_kayenta_analysis and test_latency_analysis simulate whole canaries (half a minute
 # each): too slow to run per mutant. The judges' own rules are in test_judges.
-JUDGE_TESTS = ("tests/test_judges.py", "tests/test_verdicts.py", RULES)
+JUDGE_TESTS = ("tests/test_judges.py", "tests/test_verdicts.py", "tests/test_thresholds.py",
+               RULES)
 MODULES: dict[str, Module] = {  # smallest first
     "windows": Module(("bot/engine/windows.py",),
                       (RULES, "tests/test_guards.py", "tests/test_windows.py")),
