@@ -1,12 +1,13 @@
-"""Threshold limits at their edges, as the canary thread explains them: a measurement
+"""Judges at their edges, as the canary thread explains them. Threshold: a measurement
 exactly at a limit passes, just beyond it fails; for "higher is better" metrics the limits
-bound a drop; a limit relative to the baseline cannot be judged without one."""
+bound a drop; a limit relative to the baseline cannot be judged without one. Mann-Whitney:
+the sentence for each outcome, and five samples a side are enough."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.engine.analysis import MetricSeries, MetricSpec, Verdict, threshold
+from bot.engine.analysis import MetricSeries, MetricSpec, Verdict, mann_whitney, threshold
 
 LIMITS = {
     "max": MetricSpec(name="m", unit="plain", max=10),
@@ -76,3 +77,41 @@ def test_an_absolute_limit_does_not_need_a_baseline_even_with_a_relative_one() -
     assert r.verdict is Verdict.PASS and r.explanation == "m 8 vs n/a — passes: ≤ max 10"
     r, _ = threshold.evaluate(spec, MetricSeries(name="m", canary=(12,)))
     assert r.verdict is Verdict.INCONCLUSIVE  # the relative limit might still hold
+
+
+# --- Mann-Whitney (Kayenta): the sentence for each outcome, on five samples a side -----------
+
+LATENCY = MetricSpec(name="p99", label="p99 latency", unit="seconds", judge="mann-whitney")
+BASE = (0.30, 0.31, 0.32, 0.33, 0.34)
+
+
+@pytest.mark.parametrize(("canary", "baseline", "verdict", "explanation"), [
+    ((0.40, 0.41, 0.42, 0.43, 0.44), BASE, Verdict.FAIL,
+     "p99 latency 420 ms vs 320 ms — fails: canary higher (worse) by 31.3%, more than the 10% "
+     "allowed, significant at 98% (p=0.012; shift +100 ms, 98% CI +60 ms … +140 ms)"),
+    ((0.20, 0.21, 0.22, 0.23, 0.24), BASE, Verdict.PASS,
+     "p99 latency 220 ms vs 320 ms — passes: canary lower (better) by 31.2% (p=0.012; shift "
+     "−100 ms, 98% CI −140 ms … −60 ms)"),
+    ((0.31, 0.32, 0.33, 0.34, 0.35), BASE, Verdict.PASS,
+     "p99 latency 330 ms vs 320 ms — passes: no significant difference at 98% (p=0.4; shift "
+     "+10 ms, 98% CI −30 ms … +50 ms)"),
+    ((0.3,) * 4, BASE, Verdict.INCONCLUSIVE,
+     "p99 latency 300 ms vs 320 ms — inconclusive: only 4 canary and 5 baseline samples, "
+     "need 5 each"),
+    ((0.3,) * 5, (), Verdict.INCONCLUSIVE, "p99 latency: no data for the baseline — inconclusive"),
+])
+def test_mann_whitney_explains_each_outcome(canary: tuple[float, ...],
+                                            baseline: tuple[float, ...], verdict: Verdict,
+                                            explanation: str) -> None:
+    r = mann_whitney.evaluate(LATENCY, MetricSeries(name="p99", canary=canary,
+                                                    baseline=baseline))
+    assert (r.verdict, r.explanation) == (verdict, explanation)
+    assert r.canary_value == pytest.approx(sum(canary) / len(canary))
+    assert r.baseline_value == (pytest.approx(sum(baseline) / len(baseline)) if baseline
+                                else None)
+
+
+def test_mann_whitney_without_a_series_says_the_provider_gave_nothing() -> None:
+    r = mann_whitney.evaluate(LATENCY, None)
+    assert r.verdict is Verdict.INCONCLUSIVE
+    assert r.explanation == "p99 latency: no data from the metrics provider — inconclusive"
