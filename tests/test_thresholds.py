@@ -59,6 +59,31 @@ def test_a_limit_holds_up_to_its_edge(limit: str, canary: float, baseline: float
     assert check(limit, canary, baseline) == (verdict, explanation)
 
 
+def test_a_relative_limit_on_a_zero_baseline() -> None:
+    assert check("relative", 1, 0) == (
+        Verdict.FAIL, "m 1 vs 0 — fails: ∞× baseline, beyond allowed 1.5×" + TALLY)
+    assert check("relative", 0, 0) == (
+        Verdict.PASS, "m 0 vs 0 — passes: within 1.5× baseline (1×)")
+
+
+def test_tolerated_failures_then_a_failure_for_good_read_as_such() -> None:
+    spec = MetricSpec(name="m", unit="plain", max=10, failure_limit=1)
+    state, said = None, []
+    for value in ((11,), (5,), (11,), (), (5,)):
+        r, state = threshold.evaluate(spec, MetricSeries(name="m", canary=value), state)
+        said.append((r.verdict, r.explanation))
+    assert said == [
+        (Verdict.PASS, "m 11 vs n/a — passes for now: this measurement failed, 11 > max 10 "
+                       "(1 failed measurement, 1 tolerated)"),
+        (Verdict.PASS, "m 5 vs n/a — passes: ≤ max 10 (1 failed measurement, 1 tolerated)"),
+        (Verdict.FAIL, "m 11 vs n/a — fails: 11 > max 10 (2 failed measurements, 1 tolerated)"),
+        (Verdict.FAIL, "m — fails: earlier failures exceeded the limit (2 failed measurements, "
+                       "1 tolerated); now no data for the canary (1 in a row, 4 tolerated)"),
+        (Verdict.FAIL, "m 5 vs n/a — fails: earlier failures exceeded the limit (2 failed "
+                       "measurements, 1 tolerated); now ≤ max 10"),
+    ]
+
+
 def test_all_limits_must_hold_unless_any_is_enough() -> None:
     both = MetricSpec(name="m", unit="plain", max=10, min=5)
     cases = {7: Verdict.PASS, 4: Verdict.FAIL, 11: Verdict.FAIL}
