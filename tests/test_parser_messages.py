@@ -34,6 +34,8 @@ def expected(usage: str) -> str:
     ("lock", "/deploy lock <env> [service]"),
     ("unlock staging api x", "/deploy unlock <env> [service]"),
     ("freeze", '/deploy freeze <env> --until "YYYY-MM-DD HH:MM" --reason "why"'),
+    ('freeze production api --until "2026-12-01 09:00" --reason x',
+     '/deploy freeze <env> --until "YYYY-MM-DD HH:MM" --reason "why"'),
     ("unfreeze", "/deploy unfreeze <env>"),
     ("unfreeze staging api", "/deploy unfreeze <env>"),
 ])
@@ -72,6 +74,7 @@ def test_a_wrong_number_of_words_shows_the_usage(text: str, usage: str) -> None:
     ('freeze production --until "2026-12-01 09:00"',
      '--reason is required here: `/deploy freeze ... --reason "why"`.'),
     ("rollback worker dev", "Unknown environment 'dev' for worker. Known: staging."),
+    ("history worker dev", "Unknown environment 'dev' for worker. Known: staging."),
     ("promote worker dev", "Unknown environment 'dev' for worker. Known: staging."),
     ("cancel worker dev", "Unknown environment 'dev' for worker. Known: staging."),
     ("rollback apu staging", "Unknown service 'apu'. Did you mean 'api'? Known: api, web, worker."),
