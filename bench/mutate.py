@@ -68,7 +68,8 @@ MODULES: dict[str, Module] = {  # smallest first
         "tests/test_edge_bounds.py::test_button_values_that_are_not_plain_ascii_numbers_are_refused",
     )),
     "policy": Module(("bot/engine/policy.py",),
-                     (RULES, "tests/test_guards.py", "tests/test_authority.py",
+                     (RULES, "tests/test_policy.py", "tests/test_guards.py",
+                      "tests/test_authority.py",
                       "tests/test_approvals.py")),
     "sequential": Module(("bot/engine/analysis/sequential.py",), JUDGE_TESTS),
 }
