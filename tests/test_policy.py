@@ -79,3 +79,19 @@ async def test_an_alert_without_a_known_environment_may_be_handled_by_any_member
     assert refused == Decision(False, ":no_entry: You lack the *rollback* role for production. "
                                       "Who has it: <@U0CAROL>. Nothing was changed.")
     assert await rules.may_decide_alert("U0CAROL", "production") == Decision(True)
+
+
+async def test_a_requester_approves_their_own_deployment_only_where_allowed(
+        tmp_path: Path) -> None:
+    data = make_config(tmp_path).model_dump(mode="json")
+    data["environments"]["staging"]["approval"] = {"approvers": ["U0ALICE", "U0CAROL"],
+                                                   "allow_self_approval": True}
+    rules = Policy(parse_config(data), Members({"U0ALICE", "U0CAROL"}))
+    waiting = dep("awaiting_approval")
+    assert await rules.may_approve(waiting, "U0ALICE") == Decision(True)
+    waiting.env = "production"  # approvers U0CAROL and @sre-leads, four eyes
+    assert await rules.may_approve(waiting, "U0ALICE", verb="reject") == Decision(False, (
+        "You requested deployment #7, so you cannot reject it (four eyes; withdraw it with "
+        "`/deploy cancel api production`). Approvers: <@U0CAROL>, @sre-leads."))
+    assert await rules.may_approve(dep("queued"), "U0CAROL") == Decision(False, (
+        "Deployment #7 is not waiting for approval any more (queued). Nothing changed."))
