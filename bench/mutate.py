@@ -74,7 +74,7 @@ MODULES: dict[str, Module] = {  # smallest first
     "sequential": Module(("bot/engine/analysis/sequential.py",), JUDGE_TESTS),
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
-UNCOUNTED = {"skipped"}  # mutmut did not build or run them on purpose
+UNCOUNTED = {"skipped", "not checked"}  # skipped on purpose, or the run was stopped
 NAME = re.compile(r"`([\w.ǁ]+__mutmut_\d+)`")
 
 
@@ -169,16 +169,21 @@ def run(name: str, module: Module, children: int, known: dict[str, str],
             print(f"      {line}")
     for mutant in equivalent:
         print(f"  equivalent {mutant} — {known[mutant]}")
+    unchecked = counts["not checked"]
+    if unchecked:
+        print(f"  {unchecked} mutant(s) not checked: the run was stopped early")
     return {"module": name, "total": len(status), "killed": killed,
-            "survived": len(survivors), "equivalent": len(equivalent), "score": score}
+            "survived": len(survivors), "equivalent": len(equivalent),
+            "unchecked": unchecked, "score": score}
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    out = ["| module | mutants | killed | survived | equivalent | score |",
-           "|---|---:|---:|---:|---:|---:|"]
+    out = ["| module | mutants | killed | survived | equivalent | not checked | score |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['module']} | {r['total']} | {r.get('killed', 0)} | "
                    f"{r.get('survived', 0)} | {r.get('equivalent', 0)} | "
+                   f"{r.get('unchecked', 0)} | "
                    f"{float(r['score']):.1f} % |")  # type: ignore[arg-type]
     return "\n".join(out)
 
