@@ -140,3 +140,43 @@ def test_mann_whitney_without_a_series_says_the_provider_gave_nothing() -> None:
     r = mann_whitney.evaluate(LATENCY, None)
     assert r.verdict is Verdict.INCONCLUSIVE
     assert r.explanation == "p99 latency: no data from the metrics provider — inconclusive"
+
+
+@pytest.mark.parametrize(("window", "verdict", "explanation"), [
+    ((0.6,), Verdict.FAIL, "p99 latency 600 ms vs n/a — fails: 600 ms > max 500 ms" + TALLY),
+    ((0.05,), Verdict.FAIL, "p99 latency 50 ms vs n/a — fails: 50 ms < min 100 ms" + TALLY),
+    ((0.2, 0.4), Verdict.PASS,  # the measurement is the window's mean
+     "p99 latency 300 ms vs n/a — passes: ≤ max 500 ms; ≥ min 100 ms"),
+])
+def test_limits_are_explained_in_the_metrics_unit(window: tuple[float, ...], verdict: Verdict,
+                                                  explanation: str) -> None:
+    spec = MetricSpec(name="p99", label="p99 latency", unit="seconds", max=0.5, min=0.1,
+                      weight=2)
+    r, state = threshold.evaluate(spec, MetricSeries(name="p99", canary=window))
+    assert (r.verdict, r.explanation) == (verdict, explanation)
+    assert r.canary_value == pytest.approx(sum(window) / len(window))
+    assert (r.baseline_value, r.critical, r.weight, state.measurements) == (None, True, 2, 1)
+
+
+def test_the_explanation_names_what_decided() -> None:
+    either = MetricSpec(name="m", unit="plain", max=10, min=5, combine="any")
+    r, _ = threshold.evaluate(either, MetricSeries(name="m", canary=(11,)))
+    assert r.explanation == "m 11 vs n/a — passes: ≥ min 5"  # the limit that held
+    both = MetricSpec(name="m", unit="plain", max=10, max_relative=1.5)
+    r, _ = threshold.evaluate(both, MetricSeries(name="m", canary=(11,), baseline=(2,)))
+    assert r.explanation == ("m 11 vs 2 — fails: 11 > max 10; 5.50× baseline, beyond allowed "
+                             "1.5×" + TALLY)
+    assert (r.canary_value, r.baseline_value) == (11, 2)
+    no_increase = MetricSpec(name="m", unit="plain", max_increase=0)
+    r, _ = threshold.evaluate(no_increase, MetricSeries(name="m", canary=(1,), baseline=(1,)))
+    assert r.explanation == "m 1 vs 1 — passes: +0 within allowed +0"
+
+
+def test_measurements_are_counted_and_classified_one_by_one() -> None:
+    spec = MetricSpec(name="m", unit="plain", max=10)
+    state = None
+    for _ in range(3):
+        _, state = threshold.evaluate(spec, MetricSeries(name="m", canary=(1,)), state)
+    assert state is not None and state.measurements == 3
+    codes = threshold.measure([5.0, 11.0, float("nan")], [1.0, 1.0, 1.0], spec)
+    assert codes.tolist() == [threshold.SUCCESS, threshold.FAILURE, threshold.ERROR]
