@@ -180,3 +180,37 @@ def test_measurements_are_counted_and_classified_one_by_one() -> None:
     assert state is not None and state.measurements == 3
     codes = threshold.measure([5.0, 11.0, float("nan")], [1.0, 1.0, 1.0], spec)
     assert codes.tolist() == [threshold.SUCCESS, threshold.FAILURE, threshold.ERROR]
+
+
+THROUGHPUT = MetricSpec(name="rps", label="throughput", unit="plain", judge="mann-whitney",
+                        direction="higher")
+ERRORS = MetricSpec(name="e", label="errors", unit="plain", judge="mann-whitney")
+RPS = (100, 101, 102, 103, 104)
+
+
+@pytest.mark.parametrize(("spec", "canary", "baseline", "verdict", "explanation"), [
+    (THROUGHPUT, (80, 81, 82, 83, 84), RPS, Verdict.FAIL,
+     "throughput 82 vs 102 — fails: canary lower (worse) by 19.6%, more than the 10% allowed, "
+     "significant at 98% (p=0.012; shift −20, 98% CI −24 … −16)"),
+    (THROUGHPUT, (120, 121, 122, 123, 124), RPS, Verdict.PASS,
+     "throughput 122 vs 102 — passes: canary higher (better) by 19.6% (p=0.012; shift +20, "
+     "98% CI +16 … +24)"),
+    (THROUGHPUT, (95, 96, 97, 98, 99), RPS, Verdict.PASS,
+     "throughput 97 vs 102 — passes: lower by 4.9%, within the 10% allowed (p=0.012; shift "
+     "−5, 98% CI −9 … −1)"),
+    (ERRORS, (1, 2, 3, 4, 5), (0,) * 5, Verdict.FAIL,
+     "errors 3 vs 0 — fails: canary higher (worse) by ∞%, more than the 10% allowed, "
+     "significant at 98% (p=0.0075; shift +3, 98% CI +1 … +5)"),
+    (ERRORS, (0,) * 5, (1, 2, 3, 4, 5), Verdict.PASS,
+     "errors 0 vs 3 — passes: canary lower (better) by 100% (p=0.0075; shift −3, 98% CI −5 … "
+     "−1)"),
+    (ERRORS, (0,) * 5, (0,) * 5, Verdict.PASS,
+     "errors 0 vs 0 — passes: no significant difference at 98% (p=1; shift +0, 98% CI +0 … "
+     "+0)"),
+])
+def test_mann_whitney_direction_and_zero_baselines(spec: MetricSpec, canary: tuple[int, ...],
+                                                   baseline: tuple[int, ...], verdict: Verdict,
+                                                   explanation: str) -> None:
+    r = mann_whitney.evaluate(spec, MetricSeries(name=spec.name, canary=canary,
+                                                 baseline=baseline))
+    assert (r.verdict, r.explanation) == (verdict, explanation)
