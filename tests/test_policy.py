@@ -95,3 +95,17 @@ async def test_a_requester_approves_their_own_deployment_only_where_allowed(
         "`/deploy cancel api production`). Approvers: <@U0CAROL>, @sre-leads."))
     assert await rules.may_approve(dep("queued"), "U0CAROL") == Decision(False, (
         "Deployment #7 is not waiting for approval any more (queued). Nothing changed."))
+
+
+async def test_who_approves_is_said_even_when_nobody_or_everyone_does(tmp_path: Path) -> None:
+    data = make_config(tmp_path).model_dump(mode="json")
+    data["environments"]["production"]["approval"] = {"approvers": ["U0CAROL"],
+                                                      "channel": "#approvals"}
+    data["environments"]["staging"]["roles"] = {"lock": ["U0CAROL", "*"]}
+    rules = Policy(parse_config(data), Members({"U0ALICE"}))
+    assert rules.approvers_text("staging") == "nobody (configure it in shipbot.yml)"
+    assert rules.approvers_text("production") == "<@U0CAROL>"
+    assert (rules.approvals_channel("production"), rules.approvals_channel("staging")) == (
+        "#approvals", None)
+    assert rules.principals("staging", "lock") == ["U0CAROL", "*"]
+    assert policy._mentions(rules.principals("staging", "lock")) == "<@U0CAROL>, everyone"
