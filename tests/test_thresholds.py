@@ -180,6 +180,9 @@ def test_measurements_are_counted_and_classified_one_by_one() -> None:
     assert state is not None and state.measurements == 3
     codes = threshold.measure([5.0, 11.0, float("nan")], [1.0, 1.0, 1.0], spec)
     assert codes.tolist() == [threshold.SUCCESS, threshold.FAILURE, threshold.ERROR]
+    either = MetricSpec(name="m", unit="plain", max=10, max_relative=1.5, combine="any")
+    codes = threshold.measure([11.0, 5.0], [2.0, 4.0], either)  # one canary per row
+    assert codes.tolist() == [threshold.FAILURE, threshold.SUCCESS]
 
 
 THROUGHPUT = MetricSpec(name="rps", label="throughput", unit="plain", judge="mann-whitney",
