@@ -5,9 +5,14 @@ the sentence for each outcome, and five samples a side are enough."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
+from scipy import stats
 
 from bot.engine.analysis import MetricSeries, MetricSpec, Verdict, mann_whitney, threshold
+from bot.engine.analysis.model import CODE_FAIL, CODE_INCONCLUSIVE, CODE_PASS
 
 LIMITS = {
     "max": MetricSpec(name="m", unit="plain", max=10),
@@ -217,3 +222,37 @@ def test_mann_whitney_direction_and_zero_baselines(spec: MetricSpec, canary: tup
     r = mann_whitney.evaluate(spec, MetricSeries(name=spec.name, canary=canary,
                                                  baseline=baseline))
     assert (r.verdict, r.explanation) == (verdict, explanation)
+
+
+def test_mann_whitney_relative_change_against_a_baseline_of_exactly_one() -> None:
+    spec = MetricSpec(name="m", unit="plain", judge="mann-whitney")
+    r = mann_whitney.evaluate(spec, MetricSeries(name="m", canary=(1.03, 1.04, 1.05, 1.06, 1.07),
+                                                 baseline=(0.98, 0.99, 1.0, 1.01, 1.02)))
+    assert r.verdict is Verdict.PASS
+    assert r.explanation.startswith("m 1.05 vs 1 — passes: higher by 5%, within the 10% allowed")
+
+
+def test_mann_whitney_rows_are_judged_separately_with_missing_samples() -> None:
+    """The benchmark's vectorised path: NaN pads a short row; too few samples is
+    inconclusive per row, whichever side is short."""
+    spec = MetricSpec(name="m", unit="plain", judge="mann-whitney")
+    nan = float("nan")
+    canary = [[5, 6, 7, 8, 9, nan, nan], [20, 21, 22, 23, 24, 25, 26], [1, 2] + [nan] * 5]
+    baseline = [[5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 7]]
+    codes, p, rel = mann_whitney.classify(canary, baseline, spec)
+    assert codes.tolist() == [CODE_PASS, CODE_FAIL, CODE_INCONCLUSIVE]
+    assert rel.tolist() == pytest.approx([-0.125, 4.75, -0.625])
+    assert p[1] < 0.02 < p[0]
+    codes, _, _ = mann_whitney.classify([[1, 2, 3, 4, 5]], [[1, 2, nan, nan, nan]], spec)
+    assert codes.tolist() == [CODE_INCONCLUSIVE]
+
+
+@pytest.mark.parametrize(("n", "m"), [(20, 20), (400, 3)])
+def test_hodges_lehmann_ci_ends_are_the_kth_pairwise_differences(n: int, m: int) -> None:
+    rng = np.random.default_rng(n)
+    c, b = rng.normal(1, 1, n), rng.normal(0, 1, m)
+    diffs = np.sort((c[:, None] - b[None, :]).ravel())
+    z = stats.norm.ppf(0.99)  # 98 % two-sided
+    k = max(math.floor(n * m / 2 - z * math.sqrt(n * m * (n + m + 1) / 12)), 1)
+    shift, lo, hi = mann_whitney.hodges_lehmann(c, b, 0.98)
+    assert (shift, lo, hi) == (float(np.median(diffs)), diffs[k - 1], diffs[n * m - k])
