@@ -37,7 +37,9 @@ _SHAPES = re.compile("|".join((
     # A whole key block; or, when a tail or a limit cut it, from BEGIN to the end of the
     # text, or from the first base64 line to END.
     rf"{_KEY_BLOCK}(?:.*?{_KEY_END}|.*)",
-    rf"(?:[A-Za-z0-9+/=]{{16,}}\s*)+{_KEY_END}",
+    # Base64 lines (16+ characters each) before an END; whitespace must separate them, and
+    # a line starts a run, or a long run without an END takes exponential time to reject.
+    rf"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/=]{{16,}}(?:\s+[A-Za-z0-9+/=]{{16,}})*\s*{_KEY_END}",
     r"\bxox[a-z]-[A-Za-z0-9][A-Za-z0-9-]*",  # Slack: bot, user, refresh, client... tokens
     r"\bxapp-[A-Za-z0-9][A-Za-z0-9-]*",  # Slack app-level (Socket Mode) tokens
     r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub personal, OAuth, user, server, refresh

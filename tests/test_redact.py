@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -172,3 +173,43 @@ def test_log_arguments_stay_a_tuple_for_formatters_that_unpack_them(
                                "/hooks/xoxb-1-2-abc", "1.1", 200), None)
     RedactingFilter(Redactor()).filter(record)
     assert record.args == ("1.2.3.4:5", "GET", f"/hooks/{REDACTED}", "1.1", 200)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("run", ["A" * 100_000, ("QUJD" * 8 + "\n") * 3000])
+def test_a_long_base64_run_without_a_key_end_is_passed_quickly(run: str) -> None:
+    """A build log can print a long base64 blob; redaction must not hang on it."""
+    text = f"artifact: {run} done"
+    assert Redactor().text(text) == text
+    key = f"{run}\n-----END RSA PRIVATE KEY-----"
+    assert Redactor().text(key) == REDACTED
+
+
+def test_a_secret_of_exactly_the_minimum_length_is_redacted() -> None:
+    assert Redactor(["abc123"]).text("pin abc123 set") == f"pin {REDACTED} set"
+
+
+def test_a_database_password_is_redacted_however_it_is_encoded() -> None:
+    """Written in the URL partly encoded; a driver may print it decoded or fully encoded."""
+    settings = Settings(DATABASE_URL="postgresql://shipbot:ab%2Fcd!efgh@db/shipbot")
+    r = Redactor.for_bot(settings, None, {})
+    for shown in ("ab%2Fcd!efgh", "ab/cd!efgh", "ab%2Fcd%21efgh"):
+        assert r.text(f"login failed for {shown}") == f"login failed for {REDACTED}"
+
+
+def test_a_json_object_string_stays_valid_json() -> None:
+    """A cut-off key block swallows the rest of a text; inside JSON only its own value."""
+    sent = json.dumps({"log": "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA", "ok": True})
+    assert json.loads(Redactor().value(sent)) == {"log": REDACTED, "ok": True}
+
+
+def test_tracebacks_and_stacks_of_a_log_record_are_redacted() -> None:
+    try:
+        raise ValueError(f"bad header {GHP}")
+    except ValueError:
+        record = logging.LogRecord("bot", logging.ERROR, __file__, 1, "failed", (),
+                                   sys.exc_info(), sinfo=f"Stack:\n  call({GHP})")
+    RedactingFilter(Redactor()).filter(record)
+    assert record.exc_text is not None and GHP not in record.exc_text
+    assert f"ValueError: bad header {REDACTED}" in record.exc_text
+    assert record.stack_info == f"Stack:\n  call({REDACTED})"

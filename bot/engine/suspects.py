@@ -57,11 +57,6 @@ async def slot(session: AsyncSession, service: str, env: str
     return running, next((d for d in rows if d.active_slot), None)
 
 
-async def current(session: AsyncSession, service: str, env: str) -> Deployment | None:
-    """What runs there now, as far as Shipbot knows: the last succeeded deployment."""
-    return (await session.exec(_succeeded(service, env).limit(1))).first()
-
-
 async def version_before(session: AsyncSession, dep: Deployment) -> str | None:
     """The last version that succeeded on the same environment before ``dep`` finished."""
     assert dep.finished_at is not None

@@ -23,9 +23,6 @@ class Window:
     reason: str
     created_by: str | None = None
 
-    def covers(self, env: str, at: datetime) -> bool:
-        return env in self.environments and self.starts_at <= at < self.ends_at
-
     def describe(self) -> str:
         who = f" by <@{self.created_by}>" if self.created_by else ""
         return (f"{escape(self.name)}{who}: {escape(self.reason)} "
