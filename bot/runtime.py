@@ -140,7 +140,7 @@ class Shipbot:
             except asyncio.CancelledError:
                 log.debug("%s: stopped at shutdown", name)
 
-        self.scheduler.add_job(run, "interval", id=name, max_instances=1, coalesce=True,
+        self.scheduler.add_job(run, "interval", id=name, name=name, max_instances=1, coalesce=True,
                                seconds=seconds)
 
     async def _become_replica(self) -> None:
