@@ -172,7 +172,6 @@ TABLE: tuple[Subcommand, ...] = (
 )
 COMMANDS = {c.name: c for c in TABLE}
 SUBCOMMANDS = tuple(COMMANDS)
-CONTROLS = tuple(_CONTROL_SUMMARY)
 # The command without a subcommand word: only its usage and flags are read from here (the
 # parser builds the Deploy itself, as its first word is a service, not a name).
 DEPLOY = Subcommand("deploy", "/deploy <service> <env> [version]",
