@@ -69,6 +69,7 @@ class Shipbot:
         self.policy = Policy(config, self.directory)
         self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy,
                                  progress=lambda dep: progressive.progress(config, dep),
+                                 events=lambda dep: progressive.enabled_now(config, dep),
                                  alert_settings=config.alerts, gate=self.gate,
                                  urgency=self.urgency)
         # This process, in leases and claims; ``start`` prefixes it with the replica's id.

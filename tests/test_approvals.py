@@ -10,8 +10,9 @@ from sqlmodel import select
 
 from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import LocalBot
-from bot.slack.blocks import APPROVE_ACTION, REJECT_ACTION, REJECT_CALLBACK
+from bot.slack.blocks import REJECT_CALLBACK
 from bot.store.models import Approval, AuditEvent
+from commands.actions import ActionId
 from tests.conftest import FakeClock, eventually, make_config, requests_told
 from tests.test_buttons_and_queries import buttons, ephemerals_to
 from tests.test_deploy_flow import deployments, finished
@@ -69,8 +70,8 @@ async def test_production_waits_for_an_approver_and_then_deploys(make_bot, tmp_p
     await eventually(card_waiting)
 
     # The requester cannot approve their own deployment; a non-approver cannot either.
-    await bot.driver.click(APPROVE_ACTION, approve["value"], user="U0ALICE")
-    await bot.driver.click(APPROVE_ACTION, approve["value"], user="U0DAVE")
+    await bot.driver.click(ActionId.APPROVE, approve["value"], user="U0ALICE")
+    await bot.driver.click(ActionId.APPROVE, approve["value"], user="U0DAVE")
     [own] = await ephemerals_to(bot, "U0ALICE")
     [dave] = await ephemerals_to(bot, "U0DAVE")
     assert "You requested deployment #2, so you cannot approve it (four eyes;" in own
@@ -78,7 +79,7 @@ async def test_production_waits_for_an_approver_and_then_deploys(make_bot, tmp_p
         in dave
     assert (await deployments(bot))[1].state == "awaiting_approval"
 
-    await bot.driver.click(APPROVE_ACTION, approve["value"], user="U0CAROL")
+    await bot.driver.click(ActionId.APPROVE, approve["value"], user="U0CAROL")
     [carol] = await ephemerals_to(bot, "U0CAROL")
     assert carol == "Approved: deployment #2 of api to production proceeds."
     deps = await finished(bot, 2)
@@ -101,7 +102,7 @@ async def test_user_group_members_may_approve(make_bot, tmp_path) -> None:
         await staged(bot)
         await bot.driver.command("api production v1.4.2", user="U0ALICE")
         message = await approval_message(bot)
-        await bot.driver.click(APPROVE_ACTION, buttons(message)[0]["value"], user="U0BOB")
+        await bot.driver.click(ActionId.APPROVE, buttons(message)[0]["value"], user="U0BOB")
         [reply] = await ephemerals_to(bot, "U0BOB")
         assert reply.startswith("Approved")
         assert (await finished(bot, 2))[1].state == "succeeded"
@@ -121,7 +122,7 @@ async def test_two_required_approvals_with_racing_and_double_clicks(make_bot, tm
     await bot.driver.command("api production v1.4.2", user="U0ALICE")
     value = buttons(await approval_message(bot))[0]["value"]
     # Bob double-clicks while Carol and Dan click at the same moment.
-    await asyncio.gather(*(bot.driver.click(APPROVE_ACTION, value, user=u)
+    await asyncio.gather(*(bot.driver.click(ActionId.APPROVE, value, user=u)
                            for u in ("U0BOB", "U0BOB", "U0CAROL", "U0DAN")))
     deps = await finished(bot, 2)
     assert deps[1].state == "succeeded"
@@ -146,7 +147,7 @@ async def test_two_approvers_at_once_give_exactly_one_decision(make_bot, tmp_pat
     await staged(bot)
     await bot.driver.command("api production v1.4.2", user="U0ALICE")
     value = buttons(await approval_message(bot))[0]["value"]
-    await asyncio.gather(*(bot.driver.click(APPROVE_ACTION, value, user=u)
+    await asyncio.gather(*(bot.driver.click(ActionId.APPROVE, value, user=u)
                            for u in ("U0BOB", "U0CAROL", "U0CAROL")))
     texts = await ephemerals_to(bot, "U0BOB") + await ephemerals_to(bot, "U0CAROL", count=2)
     assert sum(t.startswith("Approved: deployment #2") for t in texts) == 1
@@ -163,7 +164,7 @@ async def test_two_approvers_at_once_give_exactly_one_decision(make_bot, tmp_pat
 async def test_reject_asks_for_a_reason_in_a_modal(make_bot, tmp_path) -> None:
     bot, message = await prod_request(make_bot, tmp_path)
     value = buttons(message)[1]["value"]
-    await bot.driver.click(REJECT_ACTION, value, user="U0CAROL")
+    await bot.driver.click(ActionId.REJECT, value, user="U0CAROL")
     [opened] = await bot.slack.wait_for("views.open")
     view = opened.params["view"]
     assert view["callback_id"] == REJECT_CALLBACK and view["private_metadata"] == value
@@ -202,21 +203,21 @@ async def test_reject_when_slack_is_too_slow_for_the_trigger_says_click_again(
     bot, message = await prod_request(make_bot, tmp_path)
     value = buttons(message)[1]["value"]
     bot.slack.fail_next("users.info", error="ratelimited", retry_after=4)
-    await bot.driver.click(REJECT_ACTION, value, user="U0CAROL")
+    await bot.driver.click(ActionId.REJECT, value, user="U0CAROL")
     [opened] = await bot.slack.wait_for("views.open", timeout=15)
     assert opened.response["error"] == "expired_trigger_id"
     [told] = await ephemerals_to(bot, "U0CAROL")
     assert "Please click Reject again" in told
     assert bot.slack.views == {}
     assert (await deployments(bot))[1].state == "awaiting_approval"
-    await bot.driver.click(REJECT_ACTION, value, user="U0CAROL")  # a fresh trigger works
+    await bot.driver.click(ActionId.REJECT, value, user="U0CAROL")  # a fresh trigger works
     await bot.slack.wait_for(lambda c: c.method == "views.open" and not c.failed)
 
 
 async def test_a_rejection_from_a_non_approver_changes_nothing(make_bot, tmp_path) -> None:
     bot, message = await prod_request(make_bot, tmp_path)
     value = buttons(message)[1]["value"]
-    await bot.driver.click(REJECT_ACTION, value, user="U0DAVE")
+    await bot.driver.click(ActionId.REJECT, value, user="U0DAVE")
     [text] = await ephemerals_to(bot, "U0DAVE")
     assert "You lack the *approve* role" in text
     assert bot.slack.calls_to("views.open") == []
@@ -243,7 +244,7 @@ async def test_unanswered_request_expires_and_tells_the_requester(make_bot, tmp_
         return any("<@U0ALICE> your request expired" in r["text"] for r in replies)
 
     await eventually(told)
-    await bot.driver.click(APPROVE_ACTION, buttons(message)[0]["value"], user="U0CAROL")
+    await bot.driver.click(ActionId.APPROVE, buttons(message)[0]["value"], user="U0CAROL")
     [late] = await ephemerals_to(bot, "U0CAROL")
     assert "not waiting for approval any more (expired)" in late
 
@@ -273,9 +274,9 @@ async def test_clicks_from_strangers_and_tampered_values_change_nothing(make_bot
         await staged(bot)
         await bot.driver.command("api production v1.4.2", user="U0ALICE")
         value = buttons(await approval_message(bot))[0]["value"]
-        await bot.driver.click(APPROVE_ACTION, value, user="U0STRANGER")
-        await bot.driver.click(APPROVE_ACTION, "2; drop table deployment", user="U0CAROL")
-        await bot.driver.click(APPROVE_ACTION, "424242", user="U0CAROL")
+        await bot.driver.click(ActionId.APPROVE, value, user="U0STRANGER")
+        await bot.driver.click(ActionId.APPROVE, "2; drop table deployment", user="U0CAROL")
+        await bot.driver.click(ActionId.APPROVE, "424242", user="U0CAROL")
         # Slack refuses anything to a user its directory does not know (strict_users): the
         # bot tries to answer in the channel, then by DM, and records nothing else.
         [stranger] = await ephemerals_to(bot, "U0STRANGER", delivered=False)
@@ -288,7 +289,7 @@ async def test_clicks_from_strangers_and_tampered_values_change_nothing(make_bot
         assert missing == "Deployment #424242 does not exist; nothing was changed."
         assert (await deployments(bot))[1].state == "awaiting_approval"
         # Approving something already finished changes nothing either.
-        await bot.driver.click(APPROVE_ACTION, "1", user="U0CAROL")
+        await bot.driver.click(ActionId.APPROVE, "1", user="U0CAROL")
         texts = await ephemerals_to(bot, "U0CAROL", count=3)
         assert "Deployment #1 is not waiting for approval any more (succeeded)" in texts[2]
     finally:
@@ -312,7 +313,7 @@ async def test_the_approvals_channel_copy_is_updated_by_its_id(make_bot, tmp_pat
         return (await deployments(bot))[1].approval_copy
 
     assert await eventually(recorded) == f"{approvals} {copy['ts']}"
-    await bot.driver.click(APPROVE_ACTION, buttons(copy)[0]["value"], user="U0CAROL",
+    await bot.driver.click(ActionId.APPROVE, buttons(copy)[0]["value"], user="U0CAROL",
                            channel="#approvals", message_ts=copy["ts"])
     [told] = await ephemerals_to(bot, "U0CAROL")
     assert told.startswith("Approved")

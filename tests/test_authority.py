@@ -18,13 +18,7 @@ from sqlmodel import SQLModel, select
 from bot.config import parse_config
 from bot.devtools.local import LocalBot
 from bot.engine.machine import slot
-from bot.slack.blocks import (
-    APPROVE_ACTION,
-    CANCEL_ACTION,
-    CONTROL_ACTIONS,
-    REJECT_ACTION,
-    REJECT_CALLBACK,
-)
+from bot.slack.blocks import REJECT_CALLBACK
 from bot.slack.blocks_alerts import (
     ALERT_ACK_ACTION,
     ALERT_DISMISS_ACTION,
@@ -41,6 +35,7 @@ from bot.store.models import (
     Lock,
     Outbox,
 )
+from commands.actions import ActionId
 from tests.alert_helpers import alert_config
 from tests.conftest import eventually
 
@@ -58,16 +53,16 @@ AWAITING, PAUSED, VERIFYING, PROMOTING = "1", "2", "3", "5"
 ROLLBACK_THREAD, REDEPLOY_THREAD = "1", "2"
 
 BUTTONS = [  # (action_id, value, role needed)
-    (APPROVE_ACTION, AWAITING, "approve"),
-    (REJECT_ACTION, AWAITING, "approve"),
-    (CANCEL_ACTION, AWAITING, "deploy"),
-    (CONTROL_ACTIONS["promote"], PAUSED, "deploy"),
-    (CONTROL_ACTIONS["resume"], PAUSED, "deploy"),
-    (CONTROL_ACTIONS["abort"], PAUSED, "rollback"),
-    (CONTROL_ACTIONS["pause"], VERIFYING, "deploy"),
-    (CONTROL_ACTIONS["abort"], VERIFYING, "rollback"),
-    (CONTROL_ACTIONS["promote"], PROMOTING, "deploy"),
-    (CONTROL_ACTIONS["abort"], PROMOTING, "rollback"),  # the card's "Roll back" there
+    (ActionId.APPROVE, AWAITING, "approve"),
+    (ActionId.REJECT, AWAITING, "approve"),
+    (ActionId.CANCEL, AWAITING, "deploy"),
+    (ActionId.PROMOTE, PAUSED, "deploy"),
+    (ActionId.RESUME, PAUSED, "deploy"),
+    (ActionId.ABORT, PAUSED, "rollback"),
+    (ActionId.PAUSE, VERIFYING, "deploy"),
+    (ActionId.ABORT, VERIFYING, "rollback"),
+    (ActionId.PROMOTE, PROMOTING, "deploy"),
+    (ActionId.ABORT, PROMOTING, "rollback"),  # the card's "Roll back" there
     (ALERT_ROLLBACK_ACTION, ROLLBACK_THREAD, "rollback"),
     (ALERT_DISMISS_ACTION, ROLLBACK_THREAD, "rollback"),
     (ALERT_ACK_ACTION, ROLLBACK_THREAD, "rollback"),

@@ -15,8 +15,8 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from bot.devtools.local import LocalBot
-from bot.slack.blocks import CANCEL_ACTION
 from bot.store.models import Deployment
+from commands.actions import ActionId
 from tests.conftest import eventually, make_config, step
 from tests.processes import cancel_runs, leftovers, processes_mentioning
 from tests.test_deploy_flow import deployments, finished
@@ -58,9 +58,9 @@ async def test_cancel_button_stops_the_build_and_updates_the_card(make_bot, tmp_
     await eventually(lambda: _async((tmp_path / "ci-started").exists()))
     root = await card(bot)
     [cancel] = buttons(root)
-    assert cancel["action_id"] == CANCEL_ACTION and cancel["text"]["text"] == "Cancel"
+    assert cancel["action_id"] == ActionId.CANCEL and cancel["text"]["text"] == "Cancel"
 
-    resp = await bot.driver.click(CANCEL_ACTION, cancel["value"], user="U0BOB",
+    resp = await bot.driver.click(ActionId.CANCEL, cancel["value"], user="U0BOB",
                                   channel="#deploys-api", message_ts=root["ts"])
     assert resp.status_code == 200
     [text] = await ephemerals_to(bot, "U0BOB")
@@ -77,7 +77,7 @@ async def test_cancel_button_stops_the_build_and_updates_the_card(make_bot, tmp_
     assert not (tmp_path / "deploy.log").exists()
 
     # A second click (double click, or a stale card) changes nothing and says why.
-    await bot.driver.click(CANCEL_ACTION, cancel["value"], user="U0BOB", channel="#deploys-api")
+    await bot.driver.click(ActionId.CANCEL, cancel["value"], user="U0BOB", channel="#deploys-api")
     texts = await ephemerals_to(bot, "U0BOB", count=2)
     assert texts[1] == "Deployment #1 already ended: Cancelled."
 
@@ -93,8 +93,8 @@ async def _async(value: bool) -> bool:
 async def test_tampered_or_unknown_button_values_change_nothing(make_bot, tmp_path) -> None:
     bot = await slow_build_bot(make_bot, tmp_path)
     await bot.driver.command("api staging v5.0.0")
-    await bot.driver.click(CANCEL_ACTION, "1 OR 1=1", user="U0EVE")
-    await bot.driver.click(CANCEL_ACTION, "999", user="U0EVE")
+    await bot.driver.click(ActionId.CANCEL, "1 OR 1=1", user="U0EVE")
+    await bot.driver.click(ActionId.CANCEL, "999", user="U0EVE")
     texts = await ephemerals_to(bot, "U0EVE", count=2)
     assert "That button is not valid any more" in texts[0]
     assert texts[1] == "Deployment #999 does not exist; nothing was changed."

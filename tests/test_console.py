@@ -27,8 +27,9 @@ from bot.devtools.render_text import (
     render_view,
 )
 from bot.settings import Settings
-from bot.slack.blocks import CANCEL_ACTION, STATE_EMOJI, reject_modal, status_card, thread_note
+from bot.slack.blocks import STATE_EMOJI, reject_modal, status_card, thread_note
 from bot.store.models import Deployment
+from commands.actions import ActionId
 from tests.conftest import make_config, step
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,7 +59,7 @@ def test_status_card_renders_as_readable_lines_with_its_button() -> None:
     assert any(line.startswith("· Next: deploy to staging") for line in lines)
     assert lines[-1] == "[ Cancel ]"
     [cancel] = buttons(blocks)
-    assert (cancel.label, cancel.action_id, cancel.value) == ("Cancel", CANCEL_ACTION, "7")
+    assert (cancel.label, cancel.action_id, cancel.value) == ("Cancel", ActionId.CANCEL, "7")
     assert cancel.block_id == "deployment:7"
 
 

@@ -21,7 +21,7 @@ async def test_controls_during_a_build_change_nothing(make_bot, tmp_path) -> Non
     for action in ("pause", "resume", "promote", "abort"):
         text = (await bot.driver.command(f"{action} api staging")).json()["text"]
         assert text == (f"Deployment #1 is building; {action} does not apply now. "
-                        "Nothing changed."), text
+                        "Now you can: cancel. Nothing changed."), text
     await bot.next_tick()  # the runner has had its turn since
     [dep] = await deployments(bot)
     assert (dep.state, dep.finished_at) == ("building", None)

@@ -16,9 +16,9 @@ from sqlmodel import func, select
 
 from bot.devtools.local import LocalBot
 from bot.engine.requests import UsageError
-from bot.slack.blocks import APPROVE_ACTION, CANCEL_ACTION, CONTROL_ACTIONS, REJECT_ACTION
 from bot.slack.blocks_alerts import ALERT_ACK_ACTION, ALERT_ROLLBACK_ACTION
 from bot.store.models import Approval, AuditEvent, Deployment
+from commands.actions import ActionId
 from commands.catalog import Catalog
 from commands.parser import parse
 from tests.alert_helpers import alert_config
@@ -123,8 +123,8 @@ async def test_button_values_that_are_not_plain_ascii_numbers_are_refused(make_b
     bot, _ = await prod_request(make_bot, tmp_path)  # deployment #2 awaits an approval
     before = await count(bot, AuditEvent)
     clicks = [(action, value) for value in NOT_PLAIN_NUMBERS
-              for action in (APPROVE_ACTION, CANCEL_ACTION, CONTROL_ACTIONS["pause"])]
-    clicks += [(REJECT_ACTION, "²"), (ALERT_ROLLBACK_ACTION, "¹"), (ALERT_ACK_ACTION, "١")]
+              for action in (ActionId.APPROVE, ActionId.CANCEL, ActionId.PAUSE)]
+    clicks += [(ActionId.REJECT, "²"), (ALERT_ROLLBACK_ACTION, "¹"), (ALERT_ACK_ACTION, "١")]
     for action, value in clicks:
         resp = await bot.driver.click(action, value, user="U0CAROL")
         assert resp.status_code == 200, (action, value)

@@ -19,8 +19,8 @@ from sqlmodel import col, func, select
 from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import LocalBot
 from bot.engine.inbox import LEASE
-from bot.slack.blocks import APPROVE_ACTION
 from bot.store.models import Approval, AuditEvent, Freeze, Lock
+from commands.actions import ActionId
 from tests.conftest import FakeClock, eventually
 from tests.test_approvals import approval_message, staged
 from tests.test_buttons_and_queries import buttons, ephemerals_to, slow_build_bot
@@ -155,7 +155,7 @@ async def test_an_approve_acked_then_killed_is_applied_by_the_next_bot(
             raise AssertionError("unreachable")
 
         monkeypatch.setattr(first.bot.approvals, "approve", dies_here)
-        resp = await first.driver.click(APPROVE_ACTION, value, user="U0CAROL")
+        resp = await first.driver.click(ActionId.APPROVE, value, user="U0CAROL")
         assert resp.status_code == 200
         await reached.wait()
         (await killed).cancel()
@@ -187,14 +187,14 @@ async def test_a_retried_and_a_double_click_record_one_approval(
     One approval, one decision; the retry is not answered twice."""
     bot = await make_bot(database_url=database_url)
     value = await pending_approval(bot)
-    payload = bot.driver.action_payload(APPROVE_ACTION, value, user="U0CAROL")
+    payload = bot.driver.action_payload(ActionId.APPROVE, value, user="U0CAROL")
     body = urlencode({"payload": json.dumps(payload)})
     retried = await asyncio.gather(*(
         bot.driver.post(body, FORM, {"X-Slack-Retry-Num": str(n)}) for n in range(3)))
     assert [r.status_code for r in retried] == [200, 200, 200]
     [carol, *_] = await ephemerals_to(bot, "U0CAROL")
     assert carol == "Approved: deployment #2 of api to production proceeds."
-    again = await bot.driver.click(APPROVE_ACTION, value, user="U0CAROL")  # a second click
+    again = await bot.driver.click(ActionId.APPROVE, value, user="U0CAROL")  # a second click
     assert again.status_code == 200
     assert (await finished(bot, 2))[1].state == "succeeded"  # long after any answer
     texts = await ephemerals_to(bot, "U0CAROL", count=2)

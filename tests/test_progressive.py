@@ -12,7 +12,7 @@ import pytest
 from bot.config import ConfigError, ShipbotConfig, parse_config
 from bot.config_delivery import StrategyConfig
 from bot.engine.plan import plan, progress_bar
-from bot.slack.blocks import CONTROL_ACTIONS
+from commands.actions import ActionId
 from tests.conftest import STEP, eventually, make_config, step
 from tests.test_buttons_and_queries import buttons
 from tests.test_deploy_flow import finished
@@ -132,7 +132,7 @@ async def test_silent_canary_pauses_and_asks_a_human(make_bot, tmp_path, prometh
     assert labels == ["Promote", "Resume", "Roll back"]
     thread = [r["text"] for r in card["replies"]]
     assert any("inconclusive" in t for t in thread)
-    abort = next(b for b in buttons(card) if b["action_id"] == CONTROL_ACTIONS["abort"])
+    abort = next(b for b in buttons(card) if b["action_id"] == ActionId.ABORT)
     await bot.driver.click(abort["action_id"], abort["value"], user="U0BOB")
     [dep] = await finished(bot, 1)
     assert dep.state == "rolled_back"

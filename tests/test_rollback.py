@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlmodel import select
 
 from bot.devtools.local import LocalBot
-from bot.slack.blocks import APPROVE_ACTION
 from bot.slack.blocks_alerts import ALERT_REDEPLOY_ACTION, ALERT_ROLLBACK_ACTION
 from bot.store.models import AuditEvent, Deployment
+from commands.actions import ActionId
 from tests.alert_helpers import (
     alert_config,
     alert_roots,
@@ -274,7 +274,7 @@ async def test_rollback_waits_for_approval_when_the_environment_asks(
             return len(deps) > n and deps[n].state == "awaiting_approval"
 
         await eventually(waiting)
-        await bot.driver.click(APPROVE_ACTION, str(n + 1), user="U0CAROL")
+        await bot.driver.click(ActionId.APPROVE, str(n + 1), user="U0CAROL")
         await finished_count(bot, n + 1)
     value = buttons(await alerted(bot))[0]["value"]
     await bot.driver.click(ALERT_ROLLBACK_ACTION, value, user="U0BOB")
@@ -284,7 +284,7 @@ async def test_rollback_waits_for_approval_when_the_environment_asks(
         return len(deps) == 3 and deps[2].state == "awaiting_approval"
 
     await eventually(awaiting)
-    await bot.driver.click(APPROVE_ACTION, "3", user="U0CAROL")
+    await bot.driver.click(ActionId.APPROVE, "3", user="U0CAROL")
     deps = await finished_count(bot, 3)
     assert (deps[2].kind, deps[2].state, deps[2].version) == ("rollback", "succeeded", "v1")
 

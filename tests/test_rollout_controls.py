@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
-from bot.slack.blocks import CONTROL_ACTIONS
+from commands.actions import ActionId
 from integrations.base import RunState
 from tests.conftest import FakeClock, eventually
 from tests.test_buttons_and_queries import buttons, ephemerals_to
@@ -152,7 +152,9 @@ async def test_no_roll_back_once_the_old_version_is_being_retired(
     bot = await launch(cfg, clock=clock)
     await blue_is_live(bot)
     await bot.driver.command("api staging v2.0.0")
-    [stale] = buttons(await in_rollback_window(bot))  # Roll back, on the window's card
+    window = buttons(await in_rollback_window(bot))
+    assert [b["text"]["text"] for b in window] == ["Promote", "Roll back"]
+    stale = window[1]  # Roll back, on the window's card
 
     clock.advance(minutes=11)
     await eventually(lambda: _retiring(bot, tmp_path))
@@ -197,7 +199,7 @@ async def test_a_pause_racing_the_runner_waits_for_its_deadline(launch, tmp_path
     assert dep.state == "paused", dep.detail
     assert ["abort", "api"] not in actions_run(tmp_path)
     card = await card_says(bot, "Paused")
-    assert CONTROL_ACTIONS["resume"] in [b["action_id"] for b in buttons(card)]
+    assert ActionId.RESUME in [b["action_id"] for b in buttons(card)]
 
 
 async def _paused(bot: LocalBot) -> bool:

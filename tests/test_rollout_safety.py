@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import ShipbotConfig, parse_config
-from bot.slack.blocks import CONTROL_ACTIONS
 from bot.slack.blocks_alerts import ALERT_ROLLBACK_ACTION
+from commands.actions import ActionId
 from integrations.base import IntegrationError, JobSpec
 from tests.alert_helpers import alert_thread, card_of, deploy, texts
 from tests.conftest import FakeClock, eventually
@@ -119,7 +119,7 @@ async def test_rollout_controls_check_roles_like_the_buttons(launch, tmp_path) -
     await bot.driver.command("api dev v4.0.0", user="U0ALICE")
     await said(bot, "Manual gate")
     card = await card_says(bot, "Paused")
-    abort = next(b for b in buttons(card) if b["action_id"] == CONTROL_ACTIONS["abort"])
+    abort = next(b for b in buttons(card) if b["action_id"] == ActionId.ABORT)
 
     await bot.driver.click(abort["action_id"], abort["value"], user="U0ALICE")
     [refusal] = await ephemerals_to(bot, "U0ALICE")

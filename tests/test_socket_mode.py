@@ -19,17 +19,11 @@ from bot.devtools.driver import TEAM
 from bot.devtools.local import LocalBot
 from bot.runtime import Shipbot
 from bot.settings import Settings
-from bot.slack.blocks import (
-    APPROVE_ACTION,
-    CANCEL_ACTION,
-    CONTROL_ACTIONS,
-    REJECT_ACTION,
-    REJECT_CALLBACK,
-)
+from bot.slack.blocks import REJECT_CALLBACK
 from bot.slack.socket_mode import SocketModeLink
 from bot.store.models import Approval, AuditEvent, Deployment, Freeze, Lock
 from bot.web.app import SOCKET_MODE_ONLY, build_asgi_app
-from commands.actions import ACTIONS
+from commands.actions import ACTIONS, ActionId
 from commands.handlers import Invocation
 from tests.alert_helpers import alert_config, alert_thread, am_alert, am_payload, post, threads
 from tests.conftest import eventually, make_config
@@ -87,6 +81,9 @@ async def snapshot(bot: LocalBot) -> dict[str, Any]:
     return {"deployments": sorted(deps), "threads": alert, **counts, **said}
 
 
+CONTROLS = ("promote", "pause", "resume", "abort")
+
+
 def forged_bodies(ids: dict[str, int]) -> list[str]:
     """Slash commands and clicks as Slack would send them, claiming the approver's id."""
     def command(name: str, text: str) -> str:
@@ -103,11 +100,12 @@ def forged_bodies(ids: dict[str, int]) -> list[str]:
     commands = [command("/deploy", t) for t in (
         "api production v6.6.6 --hotfix --reason pwned", "lock production --reason pwned",
         "freeze production --until \"2099-01-01 00:00\" --reason pwned", "unlock production",
-        "cancel api production", *(f"{c} api production" for c in CONTROL_ACTIONS))]
+        "cancel api production", *(f"{c} api production" for c in CONTROLS))]
     commands.append(command("/rollback", "web staging"))
-    deployment_buttons = (APPROVE_ACTION, REJECT_ACTION, CANCEL_ACTION, *CONTROL_ACTIONS.values())
+    controls = [ActionId(f"deploy_{c}") for c in CONTROLS]
+    deployment_buttons = (ActionId.APPROVE, ActionId.REJECT, ActionId.CANCEL, *controls)
     clicks = [click(a, ids["deployment"]) for a in deployment_buttons]
-    clicks += [click(a, ids["finished"]) for a in CONTROL_ACTIONS.values()]
+    clicks += [click(a, ids["finished"]) for a in controls]
     clicks += [click(a, ids["thread"]) for a, action in ACTIONS.items() if action.family == "alert"]
     reject = urlencode({"payload": json.dumps({
         "type": "view_submission", "team": TEAM, "user": {"id": "U0CAROL"},

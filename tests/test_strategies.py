@@ -22,7 +22,7 @@ from aiohttp import web
 
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
-from bot.slack.blocks import CONTROL_ACTIONS
+from commands.actions import ActionId
 from tests.conftest import STEP, FakeClock, eventually, make_config, serving, step
 from tests.test_buttons_and_queries import buttons
 from tests.test_deploy_flow import card_text, deployments, finished
@@ -218,7 +218,8 @@ async def test_blue_green_switches_keeps_blue_for_the_window_then_retires_it(
     assert health.versions[-1] == "v2.0.0" and health.hits["/healthz"] == 1
     text = card_text(card)
     assert "blue-green: *100%* · rollback window until 10:10 UTC" in text
-    assert [b["text"]["text"] for b in buttons(card)] == ["Roll back"]
+    # Promote skips the rest of the window (retires blue now); Roll back switches back.
+    assert [b["text"]["text"] for b in buttons(card)] == ["Promote", "Roll back"]
     replies = await said(bot, "rollback window")
     order = [next(i for i, t in enumerate(replies) if words in t) for words in (
         "beside the current one", "Post-deploy checks passed", "Switching all traffic",
@@ -250,8 +251,8 @@ async def test_rolling_back_in_the_window_switches_traffic_back(
     await bot.driver.command("api staging v2.0.0")
     card = await in_rollback_window(bot)
 
-    [roll_back] = buttons(card)
-    assert roll_back["action_id"] == CONTROL_ACTIONS["abort"]
+    _, roll_back = buttons(card)
+    assert roll_back["action_id"] == ActionId.ABORT
     await bot.driver.click(roll_back["action_id"], roll_back["value"], user="U0BOB")
     _, dep = await finished(bot, 2)
     assert dep.state == "rolled_back", dep.detail
@@ -268,6 +269,22 @@ async def test_rolling_back_in_the_window_switches_traffic_back(
     assert actions_run(tmp_path) == ran
     [_, dep] = await deployments(bot)
     assert dep.state == "rolled_back"
+
+
+async def test_promote_in_the_window_retires_blue_without_waiting(
+        launch, tmp_path, health) -> None:
+    """The window's Promote button skips the rest of the wait: blue is retired at once."""
+    clock = FakeClock()
+    bot = await launch(blue_green(tmp_path, health), clock=clock)
+    await blue_is_live(bot)
+    await bot.driver.command("api staging v2.0.0")
+    promote, _ = buttons(await in_rollback_window(bot))
+    assert promote["action_id"] == ActionId.PROMOTE
+    await bot.driver.click(promote["action_id"], promote["value"], user="U0BOB")
+    _, dep = await finished(bot, 2)  # the clock never moved past the window's end
+    assert dep.state == "succeeded", dep.detail
+    assert actions_run(tmp_path)[-1] == ["promote", "api"]
+    assert any("<@U0BOB> pressed Promote" in t for t in await said(bot, "pressed Promote"))
 
 
 async def test_blue_green_with_failing_preview_checks_never_switches(

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import machine, policy, progressive, undo
+from bot.engine import lifecycle, machine, policy, progressive, undo
 from bot.engine.context import StepContext
+from bot.engine.lifecycle import LIFECYCLE, Blocked, Event
 from bot.engine.machine import STATE_TEXT, State
 from bot.engine.outbox import note
 from bot.engine.plan import Stage
@@ -22,13 +23,6 @@ from bot.engine.requests import Control
 from bot.mrkdwn import code_or
 from bot.store.db import Sessions
 from bot.store.models import Deployment
-
-ALLOWED: dict[str, frozenset[State]] = {
-    "promote": frozenset({State.VERIFYING, State.PAUSED, State.PROMOTING}),
-    "pause": frozenset({State.VERIFYING}),
-    "resume": frozenset({State.PAUSED}),
-    "abort": frozenset({State.VERIFYING, State.PAUSED, State.PROMOTING}),
-}
 
 
 class ControlService:
@@ -51,16 +45,19 @@ class ControlService:
             dep = await self._find(session, cmd)
             if isinstance(dep, str):
                 return dep
-            state = State(dep.state)
-            if state not in ALLOWED[cmd.action]:
-                return (f"Deployment #{dep.id} is {STATE_TEXT[state].lower()}; {cmd.action} "
-                        "does not apply now. Nothing changed.")
-            role = "rollback" if cmd.action == "abort" else "deploy"
-            allowed = await self.policy.may(user, role, dep.env)  # type: ignore[arg-type]
+            ctx = StepContext(session, self.providers[dep.service], now, 0.0, self.policy)
+            stages = progressive.stages_of(ctx, dep)
+            stage = stages[dep.stage] if dep.stage < len(stages) else None
+            event = lifecycle.normalise(Event(cmd.action), stage)
+            if lifecycle.state_refusal(dep, event) is not None:
+                return _not_now(dep, Event(cmd.action), stage)
+            allowed = await self.policy.may(user, LIFECYCLE[event].role, dep.env)
             if not allowed.allowed:
                 return allowed.reason
-            ctx = StepContext(session, self.providers[dep.service], now, 0.0, self.policy)
-            answer = await self._apply(ctx, dep, cmd.action, user)
+            blocked = lifecycle.refusal(dep, event, stage)
+            if blocked is not None:
+                return _refusal(dep, event, blocked, stage)
+            answer = await self._apply(ctx, dep, event, stages, stage, user, cmd.action)
             await session.commit()
         return answer
 
@@ -72,48 +69,51 @@ class ControlService:
         dep = await policy.in_flight(session, cmd.service, cmd.env)
         return dep or f"No rollout of {cmd.service} on {cmd.env} is in progress."
 
-    async def _apply(self, ctx: StepContext, dep: Deployment, action: str, user: str) -> str:
-        stages = progressive.stages_of(ctx, dep)
-        stage = stages[dep.stage] if dep.stage < len(stages) else None
-        refusal = _refusal(dep, action, stage)
-        if refusal:
-            return refusal
-        if action == "abort":
+    async def _apply(self, ctx: StepContext, dep: Deployment, event: Event,
+                     stages: list[Stage], stage: Stage | None, user: str, asked: str) -> str:
+        if event is Event.ABORT:
             await undo.roll_back(ctx, dep, f"aborted by <@{user}>")
             return f"Rolling back deployment #{dep.id}."
-        if action == "pause":
+        if event is Event.PAUSE:
             undo.pause(ctx, dep, f"Paused by <@{user}>. Resume or "
                               "Promote to continue, Abort to roll back.", actor=user)
             return f"Paused deployment #{dep.id}."
-        if action == "resume" and (stage is None or stage.kind != "gate"):
+        if event is Event.RESUME:
             return _resume(ctx, dep, stage, user)
         if State(dep.state) is State.PAUSED:
             machine.transition(ctx.session, dep, State.VERIFYING, actor=user, now=ctx.now,
-                               detail=f"{action} by <@{user}>", action=action)
-        note(ctx.session, dep, f":arrow_forward: <@{user}> pressed {action.capitalize()}.",
+                               detail=f"{asked} by <@{user}>", action=asked)
+        note(ctx.session, dep, f":arrow_forward: <@{user}> pressed {asked.capitalize()}.",
              now=ctx.now)
         await progressive.advance_stage(ctx, dep, stages, by=user)
-        if action == "resume":
+        if asked == "resume":
             return f"Resumed deployment #{dep.id}: past the manual gate."
         return f"Promoted deployment #{dep.id} to the next step."
 
 
-def _refusal(dep: Deployment, action: str, stage: Stage | None) -> str | None:
+def _not_now(dep: Deployment, asked: Event, stage: Stage | None) -> str:
+    """The state does not allow it: say what does apply, if anything."""
+    state = State(dep.state)
+    can = [e.value for e in lifecycle.enabled_events(dep, stage)
+           if e not in (Event.APPROVE, Event.REJECT)]  # those are the approvers' buttons
+    hint = f" Now you can: {', '.join(can)}." if can else ""
+    return (f"Deployment #{dep.id} is {STATE_TEXT[state].lower()}; {asked.value} does not "
+            f"apply now.{hint} Nothing changed.")
+
+
+def _refusal(dep: Deployment, event: Event, blocked: Blocked, stage: Stage | None) -> str:
     """Promote only skips a wait; Roll back only while the old version still runs."""
-    if action == "promote" and (stage is None or stage.kind not in ("bake", "gate", "window")):
+    if blocked is Blocked.NOT_WAITING:
         doing = stage.label() if stage else "finishing"
         if State(dep.state) is State.PAUSED:
             return (f"Deployment #{dep.id} is paused at {doing}, which Promote cannot skip: "
                     "press Resume to go on, and promote once it is waiting. Nothing changed.")
         return (f"Deployment #{dep.id} is busy with {doing}; promote once it is waiting. "
                 "Nothing changed.")
-    if action == "abort" and stage is not None and stage.kind == "promote" and \
-            dep.action_run_id is not None:
-        old = code_or(dep.previous_version, "the old version")
-        return (f"Too late to roll back deployment #{dep.id} with Abort: {old} is being "
-                f"retired now. Once this finishes, use `/rollback {dep.service} {dep.env}` "
-                "to deploy it again. Nothing changed.")
-    return None
+    old = code_or(dep.previous_version, "the old version")
+    return (f"Too late to roll back deployment #{dep.id} with Abort: {old} is being "
+            f"retired now. Once this finishes, use `/rollback {dep.service} {dep.env}` "
+            "to deploy it again. Nothing changed.")
 
 
 def _resume(ctx: StepContext, dep: Deployment, stage: Stage | None, user: str) -> str:

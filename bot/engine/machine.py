@@ -63,9 +63,6 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 TERMINAL: frozenset[State] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
 IN_FLIGHT: frozenset[State] = frozenset(State) - TERMINAL
-# Cancel is safe only before the target is touched.
-CANCELLABLE: frozenset[State] = frozenset(
-    {S.REQUESTED, S.AWAITING_APPROVAL, S.QUEUED, S.BUILDING})
 STATE_TEXT: dict[State, str] = {
     s: s.value.replace("_", " ").capitalize() for s in State
 }

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -20,11 +19,10 @@ from bot.config import EnvironmentConfig, ShipbotConfig
 from bot.config_policy import EVERYONE
 from bot.engine import windows
 from bot.engine.directory import Directory, UnknownGroup
-from bot.engine.machine import CANCELLABLE, IN_FLIGHT, STATE_TEXT, State
+from bot.engine.lifecycle import LIFECYCLE, Blocked, Event, Role, refusal
+from bot.engine.machine import IN_FLIGHT, STATE_TEXT, State
 from bot.mrkdwn import escape
 from bot.store.models import Deployment, Freeze, Lock
-
-Role = Literal["deploy", "approve", "lock", "rollback", "hotfix"]
 
 
 @dataclass(frozen=True)
@@ -186,7 +184,8 @@ class Policy:
         return rules.hotfix_approvals if hotfix else rules.required_approvals
 
     async def may_approve(self, dep: Deployment, user: str, verb: str = "approve") -> Decision:
-        if State(dep.state) is not State.AWAITING_APPROVAL:
+        event = Event.REJECT if verb == "reject" else Event.APPROVE
+        if refusal(dep, event) is not None:
             return Decision(False, f"Deployment #{dep.id} is not waiting for approval any more "
                                    f"({STATE_TEXT[State(dep.state)].lower()}). Nothing changed.")
         rules = self.env(dep.env).approval_rules
@@ -195,7 +194,7 @@ class Policy:
                 f"You requested deployment #{dep.id}, so you cannot {verb} it (four eyes; "
                 f"withdraw it with `/deploy cancel {dep.service} {dep.env}`). "
                 f"Approvers: {_mentions(self.principals(dep.env, 'approve'))}."))
-        return await self.may(user, "approve", dep.env)
+        return await self.may(user, LIFECYCLE[event].role, dep.env)
 
 
 def active_locks(env: str, now: datetime):  # type: ignore[no-untyped-def]
@@ -222,7 +221,7 @@ def busy_reason(dep: Deployment, now: datetime) -> str:
     label = STATE_TEXT[State(dep.state)].lower()
     what = f"`{dep.version}`" if dep.version else "the latest build"
     hint = (f"cancel it with `/deploy cancel {dep.service} {dep.env}`"
-            if State(dep.state) in CANCELLABLE else "it can no longer be cancelled")
+            if refusal(dep, Event.CANCEL) is None else "it can no longer be cancelled")
     return (
         f":no_entry: {dep.service} {dep.env} is busy: <@{dep.requester}> is deploying {what} "
         f"(#{dep.id}, {label}) since {since:%H:%M} UTC ({ago} ago). Nothing was started. "
@@ -231,10 +230,10 @@ def busy_reason(dep: Deployment, now: datetime) -> str:
 
 
 def may_cancel(dep: Deployment) -> Decision:
-    state = State(dep.state)
-    if state in CANCELLABLE:
+    state, blocked = State(dep.state), refusal(dep, Event.CANCEL)
+    if blocked is None:
         return ALLOW
-    if state not in IN_FLIGHT:
+    if blocked is Blocked.ENDED:
         return Decision(False, f"Deployment #{dep.id} already ended: {STATE_TEXT[state]}.")
     return Decision(
         False,

@@ -18,6 +18,7 @@ from bot.config_delivery import StrategyConfig
 from bot.engine import machine
 from bot.engine.analysis import AnalysisState, Verdict, judge
 from bot.engine.analysis.model import Judgement
+from bot.engine.lifecycle import Event, enabled_events
 from bot.engine.machine import State
 from bot.engine.measure import measure
 from bot.engine.outbox import note
@@ -40,6 +41,17 @@ def strategy_of(ctx: StepContext, dep: Deployment) -> StrategyConfig:
 
 def stages_of(ctx: StepContext, dep: Deployment) -> list[Stage]:
     return plan(strategy_of(ctx, dep))
+
+
+def stage_now(config: ShipbotConfig, dep: Deployment) -> Stage | None:
+    """The rollout step the deployment is at (None before its first, after its last)."""
+    stages = plan(config.strategy_for(dep.service, dep.env, dep.strategy))
+    return stages[dep.stage] if dep.stage < len(stages) else None
+
+
+def enabled_now(config: ShipbotConfig, dep: Deployment) -> list[Event]:
+    """What people can do to ``dep`` now: the card's buttons."""
+    return enabled_events(dep, stage_now(config, dep))
 
 
 def progress(config: ShipbotConfig, dep: Deployment) -> str | None:

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from bot.clock import as_utc, human_duration
-from bot.engine.machine import CANCELLABLE, IN_FLIGHT, STATE_TEXT, State
+from bot.engine.lifecycle import Event, enabled_events
+from bot.engine.machine import IN_FLIGHT, STATE_TEXT, State
 from bot.mrkdwn import code_or, escape
 from bot.store.models import Deployment
 from commands.actions import ActionId
@@ -28,11 +29,7 @@ class SlotLike(Protocol):
 
 SECTION_LIMIT = 3000
 HEADER_LIMIT = 150
-CANCEL_ACTION = ActionId.CANCEL
-APPROVE_ACTION = ActionId.APPROVE
-REJECT_ACTION = ActionId.REJECT
 REJECT_CALLBACK = "deploy_reject_reason"
-CONTROL_ACTIONS = {a: ActionId(f"deploy_{a}") for a in ("promote", "pause", "resume", "abort")}
 
 STATE_EMOJI: dict[State, str] = {
     State.REQUESTED: ":inbox_tray:",
@@ -102,27 +99,27 @@ def elapsed(dep: Deployment, now: datetime) -> str:
     return f"took {took}" if dep.finished_at else f"{took} so far"
 
 
-def next_step(dep: Deployment) -> str:
-    """The card's 'what happens next / what you can do' line."""
+def next_step(dep: Deployment, events: Sequence[Event] = ()) -> str:
+    """The card's 'what happens next / what you can do' line; the buttons' part comes
+    from the events that apply now (the same list the buttons are drawn from)."""
     state, target = State(dep.state), f"{dep.service} {dep.env}"
     again = f"`/deploy {dep.service} {dep.env} {dep.version or '<version>'}`"
     running = code_or(dep.previous_version, "its previous version")
+    can = _controls_sentence(state, events)
     return {
         State.REQUESTED: "Next: checks, then the build. You can cancel until the deploy starts.",
         State.QUEUED: "Next: the build starts. You can cancel until the deploy starts.",
         State.BUILDING: f"Next: deploy to {dep.env} when the build passes. You can still cancel.",
         State.DEPLOYING: f"Next: {target} reports the result. Progress is in the thread.",
-        State.VERIFYING: "Next: the rollout moves on when this step passes; Promote skips "
-        "ahead, Pause holds it, Abort rolls back.",
-        State.PAUSED: f"Paused: {dep.paused_reason or ''} Promote continues, Roll back undoes.",
+        State.VERIFYING: f"Next: the rollout moves on when this step passes.{can}",
+        State.PAUSED: f"Paused: {dep.paused_reason or ''}{can}",
         State.PROMOTING: f"Next: {running} is retired; to go back later, `/rollback {target}`."
-        if dep.action_run_id else "Next: the new version becomes stable. Roll back is still "
-        "possible.",
+        if Event.ABORT not in events else f"Next: the new version becomes stable.{can}",
         State.ROLLING_BACK: "Rolling back to the previous version; the thread shows why.",
         State.ROLLED_BACK: f"{dep.env} is back on {running}. The thread shows what failed.",
         State.ROLLBACK_FAILED: f"The rollback failed: {dep.env} needs a human now.",
         State.AWAITING_APPROVAL: "Next: an approver presses Approve in the thread; the "
-        "requester cannot approve their own deployment.",
+        "requester cannot approve their own deployment, but can cancel it.",
         State.REJECTED: f"Nothing was deployed. Address the reason, then run {again} again.",
         State.EXPIRED: f"Nothing was deployed. Run {again} to ask again.",
         State.SUCCEEDED: f"{target} now runs `{dep.version}`.",
@@ -132,12 +129,31 @@ def next_step(dep: Deployment) -> str:
     }.get(state, "Progress is in the thread.")
 
 
+def _controls_sentence(state: State, events: Sequence[Event]) -> str:
+    """' Promote skips ahead, Pause holds it, Abort rolls back.' for the rollout buttons."""
+    what = {
+        Event.PROMOTE: "Promote skips this wait" if state is not State.PAUSED
+        else "Promote goes on to the next step",
+        Event.PAUSE: "Pause holds it",
+        Event.RESUME: "Resume runs the current step again",
+        Event.ABORT: f"{_abort_label(state)} rolls back",
+    }
+    said = [what[e] for e in events if e in what]
+    return f" {', '.join(said)}." if said else ""
+
+
+def _abort_label(state: State) -> str:
+    return "Abort" if state is State.VERIFYING else "Roll back"
+
+
 KIND_TITLE = {"rollback": "⏪ ROLLBACK ", "redeploy": "🔁 REDEPLOY "}
 
 
-def status_card(dep: Deployment, now: datetime, progress: str | None = None
-                ) -> tuple[str, Blocks]:
-    """The root message of a deployment, re-rendered on every state change."""
+def status_card(dep: Deployment, now: datetime, progress: str | None = None,
+                events: Sequence[Event] | None = None) -> tuple[str, Blocks]:
+    """The root message of a deployment, re-rendered on every state change. ``events``:
+    what people can do now (``lifecycle.enabled_events`` with the rollout's stage)."""
+    events = enabled_events(dep) if events is None else events
     label = state_label(dep.state)
     if State(dep.state) is State.AWAITING_APPROVAL:
         label += f" ({dep.approvals_received} of {dep.approvals_required})"
@@ -159,8 +175,8 @@ def status_card(dep: Deployment, now: datetime, progress: str | None = None
         blocks.append(section(f"*Reason*\n{escape(dep.reason)}"))
     if dep.detail and State(dep.state) not in IN_FLIGHT:
         blocks.append(section(f"*Outcome*\n{dep.detail}"))  # composed by us, parts escaped
-    blocks.append(context(f"{next_step(dep)}  ·  Deployment #{dep.id}"))
-    buttons = card_buttons(dep)
+    blocks.append(context(f"{next_step(dep, events)}  ·  Deployment #{dep.id}"))
+    buttons = card_buttons(dep, events)
     if buttons:
         blocks.append({"type": "actions", "block_id": f"deployment:{dep.id}",
                        "elements": buttons})
@@ -168,22 +184,26 @@ def status_card(dep: Deployment, now: datetime, progress: str | None = None
     return text, blocks
 
 
-def card_buttons(dep: Deployment) -> list[dict[str, Any]]:
-    """Only the buttons valid in the current state."""
+CARD_BUTTONS: dict[Event, tuple[str, ActionId, str | None]] = {  # label, id, style
+    Event.CANCEL: ("Cancel", ActionId.CANCEL, "danger"),
+    Event.PROMOTE: ("Promote", ActionId.PROMOTE, "primary"),
+    Event.PAUSE: ("Pause", ActionId.PAUSE, None),
+    Event.RESUME: ("Resume", ActionId.RESUME, None),
+    Event.ABORT: ("Abort", ActionId.ABORT, "danger"),
+}  # Approve and Reject are on the approval request, not on the card
+
+
+def card_buttons(dep: Deployment, events: Sequence[Event] | None = None
+                 ) -> list[dict[str, Any]]:
+    """A button for each event that applies now, and only those."""
     state, value = State(dep.state), str(dep.id)
-    if state in CANCELLABLE:
-        return [button("Cancel", CANCEL_ACTION, value, style="danger")]
-    if state is State.VERIFYING:
-        return [button("Promote", CONTROL_ACTIONS["promote"], value, style="primary"),
-                button("Pause", CONTROL_ACTIONS["pause"], value),
-                button("Abort", CONTROL_ACTIONS["abort"], value, style="danger")]
-    if state is State.PAUSED:
-        return [button("Promote", CONTROL_ACTIONS["promote"], value, style="primary"),
-                button("Resume", CONTROL_ACTIONS["resume"], value),
-                button("Roll back", CONTROL_ACTIONS["abort"], value, style="danger")]
-    if state is State.PROMOTING and dep.action_run_id is None:  # set: retiring the old one
-        return [button("Roll back", CONTROL_ACTIONS["abort"], value, style="danger")]
-    return []
+    shown = []
+    for event in enabled_events(dep) if events is None else events:
+        if event in CARD_BUTTONS:
+            label, action_id, style = CARD_BUTTONS[event]
+            label = _abort_label(state) if event is Event.ABORT else label
+            shown.append(button(label, action_id, value, style=style))
+    return shown
 
 
 def thread_note(text: str, detail: str | None = None, link: str | None = None) -> Blocks:
@@ -261,8 +281,8 @@ def approval_request(
     who = ", ".join(f"<@{u}>" for u, _ in approvals)
     if state is State.AWAITING_APPROVAL:
         blocks.append({"type": "actions", "block_id": f"approval:{dep.id}", "elements": [
-            button("Approve", APPROVE_ACTION, str(dep.id), style="primary"),
-            button("Reject", REJECT_ACTION, str(dep.id), style="danger")]})
+            button("Approve", ActionId.APPROVE, str(dep.id), style="primary"),
+            button("Reject", ActionId.REJECT, str(dep.id), style="danger")]})
     elif approvals and state not in (State.REJECTED, State.EXPIRED, State.CANCELLED):
         last = max(at for _, at in approvals)
         blocks.append(section(f":white_check_mark: Approved by {who} at {as_utc(last):%H:%M} UTC"))

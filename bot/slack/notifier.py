@@ -23,6 +23,7 @@ from sqlmodel import col, or_, select
 
 from bot.clock import Clock
 from bot.config_alerts import AlertsConfig
+from bot.engine.lifecycle import Event, enabled_events
 from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
 from bot.mrkdwn import permalink
@@ -52,11 +53,12 @@ class Notifier:
         self, sessions: Sessions, client: AsyncWebClient, clock: Clock, metrics: Metrics,
         approval_info: ApprovalInfo,
         progress: Callable[[Deployment], str | None] = lambda _: None,
+        events: Callable[[Deployment], list[Event]] = enabled_events,
         alert_settings: AlertsConfig | None = None, gate: WriteGate | None = None,
         urgency: Urgency | None = None,
     ) -> None:
         self.sessions, self.client, self.clock, self.metrics = sessions, client, clock, metrics
-        self.approval_info, self.progress = approval_info, progress
+        self.approval_info, self.progress, self.events = approval_info, progress, events
         self.alerts = AlertDelivery(self, alert_settings or AlertsConfig())
         self.gate, self.urgency = gate or WriteGate(""), urgency or Urgency()
         self._wake = asyncio.Event()
@@ -182,7 +184,7 @@ class Notifier:
         assert dep is not None
         if dep.card_ts and dep.card_channel:
             return dep.card_channel, dep.card_ts
-        text, blocks = status_card(dep, self.clock(), self.progress(dep))
+        text, blocks = status_card(dep, self.clock(), self.progress(dep), self.events(dep))
         resp = await self.client.chat_postMessage(
             channel=dep.channel, text=text, blocks=blocks, unfurl_links=False)
         channel, ts = str(resp["channel"]), str(resp["ts"])
@@ -200,7 +202,8 @@ class Notifier:
         async with self.sessions() as session:
             fresh = await session.get(Deployment, dep_id)
         assert fresh is not None
-        text, blocks = status_card(fresh, self.clock(), self.progress(fresh))
+        text, blocks = status_card(fresh, self.clock(), self.progress(fresh),
+                                   self.events(fresh))
         await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
 
     async def _upload_chart(self, dep_id: int) -> None:
