@@ -27,7 +27,6 @@ from bot.engine.requests import (
     Help,
     History,
     LockEnv,
-    Reply,
     Rollback,
     Status,
     Unfreeze,
@@ -36,11 +35,11 @@ from bot.engine.requests import (
 )
 from bot.engine.rollback import RollbackService
 from bot.engine.service import DeployService
-from bot.slack.blocks import audit_text, guards_text, history_text, status_text
 from commands import actions
 from commands.catalog import Catalog
 from commands.grammar import ROLLBACK_USAGE, help_text
 from commands.parser import parse
+from commands.views import AuditView, HistoryView, Reply, StatusView
 
 # Commands that change something: recorded in the inbox under their trigger id, so a
 # replayed request acts once and gets the first reply. Reading ones just run again.
@@ -172,13 +171,15 @@ class CommandHandlers:
             case Cancel() | Control() | Approve() | AlertDecision():  # typed, or clicked
                 return Reply(text=await self.act(command, who.user))
             case Status():
-                return Reply(text=await self._status(command))
+                slots = await self.service.status(command, self.catalog.services)
+                locks, frozen = await self.guards.current()
+                return Reply(view=StatusView(slots, locks, frozen, self.clock()))
             case History():
                 deps = await self.service.history(command)
-                return Reply(text=history_text(command.service, command.env, deps, self.clock()))
+                return Reply(view=HistoryView(command.service, command.env, deps, self.clock()))
             case Audit():
                 events = await self.guards.audit(command)
-                return Reply(text=audit_text(command.service, command.env, events))
+                return Reply(view=AuditView(command.service, command.env, events))
             case LockEnv():
                 return Reply(text=await self.guards.lock(command, who.user))
             case UnlockEnv():
@@ -192,9 +193,3 @@ class CommandHandlers:
                                                                     who.request_key))
             case Help(topic=topic):
                 return Reply(text=help_text(topic))
-
-    async def _status(self, command: Status) -> str:
-        slots = await self.service.status(command, self.catalog.services)
-        locks, frozen = await self.guards.current()
-        guards = guards_text(locks, frozen)
-        return status_text(slots, self.clock()) + (f"\n{guards}" if guards else "")

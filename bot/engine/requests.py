@@ -126,10 +126,3 @@ Command = (
     Deploy | Status | History | Cancel | Help | LockEnv | UnlockEnv | FreezeEnv | Unfreeze
     | Audit | Control | Rollback | Approve | AlertDecision
 )
-
-
-class Reply(BaseModel):
-    """What the bot answers the person who asked (ephemeral unless ``public``)."""
-
-    text: str
-    public: bool = False

@@ -29,6 +29,7 @@ from bot.redact import Redactor
 from bot.slack.blocks import REJECT_CALLBACK, reject_modal
 from bot.slack.identity import BotIdentity
 from bot.slack.redacting import RedactingApp, RedactingWebClient
+from bot.slack.replies import reply_text
 from commands.actions import ACTIONS, STALE, ActionId
 from commands.handlers import CommandHandlers, Invocation
 
@@ -74,13 +75,14 @@ def build_slack_app(
     async def deploy_command(ack: AsyncAck, command: dict[str, Any]) -> None:
         who = _invocation(command)
         reply = await handlers.on_text(command.get("text", ""), who)
-        await ack(text=reply.text, response_type="in_channel" if reply.public else "ephemeral")
+        await ack(text=reply_text(reply),
+                  response_type="in_channel" if reply.public else "ephemeral")
 
     @app.command("/rollback")
     async def rollback_command(ack: AsyncAck, command: dict[str, Any]) -> None:
         who = _invocation(command)
         reply = await handlers.on_rollback_text(command.get("text", ""), who)
-        await ack(text=reply.text, response_type="ephemeral")
+        await ack(text=reply_text(reply), response_type="ephemeral")
 
     async def record_ack_complete(ack: AsyncAck, request: Request,
                                   client: AsyncWebClient) -> None:
