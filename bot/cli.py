@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, ShipbotConfig, json_schema, load_config
+from bot.mrkdwn import count
 from bot.settings import Settings, SettingsError, load_settings
 from bot.store.preflight import DatabaseUnavailable, check_database
 
@@ -105,7 +106,7 @@ def _config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"{path}: {problem}" if not problem.startswith(str(path)) else problem)
-        print(f"{len(exc.problems)} problem(s) found.", file=sys.stderr)
+        print(f"{count(len(exc.problems), 'problem')} found.", file=sys.stderr)
         return 1
     settings = load_settings()
     if settings.SLACK_BOT_TOKEN is not None:
@@ -113,7 +114,7 @@ def _config(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"{path}: {problem}")
         if problems:
-            print(f"{len(problems)} problem(s) found.", file=sys.stderr)
+            print(f"{count(len(problems), 'problem')} found.", file=sys.stderr)
             return 1
     else:
         print("note: set SLACK_BOT_TOKEN to also check that user groups exist in Slack.",

@@ -30,3 +30,8 @@ def permalink(channel: str | None, ts: str | None) -> str | None:
     if not channel or not ts:
         return None
     return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
+
+
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 approval', '2 approvals': never 'approval(s)'."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

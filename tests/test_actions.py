@@ -68,3 +68,12 @@ async def test_an_unknown_button_is_refused_and_changes_nothing(
     assert (after.state, after.updated_at) == (before.state, before.updated_at)
     assert any(r.levelno == logging.ERROR and "deploy_frobnicate" in r.getMessage()
                for r in caplog.records)
+
+
+def test_the_approval_request_names_the_change() -> None:
+    """From what runs now to what comes; a first deploy says so instead of `nothing yet`."""
+    _, blocks = approval_request(_deployment(State.AWAITING_APPROVAL, previous_version="v1"),
+                                 [], "@sre", NOW)
+    assert "wants to deploy *api* `v1` → `v2` to *production*" in blocks[0]["text"]["text"]
+    _, blocks = approval_request(_deployment(State.AWAITING_APPROVAL), [], "@sre", NOW)
+    assert "*api* `v2` (its first deploy there) to *production*" in blocks[0]["text"]["text"]

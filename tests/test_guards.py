@@ -121,7 +121,10 @@ async def test_one_off_freeze_and_unfreeze(make_bot, tmp_path) -> None:
     assert ok.startswith(":snowflake: staging is frozen until 2026-11-25 18:00 UTC (freeze #1)")
     refused = await say(bot, "api staging v1")
     assert "staging is frozen — Freeze #1 by <@U0ALICE>: release candidate" in refused
-    assert await say(bot, "unfreeze staging") == "Lifted 1 freeze(s) on staging."
+    assert await say(bot, "unfreeze staging") == "Lifted 1 freeze on staging."
+    for until in ("2026-11-25 18:00", "2026-11-25 19:00"):
+        await say(bot, f'freeze staging --until "{until}" --reason rc')
+    assert await say(bot, "unfreeze staging") == "Lifted 2 freezes on staging."
     assert "is on its way" in await say(bot, "api staging v1")
 
 
@@ -135,7 +138,7 @@ async def test_promotion_order_names_where_the_version_ran(make_bot, tmp_path) -
     refused = await say(bot, "api production v2.0.0")
     assert "but it succeeded on dev only" in refused
     await staged(bot, "v2.0.0")
-    assert "It needs 1 approval(s) first" in await say(bot, "api production v2.0.0")
+    assert "It needs 1 approval first" in await say(bot, "api production v2.0.0")
 
 
 async def test_deploy_role_is_enforced(make_bot, tmp_path) -> None:
@@ -155,7 +158,7 @@ async def test_hotfix_bypasses_freeze_lock_and_order_but_needs_approval(make_bot
     assert "You lack the *hotfix* role for production" in not_allowed
     reply = await say(bot, 'api production v1.4.3 --hotfix --reason "INC-123"', user="U0ONCALL")
     assert reply.startswith(":rocket: HOTFIX deployment #1 of api `v1.4.3` to production")
-    assert "It needs 1 approval(s) first" in reply
+    assert "It needs 1 approval first" in reply
     message = await approval_message(bot)
     assert "*HOTFIX*" in json.dumps(message)
     await bot.driver.click("deploy_approve", buttons(message)[0]["value"], user="U0CAROL")

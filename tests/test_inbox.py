@@ -76,7 +76,7 @@ async def test_replayed_lock_unlock_freeze_unfreeze_act_once(make_bot, database_
     frozen = await acts_once(bot, 'freeze staging --until "2099-01-15 18:00" --reason y')
     assert frozen.startswith(":snowflake: staging is frozen until 2099-01-15 18:00 UTC")
     assert await count(bot, Freeze) == 1
-    assert await acts_once(bot, "unfreeze staging") == "Lifted 1 freeze(s) on staging."
+    assert await acts_once(bot, "unfreeze staging") == "Lifted 1 freeze on staging."
 
 
 async def test_replayed_cancel_acts_once(make_bot, tmp_path, database_url) -> None:

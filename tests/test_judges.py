@@ -350,7 +350,7 @@ def test_no_data_is_never_a_pass() -> None:
             "errors": None, "p99": None}
     j, state = judge(specs, data)
     assert j.verdict is Verdict.INCONCLUSIVE and not j.final
-    assert "2 of 3 metric(s) undecided (errors, p99)" in j.summary
+    assert "2 of 3 metrics undecided (errors, p99)" in j.summary
     assert "no data from the metrics provider" in j.summary
     j, _ = judge(specs, {}, state)
     assert j.verdict is Verdict.INCONCLUSIVE and j.score == 0

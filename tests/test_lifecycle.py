@@ -106,3 +106,10 @@ def test_the_card_offers_exactly_what_applies_and_says_what_each_button_does(
             line = next_step(d, events)
             for button in shown:  # the line explains every button it shows
                 assert LABEL_WORD[button["text"]["text"]] in line, (state, stage, line)
+
+
+def test_a_failed_first_deploy_does_not_claim_a_previous_version_runs() -> None:
+    first = dep(State.FAILED)
+    first.previous_version = None
+    assert "Shipbot had deployed nothing to production before this." in next_step(first)
+    assert "production still runs `v1`." in next_step(dep(State.FAILED))

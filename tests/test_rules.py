@@ -70,7 +70,7 @@ def test_missing_data_never_passes_even_when_the_score_would() -> None:
     j, _ = judge(specs, {"main": same("main", 3), "minor": None})
     assert j.score >= 95  # 1 / 1.05 of the weight passed
     assert j.verdict is Verdict.INCONCLUSIVE and not j.final
-    assert "1 of 2 metric(s) undecided (minor)" in j.summary
+    assert "1 of 2 metrics undecided (minor)" in j.summary
     # once the metric reports and passes, the canary passes
     j, _ = judge(specs, {"main": same("main", 3), "minor": same("minor", 4)})
     assert j.verdict is Verdict.PASS
@@ -176,7 +176,7 @@ async def test_cancelling_someone_elses_deployment_needs_the_deploy_role(
     bot = await make_bot(guarded_config(tmp_path), clock=FakeClock())  # a Wednesday
     await staged(bot)
     asked = await say(bot, "api production v1.4.2")  # roles.deploy: U0ALICE, U0ONCALL
-    assert "It needs 1 approval(s) first" in asked
+    assert "It needs 1 approval first" in asked
     refused = await say(bot, "cancel api production", user="U0MALLORY")
     assert "You lack the *deploy* role for production" in refused
     assert (await deployments(bot))[1].state == "awaiting_approval"

@@ -44,7 +44,7 @@ async def test_a_freeze_until_a_time_in_another_zone_is_in_force_and_can_be_lift
     assert "staging is frozen" in await say(bot, "api staging v1")
     clock.advance(seconds=(ends - NOW).total_seconds() - 60)  # a minute before its end
     assert "staging is frozen" in await say(bot, "api staging v2")
-    assert await say(bot, "unfreeze staging") == "Lifted 1 freeze(s) on staging."
+    assert await say(bot, "unfreeze staging") == "Lifted 1 freeze on staging."
     assert "is on its way" in await say(bot, "api staging v3")
 
 

@@ -52,7 +52,7 @@ def test_a_failure_names_the_critical_metrics_and_at_most_three_reasons() -> Non
 def test_inconclusive_is_never_final_even_when_every_metric_is() -> None:
     j = aggregate([result("a", PASS, final=True), result("b", UNSURE, final=True)])
     assert (j.verdict, j.final) == (UNSURE, False)
-    assert j.summary == ("INCONCLUSIVE: 1 of 2 metric(s) undecided (b); score so far "
+    assert j.summary == ("INCONCLUSIVE: 1 of 2 metrics undecided (b); score so far "
                          "50/100. b is inconclusive")
 
 

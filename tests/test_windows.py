@@ -68,7 +68,7 @@ async def test_each_one_off_freeze_is_announced_and_ends_when_lifted(make_bot, t
     bot = await make_bot(guarded_config(tmp_path), clock=clock)
     await say(bot, 'freeze staging --until "2026-11-25 18:00" --reason "rc1"')
     clock.at += timedelta(hours=1)
-    assert await say(bot, "unfreeze staging") == "Lifted 1 freeze(s) on staging."
+    assert await say(bot, "unfreeze staging") == "Lifted 1 freeze on staging."
     clock.at += timedelta(minutes=1)
     await say(bot, 'freeze staging --until "2026-11-25 20:00" --reason "rc2"')
     assert await bot.bot.guards.announce_windows() == 0  # each edge was told once already

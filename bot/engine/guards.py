@@ -18,7 +18,7 @@ from bot.engine import machine, windows
 from bot.engine.outbox import announce
 from bot.engine.policy import Policy, active_freezes, active_locks
 from bot.engine.requests import Audit, FreezeEnv, LockEnv, Unfreeze, UnlockEnv
-from bot.mrkdwn import escape
+from bot.mrkdwn import count, escape
 from bot.store.db import Sessions
 from bot.store.models import Announcement, AuditEvent, Freeze, Lock
 
@@ -116,7 +116,7 @@ class GuardService:
                            now=now)
             await session.commit()
         await self.announce_windows()
-        return f"Lifted {len(rows)} freeze(s) on {cmd.env}."
+        return f"Lifted {count(len(rows), 'freeze')} on {cmd.env}."
 
     async def audit(self, cmd: Audit, limit: int = 20) -> Sequence[AuditEvent]:
         async with self.sessions() as session:

@@ -22,7 +22,7 @@ from bot.engine.outbox import note
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.requests import Cancel, Deploy, History, Status
-from bot.mrkdwn import channel_mention, escape
+from bot.mrkdwn import channel_mention, count, escape
 from bot.store.db import Sessions
 from bot.store.gate import WriteGate
 from bot.store.models import Deployment
@@ -91,8 +91,9 @@ class DeployService:
         self.on_change()
         what = f"`{cmd.version}`" if cmd.version else "the latest build"
         kind = "HOTFIX deployment" if cmd.hotfix else "Deployment"
-        gate = (f" It needs {dep.approvals_required} approval(s) first; the request is in the "
-                "thread." if dep.approvals_required else "")
+        needs = count(dep.approvals_required, "approval")
+        gate = (f" It needs {needs} first; the request is in the thread."
+                if dep.approvals_required else "")
         return (
             f":rocket: {kind} #{dep.id} of {cmd.service} {what} to {cmd.env} is on its way."
             f"{gate} Progress is posted in {channel_mention(self.channels[cmd.service])}; "

@@ -123,10 +123,16 @@ def next_step(dep: Deployment, events: Sequence[Event] = ()) -> str:
         State.REJECTED: f"Nothing was deployed. Address the reason, then run {again} again.",
         State.EXPIRED: f"Nothing was deployed. Run {again} to ask again.",
         State.SUCCEEDED: f"{target} now runs `{dep.version}`.",
-        State.FAILED: f"Nothing more will run; {dep.env} still runs {running}. "
+        State.FAILED: f"Nothing more will run; {_left_as_it_was(dep)} "
         f"See the thread, fix, then run {again} again.",
         State.CANCELLED: f"Nothing was changed on {dep.env}. Run {again} to try again.",
     }.get(state, "Progress is in the thread.")
+
+
+def _left_as_it_was(dep: Deployment) -> str:
+    if dep.previous_version:
+        return f"{dep.env} still runs `{dep.previous_version}`."
+    return f"Shipbot had deployed nothing to {dep.env} before this."
 
 
 def _controls_sentence(state: State, events: Sequence[Event]) -> str:
@@ -262,7 +268,8 @@ def approval_request(
 ) -> tuple[str, Blocks]:
     """The approval request: what changes, who asks, why; buttons while it is open."""
     hotfix = " :ambulance: *HOTFIX*" if dep.hotfix else ""
-    change = f"`{dep.previous_version or 'nothing yet'}` → `{dep.version}`"
+    change = (f"`{dep.previous_version}` → `{dep.version}`" if dep.previous_version else
+              f"`{dep.version}` (its first deploy there)")
     text = (f":raised_hand: *Approval needed*{hotfix} — <@{dep.requester}> wants to deploy "
             f"*{dep.service}* {change} to *{dep.env}*.")
     expires = as_utc(dep.approval_expires_at) if dep.approval_expires_at else now

@@ -35,6 +35,7 @@ from bot.engine.analysis.model import (
     ThresholdState,
     Verdict,
 )
+from bot.mrkdwn import count
 
 PASS_SCORE = 95.0
 MARGINAL_SCORE = 75.0
@@ -78,7 +79,7 @@ def aggregate(results: Sequence[MetricResult], *, pass_score: float = PASS_SCORE
         head = f"PASS: score {score:g}/100"
     elif undecided:
         verdict = Verdict.INCONCLUSIVE
-        head = (f"INCONCLUSIVE: {len(undecided)} of {len(results)} metric(s) undecided "
+        head = (f"INCONCLUSIVE: {len(undecided)} of {count(len(results), 'metric')} undecided "
                 f"({', '.join(r.name for r in undecided)}); score so far {score:g}/100")
     else:
         verdict, marginal = Verdict.INCONCLUSIVE, True
