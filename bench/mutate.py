@@ -59,6 +59,8 @@ MODULES: dict[str, Module] = {  # smallest first
     "mann_whitney": Module(("bot/engine/analysis/mann_whitney.py",), JUDGE_TESTS),
     "threshold": Module(("bot/engine/analysis/threshold.py",), JUDGE_TESTS),
     "redact": Module(("bot/redact.py",), ("tests/test_redact.py", "tests/test_secrets.py")),
+    "lifecycle": Module(("bot/engine/lifecycle.py",),
+                        ("tests/test_lifecycle.py", "tests/test_policy.py")),
     "machine": Module(("bot/engine/machine.py",),
                       ("tests/test_deploy_flow.py", "tests/test_buttons_and_queries.py",
                        "tests/test_machine.py")),

@@ -39,7 +39,7 @@ def test_cancel_only_before_the_target_is_touched() -> None:
         elif state in TERMINAL:
             assert blocked is Blocked.ENDED, state
         else:
-            assert blocked is Blocked.CHANGING, state
+            assert blocked is Blocked.NOT_NOW, state
 
 
 def test_approve_and_reject_only_while_waiting_for_approval() -> None:

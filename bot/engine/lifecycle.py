@@ -39,8 +39,7 @@ class Blocked(StrEnum):
     """Why an event does not apply now: the services turn it into the sentence."""
 
     ENDED = "ended"  # the deployment is over
-    NOT_NOW = "not_now"  # its state does not allow this event
-    CHANGING = "changing"  # cancel: the target is already being changed
+    NOT_NOW = "not_now"  # its state does not allow this event (cancel: the target changes)
     NOT_WAITING = "not_waiting"  # promote: the current step is work, not a wait
     RETIRING = "retiring"  # abort: the old version is being removed right now
 
@@ -95,7 +94,7 @@ def state_refusal(dep: Deployment, event: Event) -> Blocked | None:
         return None
     if state not in IN_FLIGHT:
         return Blocked.ENDED
-    return Blocked.CHANGING if event is Event.CANCEL else Blocked.NOT_NOW
+    return Blocked.NOT_NOW
 
 
 def refusal(dep: Deployment, event: Event, stage: Stage | None = None) -> Blocked | None:
