@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
@@ -170,12 +170,15 @@ class DeployService:
     ) -> list[SlotStatus]:
         """Per service and environment: what runs there now, and what is in progress."""
         services = [cmd.service] if cmd.service else sorted(environments)
+        # The newest success of each slot (one slot runs one deployment at a time, so the
+        # highest id finished last), however many other deployments came after it.
+        newest = (select(func.max(Deployment.id))
+                  .where(col(Deployment.service).in_(services),
+                         col(Deployment.state) == State.SUCCEEDED)
+                  .group_by(col(Deployment.service), col(Deployment.env)))
+        stmt = select(Deployment).where(col(Deployment.service).in_(services), or_(
+            col(Deployment.id).in_(newest), col(Deployment.active_slot).is_not(None)))
         async with self.sessions() as session:
-            stmt = (select(Deployment)
-                    .where(col(Deployment.service).in_(services),
-                           or_(col(Deployment.state) == State.SUCCEEDED,
-                               col(Deployment.active_slot).is_not(None)))
-                    .order_by(col(Deployment.id).desc()).limit(2000))
             rows = (await session.exec(stmt)).all()
         slots = {(s, e): SlotStatus(s, e) for s in services for e in environments[s]}
         for dep in rows:
