@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from bot.clock import as_utc, human_duration
 from bot.engine.lifecycle import Event, enabled_events
 from bot.engine.machine import IN_FLIGHT, STATE_TEXT, State
-from bot.mrkdwn import code_or, escape
+from bot.mrkdwn import code_or, count, escape
 from bot.store.models import Deployment
 from commands.actions import ActionId
 
@@ -229,22 +229,42 @@ def when(dt: datetime | None, now: datetime) -> str:
     return f"{as_utc(dt):%Y-%m-%d %H:%M} UTC ({ago} ago)"
 
 
-def status_text(slots: Sequence[SlotLike], now: datetime) -> str:
-    """`/deploy status`: one line per service and environment."""
-    lines = ["*What runs where*"]
-    for slot in slots:
-        cur = slot.current
-        line = f"• *{slot.service}* {slot.env}: "
-        if cur is None:
-            line += "nothing deployed by Shipbot yet"
-        else:
-            line += f"`{cur.version}` since {when(cur.finished_at, now)} by <@{cur.requester}>"
-        run = slot.in_progress
-        if run is not None:
-            line += (f"\n    ↳ {state_label(run.state)}: `{run.version or 'latest'}` by "
-                     f"<@{run.requester}>, #{run.id}, {elapsed(run, now)}")
+STATUS_LIMIT = 3000
+
+
+def status_text(slots: Sequence[SlotLike], now: datetime, guards: str = "") -> str:
+    """`/deploy status`: one line per service and environment. When they do not all fit,
+    locks, freezes and deployments in progress come first, then as many idle slots as fit,
+    then how many were left out and how to see one service."""
+    busy = [s for s in slots if s.in_progress is not None]
+    lines = ["*What runs where*", *(_slot_line(s, now) for s in busy)]
+    tail = "\n" + guards if guards else ""
+    budget = STATUS_LIMIT - len(tail) - 120  # room for the "and N more" line
+    shown = len(busy)
+    for slot in (s for s in slots if s.in_progress is None):
+        line = _slot_line(slot, now)
+        if sum(len(x) + 1 for x in lines) + len(line) > budget:
+            break
         lines.append(line)
-    return clip("\n".join(lines), 3000)
+        shown += 1
+    if shown < len(slots):
+        lines.append(f"… and {count(len(slots) - shown, 'more slot')} with nothing in "
+                     "progress: `/deploy status <service>` shows one service.")
+    return clip("\n".join(lines) + tail, STATUS_LIMIT)
+
+
+def _slot_line(slot: SlotLike, now: datetime) -> str:
+    cur = slot.current
+    line = f"• *{slot.service}* {slot.env}: "
+    if cur is None:
+        line += "nothing deployed by Shipbot yet"
+    else:
+        line += f"`{cur.version}` since {when(cur.finished_at, now)} by <@{cur.requester}>"
+    run = slot.in_progress
+    if run is not None:
+        line += (f"\n    ↳ {state_label(run.state)}: `{run.version or 'latest'}` by "
+                 f"<@{run.requester}>, #{run.id}, {elapsed(run, now)}")
+    return line
 
 
 def history_text(service: str, env: str | None, deps: Sequence[Deployment], now: datetime) -> str:

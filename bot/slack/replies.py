@@ -9,8 +9,7 @@ from commands.views import AuditView, HistoryView, Reply, StatusView
 def reply_text(reply: Reply) -> str:
     match reply.view:
         case StatusView(slots=slots, locks=locks, freezes=freezes, now=now):
-            guards = guards_text(locks, freezes)
-            return status_text(slots, now) + (f"\n{guards}" if guards else "")
+            return status_text(slots, now, guards_text(locks, freezes))
         case HistoryView(service=service, env=env, deployments=deps, now=now):
             return history_text(service, env, deps, now)
         case AuditView(service=service, env=env, events=events):
