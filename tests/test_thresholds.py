@@ -6,6 +6,7 @@ the sentence for each outcome, and five samples a side are enough."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
@@ -276,13 +277,13 @@ RATE = MetricSpec(name="rps", label="throughput", unit="plain", judge="mann-whit
 ONE_TO_200 = np.arange(1, 201, dtype=float)
 
 
-def mw(spec: MetricSpec, canary: object, baseline: object) -> MetricResult:
+def mw(spec: MetricSpec, canary: Iterable[float], baseline: Iterable[float]) -> MetricResult:
     return mann_whitney.evaluate(spec, MetricSeries(
-        name=spec.name, canary=tuple(float(x) for x in canary),  # type: ignore[attr-defined]
-        baseline=tuple(float(x) for x in baseline)))  # type: ignore[attr-defined]
+        name=spec.name, canary=tuple(float(x) for x in canary),
+        baseline=tuple(float(x) for x in baseline)))
 
 
-def scipy_mwu(canary: object, baseline: object) -> tuple[float, float]:
+def scipy_mwu(canary: Iterable[float], baseline: Iterable[float]) -> tuple[float, float]:
     """(U of the canary, two-sided asymptotic p) as scipy computes them."""
     res = stats.mannwhitneyu(canary, baseline, method="asymptotic")
     return float(res.statistic), float(res.pvalue)
@@ -295,7 +296,7 @@ def scipy_mwu(canary: object, baseline: object) -> tuple[float, float]:
      "latency 130 vs 100 — passes: higher by 29% on the mean, more than the 10% allowed, "
      "but its samples rank lower, significant at 98% (p="),
     # The canary serves 1.25x on every interval; the baseline had one burst of 10 000:
-    # mean 125.6 vs 149.5 (−16%).
+    # mean 125.6 vs 149.5 (-16%).
     (RATE, 1.25 * ONE_TO_200, [*ONE_TO_200[:-1], 10_000.0],
      "throughput 126 vs 150 — passes: lower by 16% on the mean, more than the 10% allowed, "
      "but its samples rank higher, significant at 98% (p="),
@@ -338,7 +339,7 @@ def test_mann_whitney_a_drop_on_most_samples_fails_even_with_overlapping_ranks()
 ])
 def test_mann_whitney_a_negative_canary_against_a_zero_baseline_is_an_unbounded_drop(
         spec: MetricSpec, verdict: Verdict, explanation: str) -> None:
-    """A baseline mean of 0 has no relative scale: any drop below it is −∞ % (the mirror of
+    """A baseline mean of 0 has no relative scale: any drop below it is -∞ % (the mirror of
     errors appearing from 0, +∞ %)."""
     r = mw(spec, (-5, -4, -3, -2, -1), (0,) * 5)
     assert (r.verdict, r.explanation) == (verdict, explanation)
@@ -349,7 +350,7 @@ def test_mann_whitney_a_negative_canary_against_a_zero_baseline_is_an_unbounded_
 @pytest.mark.parametrize("spec", [LAT, RATE])
 def test_mann_whitney_equal_means_at_zero_are_no_change_whatever_the_ranks(
         spec: MetricSpec) -> None:
-    """Nine samples at −1 and one at 9 against ten zeros: the ranks differ significantly,
+    """Nine samples at -1 and one at 9 against ten zeros: the ranks differ significantly,
     but both means are exactly 0, a relative change of 0 (not ±∞): it passes."""
     canary, baseline = [-1.0] * 9 + [9.0], [0.0] * 10
     _, p = scipy_mwu(canary, baseline)
@@ -365,7 +366,7 @@ def test_mann_whitney_equal_means_at_zero_are_no_change_whatever_the_ranks(
 
 BASE_8 = (7.0, 7.5, 8.0, 8.5, 9.0)  # mean 8, exactly
 UP_25 = (9.5, 9.75, 10.0, 10.25, 10.5)  # mean 10: +25 % exactly, every sample above
-DOWN_25 = (5.5, 5.75, 6.0, 6.25, 6.5)  # mean 6: −25 % exactly, every sample below
+DOWN_25 = (5.5, 5.75, 6.0, 6.25, 6.5)  # mean 6: -25 % exactly, every sample below
 
 
 @pytest.mark.parametrize(("spec", "canary", "sentence"), [
@@ -385,9 +386,9 @@ def test_mann_whitney_a_change_of_exactly_the_allowed_increase_passes(
 
 
 def test_mann_whitney_a_p_value_of_exactly_one_minus_confidence_is_not_significant() -> None:
-    """Significant means p < 1 − confidence, strictly. The confidence is chosen so that
-    1 − confidence is exactly scipy's p for these samples."""
-    canary, baseline = (9, 10, 10, 10, 10), (10, 11, 12, 13, 14)  # −18 % on the mean
+    """Significant means p < 1 - confidence, strictly. The confidence is chosen so that
+    1 - confidence is exactly scipy's p for these samples."""
+    canary, baseline = (9, 10, 10, 10, 10), (10, 11, 12, 13, 14)  # -18 % on the mean
     _, p = scipy_mwu(canary, baseline)
     confidence = 1 - p
     assert 1 - confidence == p  # exact in binary floating point for this p
