@@ -359,9 +359,8 @@ def test_mann_whitney_equal_means_at_zero_are_no_change_whatever_the_ranks(
     assert (int(codes), float(rel)) == (CODE_PASS, 0.0)
     r = mw(spec, canary, baseline)
     assert r.verdict is Verdict.PASS
-    assert r.explanation.startswith("latency 0 vs 0 — passes: lower by 0%, within the 10% "
-                                    "allowed" if spec is LAT else "throughput 0 vs 0 — passes: "
-                                    "lower by 0%, within the 10% allowed")
+    assert r.explanation.startswith(f"{spec.title} 0 vs 0 — passes: lower by 0%, within the "
+                                    "10% allowed (p=")
 
 
 BASE_8 = (7.0, 7.5, 8.0, 8.5, 9.0)  # mean 8, exactly
