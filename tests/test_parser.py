@@ -7,8 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.engine.requests import (
+    AlertDecision,
+    Approve,
     Audit,
     Cancel,
+    Control,
     Deploy,
     FreezeEnv,
     Help,
@@ -19,7 +22,7 @@ from bot.engine.requests import (
     UnlockEnv,
     UsageError,
 )
-from commands import grammar, parser
+from commands import actions, grammar, parser
 from commands.actions import parse_ref as parse_deployment_ref
 from commands.catalog import Catalog
 
@@ -168,3 +171,47 @@ def test_each_usage_line_accepts_as_many_words_as_it_shows(command: grammar.Subc
     with pytest.raises(UsageError) as err:
         parse(" ".join([command.name, *["x"] * (high + 1)]), CATALOG)
     assert f"expected `{command.usage}`" in str(err.value)
+
+
+# --- button clicks: the same typed requests as the text grammar ----------------------------
+
+
+@pytest.mark.parametrize(("family", "name", "request_"), [
+    ("button", "cancel", Cancel(deployment_id=42)),
+    ("button", "approve", Approve(deployment_id=42)),
+    *(("button", n, Control(action=n, deployment_id=42))  # type: ignore[arg-type]
+      for n in ("promote", "pause", "resume", "abort")),
+    *(("alert", n, AlertDecision(thread_id=42, decision=n))  # type: ignore[arg-type]
+      for n in ("rollback", "dismiss", "acknowledge", "redeploy")),
+])
+def test_a_recorded_click_is_the_request_its_button_names(family: str, name: str,
+                                                          request_: object) -> None:
+    assert actions.intent(family, name, "42") == request_
+
+
+@pytest.mark.parametrize("name", ["promote", "pause", "resume", "abort"])
+def test_the_rollout_and_alert_buttons_are_built_for_each_name(name: str) -> None:
+    """ACTIONS is built once at import; building the click handlers again here checks the
+    builders themselves (mutation testing cannot see code that only ran at import)."""
+    assert actions._control(name)(7) == Control(action=name, deployment_id=7)  # type: ignore[arg-type]
+    decision = {"promote": "rollback", "pause": "dismiss", "resume": "acknowledge",
+                "abort": "redeploy"}[name]
+    assert actions._alert(decision)(7) == AlertDecision(
+        thread_id=7, decision=decision)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("family", "name", "value"), [
+    ("button", "frobnicate", "42"), ("alert", "cancel", "42"), ("button", "rollback", "42"),
+])
+def test_a_click_on_a_button_we_do_not_render_is_refused(family: str, name: str,
+                                                         value: str) -> None:
+    with pytest.raises(actions.UnknownAction) as err:
+        actions.intent(family, name, value)
+    assert str(err.value) == "That button is not valid any more. Use `/deploy status` instead."
+
+
+def test_a_known_button_with_a_tampered_value_is_refused() -> None:
+    with pytest.raises(UsageError) as err:
+        actions.intent("button", "cancel", "42; drop")
+    assert not isinstance(err.value, actions.UnknownAction)
+    assert str(err.value) == "That button is not valid any more. Use `/deploy status` instead."

@@ -3,9 +3,21 @@ limits (arity, length, suggestions) at their exact edges."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from bot.engine.requests import Control, Deploy, Rollback, UnlockEnv, UsageError
+from bot.engine.requests import (
+    Control,
+    Deploy,
+    FreezeEnv,
+    Help,
+    LockEnv,
+    Rollback,
+    UnlockEnv,
+    UsageError,
+)
+from commands import grammar
 from commands.actions import parse_ref as parse_deployment_ref
 from commands.catalog import Catalog
 from commands.grammar import USAGE
@@ -125,3 +137,140 @@ def test_a_button_value_is_at_most_twelve_digits() -> None:
     with pytest.raises(UsageError) as err:
         parse_deployment_ref("9" * 13)
     assert str(err.value) == "That button is not valid any more. Use `/deploy status` instead."
+
+
+# --- versions: the rule that was broken, and the characters, shown safely ----------------
+
+HINT = "Give the version as your CI names it, for example v1.4.2 or 2026.11.26-3."
+CHARSET = ("Versions use letters, digits and . _ / + - (for example v1.4.2 or "
+           "2026.11.26-3).")
+
+
+@pytest.mark.parametrize(("version", "message"), [
+    ("v1..2", "Version 'v1..2' contains '..', which versions may not (it climbs paths and "
+              f"means a range in git). {HINT}"),
+    ("v1.lock", f"Version 'v1.lock' ends with '.lock', which git refs may not. {HINT}"),
+    ("-v1", "Version '-v1' starts with '-': a deploy command would read it as an option. "
+            f"Drop the leading '-'. {HINT}"),
+    # the character set is checked before '..' (only '-' and '@{' come first)
+    ("v1..;2", f"Version 'v1..;2' contains characters Shipbot does not accept: ';'. {CHARSET}"),
+    # echoed back: the first 40 characters, Slack's <, > and ` defused; the characters
+    # themselves listed in order of code point
+    ("<@U123>`" + "x" * 32 + "y" * 8,
+     "Version '‹@U123›'" + "x" * 32 + "' contains characters Shipbot does not accept: "
+     f"'<' '>' '@' '`'. {CHARSET}"),
+])
+def test_a_refused_version_names_the_rule(version: str, message: str) -> None:
+    assert refusal(f"api staging {version}") == message
+
+
+def test_invisible_characters_in_a_version_are_listed_escaped() -> None:
+    """Printable characters are shown as they are (a backslash too); control characters
+    and whitespace are shown escaped, so the user can see what to remove."""
+    assert refusal("api staging 'v1\\2\x07\t'") == (
+        "Version 'v1\\2\x07\t' contains characters Shipbot does not accept: "
+        f"'\\x07' '\\t' '\\'. {CHARSET}")
+
+
+# --- durations (--for) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("duration", "expected"), [
+    ("1d2h3m4s", timedelta(days=1, hours=2, minutes=3, seconds=4)),
+    ("1h30m", timedelta(minutes=90)),
+    ("90s", timedelta(seconds=90)),
+    ("365d", timedelta(days=365)),
+])
+def test_a_lock_for_a_duration(duration: str, expected: timedelta) -> None:
+    assert parse(f"lock production --reason x --for {duration}", CATALOG) == LockEnv(
+        env="production", reason="x", duration=expected)
+
+
+@pytest.mark.parametrize(("duration", "message"), [
+    ("0m", "A duration must be longer than zero."),
+    ("0d0h", "A duration must be longer than zero."),
+    ("366d", "A duration must be at most 365 days."),
+    ("364d24h1s", "A duration must be at most 365 days."),
+    ("x" * 40 + "yyyyy",
+     f"'{'x' * 40}' is not a duration. Use forms like 30m, 2h, 1d or 1h30m."),
+])
+def test_a_duration_out_of_bounds_is_refused(duration: str, message: str) -> None:
+    assert refusal(f"lock production --reason x --for {duration}") == message
+
+
+# --- points in time (--until); NOW is 2026-11-26 12:00 UTC ---------------------------------
+
+WHEN = 'Use "YYYY-MM-DD HH:MM" in UTC, optionally followed by a time zone such as Europe/Berlin.'
+
+
+@pytest.mark.parametrize(("until", "expected"), [
+    ("2026-12-01 09:00 utc", datetime(2026, 12, 1, 9, 0, tzinfo=UTC)),
+    ("2026-12-01 09:00 UTC", datetime(2026, 12, 1, 9, 0, tzinfo=UTC)),
+    ("2026-12-01 9:30", datetime(2026, 12, 1, 9, 30, tzinfo=UTC)),
+    ("2026-11-26 12:01", datetime(2026, 11, 26, 12, 1, tzinfo=UTC)),
+])
+def test_a_freeze_until(until: str, expected: datetime) -> None:
+    assert parse(f'freeze production --until "{until}" --reason x', CATALOG) == FreezeEnv(
+        env="production", until=expected, reason="x")
+
+
+@pytest.mark.parametrize(("until", "message"), [
+    ("2026-11-26 12:00", "2026-11-26 12:00 UTC is in the past. Give a future time."),
+    ("x" * 40 + "yyyyy", f"'{'x' * 40}' is not a date and time I understand. {WHEN}"),
+    ("2026-13-01 09:00 America/Argentina/Buenos_Aires",
+     f"'2026-13-01 09:00 America/Argentina/Bueno' is not a valid date. {WHEN}"),
+    ("2026-12-01 09:00 Mars/" + "x" * 35 + "yyyyy",
+     f"Unknown time zone 'Mars/{'x' * 35}'. Use names like Europe/Berlin."),
+])
+def test_a_freeze_until_that_cannot_be_used_is_refused(until: str, message: str) -> None:
+    assert refusal(f'freeze production --until "{until}" --reason x') == message
+
+
+# --- help, the reserved names, and a word only loosely like a subcommand -------------------
+
+USAGE_TEXT = """*Usage*
+• `/deploy <service> <env> [version] [--reason "why"] [--hotfix] [--strategy rolling|canary|blue-green]` — deploy (default: the latest build)
+• `/deploy help [command]` — this help, or one command's
+• `/deploy status [service]` — what runs where, locks, freezes, and what is in progress
+• `/deploy history <service> [env]` — the last 10 deployments
+• `/deploy audit <service> [env]` — recent decisions: requests, approvals, locks, overrides
+• `/deploy cancel <service> <env>` — stop a deployment before it reaches the target
+• `/deploy promote <service> <env>` — skip the current wait of a canary or blue-green rollout
+• `/deploy pause <service> <env>` — hold a rollout where it is (it rolls back after its pause timeout)
+• `/deploy resume <service> <env>` — go on from a pause, or past a manual gate
+• `/deploy abort <service> <env>` — stop a rollout and move traffic back to the old version
+• `/deploy lock <env> [service] --reason "why" [--for 2h]` — stop deploys to an environment
+• `/deploy unlock <env> [service]` — lift a lock
+• `/deploy freeze <env> --until "YYYY-MM-DD HH:MM" --reason "why"` — no deploys until a time (UTC, or with a zone such as Europe/Berlin)
+• `/deploy unfreeze <env>` — lift the freezes of an environment
+• `/rollback <service> <env> [version] [--reason "why"]` — put the previous version back (or `/deploy rollback …`)
+*Examples*
+• `/deploy api staging`
+• `/deploy api production v1.4.2 --reason "fix login timeout"`
+• `/deploy api production v1.4.3 --hotfix --reason "INC-123"`"""  # noqa: E501
+
+
+def test_the_usage_reads_exactly() -> None:
+    """`/deploy help`, word for word: the bare deploy first, then each subcommand in table
+    order with its flags (required bare, optional in brackets), then the examples."""
+    assert grammar.USAGE == USAGE_TEXT
+    # USAGE is built once at import; building it again checks the builder itself.
+    assert grammar._usage() == USAGE_TEXT
+
+
+def test_help_about_help_is_the_whole_usage() -> None:
+    assert parse("help help", CATALOG) == Help(topic="help")
+    assert grammar.help_text("help") == grammar.help_text(None) == USAGE_TEXT
+
+
+def test_services_named_like_a_subcommand_are_reported() -> None:
+    assert grammar.reserved_names(["api", "status", "web", "lock"]) == [
+        "services.status: 'status' is a /deploy subcommand; choose another name",
+        "services.lock: 'lock' is a /deploy subcommand; choose another name",
+    ]
+    assert grammar.reserved_names(["api", "web"]) == []
+
+
+def test_a_word_only_loosely_like_a_subcommand_is_read_as_a_service() -> None:
+    """'sta' is 2·3/9 ≈ 0.67 similar to 'status', under the 0.75 needed to be taken for a
+    subcommand: it is an unknown service."""
+    assert refusal("sta staging") == "Unknown service 'sta'. Known: api, web, worker."

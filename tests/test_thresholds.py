@@ -6,12 +6,20 @@ the sentence for each outcome, and five samples a side are enough."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from bot.engine.analysis import MetricSeries, MetricSpec, Verdict, mann_whitney, threshold
+from bot.engine.analysis import (
+    MetricResult,
+    MetricSeries,
+    MetricSpec,
+    Verdict,
+    mann_whitney,
+    threshold,
+)
 from bot.engine.analysis.model import CODE_FAIL, CODE_INCONCLUSIVE, CODE_PASS
 
 LIMITS = {
@@ -256,3 +264,162 @@ def test_hodges_lehmann_ci_ends_are_the_kth_pairwise_differences(n: int, m: int)
     k = max(math.floor(n * m / 2 - z * math.sqrt(n * m * (n + m + 1) / 12)), 1)
     shift, lo, hi = mann_whitney.hodges_lehmann(c, b, 0.98)
     assert (shift, lo, hi) == (float(np.median(diffs)), diffs[k - 1], diffs[n * m - k])
+
+
+# --- Mann-Whitney: the classification rule at its edges ------------------------------------
+# Kayenta's rule: High needs three things at once (significant, the canary's samples rank
+# higher, U > nm/2, and its mean is more than allowed_increase above the baseline's); Low
+# is the mirror image. The expected p-values and U statistics come from scipy.
+
+LAT = MetricSpec(name="lat", label="latency", unit="plain", judge="mann-whitney")
+RATE = MetricSpec(name="rps", label="throughput", unit="plain", judge="mann-whitney",
+                  direction="higher")
+ONE_TO_200 = np.arange(1, 201, dtype=float)
+
+
+def mw(spec: MetricSpec, canary: Iterable[float], baseline: Iterable[float]) -> MetricResult:
+    return mann_whitney.evaluate(spec, MetricSeries(
+        name=spec.name, canary=tuple(float(x) for x in canary),
+        baseline=tuple(float(x) for x in baseline)))
+
+
+def scipy_mwu(canary: Iterable[float], baseline: Iterable[float]) -> tuple[float, float]:
+    """(U of the canary, two-sided asymptotic p) as scipy computes them."""
+    res = stats.mannwhitneyu(canary, baseline, method="asymptotic")
+    return float(res.statistic), float(res.pvalue)
+
+
+@pytest.mark.parametrize(("spec", "canary", "baseline", "sentence"), [
+    # 199 samples at 0.8x the baseline's and one 10 s outlier: faster almost everywhere,
+    # yet the mean is 129.6 vs 100.5 (+29%).
+    (LAT, [*(0.8 * ONE_TO_200[:-1]), 10_000.0], ONE_TO_200,
+     "latency 130 vs 100 — passes: higher by 29% on the mean, more than the 10% allowed, "
+     "but its samples rank lower, significant at 98% (p="),
+    # The canary serves 1.25x on every interval; the baseline had one burst of 10 000:
+    # mean 125.6 vs 149.5 (-16%).
+    (RATE, 1.25 * ONE_TO_200, [*ONE_TO_200[:-1], 10_000.0],
+     "throughput 126 vs 150 — passes: lower by 16% on the mean, more than the 10% allowed, "
+     "but its samples rank higher, significant at 98% (p="),
+])
+def test_mann_whitney_a_mean_moved_by_outliers_against_the_ranks_passes(
+        spec: MetricSpec, canary: list[float], baseline: list[float], sentence: str) -> None:
+    """Significant, beyond the allowed change on the mean, but the ranks point the other
+    way: neither High nor Low, so it passes, and the sentence does not call a 29 % change
+    "within the 10 % allowed"."""
+    u, p = scipy_mwu(canary, baseline)
+    nm = len(canary) * len(baseline)
+    assert p < 0.02
+    assert nm / 3 < u < nm / 2 if spec is LAT else nm / 2 < u < 2 * nm / 3
+    r = mw(spec, canary, baseline)
+    assert r.verdict is Verdict.PASS
+    assert r.explanation.startswith(sentence)
+    assert r.p_value == pytest.approx(p)
+
+
+def test_mann_whitney_a_drop_on_most_samples_fails_even_with_overlapping_ranks() -> None:
+    """Throughput at 0.8x the baseline on every interval: the ranks overlap a lot
+    (U = 0.4 nm, well above nm/3) but the drop is significant and 20 % on the mean."""
+    canary = 0.8 * ONE_TO_200
+    u, p = scipy_mwu(canary, ONE_TO_200)
+    assert 200 * 200 / 3 < u < 200 * 200 / 2 and p < 0.02
+    r = mw(RATE, canary, ONE_TO_200)
+    assert r.verdict is Verdict.FAIL
+    assert r.explanation.startswith("throughput 80.4 vs 100 — fails: canary lower (worse) by "
+                                    "20%, more than the 10% allowed, significant at 98% (p=")
+    assert r.p_value == pytest.approx(p)
+
+
+@pytest.mark.parametrize(("spec", "verdict", "explanation"), [
+    (RATE.model_copy(update={"label": "queue growth"}), Verdict.FAIL,
+     "queue growth -3 vs 0 — fails: canary lower (worse) by ∞%, more than the 10% allowed, "
+     "significant at 98% (p=0.0075; shift −3, 98% CI −5 … −1)"),
+    (LAT.model_copy(update={"label": "queue growth"}), Verdict.PASS,
+     "queue growth -3 vs 0 — passes: canary lower (better) by ∞% (p=0.0075; shift −3, 98% CI "
+     "−5 … −1)"),
+])
+def test_mann_whitney_a_negative_canary_against_a_zero_baseline_is_an_unbounded_drop(
+        spec: MetricSpec, verdict: Verdict, explanation: str) -> None:
+    """A baseline mean of 0 has no relative scale: any drop below it is -∞ % (the mirror of
+    errors appearing from 0, +∞ %)."""
+    r = mw(spec, (-5, -4, -3, -2, -1), (0,) * 5)
+    assert (r.verdict, r.explanation) == (verdict, explanation)
+    _, _, rel = mann_whitney.classify([-5, -4, -3, -2, -1], [0] * 5, spec)
+    assert float(rel) == -math.inf
+
+
+@pytest.mark.parametrize("spec", [LAT, RATE])
+def test_mann_whitney_equal_means_at_zero_are_no_change_whatever_the_ranks(
+        spec: MetricSpec) -> None:
+    """Nine samples at -1 and one at 9 against ten zeros: the ranks differ significantly,
+    but both means are exactly 0, a relative change of 0 (not ±∞): it passes."""
+    canary, baseline = [-1.0] * 9 + [9.0], [0.0] * 10
+    _, p = scipy_mwu(canary, baseline)
+    assert p < 0.02
+    codes, _, rel = mann_whitney.classify(canary, baseline, spec)
+    assert (int(codes), float(rel)) == (CODE_PASS, 0.0)
+    r = mw(spec, canary, baseline)
+    assert r.verdict is Verdict.PASS
+    assert r.explanation.startswith(f"{spec.title} 0 vs 0 — passes: lower by 0%, within the "
+                                    "10% allowed (p=")
+
+
+BASE_8 = (7.0, 7.5, 8.0, 8.5, 9.0)  # mean 8, exactly
+UP_25 = (9.5, 9.75, 10.0, 10.25, 10.5)  # mean 10: +25 % exactly, every sample above
+DOWN_25 = (5.5, 5.75, 6.0, 6.25, 6.5)  # mean 6: -25 % exactly, every sample below
+
+
+@pytest.mark.parametrize(("spec", "canary", "sentence"), [
+    (LAT, UP_25, "latency 10 vs 8 — passes: higher by 25%, within the 25% allowed (p=0.012"),
+    (RATE, DOWN_25, "throughput 6 vs 8 — passes: lower by 25%, within the 25% allowed (p=0.012"),
+    (LAT, DOWN_25, "latency 6 vs 8 — passes: lower by 25%, within the 25% allowed (p=0.012"),
+])
+def test_mann_whitney_a_change_of_exactly_the_allowed_increase_passes(
+        spec: MetricSpec, canary: tuple[float, ...], sentence: str) -> None:
+    """"More than allowed_increase" is strict: exactly 25 % with 25 % allowed is within it,
+    in the bad direction (no failure) and in the good one (not called "better")."""
+    r = mw(spec.model_copy(update={"allowed_increase": 0.25}), canary, BASE_8)
+    assert r.verdict is Verdict.PASS
+    assert r.explanation.startswith(sentence)
+    r = mw(spec.model_copy(update={"allowed_increase": 0.24}), canary, BASE_8)
+    assert r.verdict is (Verdict.PASS if spec is LAT and canary is DOWN_25 else Verdict.FAIL)
+
+
+def test_mann_whitney_a_p_value_of_exactly_one_minus_confidence_is_not_significant() -> None:
+    """Significant means p < 1 - confidence, strictly. The confidence is chosen so that
+    1 - confidence is exactly scipy's p for these samples."""
+    canary, baseline = (9, 10, 10, 10, 10), (10, 11, 12, 13, 14)  # -18 % on the mean
+    _, p = scipy_mwu(canary, baseline)
+    confidence = 1 - p
+    assert 1 - confidence == p  # exact in binary floating point for this p
+    at_edge = mw(RATE.model_copy(update={"confidence": confidence}), canary, baseline)
+    assert at_edge.verdict is Verdict.PASS
+    assert at_edge.explanation.startswith(
+        "throughput 9.8 vs 12 — passes: no significant difference at 97% (p=0.026")
+    codes, _, _ = mann_whitney.classify(canary, baseline,
+                                        RATE.model_copy(update={"confidence": confidence}))
+    assert int(codes) == CODE_PASS
+    beyond = mw(RATE.model_copy(update={"confidence": 0.97}), canary, baseline)
+    assert beyond.verdict is Verdict.FAIL
+
+
+def test_mann_whitney_padded_rows_are_judged_on_their_samples_only() -> None:
+    """The benchmark pads short rows with NaN: the padding is left out, so a padded row
+    gets the p-value and verdict of its real samples."""
+    nan = math.nan
+    canary = [[20, 21, 22, 23, 24, nan, nan], [5, 6, 7, 8, 9, 10, 11]]
+    baseline = [[1, 2, 3, 4, 5, 6, 7], [5, 6, 7, 8, 9, nan, nan]]
+    codes, p, _ = mann_whitney.classify(canary, baseline, LAT)
+    assert codes.tolist() == [CODE_FAIL, CODE_PASS]
+    assert p.tolist() == pytest.approx([scipy_mwu([20, 21, 22, 23, 24], range(1, 8))[1],
+                                        scipy_mwu(range(5, 12), [5, 6, 7, 8, 9])[1]])
+
+
+def test_mann_whitney_a_row_without_samples_is_inconclusive_with_no_evidence() -> None:
+    """A canary that reported nothing in one row of the benchmark: that row is
+    inconclusive with p = 1 (no evidence of a difference); the next row is judged."""
+    nan = math.nan
+    canary = [[nan] * 5, [20, 21, 22, 23, 24]]
+    baseline = [[1, 2, 3, 4, 5], [1, 2, 3, 4, 5]]
+    codes, p, _ = mann_whitney.classify(canary, baseline, LAT)
+    assert codes.tolist() == [CODE_INCONCLUSIVE, CODE_FAIL]
+    assert p.tolist() == pytest.approx([1.0, scipy_mwu([20, 21, 22, 23, 24], [1, 2, 3, 4, 5])[1]])

@@ -7,7 +7,9 @@ benchmark path give identical numbers) and classify like Kayenta:
 
 * High: significant (p < 1 - confidence) and the canary tends larger (U > nm/2) and its
   mean is more than ``allowed_increase`` above the baseline's (relative);
-* Low: the mirror image; Pass otherwise.
+* Low: the mirror image; Pass otherwise (also when the mean moved beyond
+  ``allowed_increase`` but the ranks point the other way: outliers, and the explanation
+  says so rather than calling the change "within the allowed").
 
 High is a failure when lower is better, Low when higher is better; the other one is an
 improvement and passes. Fewer than ``min_samples`` finite samples on either side is
@@ -155,6 +157,11 @@ def evaluate(spec: MetricSpec, series: MetricSeries | None) -> MetricResult:
         text = f"{head} — passes: no significant difference at {conf} ({size})"
     elif not worse and abs(rel) > spec.allowed_increase:
         text = f"{head} — passes: canary {direction} (better) by {_pct(rel)} ({size})"
+    elif abs(rel) > spec.allowed_increase:  # worse on the mean, so the ranks disagree
+        ranks = "lower" if rel > 0 else "higher"
+        text = (f"{head} — passes: {direction} by {_pct(rel)} on the mean, more than the "
+                f"{allowed} allowed, but its samples rank {ranks}, significant at {conf} "
+                f"({size})")
     else:
         text = (f"{head} — passes: {direction} by {_pct(rel)}, within the {allowed} "
                 f"allowed ({size})")
