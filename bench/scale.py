@@ -1,8 +1,8 @@
 """`/deploy status`, `history` and `audit` at the size of a large company, through the app.
 
 Run by hand: ``PYTHONPATH=. .venv/bin/python bench/scale.py [--db sqlite|postgres|both]``.
-It seeds 1,000 services × 4 environments with 200,000 past deployments (50 per slot, a
-tenth of them failed or rolled back) and two audit rows each, into SQLite and into a
+It seeds 1,000 services x 4 environments with 200,000 past deployments (50 per slot, a
+tenth of them failed) and two audit rows each, into SQLite and into a
 throwaway PostgreSQL (started as the tests do: tests/postgres_fixture.py), then sends each
 command as Slack would (signed HTTP to the running bot, whole engine running) and prints
 milliseconds per command (median, p99, worst), the reply's length, and the query plans of
@@ -107,7 +107,8 @@ async def run(database_url: str, label: str, args: argparse.Namespace, tmp: Path
         def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
             captured.append((statement, params))
 
-        print("| command | median ms | p99 ms | worst ms | reply chars |\n|---|---:|---:|---:|---:|")
+        print("| command | median ms | p99 ms | worst ms | reply chars |")
+        print("|---|---:|---:|---:|---:|")
         plans: dict[str, list[tuple[str, Any]]] = {}
         for name, command in commands(args.services).items():
             times, reply = [], ""
