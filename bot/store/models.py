@@ -6,7 +6,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Dialect, Integer, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from bot.clock import as_utc
@@ -42,6 +51,8 @@ class Deployment(SQLModel, table=True):
     """One request to put a version of a service on an environment."""
 
     __mapper_args__ = {"version_id_col": _row_version}
+    # Each slot's newest success without sorting the history (`/deploy status`).
+    __table_args__ = (Index("ix_deployment_state_slot", "state", "service", "env", "id"),)
     row_version: int | None = Field(default=None, sa_column=_row_version)
 
     id: int | None = Field(default=None, primary_key=True)
