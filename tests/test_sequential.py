@@ -1,0 +1,295 @@
+"""The sequential judge's numbers, checked against an independent computation of its rule.
+
+The rule (module docstring of ``bot.engine.analysis.sequential``): within one check the
+canary's share of the events is Binomial(events, q) with q = r·θ / (r·θ + 1 - r), r the
+canary's share of the requests and θ the ratio of the per-request event rates. The fail
+e-value is the equal-weight mixture over the grid of log-ratios 0.01·1.4^k (k < 20: 0.01 … 6,
+geometric) of the likelihood ratio θ = e^effect against θ = 1, multiplied over the checks;
+the pass e-value tests θ = 1 + allowed_increase against θ = (1 + allowed_increase)·e^-effect.
+Latency: one such test per finite histogram boundary on "requests slower than b"; fail
+averages all boundaries, an early pass needs every boundary whose pooled exceedance is
+within 1-99 %. Here the likelihoods come from ``scipy.stats.binom``, one check at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bot.engine.analysis import MetricSeries, MetricSpec, SequentialState, Verdict, sequential
+
+GRID = [0.01 * 1.4**k for k in range(20)]  # 0.01 … 5.96
+SEQ = MetricSpec(name="errors", label="error rate", unit="ratio", judge="sequential")
+LAT = MetricSpec(name="latency", label="latency", unit="seconds", judge="sequential")
+
+Check = tuple[int, int, int, int]  # canary requests, canary events, baseline requests, events
+
+
+def _q(rho: float, log_theta: float) -> float:
+    theta = math.exp(log_theta)
+    return rho * theta / (rho * theta + 1 - rho)
+
+
+def _llr(checks: list[Check], null: float, alt: float) -> float:
+    """Sum over the checks of log Binom(ce; ce+be, q(alt)) - log Binom(ce; ce+be, q(null))."""
+    total = 0.0
+    for cr, ce, br, be in checks:
+        if cr == 0 or br == 0 or ce + be == 0:
+            continue  # no split of requests or no events: the check says nothing
+        rho = cr / (cr + br)
+        total += (stats.binom.logpmf(ce, ce + be, _q(rho, alt))
+                  - stats.binom.logpmf(ce, ce + be, _q(rho, null)))
+    return float(total)
+
+
+def e_fail(checks: list[Check]) -> float:
+    return float(np.mean([math.exp(_llr(checks, 0.0, g)) for g in GRID]))
+
+
+def e_pass(checks: list[Check], allowed: float) -> float:
+    m = math.log1p(allowed)
+    return float(np.mean([math.exp(_llr(checks, m, m - g)) for g in GRID]))
+
+
+def counts(cr: int, ce: int, br: int, be: int) -> MetricSeries:
+    return MetricSeries(name="errors", canary_requests=cr, canary_errors=ce,
+                        baseline_requests=br, baseline_errors=be)
+
+
+def run(spec: MetricSpec, cumulative: list[Check], state: SequentialState | None = None):
+    results = []
+    for c in cumulative:
+        r, state = sequential.evaluate(spec, counts(*c), state)
+        results.append(r)
+    return results, state
+
+
+def increments(cumulative: list[Check]) -> list[Check]:
+    out, last = [], (0, 0, 0, 0)
+    for c in cumulative:
+        out.append(tuple(a - b for a, b in zip(c, last, strict=True)))
+        last = c
+    return out  # type: ignore[return-value]
+
+
+# --- counts: the e-values -------------------------------------------------------------------
+
+def test_one_check_e_values_are_the_binomial_mixtures() -> None:
+    # 30 of the 120 errors on a canary serving 10 % of the requests: θ = 3 at face value
+    spec = SEQ.model_copy(update={"allowed_increase": 0.5})
+    r, st = sequential.evaluate(spec, counts(1000, 30, 9000, 90))
+    assert r.e_value == pytest.approx(e_fail([(1000, 30, 9000, 90)]), rel=1e-9)
+    assert r.e_value == pytest.approx(4915.08, rel=1e-5)
+    assert r.e_value_pass == pytest.approx(e_pass([(1000, 30, 9000, 90)], 0.5), rel=1e-9)
+    assert r.verdict is Verdict.FAIL and r.final
+    assert (r.canary_value, r.baseline_value) == (pytest.approx(0.03), pytest.approx(0.01))
+    assert st.decided is Verdict.FAIL and st.checks == 1
+    assert st.seen_canary == (1000, 30) and st.seen_baseline == (9000, 90)
+
+
+@pytest.mark.parametrize("allowed", [0.1, 0.5, 0.0])
+def test_evidence_multiplies_over_checks_whatever_the_canary_weight(allowed: float) -> None:
+    """Each check is conditioned on its own request split: the weight may change (10 %, then
+    50 %, then 25 %) and checks without events or without requests change nothing."""
+    spec = SEQ.model_copy(update={"allowed_increase": allowed, "min_requests": 10**6})
+    cumulative = [(1000, 12, 9000, 95), (1000, 12, 9000, 95),  # nothing happened
+                  (3000, 40, 11000, 120), (3000, 40, 11000, 120),
+                  (4000, 47, 14000, 141), (4000, 47, 14000, 141), (5000, 60, 17000, 170)]
+    results, st = run(spec, cumulative)
+    steps = increments(cumulative)
+    for i, r in enumerate(results):
+        assert r.e_value == pytest.approx(e_fail(steps[: i + 1]), rel=1e-9)
+        assert r.e_value_pass == pytest.approx(e_pass(steps[: i + 1], allowed), rel=1e-9)
+        assert r.verdict is Verdict.INCONCLUSIVE  # min_requests never reached
+    assert st.checks == 7 and st.seen_canary == (5000, 60) and st.seen_baseline == (17000, 170)
+    assert st.last_canary == (5000, 60) and st.last_baseline == (17000, 170)
+
+
+def test_an_improvement_builds_pass_evidence_and_passes_early() -> None:
+    spec = SEQ.model_copy(update={"allowed_increase": 0.1})
+    r, st = sequential.evaluate(spec, counts(5000, 60, 5000, 100))
+    assert r.e_value_pass == pytest.approx(e_pass([(5000, 60, 5000, 100)], 0.1), rel=1e-9)
+    assert r.e_value_pass == pytest.approx(138.82, rel=1e-4)
+    assert r.e_value == pytest.approx(e_fail([(5000, 60, 5000, 100)]), rel=1e-9)
+    assert r.verdict is Verdict.PASS and r.final and st.decided is Verdict.PASS
+    assert r.explanation == (
+        "error rate 1.2% vs 2% — passes (final): with 99% anytime-valid confidence the canary "
+        "is less than 1.1× worse (60 errors in 5,000 canary requests vs 100 in 5,000 baseline; "
+        "e_pass=139 ≥ 100) — safe to promote now")
+    # the same data against a 5 % margin is not enough for a final pass
+    r, _ = sequential.evaluate(spec.model_copy(update={"allowed_increase": 0.05}),
+                               counts(5000, 60, 5000, 100))
+    assert r.e_value_pass == pytest.approx(e_pass([(5000, 60, 5000, 100)], 0.05), rel=1e-9)
+    assert r.e_value_pass < 100 and r.verdict is Verdict.PASS and not r.final
+
+
+# --- counts: what the on-call reads ---------------------------------------------------------
+
+def test_a_failure_says_how_much_worse_with_the_evidence_and_the_bar() -> None:
+    r, _ = sequential.evaluate(SEQ, counts(1000, 30, 9000, 90))
+    e = e_fail([(1000, 30, 9000, 90)])
+    assert f"{e:.3g}" == "4.92e+03"
+    assert r.explanation == (
+        "error rate 3% vs 1% — fails: canary error rate is higher (30 errors in 1,000 canary "
+        "requests vs 90 in 9,000 baseline; 3× baseline; e=4.92e+03 ≥ 100, anytime-valid at "
+        "α=0.01) — safe to roll back now")
+    assert r.name == "errors" and r.judge == "sequential" and r.critical and r.weight == 1
+
+
+def test_a_pass_so_far_shows_the_evidence_below_the_bar() -> None:
+    spec = SEQ.model_copy(update={"alpha": 0.05, "weight": 2.5, "critical": False})
+    r, st = sequential.evaluate(spec, counts(1000, 20, 9000, 90))
+    e = e_fail([(1000, 20, 9000, 90)])
+    assert 1 < e < 20 and f"{e:.3g}" == "5.18"
+    assert r.verdict is Verdict.PASS and not r.final and st.decided is None
+    assert r.explanation == (
+        "error rate 2% vs 1% — passes: no regression detected so far (20 errors in 1,000 "
+        "canary requests vs 90 in 9,000 baseline; e=5.18 < 20); promote when the analysis "
+        "window ends")
+    assert not r.critical and r.weight == 2.5
+
+
+def test_before_min_requests_it_is_inconclusive_and_says_how_far_along() -> None:
+    r, st = sequential.evaluate(SEQ, counts(999, 1, 9000, 9))
+    assert r.verdict is Verdict.INCONCLUSIVE and not r.final
+    e = e_fail([(999, 1, 9000, 9)])
+    assert r.e_value == pytest.approx(e, rel=1e-9)
+    assert r.explanation == (
+        f"error rate 0.1% vs 0.1% — inconclusive: 999 of 1,000 canary requests needed before "
+        f"a pass (1 error in 999 canary requests vs 9 in 9,000 baseline; e={e:.3g} < 100)")
+    # one more canary request reaches min_requests (">="): a pass
+    r, _ = sequential.evaluate(SEQ, counts(1000, 1, 9000, 9), st)
+    assert r.verdict is Verdict.PASS
+
+
+def test_no_canary_traffic_yet() -> None:
+    r, st = sequential.evaluate(SEQ, counts(0, 0, 9000, 9))
+    assert r.verdict is Verdict.INCONCLUSIVE
+    assert r.explanation == "error rate: no canary traffic yet — inconclusive"
+    assert r.e_value == 1 and r.e_value_pass == 1  # no evidence either way
+    assert r.canary_value is None and r.baseline_value == pytest.approx(0.001)
+    assert st.seen_canary == (0, 0) and st.seen_baseline == (9000, 9)
+
+
+def test_a_baseline_without_errors_gives_no_ratio() -> None:
+    r, _ = sequential.evaluate(SEQ, counts(1000, 9, 9000, 0))
+    e = e_fail([(1000, 9, 9000, 0)])
+    assert r.e_value == pytest.approx(e, rel=1e-9) and r.verdict is Verdict.FAIL
+    assert f"{e:.1e}" == "6.0e+07"  # 1e4 and more: one decimal, exponent
+    assert r.explanation == (
+        "error rate 0.9% vs 0% — fails: canary error rate is higher (9 errors in 1,000 "
+        "canary requests vs 0 in 9,000 baseline; e=6.0e+07 ≥ 100, anytime-valid at α=0.01) "
+        "— safe to roll back now")
+
+
+# --- latency: one count test per boundary ---------------------------------------------------
+
+INF = math.inf
+
+
+def lat_llrs(canary: dict[float, int], baseline: dict[float, int], null: float,
+             alt: float) -> list[float]:
+    """One check from zero: per boundary, the LLR of the split of "slower than b"."""
+    return [_llr([(canary[INF], canary[INF] - canary[b], baseline[INF],
+                   baseline[INF] - baseline[b])], null, alt)
+            for b in sorted(k for k in canary if k != INF)]
+
+
+def log_mix(values: list[float]) -> float:
+    return float(np.logaddexp.reduce(values) - math.log(len(values)))
+
+
+def lat_log_e(canary: dict[float, int], baseline: dict[float, int], allowed: float,
+              active: list[bool]) -> tuple[float, float, list[float]]:
+    """(log e fail over every boundary and alternative, log e pass at the active boundaries,
+    log e fail per boundary)."""
+    by_alt = [lat_llrs(canary, baseline, 0.0, g) for g in GRID]  # [alt][bound]
+    bounds = range(len(by_alt[0]))
+    log_fail = log_mix([x for row in by_alt for x in row])
+    per_bound_fail = [log_mix([row[i] for row in by_alt]) for i in bounds]
+    m = math.log1p(allowed)
+    by_alt = [lat_llrs(canary, baseline, m, m - g) for g in GRID]
+    per_bound = [log_mix([row[i] for row in by_alt]) for i in bounds]
+    log_pass = min((p for p, a in zip(per_bound, active, strict=True) if a), default=-INF)
+    return log_fail, log_pass, per_bound_fail
+
+
+def hist(canary: dict[float, int], baseline: dict[float, int]) -> MetricSeries:
+    return MetricSeries(name="latency", canary_histogram=canary, baseline_histogram=baseline)
+
+
+def test_a_tail_regression_fails_and_names_the_boundary_where_it_is() -> None:
+    # 5 % of canary requests slower than 400 ms vs 0.5 % of baseline ones; 60 % vs 50 %
+    # slower than 100 ms; the same 10 % slower than 200 ms
+    canary = {0.1: 400, 0.2: 900, 0.4: 950, INF: 1000}
+    baseline = {0.1: 5000, 0.2: 9000, 0.4: 9950, INF: 10000}
+    # pooled exceedance: 5600/11000, 1100/11000, 100/11000 < 1 %: the last is not active
+    log_fail, log_pass, per_bound = lat_log_e(canary, baseline, 0.1, [True, True, False])
+    assert max(per_bound) == per_bound[2]  # the 400 ms boundary carries the evidence
+    r, st = sequential.evaluate(LAT, hist(canary, baseline))
+    assert r.verdict is Verdict.FAIL and r.final and st.decided is Verdict.FAIL
+    assert math.log(r.e_value) == pytest.approx(log_fail, rel=1e-9)
+    assert math.log(r.e_value_pass) == pytest.approx(log_pass, rel=1e-9)
+    assert st.test == "latency" and st.bounds == (0.1, 0.2, 0.4)
+    assert st.seen_canary == (1000, 600, 100, 50) and st.seen_baseline == (10000, 5000, 1000, 50)
+    # p50: canary 0.1 + 0.1·(500-400)/(900-400) = 120 ms, baseline 100 ms (at the bound);
+    # p99: canary rank 990 is in +Inf, reported as the last bound, 400 ms; baseline
+    # 0.2 + 0.2·(9900-9000)/(9950-9000) = 389 ms
+    assert r.canary_value == pytest.approx(0.4)
+    assert r.baseline_value == pytest.approx(0.2 + 0.2 * 900 / 950)
+    assert r.explanation == (
+        f"latency p50 120 ms vs 100 ms, p99 400 ms vs 389 ms — fails: canary latency is "
+        f"stochastically larger (5% of canary requests slower than 400 ms vs 0.5% of "
+        f"baseline; 10× baseline; e={math.exp(log_fail):.1e} ≥ 100, anytime-valid at α=0.01) "
+        "— safe to roll back now")
+
+
+@pytest.mark.parametrize(("allowed", "final"), [(0.5, True), (0.2, True), (0.1, False)])
+def test_an_early_latency_pass_needs_every_active_boundary(allowed: float, final: bool) -> None:
+    # 20,000 requests each, the same shape; at 1 ms nearly all (> 99 %) and at 1 s nearly
+    # none (< 1 %) of the requests are slower: those two boundaries are not active
+    canary = {0.001: 10, 0.1: 10000, 0.2: 18000, 1.0: 19985, INF: 20000}
+    baseline = {0.001: 12, 0.1: 10050, 0.2: 18000, 1.0: 19990, INF: 20000}
+    spec = LAT.model_copy(update={"allowed_increase": allowed})
+    log_fail, log_pass, _ = lat_log_e(canary, baseline, allowed, [False, True, True, False])
+    r, st = sequential.evaluate(spec, hist(canary, baseline))
+    assert math.log(r.e_value) == pytest.approx(log_fail, rel=1e-9)
+    assert math.log(r.e_value_pass) == pytest.approx(log_pass, rel=1e-9)
+    assert (log_pass >= math.log(100)) is final
+    assert r.verdict is Verdict.PASS and r.final is final
+    assert (st.decided is Verdict.PASS) is final
+    head = "latency p50 100 ms vs 99.5 ms, p99 925 ms vs 924 ms — "
+    what = "20,000 canary vs 20,000 baseline requests"
+    if final:
+        assert r.explanation == (
+            f"{head}passes (final): with 99% anytime-valid confidence the canary is less "
+            f"than {1 + allowed:g}× worse ({what}; e_pass={math.exp(log_pass):.1e} ≥ 100) — "
+            "safe to promote now")
+    else:
+        assert r.explanation == (
+            f"{head}passes: no regression detected so far ({what}; "
+            f"e={math.exp(log_fail):.3g} < 100); promote when the analysis window ends")
+
+
+def test_the_pass_test_ignores_boundaries_outside_1_to_99_percent() -> None:
+    # at 1 s: 15 vs 10 slow requests, far too few to rule out a 50 % increase, but only
+    # 0.06 % of the requests are that slow, so the boundary does not hold the pass back
+    canary = {0.1: 10000, 1.0: 19985, INF: 20000}
+    baseline = {0.1: 10050, 1.0: 19990, INF: 20000}
+    spec = LAT.model_copy(update={"allowed_increase": 0.5})
+    _, log_pass_all, _ = lat_log_e(canary, baseline, 0.5, [True, True])
+    _, log_pass, _ = lat_log_e(canary, baseline, 0.5, [True, False])
+    assert log_pass_all < 0 < math.log(100) < log_pass
+    r, _ = sequential.evaluate(spec, hist(canary, baseline))
+    assert r.final and math.log(r.e_value_pass) == pytest.approx(log_pass, rel=1e-9)
+
+
+def test_without_an_active_boundary_there_is_no_early_pass() -> None:
+    canary = {5.0: 19990, INF: 20000}  # 0.05 % slower than 5 s
+    baseline = {5.0: 19990, INF: 20000}
+    r, st = sequential.evaluate(LAT, hist(canary, baseline))
+    assert r.e_value_pass == 0 and r.verdict is Verdict.PASS and not r.final
+    assert st.decided is None
