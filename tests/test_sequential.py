@@ -293,3 +293,122 @@ def test_without_an_active_boundary_there_is_no_early_pass() -> None:
     r, st = sequential.evaluate(LAT, hist(canary, baseline))
     assert r.e_value_pass == 0 and r.verdict is Verdict.PASS and not r.final
     assert st.decided is None
+
+
+# --- state: counters, warm-up, resets, sticky decisions, configuration changes ---------------
+
+def test_warm_up_checks_only_anchor_the_counters() -> None:
+    spec = SEQ.model_copy(update={"warmup_checks": 2, "min_requests": 0})
+    cumulative = [(500, 40, 4500, 10), (1000, 80, 9000, 20),  # a bad start: ignored
+                  (2000, 90, 18000, 110), (3000, 100, 27000, 200)]
+    results, st = run(spec, cumulative)
+    assert [r.explanation for r in results[:2]] == [
+        "error rate: warming up, check 1 of 2 ignored — inconclusive",
+        "error rate: warming up, check 2 of 2 ignored — inconclusive"]
+    assert all(r.verdict is Verdict.INCONCLUSIVE and r.e_value is None for r in results[:2])
+    steps = increments(cumulative)[2:]  # evidence starts from the second anchor
+    assert results[2].e_value == pytest.approx(e_fail(steps[:1]), rel=1e-9)
+    assert results[3].e_value == pytest.approx(e_fail(steps), rel=1e-9)
+    assert results[3].e_value_pass == pytest.approx(e_pass(steps, 0.1), rel=1e-9)
+    assert st.checks == 4 and st.seen_canary == (2000, 20) and st.seen_baseline == (18000, 180)
+    assert results[3].verdict is Verdict.PASS  # min_requests 0
+
+
+def test_a_counter_reset_re_anchors_and_the_evidence_continues_from_there() -> None:
+    spec = SEQ.model_copy(update={"min_requests": 10**6})
+    _, st = run(spec, [(1000, 12, 9000, 95)])
+    r, st2 = sequential.evaluate(spec, counts(1000, 12, 900, 95), st)  # baseline restarted
+    assert r.verdict is Verdict.INCONCLUSIVE and r.e_value is None
+    assert r.explanation == ("error rate: counters went backwards (restart?); re-anchored, "
+                             "this check adds no evidence — inconclusive")
+    assert st2.resets == 1 and st2.checks == 2
+    assert st2.last_canary == (1000, 12) and st2.last_baseline == (900, 95)
+    assert (st2.fail_llr, st2.pass_llr, st2.seen_canary) == (st.fail_llr, st.pass_llr,
+                                                             st.seen_canary)
+    r, st3 = sequential.evaluate(spec, counts(1500, 20, 5400, 140), st2)
+    steps = [(1000, 12, 9000, 95), (500, 8, 4500, 45)]
+    assert r.e_value == pytest.approx(e_fail(steps), rel=1e-9)
+    assert r.e_value_pass == pytest.approx(e_pass(steps, 0.1), rel=1e-9)
+    assert st3.resets == 1 and st3.seen_canary == (1500, 20) and st3.seen_baseline == (13500, 140)
+    # a reset of the canary's error counter alone is also a reset
+    _, st4 = sequential.evaluate(spec, counts(1600, 3, 6000, 150), st3)
+    assert st4.resets == 2 and st4.seen_canary == st3.seen_canary
+
+
+def test_a_final_pass_is_sticky_like_a_failure() -> None:
+    spec = SEQ.model_copy(update={"allowed_increase": 0.1})
+    first, st = sequential.evaluate(spec, counts(5000, 60, 5000, 100))
+    assert first.final and first.verdict is Verdict.PASS
+    for later in (None, counts(6000, 500, 6000, 100)):  # no data, then a later regression
+        r, same = sequential.evaluate(spec, later, st)
+        assert (r.verdict, r.final, r.explanation) == (Verdict.PASS, True, first.explanation)
+        assert same == st
+
+
+def test_a_failure_keeps_its_explanation_while_sticky() -> None:
+    first, st = sequential.evaluate(SEQ, counts(1000, 30, 9000, 90))
+    r, same = sequential.evaluate(SEQ, counts(2000, 30, 18000, 900), st)
+    assert (r.verdict, r.final, r.explanation, r.e_value) == (
+        Verdict.FAIL, True, first.explanation, first.e_value)
+    assert same == st
+
+
+def test_changing_the_margin_or_the_test_starts_the_evidence_afresh() -> None:
+    spec = SEQ.model_copy(update={"min_requests": 10**6})
+    _, st = run(spec, [(1000, 12, 9000, 95)])
+    wider = spec.model_copy(update={"allowed_increase": 0.5})
+    r, st2 = sequential.evaluate(wider, counts(2000, 25, 18000, 190), st)
+    fresh = [(2000, 25, 18000, 190)]  # all of it is one check of a new test
+    assert r.e_value == pytest.approx(e_fail(fresh), rel=1e-9)
+    assert r.e_value_pass == pytest.approx(e_pass(fresh, 0.5), rel=1e-9)
+    assert st2.checks == 1 and st2.allowed_increase == 0.5 and st2.seen_canary == (2000, 25)
+    # the same metric now read from a histogram: a latency test of its own
+    canary = {0.1: 400, 0.2: 900, 0.4: 950, INF: 1000}
+    r, st3 = sequential.evaluate(wider, hist(canary, canary), st2)
+    assert st3.test == "latency" and st3.checks == 1 and st3.seen_canary == (1000, 600, 100, 50)
+    # other boundaries: afresh again
+    moved = {0.1: 400, 0.3: 900, 0.4: 950, INF: 1000}
+    _, st4 = sequential.evaluate(wider, hist(moved, moved), st3)
+    assert st4.bounds == (0.1, 0.3, 0.4) and st4.checks == 1
+
+
+def test_unusable_data_is_inconclusive_and_keeps_the_state() -> None:
+    spec = SEQ.model_copy(update={"min_requests": 10**6})
+    _, st = run(spec, [(1000, 12, 9000, 95)])
+    cases = [
+        (hist({0.1: 1, INF: 2}, {0.2: 1, INF: 2}),
+         "error rate: canary and baseline histograms have different buckets — inconclusive"),
+        (hist({INF: 2}, {INF: 3}),
+         "error rate: the histogram has no finite buckets — inconclusive"),
+        (MetricSeries(name="errors", canary=(0.1,), baseline=(0.1,), canary_requests=5),
+         "error rate: the sequential judge needs cumulative request/error counters or "
+         "histograms — inconclusive"),
+        (None, "error rate: no data from the metrics provider — inconclusive"),
+    ]
+    for series, text in cases:
+        r, same = sequential.evaluate(spec, series, st)
+        assert (r.verdict, r.explanation, r.final) == (Verdict.INCONCLUSIVE, text, False)
+        assert same == st and r.e_value is None
+        assert r.name == "errors" and r.judge == "sequential" and r.critical
+        r, new = sequential.evaluate(spec, series)
+        assert new == SequentialState() and r.explanation == text
+
+
+def test_a_histogram_without_its_inf_bucket_counts_its_largest_bucket_as_the_total() -> None:
+    canary = {0.1: 400, 0.2: 900, 0.4: 950, INF: 1000}
+    baseline = {0.1: 5000, 0.2: 9000, 0.4: 9950, INF: 10000}
+    _, with_inf = sequential.evaluate(LAT, hist(canary, baseline))
+    no_inf = {k: v for k, v in canary.items() if k != INF} | {0.8: 1000}
+    base_no_inf = {k: v for k, v in baseline.items() if k != INF} | {0.8: 10000}
+    _, st = sequential.evaluate(LAT, hist(no_inf, base_no_inf))
+    assert st.seen_canary == (*with_inf.seen_canary, 0)  # nobody slower than 800 ms
+    assert st.seen_baseline == (*with_inf.seen_baseline, 0)
+
+
+def test_a_histogram_is_preferred_to_counters() -> None:
+    canary = {0.1: 400, 0.2: 900, 0.4: 950, INF: 1000}
+    both = MetricSeries(name="latency", canary_histogram=canary, baseline_histogram=canary,
+                        canary_requests=10, canary_errors=1, baseline_requests=10,
+                        baseline_errors=1)
+    _, st = sequential.evaluate(LAT, both)
+    assert st.test == "latency"
