@@ -412,3 +412,69 @@ def test_a_histogram_is_preferred_to_counters() -> None:
                         baseline_errors=1)
     _, st = sequential.evaluate(LAT, both)
     assert st.test == "latency"
+
+
+# --- the vectorised kernels the engine and the benchmark share -------------------------------
+
+def test_decide_applies_the_bars_inclusively() -> None:
+    spec = SEQ.model_copy(update={"alpha": 0.01, "min_requests": 1000})
+    bar = math.log(100)
+    log_fail = [bar, bar - 1e-9, bar - 1e-9, -5.0, bar - 1e-9, bar + 9]
+    log_pass = [bar + 9, bar, bar - 1e-9, -INF, bar, bar + 9]
+    seen = [0, 1000, 1000, 1000, 999, 5000]
+    codes = sequential.decide(log_fail, log_pass, seen, spec)
+    # e_fail >= 1/alpha fails whatever else; e_pass >= 1/alpha with min_requests is final
+    assert codes.tolist() == [3, 2, 1, 1, 0, 3]
+    assert sequential.decide(bar, bar, 1000, spec.model_copy(update={"alpha": 0.05})) == 3
+
+
+def test_active_boundaries_are_those_with_1_to_99_percent_pooled_exceedance() -> None:
+    # pooled (canary + baseline) share of requests slower than each boundary
+    seen_c = [600, 3, 4, 300, 294, 295, 0]
+    seen_b = [400, 6, 6, 690, 696, 696, 0]
+    active = sequential.active_bounds(seen_c, seen_b)  # 0.9 %, 1 %, 99 %, 99 %, 99.1 %, 0
+    assert active.tolist() == [False, True, True, True, False, False]
+    none = sequential.active_bounds([[0, 0, 0]], [[0, 0, 0]])  # no requests: none active
+    assert none.tolist() == [[False, False]]
+
+
+def test_log_evalues_mix_boundaries_for_fail_and_take_the_weakest_for_pass() -> None:
+    fail = np.log([[[1.0, 3.0], [2.0, 6.0]]])  # one canary, 2 boundaries, 2 alternatives
+    ok = np.log([[[1.0, 5.0], [40.0, 60.0]]])
+    lf, lp = sequential.log_evalues(fail, ok, np.array([[True, True]]))
+    assert np.exp(lf).tolist() == pytest.approx([3.0])  # (1 + 3 + 2 + 6) / 4
+    assert np.exp(lp).tolist() == pytest.approx([3.0])  # min((1 + 5) / 2, (40 + 60) / 2)
+    _, lp = sequential.log_evalues(fail, ok, np.array([[False, True]]))
+    assert np.exp(lp).tolist() == pytest.approx([50.0])
+    _, lp = sequential.log_evalues(fail, ok, np.array([[False, False]]))
+    assert lp.tolist() == [-INF]
+
+
+def test_log_mean_exp_is_the_log_of_the_mean_even_for_zeros_and_huge_values() -> None:
+    assert sequential.log_mean_exp(np.log([1.0, 3.0])) == pytest.approx(math.log(2.0))
+    assert sequential.log_mean_exp(np.array([1000.0, 1000.0])) == pytest.approx(1000.0)
+    with np.errstate(divide="ignore"):  # log 0
+        assert sequential.log_mean_exp(np.array([-INF, -INF])) == -INF  # mean of zeros
+    by_row = sequential.log_mean_exp(np.log([[1.0, 3.0], [4.0, 8.0]]), axis=0)
+    assert np.exp(by_row).tolist() == pytest.approx([2.5, 5.5])
+
+
+def test_split_llr_is_the_binomial_likelihood_ratio_and_zero_without_information() -> None:
+    alt = np.array([0.5, 1.0])
+    got = sequential.split_llr(alt, 0.2, [0.25, 0.0, 1.0, 0.25], [7, 0, 3, 0], [13, 4, 0, 0])
+    for j, a in enumerate(alt):
+        assert got[0, j] == pytest.approx(stats.binom.logpmf(7, 20, _q(0.25, a))
+                                          - stats.binom.logpmf(7, 20, _q(0.25, 0.2)))
+    # no canary requests, no baseline requests, no events: nothing learnt
+    assert got[1:].tolist() == [[0.0, 0.0]] * 3
+
+
+def test_errors_counted_without_requests_add_no_evidence() -> None:
+    """Counters scraped a moment apart: errors may move while requests do not."""
+    spec = SEQ.model_copy(update={"min_requests": 10**6})
+    _, st = run(spec, [(1000, 12, 9000, 95)])
+    r, st2 = sequential.evaluate(spec, counts(1000, 14, 9000, 95), st)  # canary errors only
+    assert r.e_value == pytest.approx(e_fail([(1000, 12, 9000, 95)]), rel=1e-9)
+    r, st3 = sequential.evaluate(spec, counts(2000, 14, 9000, 96), st2)  # baseline: 0 requests
+    assert r.e_value == pytest.approx(e_fail([(1000, 12, 9000, 95)]), rel=1e-9)
+    assert st3.seen_canary == (2000, 14) and st3.seen_baseline == (9000, 96)
