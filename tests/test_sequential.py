@@ -478,3 +478,21 @@ def test_errors_counted_without_requests_add_no_evidence() -> None:
     r, st3 = sequential.evaluate(spec, counts(2000, 14, 9000, 96), st2)  # baseline: 0 requests
     assert r.e_value == pytest.approx(e_fail([(1000, 12, 9000, 95)]), rel=1e-9)
     assert st3.seen_canary == (2000, 14) and st3.seen_baseline == (9000, 96)
+
+
+def test_a_failure_at_exactly_the_bar_says_the_bar_was_reached() -> None:
+    """The verdict is FAIL when e >= 1/alpha; the explanation must agree even when the
+    evidence sits exactly at the bar (log e = log 20 for alpha = 0.05: exp rounds it to
+    19.999999999999996, which must not print as "e=20 < 20" beside a failure)."""
+    spec = SEQ.model_copy(update={"alpha": 0.05})
+    at_bar = ((math.log(20),) * len(GRID),)
+    state = SequentialState(test="counts", allowed_increase=0.1, checks=3,
+                            last_canary=(3000, 40), last_baseline=(27000, 300),
+                            seen_canary=(3000, 40), seen_baseline=(27000, 300),
+                            fail_llr=at_bar, pass_llr=((0.0,) * len(GRID),),
+                            decided=Verdict.FAIL)
+    r, _ = sequential.evaluate(spec, None, state)
+    assert r.verdict is Verdict.FAIL
+    assert "; e=20 ≥ 20, anytime-valid at α=0.05)" in r.explanation
+    # and the kernel agrees that this evidence is a failure
+    assert sequential.decide(math.log(20), -INF, 3000, spec) == 3
