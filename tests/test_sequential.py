@@ -373,7 +373,7 @@ def test_changing_the_margin_or_the_test_starts_the_evidence_afresh() -> None:
 
 
 def test_unusable_data_is_inconclusive_and_keeps_the_state() -> None:
-    spec = SEQ.model_copy(update={"min_requests": 10**6})
+    spec = SEQ.model_copy(update={"min_requests": 10**6, "weight": 3.0})
     _, st = run(spec, [(1000, 12, 9000, 95)])
     cases = [
         (hist({0.1: 1, INF: 2}, {0.2: 1, INF: 2}),
@@ -389,7 +389,7 @@ def test_unusable_data_is_inconclusive_and_keeps_the_state() -> None:
         r, same = sequential.evaluate(spec, series, st)
         assert (r.verdict, r.explanation, r.final) == (Verdict.INCONCLUSIVE, text, False)
         assert same == st and r.e_value is None
-        assert r.name == "errors" and r.judge == "sequential" and r.critical
+        assert r.name == "errors" and r.judge == "sequential" and r.critical and r.weight == 3
         r, new = sequential.evaluate(spec, series)
         assert new == SequentialState() and r.explanation == text
 
@@ -496,3 +496,91 @@ def test_a_failure_at_exactly_the_bar_says_the_bar_was_reached() -> None:
     assert "; e=20 ≥ 20, anytime-valid at α=0.05)" in r.explanation
     # and the kernel agrees that this evidence is a failure
     assert sequential.decide(math.log(20), -INF, 3000, spec) == 3
+
+
+def test_the_state_keeps_twenty_log_ratios_per_boundary() -> None:
+    _, st = sequential.evaluate(SEQ, counts(1000, 12, 9000, 95))
+    assert [len(row) for row in st.fail_llr] == [20] and [len(row) for row in st.pass_llr] == [20]
+    canary = {0.1: 400, 0.2: 900, 0.4: 950, INF: 1000}
+    _, st = sequential.evaluate(LAT, hist(canary, canary))
+    assert [len(row) for row in st.fail_llr] == [20] * 3
+    assert [len(row) for row in st.pass_llr] == [20] * 3
+
+
+def test_a_baseline_without_traffic_yet_gives_no_evidence() -> None:
+    r, st = sequential.evaluate(SEQ, counts(1000, 5, 0, 0))
+    assert st.seen_canary == (1000, 5) and st.seen_baseline == (0, 0)
+    assert r.e_value == 1 and r.verdict is Verdict.PASS and not r.final
+    assert r.baseline_value is None
+    assert r.explanation == (
+        "error rate 0.5% vs n/a — passes: no regression detected so far (5 errors in 1,000 "
+        "canary requests vs 0 in 0 baseline; e=1 < 100); promote when the analysis window ends")
+
+
+def test_a_single_error_is_evidence() -> None:
+    # one error, on the canary, which serves 10 % of the requests: the likelihood ratio of
+    # a one-event split is q(θ) / 0.1
+    r, _ = sequential.evaluate(SEQ, counts(100, 1, 900, 0))
+    expected = float(np.mean([_q(0.1, g) / 0.1 for g in GRID]))
+    assert r.e_value == pytest.approx(expected, rel=1e-9)
+    assert r.e_value == pytest.approx(e_fail([(100, 1, 900, 0)]), rel=1e-9)
+    assert r.e_value > 1.5
+
+
+def test_latency_without_canary_traffic_has_no_canary_quantile() -> None:
+    canary = {0.1: 0, 0.2: 0, INF: 0}
+    baseline = {0.1: 500, 0.2: 900, INF: 1000}
+    r, _ = sequential.evaluate(LAT, hist(canary, baseline))
+    assert r.explanation == "latency: no canary traffic yet — inconclusive"
+    assert r.canary_value is None
+    assert r.baseline_value == pytest.approx(0.2)  # p99 in +Inf: reported as the last bound
+    r, _ = sequential.evaluate(LAT, hist(baseline, canary))
+    assert r.baseline_value is None and r.canary_value == pytest.approx(0.2)
+
+
+def test_latency_slower_than_every_boundary_is_reported_at_the_last_one() -> None:
+    canary = {0.1: 0, 0.2: 0, INF: 50}  # every canary request slower than 200 ms
+    baseline = {0.1: 500, 0.2: 900, INF: 1000}
+    log_fail, _, per_bound = lat_log_e(canary, baseline, 0.1, [True, True])
+    assert max(per_bound) == per_bound[1]
+    r, _ = sequential.evaluate(LAT, hist(canary, baseline))
+    assert r.verdict is Verdict.FAIL
+    assert r.explanation == (
+        f"latency p50 200 ms vs 100 ms, p99 200 ms vs 200 ms — fails: canary latency is "
+        f"stochastically larger (100% of canary requests slower than 200 ms vs 10% of "
+        f"baseline; 10× baseline; e={math.exp(log_fail):.1e} ≥ 100, anytime-valid at α=0.01) "
+        "— safe to roll back now")
+
+
+def test_overwhelming_evidence_is_reported_at_the_cap_of_e_to_the_700() -> None:
+    """e-values beyond e^700 (floats overflow past about e^709.8) are reported as e^700: a
+    finite number, so the result still formats and serialises."""
+    big_regression = [(100_000, 20_000, 100_000, 100)]
+    assert log_mix([_llr(big_regression, 0.0, g) for g in GRID]) > 710
+    r, _ = sequential.evaluate(SEQ, counts(*big_regression[0]))
+    assert r.e_value == math.exp(700) and f"e={math.exp(700):.1e} ≥ 100" in r.explanation
+    big_improvement = [(1_000_000, 1000, 1_000_000, 100_000)]
+    m = math.log(1.5)
+    assert log_mix([_llr(big_improvement, m, m - g) for g in GRID]) > 710
+    spec = SEQ.model_copy(update={"allowed_increase": 0.5})
+    r, _ = sequential.evaluate(spec, counts(*big_improvement[0]))
+    assert r.final and r.e_value_pass == math.exp(700)
+    assert f"e_pass={math.exp(700):.1e} ≥ 100" in r.explanation
+    assert r.model_validate_json(r.model_dump_json()) == r
+
+
+def test_the_kernels_judge_many_canaries_at_once_each_on_its_own() -> None:
+    fail = np.log([[[1.0, 3.0], [2.0, 6.0]], [[8.0, 8.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 1.0]]])
+    ok = np.log([[[1.0, 5.0], [40.0, 60.0]], [[10.0, 30.0], [1.0, 1.0]],
+                 [[500.0, 500.0], [500.0, 500.0]]])
+    active = np.array([[True, True], [True, False], [False, False]])
+    lf, lp = sequential.log_evalues(fail, ok, active)
+    assert np.exp(lf).tolist() == pytest.approx([3.0, 4.5, 1.0])
+    assert np.exp(lp).tolist() == pytest.approx([3.0, 20.0, 0.0])
+    for i in range(3):  # the same as one at a time
+        one_f, one_p = sequential.log_evalues(fail[i], ok[i], active[i])
+        assert (float(one_f), float(one_p)) == (pytest.approx(lf[i]), pytest.approx(lp[i]))
+    wide = sequential.log_mean_exp(np.log([[[1.0, 3.0]], [[4.0, 8.0]]]), axis=-1)
+    assert wide.shape == (2, 1) and np.exp(wide[:, 0]).tolist() == pytest.approx([2.0, 6.0])
+    apart = sequential.log_mean_exp(np.array([[0.0, 0.0], [1000.0, 1000.0]]), axis=-1)
+    assert apart.tolist() == pytest.approx([0.0, 1000.0])  # no shared shift across rows
