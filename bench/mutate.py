@@ -75,7 +75,8 @@ MODULES: dict[str, Module] = {  # smallest first
                      (RULES, "tests/test_policy.py", "tests/test_guards.py",
                       "tests/test_authority.py",
                       "tests/test_approvals.py")),
-    "sequential": Module(("bot/engine/analysis/sequential.py",), JUDGE_TESTS),
+    "sequential": Module(("bot/engine/analysis/sequential.py",),
+                         (*JUDGE_TESTS, "tests/test_sequential.py")),
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 UNCOUNTED = {"skipped", "not checked"}  # skipped on purpose, or the run was stopped

@@ -252,10 +252,9 @@ def _explain(spec: MetricSpec, st: SequentialState, code: int) -> MetricResult:
     fail, ok = np.array(st.fail_llr), np.array(st.pass_llr)
     lf, lp = log_evalues(fail, ok, _active(st))
     e_fail, e_pass = math.exp(min(float(lf), 700.0)), math.exp(min(float(lp), 700.0))
-    empty = (0,) * (1 + max(len(st.bounds), 1))
-    sc = st.seen_canary or empty
-    sb = st.seen_baseline or empty
-    bar = f"e={fmt_evalue(e_fail)} {'≥' if e_fail >= level else '<'} {level:g}"
+    sc, sb = st.seen_canary, st.seen_baseline  # set by every check that reaches a verdict
+    # the verdict compares log e with log(1/alpha); the rounded e-value may land either side
+    bar = f"e={fmt_evalue(e_fail)} {'≥' if code == CODE_FAIL else '<'} {level:g}"
     margin = f"{1 + spec.allowed_increase:g}×"
 
     def rate(events: int, total: int) -> float | None:
