@@ -56,7 +56,7 @@ def bench_config(services: list[str]) -> ShipbotConfig:
     deploy = {"provider": "command", "argv": [sys.executable, "-c", "pass"]}
     return parse_config({
         "poll_interval_seconds": 0.1,
-        # No approval gate: every deploy goes straight through the engine to its subprocess.
+        # No approval: every deploy goes straight through the engine to its subprocess.
         "environments": {"dev": {}, "staging": {}, "production": {"approval": False}},
         "services": {name: {"channel": f"#deploys-{i % 10}", "deploy": deploy}
                      for i, name in enumerate(services)},

@@ -26,6 +26,7 @@ from bot.engine import progressive, replicas
 from bot.engine.alerts import AlertService
 from bot.engine.approvals import ApprovalService
 from bot.engine.controls import ControlService
+from bot.engine.deploys import DeployService
 from bot.engine.guards import GuardService
 from bot.engine.inbox import Inbox
 from bot.engine.policy import Policy
@@ -33,7 +34,6 @@ from bot.engine.providers import build_providers
 from bot.engine.replicas import Heartbeat
 from bot.engine.rollback import RollbackService
 from bot.engine.runner import Runner
-from bot.engine.service import DeployService
 from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
 from bot.redact import Redactor
@@ -42,7 +42,7 @@ from bot.slack.app import build_slack_app, build_web_client, tell_user
 from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import Notifier
 from bot.store.db import create_engine, create_schema, session_factory
-from bot.store.gate import WriteGate
+from bot.store.writers import WriterQueue
 from commands.catalog import Catalog
 from commands.handlers import CommandHandlers
 from integrations.prometheus import PrometheusProvider
@@ -60,7 +60,7 @@ class Shipbot:
         self.redactor = Redactor.for_bot(settings, config, os.environ)
         self.db = create_engine(settings.DATABASE_URL)
         self.sessions = session_factory(self.db, self.redactor)
-        self.gate, self.urgency = WriteGate(settings.DATABASE_URL), Urgency()
+        self.writers, self.urgency = WriterQueue(settings.DATABASE_URL), Urgency()
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL,
                                        self.redactor)
@@ -70,36 +70,36 @@ class Shipbot:
         self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy,
                                  progress=lambda dep: progressive.progress(config, dep),
                                  events=lambda dep: progressive.enabled_now(config, dep),
-                                 alert_settings=config.alerts, gate=self.gate,
+                                 alert_settings=config.alerts, writers=self.writers,
                                  urgency=self.urgency)
         # This process, in leases and claims; ``start`` prefixes it with the replica's id.
         self._process_id = uuid.uuid4().hex[:8]
         owner = f"shipbot-{self._process_id}"
         lease = timedelta(seconds=settings.SHIPBOT_LEASE_SECONDS)
-        self.heartbeat = Heartbeat(self.sessions, clock, lease, self.gate)
+        self.heartbeat = Heartbeat(self.sessions, clock, lease, self.writers)
         self.runner = Runner(
             self.sessions, self.providers, clock, self.metrics, self.policy,
             owner=owner,
             poll_seconds=config.poll_interval_seconds, on_change=self.notifier.kick,
             metrics_provider=PrometheusProvider(config.metrics) if config.metrics else None,
-            gate=self.gate, lease=lease,
+            writers=self.writers, lease=lease,
         )
         self.service = DeployService(
             self.sessions, self.policy, self.providers, clock, on_change=self.wake,
-            gate=self.gate)
+            writers=self.writers)
         self.approvals = ApprovalService(self.sessions, self.policy, clock, on_change=self.wake)
         self.guards = GuardService(self.sessions, self.policy, clock)
         self.controls = ControlService(self.sessions, self.policy, self.providers, clock,
                                        on_change=self.wake)
         self.rollbacks = RollbackService(self.sessions, self.policy, clock,
-                                         on_change=self.advance_first, gate=self.gate,
+                                         on_change=self.advance_first, writers=self.writers,
                                          urgency=self.urgency)
         self.alerts = AlertService(self.sessions, config, self.policy, clock, self.rollbacks,
                                    on_change=self.notifier.kick,  # only messages to send
-                                   gate=self.gate)
+                                   writers=self.writers)
         catalog = Catalog({n: config.environments_of(n) for n in config.services},
                           config.environment_order)
-        self.inbox = Inbox(self.sessions, clock, owner=owner, gate=self.gate)
+        self.inbox = Inbox(self.sessions, clock, owner=owner, writers=self.writers)
         self.handlers = CommandHandlers(self.service, self.approvals, self.guards,
                                         self.controls, catalog, clock,
                                         rollbacks=self.rollbacks, alerts=self.alerts,
@@ -158,7 +158,7 @@ class Shipbot:
                         "until it stops: give each replica its own SHIPBOT_STATE_DIR",
                         state_dir, replica)
         else:
-            await replicas.release_dead_leases(self.sessions, self.gate, replica, owner)
+            await replicas.release_dead_leases(self.sessions, self.writers, replica, owner)
         await self.heartbeat.beat()
 
     async def _drain_inbox(self) -> None:

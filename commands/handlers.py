@@ -13,6 +13,7 @@ from bot.clock import Clock
 from bot.engine.alerts import AlertService
 from bot.engine.approvals import ApprovalService
 from bot.engine.controls import ControlService
+from bot.engine.deploys import DeployService
 from bot.engine.guards import GuardService
 from bot.engine.inbox import Inbox, Request, Tell
 from bot.engine.requests import (
@@ -34,7 +35,6 @@ from bot.engine.requests import (
     UsageError,
 )
 from bot.engine.rollback import RollbackService
-from bot.engine.service import DeployService
 from commands import actions
 from commands.catalog import Catalog
 from commands.grammar import ROLLBACK_USAGE, help_text

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.engine import windows
-from bot.engine.service import SlotStatus
+from bot.engine.deploys import SlotStatus
 from bot.store.models import AuditEvent, Deployment, Lock
 
 

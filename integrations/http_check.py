@@ -1,4 +1,4 @@
-"""Post-deploy HTTP checks: a gate in every strategy, before traffic moves on.
+"""Post-deploy HTTP checks: a check in every strategy, before traffic moves on.
 
 A check asks a URL of the new version and expects a status (and maybe some text in the
 body), trying again a few times because a freshly started version may still be warming

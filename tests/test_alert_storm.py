@@ -1,7 +1,7 @@
-"""An alert storm never holds the write gate for long: a person's command gets in while a
+"""An alert storm never holds the writer queue for long: a person's command gets in while a
 large Alertmanager payload is being recorded, and the payload is still recorded once.
 
-Deterministic, no timing: the test takes the write gate itself to observe who goes when.
+Deterministic, no timing: the test takes the writer queue itself to observe who goes when.
 """
 
 from __future__ import annotations
@@ -45,15 +45,15 @@ async def _now(value: bool) -> bool:
 async def test_a_command_gets_in_between_the_chunks_of_a_large_payload(launch,
                                                                         tmp_path) -> None:
     bot = await launch(alert_config(tmp_path), tick_seconds=3600)  # no runner ticks
-    gate = bot.bot.gate
+    writers = bot.bot.writers
     delivery = asyncio.create_task(post(bot, "alertmanager", storm()))
     while True:  # take turns with the payload's writes until some of it is recorded
-        async with gate():
+        async with writers():
             recorded = await rows(bot, AlertInstance)
             if recorded:
                 assert recorded < ALERTS, "the whole payload was recorded in one transaction"
                 command = asyncio.create_task(bot.driver.command("api staging v1.0.0"))
-                await until(lambda: gate.queued(urgent=True) == 1)  # the command's write
+                await until(lambda: writers.queued(urgent=True) == 1)  # the command's write
                 break
     ack = await command
     assert ack.status_code == 200 and "Deployment #1" in ack.json()["text"]
@@ -75,7 +75,7 @@ async def test_a_command_gets_in_between_the_chunks_of_a_large_payload(launch,
 async def test_a_retried_storm_records_each_alert_once(launch, tmp_path, request,
                                                        database: str) -> None:
     """Alertmanager retries a delivery it saw fail; HA pairs send it twice at once (on
-    PostgreSQL, with no write gate, their chunks really race on the unique keys)."""
+    PostgreSQL, with no writer queue, their chunks really race on the unique keys)."""
     url = request.getfixturevalue("postgres_url") if database == "postgresql" else \
         f"sqlite:///{tmp_path}/shipbot.db"
     bot = await launch(alert_config(tmp_path), database_url=url)

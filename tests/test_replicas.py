@@ -188,7 +188,7 @@ async def test_a_slow_provider_call_keeps_its_lease(
     bot = await make_bot(no_ci(tmp_path), tick_seconds=3600, clock=clock)
     other = Runner(bot.bot.sessions, bot.bot.providers, clock, bot.bot.metrics,
                    bot.bot.policy, owner="shipbot-other-replica", poll_seconds=0.1,
-                   gate=bot.bot.gate)
+                   writers=bot.bot.writers)
     dep_id = await insert(bot, state=State.QUEUED)
     target = bot.bot.providers["api"].target
     calls: list[str] = []
@@ -376,13 +376,13 @@ async def test_two_processes_beating_for_one_replica_both_start(tmp_path: Path, 
     replica's heartbeat row at once: the loser renews the winner's row, no crash."""
     from bot.engine.replicas import Heartbeat
     from bot.store.db import create_engine, create_schema, session_factory
-    from bot.store.gate import WriteGate
+    from bot.store.writers import WriterQueue
 
     url = f"sqlite:///{tmp_path}/beat.db"
     engines = [create_engine(url) for _ in range(2)]
     await create_schema(engines[0])
     clock = FakeClock()
-    beats = [Heartbeat(session_factory(e), clock, LEASE, WriteGate(url), "replica-a")
+    beats = [Heartbeat(session_factory(e), clock, LEASE, WriterQueue(url), "replica-a")
              for e in engines]
     try:
         before = clock()

@@ -139,7 +139,7 @@ async def test_a_runner_whose_lease_ran_out_does_not_release_the_next_holders(
     first = bot.bot.runner
     second = Runner(bot.bot.sessions, bot.bot.providers, clock, bot.bot.metrics,
                     bot.bot.policy, owner="shipbot-other-replica", poll_seconds=0.1,
-                    gate=bot.bot.gate)
+                    writers=bot.bot.writers)
     dep_id = await insert(bot, state=State.QUEUED)
     assert await first._claim([dep_id]) == [dep_id]
     clock.advance(seconds=runner_module.LEASE.total_seconds() + 1)  # a step ran too long

@@ -42,15 +42,15 @@ def slash_envelope(text: str, envelope_id: str = "env-1") -> dict[str, Any]:
 
 
 class SocketModeServer:
-    """Slack's end of the WebSocket. ``gate`` holds the upgrade (a slow or blocked
+    """Slack's end of the WebSocket. ``upgrades_open`` holds the upgrade (a slow or blocked
     network); once open, connection n says hello and sends ``rounds[n]`` without waiting;
     once they are acked and another round is due, it asks the bot to reconnect (Slack's
     ``disconnect`` message)."""
 
     def __init__(self, rounds: list[list[dict[str, Any]]]) -> None:
         self.rounds = rounds
-        self.gate = asyncio.Event()
-        self.waiting = 0  # upgrade requests seen (held at the gate until it opens)
+        self.upgrades_open = asyncio.Event()
+        self.waiting = 0  # upgrade requests seen (held until upgrades_open is set)
         self.acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.close_codes: list[int | None] = []
         self._runner: web.AppRunner | None = None
@@ -70,12 +70,12 @@ class SocketModeServer:
             await self._runner.cleanup()
 
     async def connecting(self) -> bool:
-        """The bot asked for a WebSocket (and may be held at the gate)."""
+        """The bot asked for a WebSocket (and may be held back)."""
         return self.waiting > 0
 
     async def _link(self, request: web.Request) -> web.WebSocketResponse:
         index, self.waiting = self.waiting, self.waiting + 1
-        await self.gate.wait()
+        await self.upgrades_open.wait()
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_json({"type": "hello", "num_connections": 1,
@@ -125,14 +125,14 @@ class Served:
 async def serve(tmp_path: Path) -> AsyncIterator[Any]:
     started: list[Served] = []
 
-    async def launch(rounds: list[list[dict[str, Any]]], *, gate_open: bool) -> Served:
+    async def launch(rounds: list[list[dict[str, Any]]], *, upgrades_open: bool) -> Served:
         slack = FakeSlack()
         await slack.start()
         invite_bot(slack, make_config(tmp_path))
         link = SocketModeServer(rounds)
         await link.start()
-        if gate_open:
-            link.gate.set()
+        if upgrades_open:
+            link.upgrades_open.set()
         slack.socket_mode_url = link.url
         config = tmp_path / "shipbot.yml"
         config.write_text(yaml.safe_dump(make_config(tmp_path).model_dump(mode="json")))
@@ -156,14 +156,14 @@ async def serve(tmp_path: Path) -> AsyncIterator[Any]:
         if served.proc.returncode is None:
             served.proc.kill()
             await served.proc.wait()
-        served.socket_mode.gate.set()
+        served.socket_mode.upgrades_open.set()
         await served.socket_mode.stop()
         await served.slack.stop()
 
 
 async def test_health_answers_before_slack_connects_and_sigterm_closes_the_socket(
         serve) -> None:
-    served = await serve([[slash_envelope("api staging v1.0.0")]], gate_open=False)
+    served = await serve([[slash_envelope("api staging v1.0.0")]], upgrades_open=False)
     await eventually(served.up, timeout=60)
     await eventually(served.socket_mode.connecting)
     health = await served.get("/healthz")
@@ -173,7 +173,7 @@ async def test_health_answers_before_slack_connects_and_sigterm_closes_the_socke
     metrics = await served.get("/metrics")
     assert metrics.status_code == 200 and "shipbot_" in metrics.text
 
-    served.socket_mode.gate.set()
+    served.socket_mode.upgrades_open.set()
     ack = await asyncio.wait_for(served.socket_mode.acks.get(), 30)
     assert ack["envelope_id"] == "env-1" and "Deployment #1" in ack["payload"]["text"]
 
@@ -192,7 +192,7 @@ async def test_health_answers_before_slack_connects_and_sigterm_closes_the_socke
 
 async def test_an_envelope_right_after_hello_on_a_fresh_database_is_handled(serve) -> None:
     served = await serve([[slash_envelope("api staging v1.0.0"),
-                           slash_envelope("status", envelope_id="env-2")]], gate_open=True)
+                           slash_envelope("status", envelope_id="env-2")]], upgrades_open=True)
     first = await asyncio.wait_for(served.socket_mode.acks.get(), 60)
     second = await asyncio.wait_for(served.socket_mode.acks.get(), 30)
     acks = {a["envelope_id"]: a["payload"]["text"] for a in (first, second)}
@@ -205,7 +205,7 @@ async def test_an_envelope_right_after_hello_on_a_fresh_database_is_handled(serv
 async def test_asked_to_reconnect_it_reconnects_and_keeps_handling(serve) -> None:
     served = await serve([[slash_envelope("api staging v1.0.0")],
                           [slash_envelope("api dev v1.0.0", envelope_id="env-2")]],
-                         gate_open=True)
+                         upgrades_open=True)
     first = await asyncio.wait_for(served.socket_mode.acks.get(), 60)
     second = await asyncio.wait_for(served.socket_mode.acks.get(), 30)
     assert "Deployment #1" in first["payload"]["text"]

@@ -1,11 +1,11 @@
-"""Urgent work first: the notifier's hold, and the SQLite write gate."""
+"""Urgent work first: the notifier's hold, and the SQLite writer queue."""
 
 from __future__ import annotations
 
 import asyncio
 
 from bot.engine.urgency import MAX_WAIT, Urgency
-from bot.store.gate import WriteGate
+from bot.store.writers import WriterQueue
 
 
 async def test_quiet_returns_without_letting_anyone_else_go_first() -> None:
@@ -65,16 +65,16 @@ async def _after_quiet(urgency: Urgency, order: list[str]) -> None:
 async def test_write_gate_serialises_on_sqlite_only() -> None:
     order: list[str] = []
 
-    async def writer(gate: WriteGate, name: str) -> None:
-        async with gate():
+    async def writer(writers: WriterQueue, name: str) -> None:
+        async with writers():
             order.append(f"{name}+")
             await asyncio.sleep(0.01)
             order.append(f"{name}-")
 
-    sqlite = WriteGate("sqlite:///x.db")
+    sqlite = WriterQueue("sqlite:///x.db")
     await asyncio.gather(writer(sqlite, "a"), writer(sqlite, "b"))
     assert order == ["a+", "a-", "b+", "b-"]
     order.clear()
-    postgres = WriteGate("postgresql://u@h/db")
+    postgres = WriterQueue("postgresql://u@h/db")
     await asyncio.gather(writer(postgres, "a"), writer(postgres, "b"))
     assert order == ["a+", "b+", "a-", "b-"]

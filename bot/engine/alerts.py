@@ -7,7 +7,7 @@ instance (unique key) or the open thread (unique ``open_key``), so Alertmanager'
 repeats, retries and HA pairs never post twice.
 
 A large delivery (an alert storm: thousands of alerts) is recorded in chunks of
-``CHUNK`` alerts, each its own short transaction through the write gate, so a person's
+``CHUNK`` alerts, each its own short transaction through the writer queue, so a person's
 click or command waits for one chunk at most, not for the whole storm. Each chunk is
 atomic and alerts are processed in order, as in one transaction; a delivery that fails
 half way is retried whole by its sender and the chunks already recorded are repeats.
@@ -32,13 +32,13 @@ from bot.engine import alert_outbox, machine, suspects
 from bot.engine.policy import Policy
 from bot.engine.rollback import RollbackService
 from bot.store.db import Sessions
-from bot.store.gate import WriteGate
 from bot.store.models import AlertInstance, AlertThread, Deployment
+from bot.store.writers import WriterQueue
 from integrations.alerts import Alert
 
 RETRIES = 5
 MAX_LABELS = 30
-CHUNK = 50  # alerts per gated transaction: a few tens of milliseconds of holding the gate
+CHUNK = 50  # alerts per gated transaction: a few tens of milliseconds of holding the queue
 
 
 @dataclass
@@ -83,12 +83,12 @@ def payload_of(alert: Alert) -> str:
 class AlertService:
     def __init__(self, sessions: Sessions, config: ShipbotConfig, policy: Policy, clock: Clock,
                  rollbacks: RollbackService, on_change: Callable[[], None] = lambda: None,
-                 gate: WriteGate | None = None, chunk: int = CHUNK):
+                 writers: WriterQueue | None = None, chunk: int = CHUNK):
         self.sessions, self.config, self.policy, self.clock = sessions, config, policy, clock
         self.chunk = max(1, chunk)
         self.rollbacks, self.on_change = rollbacks, on_change
         self.settings, self.services = config.alerts, tuple(config.services)
-        self.gate = gate or WriteGate("")
+        self.writers = writers or WriterQueue("")
         self.auto_rules = any(s.auto_rollback for s in config.services.values())
 
     async def receive(self, alerts: list[Alert]) -> Received:
@@ -119,7 +119,7 @@ class AlertService:
         race (it then finds that delivery's instance or thread)."""
         for attempt in range(RETRIES):
             try:
-                async with self.gate():
+                async with self.writers():
                     return await self._record(chunk)
             except (IntegrityError, StaleDataError, OperationalError):
                 if attempt == RETRIES - 1:
@@ -248,7 +248,7 @@ class AlertService:
         return await self._decide(thread_id, user, "dismissed_by")
 
     async def _decide(self, thread_id: int, user: str, what: str) -> str:
-        async with self.sessions() as session:  # checked before the gate: Slack may be slow
+        async with self.sessions() as session:  # checked before the writer queue: Slack may be slow
             thread = await session.get(AlertThread, thread_id)
         if thread is None:
             return "That alert is not known any more; nothing was changed."
@@ -256,7 +256,7 @@ class AlertService:
         if not decision.allowed:
             return decision.reason
         answer = await machine.retry_on_conflict(
-            lambda: self._decide_once(thread_id, user, what), gate=self.gate, tries=RETRIES,
+            lambda: self._decide_once(thread_id, user, what), writers=self.writers, tries=RETRIES,
             give_up="Several people acted at once; look at the alert thread.")
         self.on_change()
         return answer

@@ -1,5 +1,5 @@
 """What a step of the runner may use, apart from the steps themselves, so that the
-steps, the rollout stages and the exits (``progressive``, ``undo``) can share it
+steps, the rollout stages and the exits (``progressive``, ``rollout_stops``) can share it
 without importing one another."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import lifecycle, machine, policy, progressive, undo
+from bot.engine import lifecycle, machine, policy, progressive, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.lifecycle import LIFECYCLE, Blocked, Event
 from bot.engine.machine import STATE_TEXT, State
@@ -72,10 +72,10 @@ class ControlService:
     async def _apply(self, ctx: StepContext, dep: Deployment, event: Event,
                      stages: list[Stage], stage: Stage | None, user: str, asked: str) -> str:
         if event is Event.ABORT:
-            await undo.roll_back(ctx, dep, f"aborted by <@{user}>")
+            await rollout_stops.roll_back(ctx, dep, f"aborted by <@{user}>")
             return f"Rolling back deployment #{dep.id}."
         if event is Event.PAUSE:
-            undo.pause(ctx, dep, f"Paused by <@{user}>. Resume or "
+            rollout_stops.pause(ctx, dep, f"Paused by <@{user}>. Resume or "
                               "Promote to continue, Abort to roll back.", actor=user)
             return f"Paused deployment #{dep.id}."
         if event is Event.RESUME:

@@ -25,8 +25,8 @@ from sqlmodel import col, select
 
 from bot.clock import Clock, as_utc
 from bot.store.db import Sessions
-from bot.store.gate import WriteGate
 from bot.store.models import InboundRequest
+from bot.store.writers import WriterQueue
 
 log = logging.getLogger(__name__)
 # Longer than any one request takes to process (an ack's work is bounded by Slack's 3 s;
@@ -63,9 +63,9 @@ Tell = Callable[[Request, str], Awaitable[bool]]  # True once the person has it
 
 class Inbox:
     def __init__(self, sessions: Sessions, clock: Clock, *, owner: str,
-                 gate: WriteGate | None = None, lease: timedelta = LEASE) -> None:
+                 writers: WriterQueue | None = None, lease: timedelta = LEASE) -> None:
         self.sessions, self.clock, self.owner, self.lease = sessions, clock, owner, lease
-        self.gate = gate or WriteGate("")
+        self.writers = writers or WriterQueue("")
 
     async def record(self, request: Request) -> Request | None:
         """Write the row, claimed by this replica, ahead of background writes. None when
@@ -75,7 +75,7 @@ class Inbox:
                              payload=json.dumps(request.payload), channel=request.channel,
                              received_at=now, claimed_by=self.owner,
                              claim_until=now + self.lease, attempts=1)
-        async with self.gate(urgent=True), self.sessions() as session:
+        async with self.writers(urgent=True), self.sessions() as session:
             session.add(row)
             try:
                 await session.commit()
@@ -119,7 +119,7 @@ class Inbox:
 
     async def prune(self) -> None:
         """Forget requests told long ago (the table would otherwise only grow)."""
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             await session.exec(delete(InboundRequest).where(  # type: ignore[call-overload]
                 col(InboundRequest.told_at) < self.clock() - RETAIN))
             await session.commit()
@@ -151,7 +151,7 @@ class Inbox:
     async def _claim(self, *where: ColumnElement[bool]) -> bool:
         """Compare-and-set on the lease: of two replicas, one updates the row."""
         now = self.clock()
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             result = await session.exec(
                 update(InboundRequest).where(*where, _claimable(now))
                 .values(claimed_by=self.owner, claim_until=now + self.lease,
@@ -176,7 +176,7 @@ class Inbox:
 
     async def _finish(self, key: str, reply: str, *, told: bool) -> None:
         now = self.clock()
-        async with self.gate(urgent=told), self.sessions() as session:
+        async with self.writers(urgent=told), self.sessions() as session:
             await session.exec(
                 update(InboundRequest)
                 .where(col(InboundRequest.key) == key, col(InboundRequest.done_at).is_(None))
@@ -184,7 +184,7 @@ class Inbox:
             await session.commit()
 
     async def _mark_told(self, key: str) -> None:
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             await session.exec(update(InboundRequest).where(col(InboundRequest.key) == key)
                                .values(told_at=self.clock()))
             await session.commit()
@@ -194,7 +194,7 @@ class Inbox:
                   row.kind, row.user, row.attempts,
                   "its outcome was never told" if row.done_at else "it was never processed")
         now = self.clock()
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             await session.exec(update(InboundRequest).where(col(InboundRequest.id) == row.id)
                                .values(told_at=now, done_at=row.done_at or now))
             await session.commit()

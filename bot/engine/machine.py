@@ -18,8 +18,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bot.clock import as_utc
 from bot.engine import alert_outbox
 from bot.store.db import redactor_of
-from bot.store.gate import WriteGate
 from bot.store.models import AuditEvent, Deployment, Outbox
+from bot.store.writers import WriterQueue
 
 
 class State(StrEnum):
@@ -181,23 +181,23 @@ CONFLICTS = (StaleDataError, IntegrityError, OperationalError, StepInProgress)
 
 
 async def retry_on_conflict(attempt: Callable[[], Awaitable[str]], *, give_up: str,
-                            tries: int = 5, gate: WriteGate | None = None) -> str:
+                            tries: int = 5, writers: WriterQueue | None = None) -> str:
     """Run a human's decision again when another writer changed the row first.
 
     The runner bumps a deployment's row version at every poll, so a click racing a poll
     must look again (and decide again on fresh state), not fail with a stale-row error.
     Each ``attempt`` opens its own session and returns the sentence for the user; waits
-    grow from 50 ms and stay well inside Slack's 3 s for an ack. With ``gate`` each
-    attempt holds SQLite's write gate and a conflict is retried at once: the writers it
+    grow from 50 ms and stay well inside Slack's 3 s for an ack. With ``writers`` each
+    attempt holds SQLite's writer queue and a conflict is retried at once: the writers it
     raced have finished by then (the alert-rollback click path, which must not sleep).
     """
     for i in range(tries):
         try:
-            if gate is None:
+            if writers is None:
                 return await attempt()
-            async with gate():
+            async with writers():
                 return await attempt()
         except CONFLICTS:
-            if gate is None:
+            if writers is None:
                 await asyncio.sleep(0.05 * 2 ** i)
     return give_up

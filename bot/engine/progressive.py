@@ -24,7 +24,7 @@ from bot.engine.measure import measure
 from bot.engine.outbox import note
 from bot.engine.plan import Stage, plan, progress_bar
 from bot.engine.providers import job
-from bot.engine.undo import pause, roll_back
+from bot.engine.rollout_stops import pause, roll_back
 from bot.mrkdwn import code_or, escape
 from bot.slack.charts import sparkline
 from bot.store.models import Deployment, Outbox

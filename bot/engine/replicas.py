@@ -38,8 +38,8 @@ from bot.clock import Clock
 from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.store.db import Sessions
-from bot.store.gate import WriteGate
 from bot.store.models import Deployment, InboundRequest, Replica
+from bot.store.writers import WriterQueue
 
 if TYPE_CHECKING:
     from bot.engine.context import StepContext
@@ -89,12 +89,12 @@ def lock_state_dir(state_dir: Path) -> int | None:
     return fd
 
 
-async def release_dead_leases(sessions: Sessions, gate: WriteGate, replica: str,
+async def release_dead_leases(sessions: Sessions, writers: WriterQueue, replica: str,
                               owner: str) -> int:
     """This replica's earlier process is dead (we hold its lock): free the deployments
     and clicks it had claimed, so they go on now rather than after a lease."""
     prefix = f"{replica}/"
-    async with gate(), sessions() as session:
+    async with writers(), sessions() as session:
         freed = await session.exec(update(Deployment)  # type: ignore[call-overload]
                                    .where(col(Deployment.lease_owner).startswith(
                                        prefix, autoescape=True),
@@ -117,8 +117,8 @@ class Heartbeat:
     """This replica's row in ``Replica``: renewed while it runs, deleted when it leaves."""
 
     def __init__(self, sessions: Sessions, clock: Clock, lease: timedelta,
-                 gate: WriteGate, replica: str = "") -> None:
-        self.sessions, self.clock, self.lease, self.gate = sessions, clock, lease, gate
+                 writers: WriterQueue, replica: str = "") -> None:
+        self.sessions, self.clock, self.lease, self.writers = sessions, clock, lease, writers
         self.replica = replica
 
     async def beat(self) -> None:
@@ -126,7 +126,7 @@ class Heartbeat:
         bots sharing a state directory, a restart overlapping the old process): whoever
         loses the insert renews the row the other added, instead of failing to start."""
         now = self.clock()
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             # An upsert: two processes of one replica may start at once (merge would race).
             dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
             row = dialect.insert(Replica).values(id=self.replica, alive_until=now + self.lease)
@@ -139,7 +139,7 @@ class Heartbeat:
 
     async def leave(self) -> None:
         """Give this replica's runs up: another replica takes them over at its next tick."""
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             await session.exec(delete(Replica).where(  # type: ignore[call-overload]
                 col(Replica.id) == self.replica))
             await session.commit()
@@ -195,7 +195,7 @@ def _doing(dep: Deployment) -> str:
 
 
 @contextlib.asynccontextmanager
-async def renewing(sessions: Sessions, gate: WriteGate, clock: Clock, lease: timedelta,
+async def renewing(sessions: Sessions, writers: WriterQueue, clock: Clock, lease: timedelta,
                    dep_id: int, owner: str) -> AsyncIterator[None]:
     """Keep ``owner``'s lease on the deployment while a step runs (HTTP checks with
     retries, a slow provider call), so no other replica runs the same step meanwhile.
@@ -205,7 +205,7 @@ async def renewing(sessions: Sessions, gate: WriteGate, clock: Clock, lease: tim
         while True:
             await asyncio.sleep(lease.total_seconds() / 3)
             try:
-                async with gate(), sessions() as session:
+                async with writers(), sessions() as session:
                     await session.exec(update(Deployment)  # type: ignore[call-overload]
                                        .where(col(Deployment.id) == dep_id,
                                               col(Deployment.lease_owner) == owner)

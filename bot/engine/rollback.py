@@ -24,8 +24,8 @@ from bot.engine.requests import Rollback
 from bot.engine.urgency import Urgency
 from bot.mrkdwn import channel_mention, escape, permalink
 from bot.store.db import Sessions
-from bot.store.gate import WriteGate
 from bot.store.models import AlertThread, Deployment, Outbox
+from bot.store.writers import WriterQueue
 
 RETRIES = 5
 
@@ -39,16 +39,16 @@ def _ref(dep: Deployment) -> str:
 class RollbackService:
     def __init__(self, sessions: Sessions, policy: Policy, clock: Clock,
                  on_change: Callable[[], None] = lambda: None,
-                 gate: WriteGate | None = None, urgency: Urgency | None = None) -> None:
+                 writers: WriterQueue | None = None, urgency: Urgency | None = None) -> None:
         self.sessions, self.policy, self.clock, self.on_change = sessions, policy, clock, on_change
-        self.gate, self.urgency = gate or WriteGate(""), urgency or Urgency()
+        self.writers, self.urgency = writers or WriterQueue(""), urgency or Urgency()
         self.channels = {n: s.channel for n, s in policy.config.services.items()}
 
     async def _retrying(self, attempt: Callable[[], Awaitable[str]]) -> str:
         """Racing clicks and retries: one transaction wins, the others look again."""
         async with self.urgency.urgent():
             answer = await machine.retry_on_conflict(
-                attempt, gate=self.gate, tries=RETRIES,
+                attempt, writers=self.writers, tries=RETRIES,
                 give_up="Several people acted at once; look at the alert thread for the "
                         "outcome.")
         self.on_change()

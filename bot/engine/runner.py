@@ -26,7 +26,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import machine, replicas, undo
+from bot.engine import machine, replicas, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note, refresh_approval
@@ -37,8 +37,8 @@ from bot.engine.turns import Turns
 from bot.metrics import Metrics
 from bot.mrkdwn import escape
 from bot.store.db import Sessions
-from bot.store.gate import WriteGate
 from bot.store.models import Deployment
+from bot.store.writers import WriterQueue
 from integrations.base import IntegrationError
 from integrations.metrics import MetricsProvider
 
@@ -67,11 +67,11 @@ class Runner:
         poll_seconds: float,
         on_change: Callable[[], None] = lambda: None,
         metrics_provider: MetricsProvider | None = None,
-        gate: WriteGate | None = None,
+        writers: WriterQueue | None = None,
         lease: timedelta = LEASE,
         replica: str | None = None,
     ) -> None:
-        self.gate = gate or WriteGate("")
+        self.writers = writers or WriterQueue("")
         self.metrics_provider = metrics_provider
         self.sessions, self.providers = sessions, providers
         self.clock, self.metrics, self.policy = clock, metrics, policy
@@ -154,7 +154,7 @@ class Runner:
             self._lock.release()
 
     async def _claim(self, dep_ids: list[int]) -> list[int]:
-        """Lease those of ``dep_ids`` nobody holds, in one write (one turn at the gate).
+        """Lease those of ``dep_ids`` nobody holds, in one write (one turn in the writer queue).
 
         Due and in flight are checked again: a person may have paused, aborted or
         cancelled one since the tick selected it. The row version goes up, so whoever
@@ -162,7 +162,7 @@ class Runner:
         if not dep_ids or self._draining:
             return []
         now = self.clock()
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             result = await session.exec(
                 update(Deployment)
                 .where(col(Deployment.id).in_(dep_ids), _due(now),
@@ -187,13 +187,13 @@ class Runner:
             now = self.clock()
             started = asyncio.get_running_loop().time()
             try:
-                async with replicas.renewing(self.sessions, self.gate, self.clock, self.lease,
+                async with replicas.renewing(self.sessions, self.writers, self.clock, self.lease,
                                              dep_id, self.owner):
                     await self._run_step(session, dep, now)
                 dep.run_owner = self.replica if replicas.live_run(dep) else None
                 dep.lease_owner, dep.lease_until = None, None
                 session.add(dep)
-                async with self.gate():
+                async with self.writers():
                     await session.commit()
             except StaleDataError:
                 await session.rollback()
@@ -217,9 +217,9 @@ class Runner:
             return
         ctx = StepContext(session, self.providers[dep.service], now, self.poll_seconds,
                           self.policy, self.metrics_provider)
-        with session.no_autoflush:  # writes wait for the gate, not in SQLite
+        with session.no_autoflush:  # writes wait in the writer queue, not in SQLite
             if dep.stop_run is not None:  # what a cancel or abort left going, first
-                await undo.stop_left_run(ctx, dep)
+                await rollout_stops.stop_left_run(ctx, dep)
             if step is None:  # it ended: that was all
                 dep.next_action_at = None
                 return
@@ -233,7 +233,7 @@ class Runner:
 
     async def _release(self, dep_id: int) -> None:
         """Give the lease up, unless it ran out and another runner holds it now."""
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             await session.exec(update(Deployment)
                                .where(col(Deployment.id) == dep_id,
                                       col(Deployment.lease_owner) == self.owner)
@@ -261,7 +261,7 @@ class Runner:
 
     async def _record_step_error(self, dep_id: int, state: State, reason: str) -> None:
         now = self.clock()
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             dep = await session.get(Deployment, dep_id)
             if dep is None or dep.lease_owner != self.owner:  # another runner holds it now
                 return
@@ -287,11 +287,11 @@ class Runner:
         if state is State.ROLLING_BACK:
             machine.transition(session, dep, State.ROLLBACK_FAILED, actor="shipbot",
                                now=now, detail=gave_up)
-            note(session, dep, undo.rollback_failed_text(dep, reason), now=now)
+            note(session, dep, rollout_stops.rollback_failed_text(dep, reason), now=now)
         elif state in (State.VERIFYING, State.PROMOTING, State.PAUSED):
             # Canary and blue-green: the stable version still runs, so traffic goes back to
             # it. Rolling (it replaced the old version): the old version is deployed again.
-            undo.begin_rollback(session, dep, now, f"the {state.value} step failed "
+            rollout_stops.begin_rollback(session, dep, now, f"the {state.value} step failed "
                                 f"{MAX_STEP_ATTEMPTS} times in a row ({reason})")
         elif state is State.AWAITING_APPROVAL:
             machine.transition(session, dep, State.EXPIRED, actor="shipbot", now=now,
@@ -310,7 +310,7 @@ class Runner:
     async def _push_back(self, dep_id: int, state: State) -> None:
         """Try again in a while (unless a person moved it on meanwhile); free the lease."""
         later = self.clock() + timedelta(seconds=60)
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             await session.exec(update(Deployment)
                                .where(col(Deployment.id) == dep_id,
                                       col(Deployment.lease_owner) == self.owner,

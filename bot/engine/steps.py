@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
-from bot.engine import machine, progressive, undo
+from bot.engine import machine, progressive, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
@@ -179,7 +179,7 @@ async def _healthy(ctx: StepContext, dep: Deployment) -> bool:
         dep.action_run_id = None  # the probe ended; a late one is stopped by roll_back
     why = "not healthy before the deploy deadline" if late else \
         f"unhealthy ({escape(health.detail)})"
-    await undo.roll_back(ctx, dep, f"`{dep.version}` is {why}",
+    await rollout_stops.roll_back(ctx, dep, f"`{dep.version}` is {why}",
                          detail=health.output_tail or "")
     return False
 
@@ -214,8 +214,8 @@ STEPS = {
     State.AWAITING_APPROVAL: step_awaiting_approval,
     State.VERIFYING: progressive.step_rollout,
     State.PROMOTING: progressive.step_rollout,
-    State.ROLLING_BACK: undo.step_rolling_back,
-    State.PAUSED: undo.step_paused,
+    State.ROLLING_BACK: rollout_stops.step_rolling_back,
+    State.PAUSED: rollout_stops.step_paused,
     State.QUEUED: step_queued,
     State.BUILDING: step_building,
     State.DEPLOYING: step_deploying,

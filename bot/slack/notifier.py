@@ -31,8 +31,8 @@ from bot.slack.blocks import approval_request, status_card
 from bot.slack.notifier_alerts import AlertDelivery
 from bot.slack.rollout_chart import rollout_chart
 from bot.store.db import Sessions
-from bot.store.gate import WriteGate
 from bot.store.models import Approval, Deployment, Outbox
+from bot.store.writers import WriterQueue
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 8
@@ -54,13 +54,13 @@ class Notifier:
         approval_info: ApprovalInfo,
         progress: Callable[[Deployment], str | None] = lambda _: None,
         events: Callable[[Deployment], list[Event]] = enabled_events,
-        alert_settings: AlertsConfig | None = None, gate: WriteGate | None = None,
+        alert_settings: AlertsConfig | None = None, writers: WriterQueue | None = None,
         urgency: Urgency | None = None,
     ) -> None:
         self.sessions, self.client, self.clock, self.metrics = sessions, client, clock, metrics
         self.approval_info, self.progress, self.events = approval_info, progress, events
         self.alerts = AlertDelivery(self, alert_settings or AlertsConfig())
-        self.gate, self.urgency = gate or WriteGate(""), urgency or Urgency()
+        self.writers, self.urgency = writers or WriterQueue(""), urgency or Urgency()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(PARALLEL_DEPLOYMENTS)
         self._inflight: dict[tuple[int | None, int | None], asyncio.Task[None]] = {}
@@ -252,7 +252,7 @@ class Notifier:
 
     async def _save(self, dep_id: int, **values: str) -> None:
         """Record where a message went, without racing the engine's writes to the row."""
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
                                .values(**values))
             await session.commit()
@@ -270,7 +270,7 @@ class Notifier:
 
     async def _mark(self, rows: list[Outbox], *, delivered: bool, error: str = "") -> None:
         now = self.clock()
-        async with self.gate(), self.sessions() as session:
+        async with self.writers(), self.sessions() as session:
             if delivered:  # the common case: one statement, not a load per row
                 await session.exec(update(Outbox).where(col(Outbox.id).in_([r.id for r in rows]))
                                    .values(delivered_at=now, last_error=None))

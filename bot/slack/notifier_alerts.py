@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from bot.clock import Clock
     from bot.store.db import Sessions
-    from bot.store.gate import WriteGate
+    from bot.store.writers import WriterQueue
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Outlet(Protocol):
     sessions: Sessions
     client: AsyncWebClient
     clock: Clock
-    gate: WriteGate
+    writers: WriterQueue
 
     def kick(self) -> None: ...
 
@@ -133,7 +133,7 @@ class AlertDelivery:
         """Where the root and suspect reply are, which rows went out, and a link note
         still to deliver."""
         thread, now = snap.thread, self.n.clock()
-        async with self.n.gate(), self.n.sessions() as session:
+        async with self.n.writers(), self.n.sessions() as session:
             if (thread.root_ts, thread.suspect_ts) != before:
                 await session.exec(update(AlertThread).where(col(AlertThread.id) == thread.id)
                                    .values(root_channel=thread.root_channel,

@@ -27,8 +27,8 @@ def create_engine(database_url: str) -> AsyncEngine:
         # takes no pool sizing; each new connection would be another, empty database.
         engine = create_async_engine(url)
     elif url.startswith("sqlite"):
-        # Work waiting for the write gate (bot/store/gate.py) may hold a connection; an
-        # unbounded overflow means the gate's holder can always get one. SQLite
+        # Work waiting for the writer queue (bot/store/writers.py) may hold a connection; an
+        # unbounded overflow means the queue's current writer can always get one. SQLite
         # connections are cheap, and the pool keeps 20 of them open between bursts.
         engine = create_async_engine(url, pool_size=20, max_overflow=-1)
     else:

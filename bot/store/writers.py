@@ -2,12 +2,12 @@
 
 SQLite allows one writing transaction; others wait in its busy handler, which sleeps
 in growing steps (up to 100 ms) however soon the lock frees. Under bursts (many alerts,
-many clicks, a busy runner) those sleeps dominate. Write transactions take this gate
+many clicks, a busy runner) those sleeps dominate. Write transactions take their turn here
 first, so they queue in asyncio and never sleep in SQLite. Writes a person is waiting
 for (a slash command's ack) pass ``urgent=True`` and go before queued background work
 (the runner, the notifier), which only has to be done soon, not now. Bulk work (an alert
-storm) takes the gate in short chunks, so an urgent writer never waits for more than
-one chunk. On PostgreSQL (row locks, several replicas) the gate does nothing.
+storm) takes their turn in short chunks, so an urgent writer never waits for more than
+one chunk. On PostgreSQL (row locks, several replicas) it does nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import itertools
 from collections.abc import AsyncIterator
 
 
-class WriteGate:
+class WriterQueue:
     def __init__(self, database_url: str) -> None:
         self._enabled = database_url.startswith("sqlite")
         self._held = False
@@ -56,7 +56,7 @@ class WriteGate:
             raise
 
     def _release(self) -> None:
-        """Hand the gate to the next live waiter (urgent first, then oldest), or free it."""
+        """Hand the turn to the next live waiter (urgent first, then oldest), or free it."""
         while self._queue:
             _, _, turn = heapq.heappop(self._queue)
             if not turn.done():

@@ -24,8 +24,8 @@ from bot.engine.providers import ServiceProviders
 from bot.engine.requests import Cancel, Deploy, History, Status
 from bot.mrkdwn import channel_mention, count, escape
 from bot.store.db import Sessions
-from bot.store.gate import WriteGate
 from bot.store.models import Deployment
+from bot.store.writers import WriterQueue
 from integrations.base import can_split_traffic
 
 
@@ -45,19 +45,19 @@ class DeployService:
         providers: dict[str, ServiceProviders],
         clock: Clock,
         on_change: Callable[[], None] = lambda: None,
-        gate: WriteGate | None = None,
+        writers: WriterQueue | None = None,
     ) -> None:
         self.sessions, self.policy, self.providers = sessions, policy, providers
-        self.gate = gate or WriteGate("")
+        self.writers = writers or WriterQueue("")
         self.channels = {n: s.channel for n, s in policy.config.services.items()}
         self.clock, self.on_change = clock, on_change
 
     async def request(self, cmd: Deploy, actor: str, request_key: str) -> str:
         """Record the request (once per request_key) and let the runner take it from there.
 
-        The checks read in one session; the insert waits for the write gate in another,
+        The checks read in one session; the insert waits for the writer queue in another,
         holding no connection meanwhile (waiters holding pooled connections would starve
-        the gate's holder). A request racing ours for the same slot loses on the unique
+        the queue's current writer). A request racing ours for the same slot loses on the unique
         active-slot index, so checking first and writing second stays safe.
         """
         now = self.clock()
@@ -92,18 +92,18 @@ class DeployService:
         what = f"`{cmd.version}`" if cmd.version else "the latest build"
         kind = "HOTFIX deployment" if cmd.hotfix else "Deployment"
         needs = count(dep.approvals_required, "approval")
-        gate = (f" It needs {needs} first; the request is in the thread."
+        approval_note = (f" It needs {needs} first; the request is in the thread."
                 if dep.approvals_required else "")
         return (
             f":rocket: {kind} #{dep.id} of {cmd.service} {what} to {cmd.env} is on its way."
-            f"{gate} Progress is posted in {channel_mention(self.channels[cmd.service])}; "
+            f"{approval_note} Progress is posted in {channel_mention(self.channels[cmd.service])}; "
             f"cancel with `/deploy cancel {cmd.service} {cmd.env}` before the deploy starts."
         )
 
     async def _insert(self, dep: Deployment, actor: str, now: datetime, detail: str,
                       action: str) -> bool:
         """False when a concurrent request took the slot (or the request key) first."""
-        async with self.gate(urgent=True), self.sessions() as session:
+        async with self.writers(urgent=True), self.sessions() as session:
             try:
                 await machine.create(session, dep, actor=actor, now=now, detail=detail,
                                      action=action)
