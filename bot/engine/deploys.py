@@ -10,14 +10,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.engine import machine, policy
-from bot.engine.machine import State
+from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
@@ -178,10 +177,12 @@ class DeployService:
                   .group_by(col(Deployment.service), col(Deployment.env)))
         if cmd.service:
             newest = newest.where(col(Deployment.service) == cmd.service)
-        stmt = select(Deployment).where(or_(col(Deployment.id).in_(newest),
-                                            col(Deployment.active_slot).is_not(None)))
+        # Two queries, not one with OR: each is answered from its own index.
         async with self.sessions() as session:
-            rows = (await session.exec(stmt)).all()
+            rows = [*(await session.exec(select(Deployment).where(
+                        col(Deployment.id).in_(newest)))).all(),
+                    *(await session.exec(select(Deployment).where(
+                        col(Deployment.state).in_([s.value for s in IN_FLIGHT])))).all()]
         slots = {(s, e): SlotStatus(s, e) for s in services for e in environments[s]}
         for dep in rows:
             slot = slots.get((dep.service, dep.env))
