@@ -23,6 +23,7 @@ from integrations.base import (
     ProviderConfig,
 )
 from integrations.command import CommandConfig, CommandProvider
+from integrations.http import HttpOptions
 
 Role = Literal["ci", "deploy"]
 C = TypeVar("C", bound=ProviderConfig)
@@ -34,6 +35,7 @@ class ProviderContext:
 
     state_dir: Path
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    http: HttpOptions = field(default_factory=HttpOptions)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from bot.config import ShipbotConfig
 from bot.store.models import Deployment
@@ -49,9 +48,8 @@ class ServiceProviders:
         return await self.target.start(job)
 
 
-def build_providers(config: ShipbotConfig, state_dir: Path,
-                    context: ProviderContext | None = None) -> dict[str, ServiceProviders]:
-    ctx = context or ProviderContext(state_dir=state_dir)
+def build_providers(config: ShipbotConfig, ctx: ProviderContext
+                    ) -> dict[str, ServiceProviders]:
     result: dict[str, ServiceProviders] = {}
     for name, svc in config.services.items():
         deploy = build_deploy(svc.deploy, ctx)
