@@ -23,6 +23,8 @@ from integrations.base import (
     ProviderConfig,
 )
 from integrations.command import CommandConfig, CommandProvider
+from integrations.github_actions import GitHubActionsProvider
+from integrations.github_actions_config import GitHubActionsConfig
 from integrations.http import HttpOptions
 
 Role = Literal["ci", "deploy"]
@@ -69,8 +71,17 @@ def _command_deploy(config: CommandConfig, ctx: ProviderContext) -> DeployBundle
                            config.capabilities())
 
 
+def _github(config: GitHubActionsConfig, ctx: ProviderContext) -> GitHubActionsProvider:
+    return GitHubActionsProvider(config, options=ctx.http, environ=ctx.environ)
+
+
+def _github_deploy(config: GitHubActionsConfig, ctx: ProviderContext) -> DeployBundle:
+    return DeployBundle(target=_github(config, ctx))  # start, poll, cancel: nothing more
+
+
 _ENTRIES: tuple[ProviderEntry[Any], ...] = (
     ProviderEntry("command", CommandConfig, ci=_command_ci, deploy=_command_deploy),
+    ProviderEntry("github_actions", GitHubActionsConfig, ci=_github, deploy=_github_deploy),
 )
 REGISTRY: dict[str, ProviderEntry[Any]] = {e.name: e for e in _ENTRIES}
 PROVIDERS = tuple(REGISTRY)

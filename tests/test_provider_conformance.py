@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from integrations.base import CIProvider, DeployTarget, IntegrationError, JobSpec, RunState
 from integrations.command import CommandConfig
+from integrations.github_actions_config import GitHubActionsConfig
+from integrations.http import HttpOptions
 from integrations.registry import ProviderContext, build_ci, build_deploy
+from tests.fake_github import FakeGitHub
 from tests.fakes_providers import FakeCI, FakeTarget, FakeWorld
 from tests.processes import cancel_runs
 
@@ -60,11 +64,30 @@ def fake_harness(kind: type[FakeCI]) -> Harness:
     return Harness(lambda: kind(world), lambda: len(world.runs))
 
 
+def github_harness(tmp_path: Path, role: str) -> Harness:
+    """GitHub Actions over a fake GitHub whose runs move on one stage per tick."""
+    token = "ghp_" + "c" * 36
+    gh = FakeGitHub(token=token)
+    config = GitHubActionsConfig(repository="acme/api", workflow="build.yml", ref="main")
+    ctx = ProviderContext(state_dir=tmp_path, environ={"GITHUB_TOKEN": token},
+                          http=HttpOptions(transport=httpx.MockTransport(gh.handler)))
+
+    def make() -> Provider:
+        return build_ci(config, ctx) if role == "ci" else build_deploy(config, ctx).target
+
+    async def tick() -> None:
+        gh.tick()
+
+    return Harness(make, lambda: len(gh.runs), tick=tick)
+
+
 HARNESSES: dict[str, Callable[[Path], Harness]] = {
     "command-ci": lambda tmp: command_harness(tmp, "ci"),
     "command-deploy": lambda tmp: command_harness(tmp, "deploy"),
     "fake-ci": lambda tmp: fake_harness(FakeCI),
     "fake-target": lambda tmp: fake_harness(FakeTarget),
+    "github-actions-ci": lambda tmp: github_harness(tmp, "ci"),
+    "github-actions-deploy": lambda tmp: github_harness(tmp, "deploy"),
 }
 
 

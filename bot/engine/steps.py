@@ -109,6 +109,9 @@ async def step_building(ctx: StepContext, dep: Deployment) -> None:
         return
     status = await ctx.providers.ci.poll(dep.ci_run_id)
     if status.url and status.url != dep.ci_url:
+        if dep.ci_url is None and status.state is RunState.RUNNING:  # a link to follow it
+            note(ctx.session, dep, ":link: The build is running.", now=ctx.now,
+                 link=status.url)
         dep.ci_url = status.url
     if status.state is RunState.RUNNING:
         await _still_running(ctx, dep, status, "build")
