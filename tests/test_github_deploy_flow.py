@@ -68,6 +68,11 @@ async def test_deploy_builds_on_github_actions_and_links_the_run(
         assert f"<{RUN_URL}|Open the run>" in json.dumps(linked["blocks"])
     assert TOKEN not in json.dumps([c.params for c in bot.slack.calls_to("chat.postMessage")])
 
+    metrics = (await bot.driver.http.get(bot.url + "/metrics")).text
+    assert ('shipbot_provider_requests_total{method="POST",outcome="2xx",'
+            'provider="github_actions"} 1.0') in metrics  # the one dispatch
+    assert 'method="GET",outcome="2xx",provider="github_actions"' in metrics
+
 
 async def test_a_failed_build_names_the_job_and_deploys_nothing(
         make_bot, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:
