@@ -74,8 +74,17 @@ class GitHubActionsProvider:
         try:
             return response.json()
         except ValueError:
-            raise IntegrationError(f"{self._config.label} sent a response that is not JSON "
-                                   f"for {path}; is base_url the API's URL?") from None
+            raise self._unexpected(path, "not JSON") from None
+
+    async def _object(self, path: str, missing: str, **params: str) -> dict[str, Any]:
+        data = await self._json(path, missing, **params)
+        if not isinstance(data, dict):
+            raise self._unexpected(path, "not a JSON object")
+        return data
+
+    def _unexpected(self, path: str, what: str) -> IntegrationError:
+        return IntegrationError(f"{self._config.label} answered {path} with {what}; is "
+                                "base_url the API's URL (https://HOST/api/v3 for Enterprise)?")
 
     # -- CIProvider / DeployTarget ------------------------------------------------------
 
@@ -120,11 +129,12 @@ class GitHubActionsProvider:
     async def _find(self, correlation: str, since: float) -> dict[str, Any] | None:
         """The workflow_dispatch run whose run-name carries ``correlation``, if listed."""
         created = datetime.fromtimestamp(since - 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        data = await self._json(self._runs, self._missing_workflow(), event="workflow_dispatch",
-                                created=f">={created}", per_page="100",
-                                exclude_pull_requests="true")
+        data = await self._object(self._runs, self._missing_workflow(),
+                                  event="workflow_dispatch", created=f">={created}",
+                                  per_page="100", exclude_pull_requests="true")
         for run in data.get("workflow_runs") or []:
-            if correlation in str(run.get("display_title") or ""):
+            if isinstance(run, dict) and isinstance(run.get("id"), int) and \
+                    correlation in str(run.get("display_title") or ""):
                 self._remember(correlation, int(run["id"]))
                 return dict(run)
         return None
@@ -150,7 +160,7 @@ class GitHubActionsProvider:
         github_id, dispatched = await self._resolve(run_id)
         if github_id is None:
             return self._not_yet_listed(dispatched)
-        run = await self._json(f"/repos/{self._config.repository}/actions/runs/{github_id}",
+        run = await self._object(f"/repos/{self._config.repository}/actions/runs/{github_id}",
                                f"workflow run {github_id} in {self._config.repository}")
         state, detail = describe_run(run)
         tail = ""
@@ -194,11 +204,11 @@ class GitHubActionsProvider:
         if latest is None:
             return None
         if latest.branch is not None:
-            data = await self._json(self._runs, self._missing_workflow(), branch=latest.branch,
-                                    status="success", per_page="1",
-                                    exclude_pull_requests="true")
+            data = await self._object(self._runs, self._missing_workflow(),
+                                      branch=latest.branch, status="success", per_page="1",
+                                      exclude_pull_requests="true")
             runs = data.get("workflow_runs") or []
-            sha = runs[0].get("head_sha") if runs else None
+            sha = runs[0].get("head_sha") if runs and isinstance(runs[0], dict) else None
             return sha if isinstance(sha, str) and sha else None
         assert latest.tag_pattern is not None
         tags = await self._json(f"/repos/{self._config.repository}/tags",

@@ -268,3 +268,18 @@ def test_fixtures_keep_the_shapes_of_githubs_docs() -> None:
     assert set(fixture("dispatch_run_details.json")) == {"workflow_run_id", "run_url",
                                                          "html_url"}
     assert set(fixture("tags.json")[0]["commit"]) == {"sha", "url"}
+
+
+@pytest.mark.parametrize(("answer", "what"), [
+    (httpx.Response(200, text="<html>Sign in to GitHub</html>"), "not JSON"),
+    (httpx.Response(200, json=["not", "an", "object"]), "not a JSON object"),
+])
+async def test_a_base_url_that_is_not_the_api_is_said_plainly(gh, clock, answer: Any,
+                                                              what: str) -> None:
+    gh.faults.append(answer)
+    with pytest.raises(IntegrationError) as caught:
+        await make(gh, clock).start(JOB)
+    assert str(caught.value) == (
+        f"GitHub answered /repos/acme/api/actions/workflows/build.yml/runs with {what}; is "
+        "base_url the API's URL (https://HOST/api/v3 for Enterprise)?")
+    assert gh.dispatches() == []
