@@ -43,6 +43,8 @@ class GitHubActionsProvider:
         self._config, self._options = config, options or HttpOptions()
         self._environ, self._clock = environ, clock
         self._found: dict[str, int] = {}  # correlation id -> run id, once seen
+        # engine run id -> (first poll, last fetch, what it said): the polling backoff
+        self._polled: dict[str, tuple[float, float, RunStatus | None]] = {}
         repo = config.repository
         self._runs = f"/repos/{repo}/actions/workflows/{config.workflow}/runs"
 
@@ -157,6 +159,21 @@ class GitHubActionsProvider:
         return self._found.get(correlation), dispatched
 
     async def poll(self, run_id: str) -> RunStatus:
+        """The run's state, asked of GitHub at most every tenth of the run's age so far
+        (capped at ``max_poll_seconds``): the engine polls every few seconds, and a long
+        build must not spend the token's hourly request budget."""
+        now = self._clock()
+        first, fetched, last = self._polled.get(run_id, (now, 0.0, None))
+        pause = min(self._config.max_poll_seconds, (now - first) / 10)
+        if last is not None and last.state is RunState.RUNNING and now - fetched < pause:
+            return last
+        status = await self._fetch(run_id)
+        if len(self._polled) >= MAX_REMEMBERED:
+            self._polled.clear()
+        self._polled[run_id] = (first, now, status)
+        return status
+
+    async def _fetch(self, run_id: str) -> RunStatus:
         github_id, dispatched = await self._resolve(run_id)
         if github_id is None:
             return self._not_yet_listed(dispatched)

@@ -68,6 +68,9 @@ class GitHubActionsConfig(ProviderConfig):
                                                   "https://HOST/api/v3")
     timeout_seconds: float = Field(3600.0, gt=0, description="the whole run, queue included")
     request_timeout_seconds: float = Field(30.0, gt=0, le=300)
+    max_poll_seconds: float = Field(
+        30.0, ge=0, le=600, description="the longest pause between two looks at a run; "
+        "early on it is looked at more often (a tenth of its age so far)")
     appear_within_seconds: float = Field(
         300.0, gt=0, description="a dispatch whose run does not show up by then has failed")
     latest_version: LatestVersion | None = None

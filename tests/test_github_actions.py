@@ -283,3 +283,32 @@ async def test_a_base_url_that_is_not_the_api_is_said_plainly(gh, clock, answer:
         f"GitHub answered /repos/acme/api/actions/workflows/build.yml/runs with {what}; is "
         "base_url the API's URL (https://HOST/api/v3 for Enterprise)?")
     assert gh.dispatches() == []
+
+
+async def test_polling_backs_off_with_the_runs_age(gh, clock) -> None:
+    """The engine polls every few seconds; GitHub is asked at most every tenth of the
+    run's age (at most every max_poll_seconds), so a long build costs few requests."""
+    provider = make(gh, clock, max_poll_seconds=30)
+    run_id = await provider.start(job("slow-1"))
+    reads = lambda: gh.sent("GET").count(("GET", "/repos/acme/api/actions/runs/30433642"))  # noqa: E731
+    await provider.poll(run_id)
+    assert reads() == 1
+    gh.tick()
+    clock.now += 100  # a tenth of its age: not again for about 10 s
+    assert (await provider.poll(run_id)).detail == "run #1 of Build is in progress"
+    clock.now += 5
+    assert (await provider.poll(run_id)).detail == "run #1 of Build is in progress"
+    assert reads() == 2
+    clock.now += 7  # 12 s since the last look, at 112 s of age
+    await provider.poll(run_id)
+    assert reads() == 3
+    clock.now += 1000  # old now: every 30 s at most
+    await provider.poll(run_id)
+    clock.now += 29
+    await provider.poll(run_id)
+    assert reads() == 4
+    await provider.cancel(run_id)
+    gh.tick()
+    assert (await provider.poll(run_id)).state is RunState.RUNNING  # not asked yet
+    clock.now += 1
+    assert (await provider.poll(run_id)).detail == "run #1 of Build was cancelled"
