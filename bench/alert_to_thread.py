@@ -60,9 +60,8 @@ def bench_config(services: int) -> ShipbotConfig:
 
 
 class RecordingTarget:
-    """Succeeds at once; remembers when each run started (the "target called" moment)."""
-
-    can_rollback = True
+    """Succeeds at once; remembers when each run started (the "target called" moment).
+    Installed as the target and as its native rollback (``ServiceProviders.rollback``)."""
 
     def __init__(self, calls: list[tuple[str, str, str, float]]) -> None:
         self.calls = calls
@@ -94,7 +93,7 @@ async def _serve(conn: Connection, services: int, slack_url: str, tick: float) -
         async with bot:
             target = RecordingTarget(calls)
             for name, providers in list(bot.bot.providers.items()):
-                bot.bot.providers[name] = replace(providers, target=target)
+                bot.bot.providers[name] = replace(providers, target=target, rollback=target)
             conn.send({"url": bot.url, "secret": bot.signing_secret,
                        "token": bot.webhook_token})
             await asyncio.to_thread(conn.recv)

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bot.config_alerts import AlertsConfig, AutoRollbackConfig
 from bot.config_delivery import StrategyConfig
 from bot.config_policy import ApprovalConfig, FreezeWindowConfig, Roles
-from integrations.base import can_split_traffic
+from integrations.base import Capability
 from integrations.prometheus import PrometheusConfig
-from integrations.registry import PROVIDERS, CIConfig, DeployConfig, build_target
+from integrations.registry import PROVIDERS, CIConfig, DeployConfig
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _UNION_MEMBER = re.compile(r"^([A-Z]\w*Config|literal\[.*\]|function-.*)$")
@@ -132,12 +132,15 @@ class ShipbotConfig(BaseModel):
                                      f"{_suggest(env, self.environments)}")
             for where, strategy in [("strategy", svc.strategy)] + [
                     (f"strategies.{e}", s) for e, s in svc.strategies.items()]:
-                if strategy.kind != "rolling" and not can_split_traffic(
-                        build_target(svc.deploy, Path("."))):
+                if strategy.kind != "rolling" and \
+                        Capability.TRAFFIC not in svc.deploy.capabilities():
+                    how = svc.deploy.settings_for(Capability.TRAFFIC)
                     raise ValueError(
                         f"services.{name}.{where}: {strategy.kind} needs a deploy target that "
-                        "can split traffic (for the command provider: set_weight_argv, "
-                        "promote_argv and abort_argv)")
+                        "can split traffic " + (f"(for the {svc.deploy.provider} provider: "
+                                                f"{how})" if how else
+                                                f"(the {svc.deploy.provider} provider cannot; "
+                                                "use the rolling strategy)"))
                 if strategy.analysis and self.metrics is None:
                     raise ValueError(f"services.{name}.{where}.analysis: configure a metrics "
                                      "provider (top-level `metrics:`) first")

@@ -18,3 +18,10 @@ class Metrics:
         self.slack_errors = Counter(
             "shipbot_slack_api_errors_total", "Slack Web API calls that failed",
             ["method", "error"], registry=self.registry)
+        self.provider_requests = Counter(
+            "shipbot_provider_requests_total", "HTTP requests to CI and deploy providers, by "
+            "outcome (status class, or error: no answer)", ["provider", "method", "outcome"],
+            registry=self.registry)
+
+    def count_provider_request(self, provider: str, method: str, outcome: str) -> None:
+        self.provider_requests.labels(provider, method, outcome).inc()

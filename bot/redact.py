@@ -2,9 +2,9 @@
 
 A ``Redactor`` replaces secrets with ``[redacted]``: the values of the bot's own secret
 settings (tokens, signing secret, the password inside ``DATABASE_URL``), the values of
-every environment variable the config marks secret (``secret_env``, ``bearer_token_env``),
-and well-known token shapes wherever they come from (a build log, an error message, a
-reason someone pasted). One instance is built per bot from its settings and config and
+every environment variable the config marks secret (``secret_env``, ``bearer_token_env``,
+``token_env``), and well-known token shapes wherever they come from (a build log, an error
+message, a reason someone pasted). One instance is built per bot from its settings and config and
 shared by the exits: the Slack Web API client, Bolt's ack bodies, the audit trail and the
 log handlers. Structure is never touched: dict keys, list shapes and non-strings stay as
 they are, so redacted Block Kit is still valid Block Kit.
@@ -29,7 +29,7 @@ MIN_SECRET_CHARS = 6
 SECRET_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN",
                    "SHIPBOT_WEBHOOK_TOKEN")
 # Config fields whose value names environment variables holding secrets.
-SECRET_ENV_FIELDS = ("secret_env", "bearer_token_env")
+SECRET_ENV_FIELDS = ("secret_env", "bearer_token_env", "token_env")
 
 _KEY_BLOCK = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
 _KEY_END = r"-----END [A-Z0-9 ]*PRIVATE KEY-----"
@@ -140,8 +140,9 @@ def database_password(url: str) -> list[str]:
 
 
 def secret_env_names(config: BaseModel) -> set[str]:
-    """Every env var name in a ``secret_env`` or ``bearer_token_env`` field, anywhere in
-    the config tree, so a new provider with such a field is covered without a change here."""
+    """Every env var name in a ``secret_env``, ``bearer_token_env`` or ``token_env`` field,
+    anywhere in the config tree, so a new provider with such a field is covered without a
+    change here."""
     names: set[str] = set()
     stack: list[Any] = [config]
     while stack:

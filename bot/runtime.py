@@ -45,7 +45,9 @@ from bot.store.db import create_engine, create_schema, session_factory
 from bot.store.writers import WriterQueue
 from commands.catalog import Catalog
 from commands.handlers import CommandHandlers
+from integrations.http import HttpOptions
 from integrations.prometheus import PrometheusProvider
+from integrations.registry import ProviderContext
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,9 @@ class Shipbot:
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL,
                                        self.redactor)
-        self.providers = build_providers(config, settings.SHIPBOT_STATE_DIR)
+        self.providers = build_providers(config, ProviderContext(
+            state_dir=settings.SHIPBOT_STATE_DIR,
+            http=HttpOptions(observe=self.metrics.count_provider_request)))
         self.directory = SlackDirectory(self.client)
         self.policy = Policy(config, self.directory)
         self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy,

@@ -8,14 +8,63 @@ a second one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import ClassVar, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class IntegrationError(Exception):
     """Base of every provider error; its message is safe to show to users."""
+
+
+class TransientError(IntegrationError):
+    """May pass on its own (a 5xx, a timeout, a dropped connection): worth retrying."""
+
+
+class RateLimited(TransientError):
+    """The provider asked us to slow down; ``wait_seconds`` says for how long, so the
+    engine can wait that long (and say so) instead of burning its retries."""
+
+    def __init__(self, message: str, wait_seconds: float) -> None:
+        super().__init__(message)
+        self.wait_seconds = max(0.0, wait_seconds)
+
+
+class Capability(StrEnum):
+    """What a provider can do beyond start/poll; the config check and the engine ask."""
+
+    CANCEL = "cancel"
+    TRAFFIC = "traffic"  # set_weight, promote, abort: canary and blue-green
+    HEALTH = "health"
+    ROLLBACK = "rollback"  # a native undo
+    LATEST_VERSION = "latest_version"
+
+
+class ProviderConfig(BaseModel):
+    """What every provider's config model has. ``CAPABILITIES`` declares what the provider
+    can do at most; ``capabilities()`` what this config turns on, so validation can ask
+    the config instead of building a live provider."""
+
+    # Errors never echo the input: a pasted value could be a secret.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset()
+    # The settings that turn a capability on, for messages that say what to add.
+    TURNED_ON_BY: ClassVar[dict[Capability, str]] = {}
+
+    provider: str
+    timeout_seconds: float = Field(600.0, gt=0)
+
+    def capabilities(self) -> frozenset[Capability]:
+        return self.CAPABILITIES
+
+    def settings_for(self, capability: Capability) -> str | None:
+        """The settings that turn ``capability`` on, for a message saying what to add;
+        None when this provider cannot do it at all."""
+        if capability not in self.CAPABILITIES:
+            return None
+        return self.TURNED_ON_BY.get(capability, f"see the {self.provider} provider's settings")
 
 
 class RunState(StrEnum):
@@ -96,17 +145,6 @@ class HealthTarget(Protocol):
     async def health(self, job: JobSpec) -> str: ...
 
 
-def reports_health(target: object) -> bool:
-    """Has ``health``, and (for configurable providers) is configured to use it."""
-    return callable(getattr(target, "health", None)) and bool(getattr(target, "has_health", True))
-
-
-def can_split_traffic(target: object) -> bool:
-    """Has the methods, and (for configurable providers) is configured to use them."""
-    methods = all(callable(getattr(target, n, None)) for n in ("set_weight", "promote", "abort"))
-    return methods and bool(getattr(target, "splits_traffic", True))
-
-
 class RollbackTarget(Protocol):
     """A deploy target with its own undo (``kubectl rollout undo``, Argo's abort...).
 
@@ -114,18 +152,28 @@ class RollbackTarget(Protocol):
     ``start``. The run is polled and cancelled with the target's ``poll``/``cancel``.
     """
 
-    can_rollback: bool
-
     async def rollback(self, job: JobSpec) -> str: ...
 
 
-def has_native_rollback(target: object) -> bool:
-    return callable(getattr(target, "rollback", None)) and bool(
-        getattr(target, "can_rollback", True))
+class FullTarget(DeployTarget, TrafficTarget, HealthTarget, RollbackTarget, Protocol):
+    """A provider class that implements every deploy capability; its config decides
+    which of them a given service may use (``DeployBundle.of``)."""
 
 
-async def start_run(target: DeployTarget, job: JobSpec, *, rollback: bool) -> str:
-    """Start a deploy run; a rollback uses the target's own undo when it has one."""
-    if rollback and has_native_rollback(target):
-        return await target.rollback(job)  # type: ignore[attr-defined,no-any-return]
-    return await target.start(job)
+@dataclass(frozen=True)
+class DeployBundle:
+    """A deploy target and the optional capabilities it has, as typed fields filled once
+    at start-up: the engine checks ``traffic is None`` instead of probing attributes."""
+
+    target: DeployTarget
+    traffic: TrafficTarget | None = None
+    health: HealthTarget | None = None
+    rollback: RollbackTarget | None = None
+
+    @classmethod
+    def of(cls, provider: FullTarget, capabilities: frozenset[Capability]) -> DeployBundle:
+        """``provider`` for what its config turned on, None for the rest."""
+        return cls(target=provider,
+                   traffic=provider if Capability.TRAFFIC in capabilities else None,
+                   health=provider if Capability.HEALTH in capabilities else None,
+                   rollback=provider if Capability.ROLLBACK in capabilities else None)

@@ -47,7 +47,8 @@ RUNNER_LOST = "the runner stopped without reporting a result (was the machine re
 
 
 class CommandProvider:
-    """Implements both ``CIProvider`` and ``DeployTarget`` on top of a local program."""
+    """Implements ``CIProvider`` and every deploy capability (``FullTarget``) on top of
+    local programs; its config says which of them a service has (``capabilities()``)."""
 
     LAUNCH_GRACE_SECONDS = 30.0  # a run dir without a runner pid may still be launching
     WEDGE_GRACE_SECONDS = 30.0  # after the timeout, how long the runner gets to report
@@ -67,20 +68,6 @@ class CommandProvider:
         if not _RUN_ID.fullmatch(run_id) or not path.is_dir():
             raise IntegrationError(f"unknown command run: {run_id!r}")
         return path
-
-    @property
-    def can_rollback(self) -> bool:
-        return self._config.rollback_argv is not None
-
-    @property
-    def splits_traffic(self) -> bool:
-        """Canary and blue-green need all three traffic commands; one alone is useless."""
-        c = self._config
-        return None not in (c.set_weight_argv, c.promote_argv, c.abort_argv)
-
-    @property
-    def has_health(self) -> bool:
-        return self._config.health_argv is not None
 
     async def rollback(self, job: JobSpec) -> str:
         """The target's native undo (``rollback_argv``), supervised like any other run."""

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from integrations.base import Capability, ProviderConfig
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 # Shipbot's own settings (bot/settings.py): its Slack tokens, signing secret, webhook token
@@ -80,11 +80,15 @@ def run_id_for(key: str) -> str:
     return f"{readable}-{digest}" if readable else digest
 
 
-class CommandConfig(BaseModel):
+class CommandConfig(ProviderConfig):
     """One program per action; only ``argv`` (the deploy or CI build) is required."""
 
-    # Errors never echo the input: env values can be secrets.
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    # Errors never echo the input (ProviderConfig): env values can be secrets.
+    CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    TURNED_ON_BY: ClassVar[dict[Capability, str]] = {
+        Capability.TRAFFIC: "set_weight_argv, promote_argv and abort_argv",
+        Capability.HEALTH: "health_argv", Capability.ROLLBACK: "rollback_argv",
+        Capability.LATEST_VERSION: "latest_version_argv"}
 
     provider: Literal["command"] = "command"
     argv: list[str] = Field(min_length=1, description="templated with {service} {env} {version}")
@@ -137,6 +141,19 @@ class CommandConfig(BaseModel):
             raise ValueError(f"env: {', '.join(both)} is also passed from the bot's "
                              "environment (pass_env/secret_env); keep one of the two")
         return self
+
+    def capabilities(self) -> frozenset[Capability]:
+        """Each optional program turns one capability on; traffic needs all three of
+        set_weight, promote and abort (one alone is useless)."""
+        on = {Capability.CANCEL}
+        if None not in (self.set_weight_argv, self.promote_argv, self.abort_argv):
+            on.add(Capability.TRAFFIC)
+        for argv, capability in ((self.health_argv, Capability.HEALTH),
+                                 (self.rollback_argv, Capability.ROLLBACK),
+                                 (self.latest_version_argv, Capability.LATEST_VERSION)):
+            if argv is not None:
+                on.add(capability)
+        return frozenset(on)
 
     @field_validator("latest_version_argv")
     @classmethod

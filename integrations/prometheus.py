@@ -13,8 +13,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from integrations.http import snippet
 from integrations.metrics import MetricsError, Sample, Samples
-from integrations.prometheus_http import PrometheusConfig, PrometheusHTTP, snippet
+from integrations.prometheus_http import PrometheusConfig, PrometheusHTTP
 
 __all__ = ["PrometheusConfig", "PrometheusProvider"]
 

@@ -26,12 +26,12 @@ from tenacity import (
 )
 
 from integrations.command_templates import ProviderEnvName
+from integrations.http import snippet
 from integrations.http_auth import PlainHeaders, check_http_url, with_bearer
 from integrations.metrics import MetricsError
 
 log = logging.getLogger(__name__)
 
-_MAX_ERROR_CHARS = 500
 
 
 class PrometheusConfig(BaseModel):
@@ -68,11 +68,6 @@ _RETRYABLE_TRANSPORT = (
     httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ReadError,
     httpx.WriteError, httpx.RemoteProtocolError,
 )
-
-
-def snippet(text: str, limit: int = _MAX_ERROR_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class PrometheusHTTP:
@@ -175,7 +170,7 @@ class PrometheusHTTP:
             body = None
         if isinstance(body, dict) and body.get("status") == "error":
             kind = body.get("errorType") or "error"
-            error = snippet(str(body.get("error") or "no details"))
+            error = snippet(str(body.get("error") or "no details"), 500)
             message = f"Prometheus could not run the query ({kind}): {error}"
             if code >= 500:
                 raise _RetryableError(message)

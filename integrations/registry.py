@@ -1,24 +1,119 @@
-"""Provider selection by name: the config's ``provider:`` field picks the module."""
+"""Provider selection by name: the config's ``provider:`` field picks an entry here.
+
+Each entry ties a name to its pydantic config model (which declares the provider's
+capabilities) and to factories for the roles it can play. The config's discriminated
+unions, hence the JSON Schema and ``shipbot config check``, are built from this table,
+so a new provider is one module plus one line in ``_ENTRIES``.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar, Union
 
 from pydantic import Field
 
-from integrations.base import CIProvider, DeployTarget
+from integrations.base import (
+    Capability,
+    CIProvider,
+    DeployBundle,
+    ProviderConfig,
+)
 from integrations.command import CommandConfig, CommandProvider
+from integrations.github_actions import GitHubActionsProvider
+from integrations.github_actions_config import GitHubActionsConfig
+from integrations.http import HttpOptions
 
-PROVIDERS = ("command",)
-# One discriminated union per role; a new provider adds its config model here.
-CIConfig = Annotated[CommandConfig, Field(discriminator="provider")]
-DeployConfig = Annotated[CommandConfig, Field(discriminator="provider")]
-
-
-def build_ci(config: CommandConfig, state_dir: Path) -> CIProvider:
-    return CommandProvider(config, state_dir / "ci")
+Role = Literal["ci", "deploy"]
+C = TypeVar("C", bound=ProviderConfig)
 
 
-def build_target(config: CommandConfig, state_dir: Path) -> DeployTarget:
-    return CommandProvider(config, state_dir / "deploy")
+@dataclass(frozen=True)
+class ProviderContext:
+    """What a factory may use besides the provider's own config."""
+
+    state_dir: Path
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    http: HttpOptions = field(default_factory=HttpOptions)
+
+
+@dataclass(frozen=True)
+class ProviderEntry(Generic[C]):
+    name: str
+    config: type[C]
+    ci: Callable[[C, ProviderContext], CIProvider] | None = None
+    deploy: Callable[[C, ProviderContext], DeployBundle] | None = None
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """What the provider can do at most (a given config may turn less on)."""
+        return self.config.CAPABILITIES
+
+    @property
+    def roles(self) -> tuple[Role, ...]:
+        found: list[Role] = []
+        if self.ci is not None:
+            found.append("ci")
+        if self.deploy is not None:
+            found.append("deploy")
+        return tuple(found)
+
+
+def _command_ci(config: CommandConfig, ctx: ProviderContext) -> CIProvider:
+    return CommandProvider(config, ctx.state_dir / "ci")
+
+
+def _command_deploy(config: CommandConfig, ctx: ProviderContext) -> DeployBundle:
+    return DeployBundle.of(CommandProvider(config, ctx.state_dir / "deploy"),
+                           config.capabilities())
+
+
+def _github(config: GitHubActionsConfig, ctx: ProviderContext) -> GitHubActionsProvider:
+    return GitHubActionsProvider(config, options=ctx.http, environ=ctx.environ)
+
+
+def _github_deploy(config: GitHubActionsConfig, ctx: ProviderContext) -> DeployBundle:
+    return DeployBundle(target=_github(config, ctx))  # start, poll, cancel: nothing more
+
+
+_ENTRIES: tuple[ProviderEntry[Any], ...] = (
+    ProviderEntry("command", CommandConfig, ci=_command_ci, deploy=_command_deploy),
+    ProviderEntry("github_actions", GitHubActionsConfig, ci=_github, deploy=_github_deploy),
+)
+REGISTRY: dict[str, ProviderEntry[Any]] = {e.name: e for e in _ENTRIES}
+PROVIDERS = tuple(REGISTRY)
+
+
+def _union(role: Role) -> Any:
+    models = tuple(e.config for e in _ENTRIES if role in e.roles)
+    return Annotated[Union[models], Field(discriminator="provider")]  # noqa: UP007
+
+
+if TYPE_CHECKING:  # what the engine may rely on, whichever provider was chosen
+    CIConfig = ProviderConfig
+    DeployConfig = ProviderConfig
+else:
+    CIConfig = _union("ci")
+    DeployConfig = _union("deploy")
+
+
+def _entry(config: ProviderConfig, role: Role) -> ProviderEntry[Any]:
+    entry = REGISTRY.get(config.provider)
+    if entry is None or not isinstance(config, entry.config) or role not in entry.roles:
+        raise ValueError(f"no {role} provider named {config.provider!r}")
+    return entry
+
+
+def build_ci(config: ProviderConfig, ctx: ProviderContext) -> CIProvider:
+    factory = _entry(config, "ci").ci
+    assert factory is not None
+    return factory(config, ctx)
+
+
+def build_deploy(config: ProviderConfig, ctx: ProviderContext) -> DeployBundle:
+    factory = _entry(config, "deploy").deploy
+    assert factory is not None
+    return factory(config, ctx)

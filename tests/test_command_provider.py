@@ -369,18 +369,32 @@ async def test_unconfigured_action_names_the_missing_setting(
     assert not (tmp_path / "state").exists()  # nothing was claimed or started
 
 
-def test_can_split_traffic_depends_on_config(tmp_path: Path, program: Path) -> None:
-    from integrations.base import can_split_traffic
+def test_capabilities_depend_on_config(tmp_path: Path, program: Path) -> None:
+    """Traffic needs all three programs; each other program turns one capability on. The
+    bundle the engine gets has exactly those fields set, and no others."""
+    from integrations.base import Capability, DeployBundle
+    from integrations.registry import ProviderContext, build_deploy
 
-    full = traffic(tmp_path, program)
-    assert full.splits_traffic and full.has_health and can_split_traffic(full)
-    no_abort = traffic(tmp_path, program, actions=("set_weight", "promote"))
-    assert not no_abort.splits_traffic and not can_split_traffic(no_abort)
-    assert not no_abort.has_health
-    plain = make(tmp_path, program)
-    assert not can_split_traffic(plain) and not plain.has_health
-    health_only = traffic(tmp_path, program, actions=("health",))
-    assert health_only.has_health and not can_split_traffic(health_only)
+    def caps(provider: CommandProvider) -> set[str]:
+        return set(provider._config.capabilities())
+
+    assert caps(traffic(tmp_path, program)) == {"cancel", "traffic", "health"}
+    assert caps(traffic(tmp_path, program, actions=("set_weight", "promote"))) == {"cancel"}
+    assert caps(make(tmp_path, program)) == {"cancel"}
+    assert caps(traffic(tmp_path, program, actions=("health",))) == {"cancel", "health"}
+    assert caps(make(tmp_path, program, rollback_argv=["undo"],
+                     latest_version_argv=["latest"])) == {"cancel", "rollback", "latest_version"}
+
+    ctx = ProviderContext(state_dir=tmp_path)
+    health_only = traffic(tmp_path, program, actions=("health",))._config
+    bundle = build_deploy(health_only, ctx)
+    assert isinstance(bundle, DeployBundle)
+    assert bundle.health is bundle.target and bundle.traffic is None and bundle.rollback is None
+    full = build_deploy(make(tmp_path, program, rollback_argv=["undo"], set_weight_argv=["w"],
+                             promote_argv=["p"], abort_argv=["a"])._config, ctx)
+    assert full.traffic is full.target and full.rollback is full.target and full.health is None
+    assert health_only.settings_for(Capability.TRAFFIC) == (
+        "set_weight_argv, promote_argv and abort_argv")
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from bot.mrkdwn import channel_mention, count, escape
 from bot.store.db import Sessions
 from bot.store.models import Deployment
 from bot.store.writers import WriterQueue
-from integrations.base import can_split_traffic
+from integrations.base import Capability
 
 
 @dataclass
@@ -61,11 +61,13 @@ class DeployService:
         """
         now = self.clock()
         if cmd.strategy and cmd.strategy != "rolling" and \
-                not can_split_traffic(self.providers[cmd.service].target):
+                self.providers[cmd.service].traffic is None:
+            how = self.policy.config.services[cmd.service].deploy.settings_for(
+                Capability.TRAFFIC)
             return (f"{cmd.service}'s deploy target cannot shift traffic, so `--strategy "
                     f"{cmd.strategy}` is not possible; nothing was started. Deploy without "
-                    "--strategy, or give the target set_weight_argv, promote_argv and "
-                    "abort_argv in shipbot.yml.")
+                    "--strategy" + (f", or give the target {how} in shipbot.yml." if how
+                                    else "."))
         async with self.sessions() as session:
             seen = await self._by_key(request_key, session)
             if seen is not None:

@@ -148,11 +148,12 @@ async def _action(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[
     spec = job(dep, f"{stage.kind}-{stage.weight}")
     if dep.action_run_id is None:
         if stage.kind == "weight":
-            dep.action_run_id = await target.set_weight(spec, stage.weight or 0)  # type: ignore[attr-defined]
+            dep.action_run_id = await ctx.providers.need_traffic().set_weight(
+                spec, stage.weight or 0)
             what = (f"Switching all traffic to `{dep.version}`" if dep.strategy == "blue-green"
                     else f"Shifting {stage.weight}% of traffic to `{dep.version}`")
         else:
-            dep.action_run_id = await target.promote(spec)  # type: ignore[attr-defined]
+            dep.action_run_id = await ctx.providers.need_traffic().promote(spec)
             old = code_or(dep.previous_version, "the previous version")
             what = (f"Retiring {old}: `{dep.version}` is the only version now"
                     if dep.strategy == "blue-green" else

@@ -4,30 +4,59 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 from bot.config import ShipbotConfig
 from bot.store.models import Deployment
-from integrations.base import CIProvider, DeployTarget, JobSpec
-from integrations.registry import build_ci, build_target
+from integrations.base import (
+    CIProvider,
+    DeployTarget,
+    HealthTarget,
+    IntegrationError,
+    JobSpec,
+    RollbackTarget,
+    TrafficTarget,
+)
+from integrations.registry import ProviderContext, build_ci, build_deploy
 
 STEP_GRACE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
 class ServiceProviders:
+    """A service's CI and deploy target, with the target's optional capabilities as typed
+    fields (None: the target cannot, or is not configured to)."""
+
     ci: CIProvider | None
     target: DeployTarget
     ci_timeout: float
     deploy_timeout: float
+    traffic: TrafficTarget | None = None
+    health: HealthTarget | None = None
+    rollback: RollbackTarget | None = None
+
+    def need_traffic(self) -> TrafficTarget:
+        """The traffic capability; config check refuses canary/blue-green without it, so
+        this only fails if the config changed under a running rollout."""
+        if self.traffic is None:
+            raise IntegrationError("this deploy target cannot shift traffic")
+        return self.traffic
+
+    async def start_deploy(self, job: JobSpec, *, rollback: bool) -> str:
+        """Start a deploy run; a rollback uses the target's own undo when it has one."""
+        if rollback and self.rollback is not None:
+            return await self.rollback.rollback(job)
+        return await self.target.start(job)
 
 
-def build_providers(config: ShipbotConfig, state_dir: Path) -> dict[str, ServiceProviders]:
+def build_providers(config: ShipbotConfig, ctx: ProviderContext
+                    ) -> dict[str, ServiceProviders]:
     result: dict[str, ServiceProviders] = {}
     for name, svc in config.services.items():
+        deploy = build_deploy(svc.deploy, ctx)
         result[name] = ServiceProviders(
-            ci=build_ci(svc.ci, state_dir) if svc.ci else None,
-            target=build_target(svc.deploy, state_dir),
+            ci=build_ci(svc.ci, ctx) if svc.ci else None,
+            target=deploy.target, traffic=deploy.traffic, health=deploy.health,
+            rollback=deploy.rollback,
             ci_timeout=(svc.ci.timeout_seconds if svc.ci else 0) + STEP_GRACE_SECONDS,
             deploy_timeout=svc.deploy.timeout_seconds + STEP_GRACE_SECONDS,
         )

@@ -17,7 +17,7 @@ from bot.engine.outbox import note
 from bot.engine.providers import job
 from bot.mrkdwn import code_or, escape
 from bot.store.models import Deployment, Outbox
-from integrations.base import IntegrationError, RunState, start_run
+from integrations.base import IntegrationError, RunState
 
 if TYPE_CHECKING:
     from datetime import datetime, timedelta
@@ -108,10 +108,10 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
             _keep_rollback(ctx.session, dep, ctx.now, why or "its checks failed")
             return
         if dep.strategy != "rolling":  # the stable version still runs: move traffic back
-            dep.action_run_id = await target.abort(job(dep, "abort"))  # type: ignore[attr-defined]
+            dep.action_run_id = await ctx.providers.need_traffic().abort(job(dep, "abort"))
         elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
             undo = job(dep, "undo").model_copy(update={"version": dep.previous_version})
-            dep.action_run_id = await start_run(target, undo, rollback=True)
+            dep.action_run_id = await ctx.providers.start_deploy(undo, rollback=True)
         else:
             _nothing_to_go_back_to(ctx, dep)
             return

@@ -39,12 +39,13 @@ from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Deployment
 from bot.store.writers import WriterQueue
-from integrations.base import IntegrationError
+from integrations.base import IntegrationError, RateLimited
 from integrations.metrics import MetricsProvider
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)  # the default; SHIPBOT_LEASE_SECONDS
 MAX_STEP_ATTEMPTS = 5
+MAX_RATE_LIMIT_WAIT = timedelta(hours=1)  # GitHub's limits reset hourly
 # Deployments claimed, and advanced concurrently, per tick. Each holds a pooled database
 # connection, inside an open transaction, for its whole step, including the target's
 # and the metrics' I/O. Kept well below the PostgreSQL pool (bot/store/db.py: 10 + 30)
@@ -250,8 +251,9 @@ class Runner:
         reason = escape(str(exc)) if user_safe else f"internal error ({type(exc).__name__})"
         log.warning("deployment %s: step %s failed: %s", dep_id, state, reason,
                     exc_info=not user_safe)
+        wait = exc.wait_seconds if isinstance(exc, RateLimited) else None
         try:
-            await self._record_step_error(dep_id, state, reason)
+            await self._record_step_error(dep_id, state, reason, wait)
         except StaleDataError:  # a person changed it meanwhile: their change stands
             await self._quietly(self._release(dep_id), dep_id, "releasing")
         except Exception:
@@ -259,14 +261,20 @@ class Runner:
                           dep_id, state)
             await self._quietly(self._push_back(dep_id, state), dep_id, "pushing back")
 
-    async def _record_step_error(self, dep_id: int, state: State, reason: str) -> None:
+    async def _record_step_error(self, dep_id: int, state: State, reason: str,
+                                 wait: float | None = None) -> None:
+        """A rate limit (``wait``) is no failed attempt: the step waits as long as the
+        provider asked, and the thread says so."""
         now = self.clock()
         async with self.writers(), self.sessions() as session:
             dep = await session.get(Deployment, dep_id)
             if dep is None or dep.lease_owner != self.owner:  # another runner holds it now
                 return
             dep.lease_owner, dep.lease_until = None, None
-            if State(dep.state) is state:
+            if State(dep.state) is state and wait is not None:
+                dep.next_action_at = now + min(timedelta(seconds=wait + 1), MAX_RATE_LIMIT_WAIT)
+                note(session, dep, f":hourglass_flowing_sand: {reason}", now=now)
+            elif State(dep.state) is state:
                 dep.step_attempts += 1
                 if dep.step_attempts >= MAX_STEP_ATTEMPTS:
                     self._give_up(session, dep, state, reason, now)

@@ -21,7 +21,7 @@ from bot.engine.outbox import note, refresh_approval
 from bot.engine.providers import job
 from bot.mrkdwn import code_or, escape
 from bot.store.models import Deployment
-from integrations.base import RunState, RunStatus, reports_health, start_run
+from integrations.base import RunState, RunStatus
 
 
 async def last_succeeded_version(session: AsyncSession, service: str, env: str) -> str | None:
@@ -109,6 +109,9 @@ async def step_building(ctx: StepContext, dep: Deployment) -> None:
         return
     status = await ctx.providers.ci.poll(dep.ci_run_id)
     if status.url and status.url != dep.ci_url:
+        if dep.ci_url is None and status.state is RunState.RUNNING:  # a link to follow it
+            note(ctx.session, dep, ":link: The build is running.", now=ctx.now,
+                 link=status.url)
         dep.ci_url = status.url
     if status.state is RunState.RUNNING:
         await _still_running(ctx, dep, status, "build")
@@ -134,8 +137,8 @@ async def start_deploy(ctx: StepContext, dep: Deployment) -> None:
 
 
 async def _start_deploy_run(ctx: StepContext, dep: Deployment) -> None:
-    dep.deploy_run_id = await start_run(ctx.providers.target, job(dep, "deploy"),
-                                        rollback=dep.kind == "rollback")
+    dep.deploy_run_id = await ctx.providers.start_deploy(job(dep, "deploy"),
+                                                        rollback=dep.kind == "rollback")
 
 
 async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
@@ -150,7 +153,7 @@ async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
     if status.state is RunState.FAILED:
         await _fail(ctx, dep, f"Deploy failed: {escape(status.detail)}.", status)
         return
-    if dep.kind != "rollback" and reports_health(ctx.providers.target) and \
+    if dep.kind != "rollback" and ctx.providers.health is not None and \
             not await _healthy(ctx, dep):
         return
     await progressive.begin(ctx, dep, status.output_tail)
@@ -159,9 +162,10 @@ async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
 async def _healthy(ctx: StepContext, dep: Deployment) -> bool:
     """Wait for the target to report the new version healthy before any check or traffic;
     unhealthy (or not healthy by the deploy deadline) rolls back."""
-    target = ctx.providers.target
+    target, probe = ctx.providers.target, ctx.providers.health
     if dep.action_run_id is None:
-        dep.action_run_id = await target.health(job(dep, "health"))  # type: ignore[attr-defined]
+        assert probe is not None  # step_deploying asks only targets that report health
+        dep.action_run_id = await probe.health(job(dep, "health"))
         note(ctx.session, dep, f":stethoscope: `{dep.version}` is deployed; waiting for "
              f"{dep.env} to report it healthy.", now=ctx.now)
         ctx.later(dep)

@@ -1,0 +1,148 @@
+"""The ``github_actions`` provider's settings, checked when the config is loaded.
+
+The token is never in the config: ``token_env`` names the environment variable that
+holds it (read per request, so a rotated token needs no restart), and that variable's
+value is redacted from everything Shipbot shows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from integrations.base import Capability, ProviderConfig
+from integrations.command_templates import JOB_PLACEHOLDERS, ProviderEnvName, check_placeholders
+from integrations.http_auth import check_http_url
+
+GITHUB_API = "https://api.github.com"
+_REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
+_WORKFLOW = re.compile(r"[0-9]+|[A-Za-z0-9._-]+\.ya?ml")
+_INPUT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
+MAX_INPUTS = 25  # GitHub's limit for workflow_dispatch inputs
+
+
+class LatestVersion(BaseModel):
+    """Where "the latest build" comes from when a deploy names no version: one of them."""
+
+    model_config = ConfigDict(extra="forbid")
+    branch: str | None = Field(None, min_length=1, description="the newest commit on this "
+                               "branch whose run of the workflow succeeded (its full SHA)")
+    tag_pattern: str | None = Field(None, min_length=1, description="the highest tag "
+                                    "matching this glob, e.g. v*")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LatestVersion:
+        if (self.branch is None) == (self.tag_pattern is None):
+            raise ValueError("set exactly one of branch or tag_pattern")
+        return self
+
+
+class GitHubActionsConfig(ProviderConfig):
+    """Dispatches a workflow (``on: workflow_dispatch``) and follows the run it started."""
+
+    CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.CANCEL, Capability.LATEST_VERSION})
+    TURNED_ON_BY: ClassVar[dict[Capability, str]] = {
+        Capability.LATEST_VERSION: "latest_version.branch or latest_version.tag_pattern"}
+
+    provider: Literal["github_actions"] = "github_actions"
+    repository: str = Field(description="owner/name, e.g. acme/api")
+    workflow: str = Field(description="the workflow's file name (build.yml) or numeric id")
+    ref: str = Field(min_length=1, description="branch or tag to run the workflow from; "
+                     "{service} {env} {version}")
+    inputs: dict[str, str] = Field(
+        default_factory=lambda: {"service": "{service}", "environment": "{env}",
+                                 "version": "{version}"},
+        description="workflow inputs, templated with {service} {env} {version}; the "
+                    "workflow must declare each of them")
+    correlation_input: str = Field(
+        "shipbot_id", description="input carrying Shipbot's id for the run; the workflow's "
+                                  "run-name must contain it")
+    token_env: ProviderEnvName = Field(
+        "GITHUB_TOKEN", description="NAME of the environment variable holding the token "
+                                    "(actions:write on the repository)")
+    base_url: str = Field(GITHUB_API, description="GitHub Enterprise Server: "
+                                                  "https://HOST/api/v3")
+    timeout_seconds: float = Field(3600.0, gt=0, description="the whole run, queue included")
+    request_timeout_seconds: float = Field(30.0, gt=0, le=300)
+    max_poll_seconds: float = Field(
+        30.0, ge=0, le=600, description="the longest pause between two looks at a run; "
+        "early on it is looked at more often (a tenth of its age so far)")
+    appear_within_seconds: float = Field(
+        300.0, gt=0, description="a dispatch whose run does not show up by then has failed")
+    latest_version: LatestVersion | None = None
+
+    def capabilities(self) -> frozenset[Capability]:
+        if self.latest_version is None:
+            return frozenset({Capability.CANCEL})
+        return self.CAPABILITIES
+
+    @property
+    def label(self) -> str:
+        """How messages name the server: "GitHub", or "GitHub at ghe.example.com"."""
+        return "GitHub" if self.base_url == GITHUB_API else \
+            f"GitHub at {httpx.URL(self.base_url).host}"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_token_here(cls, data: object) -> object:
+        if isinstance(data, dict) and "token" in data:
+            raise ValueError("token: never write the token in shipbot.yml; export it and name "
+                             "the variable in token_env (e.g. token_env: GITHUB_TOKEN)")
+        return data
+
+    @field_validator("token_env", mode="before")
+    @classmethod
+    def _a_name(cls, value: object) -> object:
+        if isinstance(value, str) and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
+            raise ValueError("must be the NAME of the environment variable holding the token "
+                             "(e.g. GITHUB_TOKEN), never the token itself")
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        if not _REPOSITORY.fullmatch(value):
+            raise ValueError(f"must be owner/name (e.g. acme/api), not {value!r}")
+        return value
+
+    @field_validator("workflow")
+    @classmethod
+    def _workflow(cls, value: str) -> str:
+        if not _WORKFLOW.fullmatch(value):
+            raise ValueError("must be the workflow's file name (build.yml, as in "
+                             f".github/workflows/) or its numeric id, not {value!r}")
+        return value
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        check_placeholders([value], JOB_PLACEHOLDERS)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parsed = check_http_url(value)
+        if parsed.query or parsed.fragment:
+            raise ValueError("base_url must not have a ?query or #fragment")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _inputs(self) -> GitHubActionsConfig:
+        for name, template in self.inputs.items():
+            if not _INPUT.fullmatch(name):
+                raise ValueError(f"inputs: {name!r} is not a valid input name")
+            check_placeholders([template], JOB_PLACEHOLDERS)
+        if not _INPUT.fullmatch(self.correlation_input):
+            raise ValueError("correlation_input: not a valid input name")
+        if self.correlation_input in self.inputs:
+            raise ValueError(f"inputs: {self.correlation_input} is the correlation input, "
+                             "which Shipbot fills itself")
+        if len(self.inputs) + 1 > MAX_INPUTS:
+            raise ValueError(f"inputs: GitHub takes at most {MAX_INPUTS} inputs, the "
+                             "correlation input included")
+        return self

@@ -1,0 +1,252 @@
+"""A small stateful GitHub Actions API for tests: dispatch, list/get runs, jobs, cancel, tags.
+
+Answers are built from the fixtures in tests/fixtures/github (shaped as GitHub's REST docs
+show them), with the run's own id, status and names filled in. Time moves with ``tick()``
+(or with every read of a run, ``auto_advance``): a dispatched run is listed after
+``list_delay`` ticks, then goes queued → in_progress → completed. The version input says
+how it ends: ``fail*`` fails in job ``build`` at step ``Run Tests``, ``slow*`` runs until
+cancelled, anything else succeeds. ``faults`` answers the next requests instead (a rate
+limit, a 502, a timeout). ``handler`` serves httpx.MockTransport; ``app`` serves it on
+loopback for a whole bot.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiohttp import web
+
+FIXTURES = Path(__file__).parent / "fixtures" / "github"
+FIRST_RUN_ID = 30433642  # the id in GitHub's own example
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Run:
+    id: int
+    number: int
+    ref: str
+    inputs: dict[str, str]
+    created: float
+    event: str = "workflow_dispatch"
+    head_sha: str = "acb5820ced9479c074f688cc328bf03f341a511d"
+    hidden_ticks: int = 0
+    status: str = "queued"
+    conclusion: str | None = None
+    cancel_requested: bool = False
+
+
+@dataclass
+class FakeGitHub:
+    token: str
+    repo: str = "acme/api"
+    workflow: str = "build.yml"
+    declared: frozenset[str] = frozenset({"service", "environment", "version", "shipbot_id"})
+    run_name: str | None = "{service} {version} ({shipbot_id})"  # the workflow's run-name
+    refs: frozenset[str] = frozenset({"main"})
+    run_details: bool = True  # False: an older GitHub that refuses return_run_details
+    list_delay: int = 0
+    auto_advance: bool = False
+    clock: Callable[[], float] = time.time
+    runs: dict[int, Run] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    requests: list[httpx.Request] = field(default_factory=list)
+    faults: list[httpx.Response | Exception] = field(default_factory=list)
+
+    # -- driving it --------------------------------------------------------------------
+
+    def tick(self) -> None:
+        for run in self.runs.values():
+            self._advance(run)
+
+    def _advance(self, run: Run) -> None:
+        if run.hidden_ticks > 0:  # dispatched, not created yet
+            run.hidden_ticks -= 1
+            return
+        if run.status == "completed":
+            return
+        version = run.inputs.get("version", "")
+        if run.cancel_requested:
+            run.status, run.conclusion = "completed", "cancelled"
+        elif run.status == "queued":
+            run.status = "in_progress"
+        elif not version.startswith("slow"):
+            run.status = "completed"
+            run.conclusion = "failure" if version.startswith("fail") else "success"
+
+    def add_run(self, *, branch: str, sha: str, conclusion: str, event: str = "push") -> Run:
+        """A run that happened before the test (for the latest version)."""
+        run = self._new_run(branch, {}, event=event)
+        run.head_sha, run.status, run.conclusion = sha, "completed", conclusion
+        return run
+
+    def _new_run(self, ref: str, inputs: dict[str, str], event: str = "workflow_dispatch"
+                 ) -> Run:
+        number = len(self.runs) + 1
+        run = Run(FIRST_RUN_ID + number - 1, number, ref, inputs, self.clock(), event,
+                  hidden_ticks=self.list_delay)
+        self.runs[run.id] = run
+        return run
+
+    def sent(self, method: str | None = None) -> list[tuple[str, str]]:
+        """(method, path?query) of every request, in order."""
+        return [(r.method, r.url.raw_path.decode()) for r in self.requests
+                if method is None or r.method == method]
+
+    def dispatches(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.requests
+                if r.method == "POST" and r.url.path.endswith("/dispatches")]
+
+    # -- the API -----------------------------------------------------------------------
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.faults:
+            fault = self.faults.pop(0)
+            if isinstance(fault, Exception):
+                raise fault
+            return fault
+        if request.headers.get("authorization") != f"Bearer {self.token}":
+            return httpx.Response(401, json=fixture("error_bad_credentials.json"))
+        prefix = f"/repos/{self.repo}"
+        path = request.url.path
+        if not path.startswith(prefix + "/"):
+            return _not_found()
+        parts = path[len(prefix) + 1:].split("/")
+        match request.method, parts:
+            case "POST", ["actions", "workflows", workflow, "dispatches"]:
+                return self._dispatch(workflow, json.loads(request.content))
+            case "GET", ["actions", "workflows", workflow, "runs"]:
+                return self._list(workflow, request.url.params)
+            case "GET", ["actions", "runs", run_id]:
+                return self._get(run_id, self._read, advance=self.auto_advance)
+            case "GET", ["actions", "runs", run_id, "jobs"]:
+                return self._get(run_id, lambda run: httpx.Response(200, json=self._jobs(run)))
+            case "POST", ["actions", "runs", run_id, "cancel"]:
+                return self._get(run_id, self._cancel)
+            case "GET", ["tags"]:
+                return httpx.Response(200, json=[self._tag(name) for name in self.tags])
+        return _not_found()
+
+    def _dispatch(self, workflow: str, body: dict[str, Any]) -> httpx.Response:
+        if workflow != self.workflow:
+            return _not_found()
+        if "return_run_details" in body and not self.run_details:
+            return _error(422, 'Invalid request.\n\n"return_run_details" is not a permitted '
+                               "key.")
+        inputs = body.get("inputs") or {}
+        unexpected = sorted(set(inputs) - self.declared)
+        if unexpected:
+            return _error(422, f"Unexpected inputs provided: {json.dumps(unexpected)}")
+        if body.get("ref") not in self.refs:
+            return _error(422, f"No ref found for: {body.get('ref')}")
+        run = self._new_run(body["ref"], inputs)
+        if not body.get("return_run_details"):
+            return httpx.Response(204)
+        details = fixture("dispatch_run_details.json")
+        return httpx.Response(200, json=json.loads(self._ours(json.dumps(details), run.id)))
+
+    def _list(self, workflow: str, params: httpx.QueryParams) -> httpx.Response:
+        if workflow != self.workflow:
+            return _not_found()
+        found = [r for r in self.runs.values() if r.hidden_ticks == 0]
+        if "event" in params:
+            found = [r for r in found if r.event == params["event"]]
+        if "branch" in params:
+            found = [r for r in found if r.ref == params["branch"]]
+        if "status" in params:
+            found = [r for r in found if params["status"] in (r.status, r.conclusion)]
+        if params.get("created", "").startswith(">="):
+            found = [r for r in found if iso(r.created) >= params["created"][2:]]
+        found.sort(key=lambda r: r.id, reverse=True)
+        page = found[: int(params.get("per_page", "30"))]
+        return httpx.Response(200, json={"total_count": len(found),
+                                         "workflow_runs": [self._run(r) for r in page]})
+
+    def _get(self, run_id: str, answer: Callable[[Run], httpx.Response],
+             advance: bool = False) -> httpx.Response:
+        run = self.runs.get(int(run_id)) if run_id.isdigit() else None
+        if run is None:
+            return _not_found()
+        if advance:
+            self._advance(run)
+        return answer(run)
+
+    def _read(self, run: Run) -> httpx.Response:
+        return httpx.Response(200, json=self._run(run))
+
+    def _cancel(self, run: Run) -> httpx.Response:
+        if run.status == "completed":
+            return httpx.Response(409, json=fixture("error_cannot_cancel.json"))
+        run.cancel_requested = True
+        return httpx.Response(202, json={})
+
+    def _ours(self, text: str, run_id: int) -> str:
+        return text.replace(str(FIRST_RUN_ID), str(run_id)).replace("octo-org/octo-repo",
+                                                                     self.repo)
+
+    def _run(self, run: Run) -> dict[str, Any]:
+        data = json.loads(self._ours((FIXTURES / "workflow_run.json").read_text(), run.id))
+        title = self.run_name.format(**run.inputs) if self.run_name and run.inputs else "Build"
+        data.update(run_number=run.number, event=run.event, display_title=title,
+                    status=run.status, conclusion=run.conclusion, head_branch=run.ref,
+                    head_sha=run.head_sha, created_at=iso(run.created),
+                    updated_at=iso(run.created), path=f".github/workflows/{self.workflow}@main")
+        return dict(data)
+
+    def _jobs(self, run: Run) -> dict[str, Any]:
+        data = copy.deepcopy(fixture("jobs.json"))
+        job = data["jobs"][0]
+        job.update(run_id=run.id, status=run.status, conclusion=run.conclusion)
+        if run.conclusion == "failure":
+            for step in job["steps"]:
+                if step["name"] == "Run Tests":
+                    step["conclusion"] = "failure"
+                elif step["number"] > 7:
+                    step["conclusion"] = "skipped"
+        return dict(data)
+
+    def _tag(self, name: str) -> dict[str, Any]:
+        tag = fixture("tags.json")[0]
+        return {**tag, "name": name,
+                "zipball_url": tag["zipball_url"].replace("v0.1", name),
+                "tarball_url": tag["tarball_url"].replace("v0.1", name)}
+
+    # -- on loopback, for a whole bot ----------------------------------------------------
+
+    def app(self) -> web.Application:
+        async def serve(request: web.Request) -> web.Response:
+            forwarded = httpx.Request(request.method, str(request.url),
+                                      headers=dict(request.headers), content=await request.read())
+            answer = self.handler(forwarded)
+            return web.Response(status=answer.status_code, body=answer.content,
+                                content_type="application/json")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", serve)
+        return app
+
+
+def _error(status: int, message: str) -> httpx.Response:
+    return httpx.Response(status, json={
+        "message": message, "status": str(status),
+        "documentation_url": "https://docs.github.com/rest/actions/workflows"})
+
+
+def _not_found() -> httpx.Response:
+    return httpx.Response(404, json=fixture("error_not_found.json"))
