@@ -40,6 +40,7 @@ class Capability(StrEnum):
     HEALTH = "health"
     ROLLBACK = "rollback"  # a native undo
     LATEST_VERSION = "latest_version"
+    COMPARE = "compare"  # the commits between two versions (changelog, max_commits)
 
 
 class ProviderConfig(BaseModel):
@@ -80,6 +81,9 @@ class JobSpec(BaseModel):
     service: str
     env: str
     version: str
+    artifact: str | None = Field(
+        None, description="What the build produced (an image reference or digest): deploy "
+        "steps put this on the environment, so every environment runs the same build")
 
 
 class RunStatus(BaseModel):
@@ -90,6 +94,35 @@ class RunStatus(BaseModel):
     output_tail: str = ""
     url: str | None = None
     detail: str = ""
+    # A succeeded build's product and source, recorded so the next environment deploys
+    # this build instead of building again ("build once, promote the artifact").
+    artifact: str | None = None
+    commit: str | None = None
+
+
+class Commit(BaseModel):
+    """One commit between the running and the new version, as a changelog shows it."""
+
+    sha: str
+    title: str
+    author: str
+    pr: int | None = None  # the pull/merge request that brought it, when known
+    url: str | None = None
+
+
+class Comparison(BaseModel):
+    """The commits from ``base`` (exclusive) to ``head``: at most a page of them in
+    ``commits`` (oldest first), and how many there are in all."""
+
+    commits: list[Commit]
+    total: int
+    url: str | None = None  # the provider's compare page
+
+
+class ChangeSource(Protocol):
+    """A CI provider that knows the repository: what changed between two versions."""
+
+    async def compare(self, base: str, head: str) -> Comparison: ...
 
 
 class CIProvider(Protocol):
@@ -153,6 +186,14 @@ class RollbackTarget(Protocol):
     """
 
     async def rollback(self, job: JobSpec) -> str: ...
+
+
+@dataclass(frozen=True)
+class CIBundle:
+    """A CI provider and its optional capabilities, filled once at start-up."""
+
+    ci: CIProvider
+    changes: ChangeSource | None = None
 
 
 class FullTarget(DeployTarget, TrafficTarget, HealthTarget, RollbackTarget, Protocol):

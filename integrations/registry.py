@@ -18,7 +18,7 @@ from pydantic import Field
 
 from integrations.base import (
     Capability,
-    CIProvider,
+    CIBundle,
     DeployBundle,
     ProviderConfig,
 )
@@ -44,7 +44,7 @@ class ProviderContext:
 class ProviderEntry(Generic[C]):
     name: str
     config: type[C]
-    ci: Callable[[C, ProviderContext], CIProvider] | None = None
+    ci: Callable[[C, ProviderContext], CIBundle] | None = None
     deploy: Callable[[C, ProviderContext], DeployBundle] | None = None
 
     @property
@@ -62,8 +62,8 @@ class ProviderEntry(Generic[C]):
         return tuple(found)
 
 
-def _command_ci(config: CommandConfig, ctx: ProviderContext) -> CIProvider:
-    return CommandProvider(config, ctx.state_dir / "ci")
+def _command_ci(config: CommandConfig, ctx: ProviderContext) -> CIBundle:
+    return CIBundle(CommandProvider(config, ctx.state_dir / "ci"))
 
 
 def _command_deploy(config: CommandConfig, ctx: ProviderContext) -> DeployBundle:
@@ -75,13 +75,18 @@ def _github(config: GitHubActionsConfig, ctx: ProviderContext) -> GitHubActionsP
     return GitHubActionsProvider(config, options=ctx.http, environ=ctx.environ)
 
 
+def _github_ci(config: GitHubActionsConfig, ctx: ProviderContext) -> CIBundle:
+    return CIBundle(_github(config, ctx))
+
+
 def _github_deploy(config: GitHubActionsConfig, ctx: ProviderContext) -> DeployBundle:
     return DeployBundle(target=_github(config, ctx))  # start, poll, cancel: nothing more
 
 
 _ENTRIES: tuple[ProviderEntry[Any], ...] = (
     ProviderEntry("command", CommandConfig, ci=_command_ci, deploy=_command_deploy),
-    ProviderEntry("github_actions", GitHubActionsConfig, ci=_github, deploy=_github_deploy),
+    ProviderEntry("github_actions", GitHubActionsConfig, ci=_github_ci,
+                  deploy=_github_deploy),
 )
 REGISTRY: dict[str, ProviderEntry[Any]] = {e.name: e for e in _ENTRIES}
 PROVIDERS = tuple(REGISTRY)
@@ -107,7 +112,7 @@ def _entry(config: ProviderConfig, role: Role) -> ProviderEntry[Any]:
     return entry
 
 
-def build_ci(config: ProviderConfig, ctx: ProviderContext) -> CIProvider:
+def build_ci(config: ProviderConfig, ctx: ProviderContext) -> CIBundle:
     factory = _entry(config, "ci").ci
     assert factory is not None
     return factory(config, ctx)

@@ -52,7 +52,7 @@ def command_harness(tmp_path: Path, role: str) -> Harness:
     ctx = ProviderContext(state_dir=tmp_path / "state")
 
     def make() -> Provider:
-        return build_ci(config, ctx) if role == "ci" else build_deploy(config, ctx).target
+        return build_ci(config, ctx).ci if role == "ci" else build_deploy(config, ctx).target
 
     state = tmp_path / "state" / ("ci" if role == "ci" else "deploy")
     return Harness(make, lambda: len(list(state.glob("*/spec.json"))),
@@ -73,7 +73,7 @@ def github_harness(tmp_path: Path, role: str) -> Harness:
                           http=HttpOptions(transport=httpx.MockTransport(gh.handler)))
 
     def make() -> Provider:
-        return build_ci(config, ctx) if role == "ci" else build_deploy(config, ctx).target
+        return build_ci(config, ctx).ci if role == "ci" else build_deploy(config, ctx).target
 
     async def tick() -> None:
         gh.tick()

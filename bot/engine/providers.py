@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bot.config import ShipbotConfig
 from bot.store.models import Deployment
 from integrations.base import (
+    ChangeSource,
     CIProvider,
     DeployTarget,
     HealthTarget,
@@ -33,6 +34,7 @@ class ServiceProviders:
     traffic: TrafficTarget | None = None
     health: HealthTarget | None = None
     rollback: RollbackTarget | None = None
+    changes: ChangeSource | None = None  # the CI's repository: commits between versions
 
     def need_traffic(self) -> TrafficTarget:
         """The traffic capability; config check refuses canary/blue-green without it, so
@@ -53,8 +55,9 @@ def build_providers(config: ShipbotConfig, ctx: ProviderContext
     result: dict[str, ServiceProviders] = {}
     for name, svc in config.services.items():
         deploy = build_deploy(svc.deploy, ctx)
+        ci = build_ci(svc.ci, ctx) if svc.ci else None
         result[name] = ServiceProviders(
-            ci=build_ci(svc.ci, ctx) if svc.ci else None,
+            ci=ci.ci if ci else None, changes=ci.changes if ci else None,
             target=deploy.target, traffic=deploy.traffic, health=deploy.health,
             rollback=deploy.rollback,
             ci_timeout=(svc.ci.timeout_seconds if svc.ci else 0) + STEP_GRACE_SECONDS,
