@@ -47,6 +47,10 @@ class EnvironmentConfig(BaseModel):
     approval: ApprovalConfig | Literal[False] | None = Field(
         default=None, description="Required approvals; `false` opts a production env out")
     roles: Roles = Roles()
+    max_commits: int | None = Field(
+        default=None, ge=1, description="Refuse a deploy that ships more commits than this "
+        "(needs a CI provider that can compare versions); `--allow-many-commits` overrides "
+        "it, announced and audited")
 
     @property
     def approval_rules(self) -> ApprovalConfig | None:
@@ -60,6 +64,10 @@ class ServiceConfig(BaseModel):
     channel: str = Field(description="Channel ID (C0123ABCD) or name (#deploys-api)")
     ci: CIConfig | None = Field(default=None, description="Omit to deploy versions as given")
     deploy: DeployConfig
+    build: Literal["once", "per_environment"] = Field(
+        default="once", description="once: a version is built for the first environment and "
+        "that build (its artifact) is deployed to the next ones; per_environment: built "
+        "again for each")
     environments: list[str] | None = Field(
         default=None, description="Environments this service deploys to (default: all)"
     )

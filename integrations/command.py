@@ -102,7 +102,8 @@ class CommandProvider:
         """Start ``argv`` (default: the deploy) once per ``job.key``; return the run id."""
         run_id = run_id_for(job.key)
         rundir = self._state_dir / run_id
-        values = {"service": job.service, "env": job.env, "version": job.version, **(extra or {})}
+        values = {"service": job.service, "env": job.env, "version": job.version,
+                  "artifact": job.artifact or job.version, **(extra or {})}
         spec = {
             "argv": [render(arg, values) for arg in argv or self._config.argv],
             "env_names": sorted(self._config.env),  # never the values: they can be secrets
@@ -119,7 +120,8 @@ class CommandProvider:
                 self._python, "-m", "integrations.command_wrapper", str(rundir),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
-                env={**self._env(), **_coverage_env(os.environ)}, cwd=_IMPORT_ROOT,
+                env={**self._env(), **_coverage_env(os.environ), **_job_env(job, rundir)},
+                cwd=_IMPORT_ROOT,
             )
             # Returns as soon as the launcher has forked off the supervisor: milliseconds.
             code = await launcher.wait()
@@ -166,7 +168,9 @@ class CommandProvider:
         else:
             detail = f"exited with code {code}"
             state = RunState.SUCCEEDED if code == 0 else RunState.FAILED
-        return RunStatus(state=state, exit_code=code, output_tail=tail, detail=detail)
+        outputs = _outputs(rundir / OUTPUTS) if state is RunState.SUCCEEDED else {}
+        return RunStatus(state=state, exit_code=code, output_tail=tail, detail=detail,
+                         artifact=outputs.get("artifact"), commit=outputs.get("commit"))
 
     def _check_runner(self, rundir: Path, spec: dict[str, Any]) -> dict[str, Any] | None:
         """No result yet: None while the runner is healthy, else the result to record."""
@@ -246,6 +250,35 @@ def provider_env(config: CommandConfig, environ: Mapping[str, str]) -> dict[str,
     names = [n for n in environ if n in BASE_ENV or n.startswith("LC_")]
     names += [n for n in (*config.pass_env, *config.secret_env) if n in environ]
     return {**{n: environ[n] for n in names}, **config.env}
+
+
+OUTPUTS = "outputs"  # the program's $SHIPBOT_OUTPUT, in its run directory
+_OUTPUT_LIMITS = {"artifact": 500, "commit": 64}
+
+
+def _job_env(job: JobSpec, rundir: Path) -> dict[str, str]:
+    """What the program is told besides its argv: where to report its product (like
+    GitHub's $GITHUB_OUTPUT) and, for a deploy, the artifact to put on the environment."""
+    env = {"SHIPBOT_OUTPUT": str(rundir / OUTPUTS)}
+    if job.artifact:
+        env["SHIPBOT_ARTIFACT"] = job.artifact
+    return env
+
+
+def _outputs(path: Path) -> dict[str, str]:
+    """`key=value` lines a build wrote to $SHIPBOT_OUTPUT; only the keys Shipbot records,
+    bounded, single-line; the last value of a key wins."""
+    found: dict[str, str] = {}
+    try:
+        text = path.read_text(errors="replace")[:20_000]
+    except OSError:
+        return found
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if sep and key in _OUTPUT_LIMITS and value and len(value) <= _OUTPUT_LIMITS[key]:
+            found[key] = value
+    return found
 
 
 def _coverage_env(environ: Mapping[str, str]) -> dict[str, str]:

@@ -43,6 +43,8 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # What every deploy-side template may use; ``{weight}`` only where traffic is shifted.
 JOB_PLACEHOLDERS: tuple[str, ...] = ("service", "env", "version")
+# {artifact}: what the build reported (SHIPBOT_OUTPUT), or the version when it reported none.
+COMMAND_PLACEHOLDERS: tuple[str, ...] = (*JOB_PLACEHOLDERS, "artifact")
 WEIGHT_ONLY_IN = "set_weight_argv"
 
 
@@ -84,14 +86,16 @@ class CommandConfig(ProviderConfig):
     """One program per action; only ``argv`` (the deploy or CI build) is required."""
 
     # Errors never echo the input (ProviderConfig): env values can be secrets.
-    CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(Capability)
+    CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(Capability) - {Capability.COMPARE}
     TURNED_ON_BY: ClassVar[dict[Capability, str]] = {
         Capability.TRAFFIC: "set_weight_argv, promote_argv and abort_argv",
         Capability.HEALTH: "health_argv", Capability.ROLLBACK: "rollback_argv",
         Capability.LATEST_VERSION: "latest_version_argv"}
 
     provider: Literal["command"] = "command"
-    argv: list[str] = Field(min_length=1, description="templated with {service} {env} {version}")
+    argv: list[str] = Field(min_length=1, description="templated with {service} {env} {version} "
+                            "{artifact}; a build reports what it produced by writing "
+                            "`artifact=<image ref>` and `commit=<sha>` lines to $SHIPBOT_OUTPUT")
     timeout_seconds: float = Field(600.0, gt=0)
     # Checked on the keys alone, so that no error message can carry a value (a secret).
     env: dict[EnvName, str] = Field(default_factory=dict, description="extra environment")
@@ -127,7 +131,7 @@ class CommandConfig(ProviderConfig):
         if argv is not None:
             check_program(argv)
             extra = ("weight",) if info.field_name == WEIGHT_ONLY_IN else ()
-            check_placeholders(argv, JOB_PLACEHOLDERS + extra)
+            check_placeholders(argv, COMMAND_PLACEHOLDERS + extra)
         return argv
 
     @model_validator(mode="after")

@@ -86,6 +86,16 @@ class Deployment(SQLModel, table=True):
     stop_run: str | None = Field(default=None, max_length=300)
     ci_run_id: str | None = Field(default=None, max_length=255)
     ci_url: str | None = Field(default=None, max_length=1000)
+    # The build this deployment puts on its environment: what it produced (an image
+    # reference or digest), its commit, and the deployment that ran it (itself, or an
+    # earlier one of the same version: "build once, promote the artifact").
+    artifact: str | None = Field(default=None, max_length=500)
+    commit_sha: str | None = Field(default=None, max_length=64)
+    built_by: int | None = Field(default=None)
+    # The commits it ships (JSON of integrations.base.Comparison), when CI can compare,
+    # and whether its requester overrode the environment's max_commits.
+    changes: str | None = Field(default=None, sa_column=Column(Text))
+    many_commits_ok: bool = False
     deploy_run_id: str | None = Field(default=None, max_length=255)
     channel: str = Field(max_length=80)
     card_channel: str | None = Field(default=None, max_length=80)
