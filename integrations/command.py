@@ -267,7 +267,7 @@ def _job_env(job: JobSpec, rundir: Path) -> dict[str, str]:
 
 def _outputs(path: Path) -> dict[str, str]:
     """`key=value` lines a build wrote to $SHIPBOT_OUTPUT; only the keys Shipbot records,
-    bounded, single-line; the last value of a key wins."""
+    bounded, one printable word each (an image reference, a SHA); the last one wins."""
     found: dict[str, str] = {}
     try:
         text = path.read_text(errors="replace")[:20_000]
@@ -276,7 +276,8 @@ def _outputs(path: Path) -> dict[str, str]:
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         key, value = key.strip(), value.strip()
-        if sep and key in _OUTPUT_LIMITS and value and len(value) <= _OUTPUT_LIMITS[key]:
+        printable = value.isprintable() and " " not in value and "`" not in value
+        if sep and key in _OUTPUT_LIMITS and printable and 0 < len(value) <= _OUTPUT_LIMITS[key]:
             found[key] = value
     return found
 

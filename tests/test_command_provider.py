@@ -422,3 +422,42 @@ def test_weight_placeholder_only_in_set_weight_argv(field: str) -> None:
 def test_invalid_traffic_config(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         CommandConfig(argv=["deploy"], **config)
+
+
+REPORTS = textwrap.dedent("""
+    import os, sys
+    with open(os.environ["SHIPBOT_OUTPUT"], "w") as fh:
+        fh.write(sys.argv[1])
+    sys.exit(int(sys.argv[2]))
+""")
+
+
+@pytest.mark.parametrize(("written", "code", "artifact", "commit"), [
+    ("artifact=reg/api@sha256:ab12\ncommit=0123abcd\n", 0, "reg/api@sha256:ab12", "0123abcd"),
+    ("artifact=first\nartifact=second\n", 0, "second", None),  # the last one wins
+    ("artifact=two words\ncommit=`rm -rf`\nother=x\n", 0, None, None),  # one word each
+    ("artifact=" + "x" * 501 + "\ncommit=" + "c" * 65 + "\n", 0, None, None),  # bounded
+    ("artifact=reg/api@sha256:ab12\n", 1, None, None),  # a failed build produced nothing
+])
+async def test_a_build_reports_its_artifact_through_shipbot_output(
+        tmp_path: Path, written: str, code: int, artifact: str | None,
+        commit: str | None) -> None:
+    path = tmp_path / "reports.py"
+    path.write_text(REPORTS)
+    provider = CommandProvider(CommandConfig(argv=[PY, str(path), written, str(code)]),
+                               tmp_path / "state")
+    status = await finish(provider, await provider.start(job()))
+    assert (status.state is RunState.SUCCEEDED) == (code == 0)
+    assert (status.artifact, status.commit) == (artifact, commit)
+
+
+async def test_a_deploy_is_given_the_artifact(tmp_path: Path) -> None:
+    path = tmp_path / "deploy.py"
+    path.write_text("import os, sys; print(sys.argv[1], os.environ.get('SHIPBOT_ARTIFACT'))")
+    provider = CommandProvider(CommandConfig(argv=[PY, str(path), "{artifact}"]),
+                               tmp_path / "state")
+    spec = job().model_copy(update={"artifact": "reg/api@sha256:ab12"})
+    status = await finish(provider, await provider.start(spec))
+    assert "reg/api@sha256:ab12 reg/api@sha256:ab12" in status.output_tail
+    plain = await finish(provider, await provider.start(job(key="deploy-2")))
+    assert "1.2.3 None" in plain.output_tail  # no build reported one: the version

@@ -35,6 +35,7 @@ class ServiceProviders:
     health: HealthTarget | None = None
     rollback: RollbackTarget | None = None
     changes: ChangeSource | None = None  # the CI's repository: commits between versions
+    build_once: bool = True  # deploy an earlier build of the version instead of rebuilding
 
     def need_traffic(self) -> TrafficTarget:
         """The traffic capability; config check refuses canary/blue-green without it, so
@@ -62,6 +63,7 @@ def build_providers(config: ShipbotConfig, ctx: ProviderContext
             rollback=deploy.rollback,
             ci_timeout=(svc.ci.timeout_seconds if svc.ci else 0) + STEP_GRACE_SECONDS,
             deploy_timeout=svc.deploy.timeout_seconds + STEP_GRACE_SECONDS,
+            build_once=svc.build == "once",
         )
     return result
 
@@ -72,4 +74,4 @@ def job(dep: Deployment, step: str) -> JobSpec:
     # The request key is unique forever, ids are not (a fresh database starts at 1 again).
     request = hashlib.sha256(dep.request_key.encode()).hexdigest()[:12]
     return JobSpec(key=f"deployment-{dep.id}-{request}-{step}", service=dep.service,
-                   env=dep.env, version=dep.version)
+                   env=dep.env, version=dep.version, artifact=dep.artifact)

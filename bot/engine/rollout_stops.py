@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from bot.clock import as_utc, human_duration
-from bot.engine import machine
+from bot.engine import builds, machine
 from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.engine.providers import job
@@ -110,7 +110,9 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
         if dep.strategy != "rolling":  # the stable version still runs: move traffic back
             dep.action_run_id = await ctx.providers.need_traffic().abort(job(dep, "abort"))
         elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
-            undo = job(dep, "undo").model_copy(update={"version": dep.previous_version})
+            ran = await builds.earlier(ctx.session, dep, dep.previous_version)
+            undo = job(dep, "undo").model_copy(update={  # the build that ran there before
+                "version": dep.previous_version, "artifact": ran and ran.artifact})
             dep.action_run_id = await ctx.providers.start_deploy(undo, rollback=True)
         else:
             _nothing_to_go_back_to(ctx, dep)

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
-from bot.engine import machine, progressive, rollout_stops
+from bot.engine import builds, machine, progressive, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
@@ -89,8 +89,16 @@ async def step_queued(ctx: StepContext, dep: Deployment) -> None:
                  "anything ran.", now=ctx.now)
             return
     ci = ctx.providers.ci
-    if ci is None or dep.kind != "deploy":  # rollbacks and redeploys: built before
-        await start_deploy(ctx, dep)
+    reuse = dep.kind != "deploy" or ctx.providers.build_once
+    built = await builds.earlier(ctx.session, dep) if ci and reuse else None
+    if built is not None:
+        builds.adopt(dep, built)  # the same artifact as where this version ran before
+        if dep.kind == "deploy":
+            made = f" (`{dep.artifact.replace('`', '')}`)" if dep.artifact else ""
+            note(ctx.session, dep, f":package: Using the build of `{dep.version}` from "
+                 f"{built.env} (#{built.built_by}){made}: not built again.", now=ctx.now)
+    if ci is None or dep.kind != "deploy" or built is not None:
+        await start_deploy(ctx, dep)  # rollbacks and redeploys: built before
         return
     dep.ci_run_id = await ci.start(job(dep, "build"))
     machine.transition(ctx.session, dep, State.BUILDING, actor="shipbot", now=ctx.now,
@@ -119,6 +127,7 @@ async def step_building(ctx: StepContext, dep: Deployment) -> None:
     if status.state is RunState.FAILED:
         await _fail(ctx, dep, f"Build failed: {escape(status.detail)}.", status)
         return
+    builds.record(dep, status)
     note(ctx.session, dep, f":white_check_mark: Build passed ({escape(status.detail)}).",
          now=ctx.now,
          detail=status.output_tail or None, link=status.url)
