@@ -99,7 +99,7 @@ async def test_a_failed_build_is_not_reused(make_bot, tmp_path: Path) -> None:
     [dep] = await finished(bot, 1)
     assert dep.state == "failed" and dep.built_by is None and dep.artifact is None
     await bot.driver.command("api staging v2.0.0")
-    deps = await finished(bot, 2)
+    await finished(bot, 2)
     assert len(lines(tmp_path / "ci.log")) == 2  # tried to build again: nothing to reuse
     assert not (tmp_path / "deploy.log").exists()
     assert [d.state for d in await deployments(bot)] == ["failed", "failed"]

@@ -29,6 +29,6 @@ code = int(os.environ.get("STEP_EXIT", "0"))
 if os.environ.get("STEP_ARTIFACT") and code == 0:
     with open(os.environ["SHIPBOT_OUTPUT"], "a") as fh:
         fh.write(f"artifact={os.environ['STEP_ARTIFACT']}{sys.argv[3]}-{os.getpid()}\n")
-        fh.write(f"commit={'%040x' % os.getpid()}\n")
+        fh.write(f"commit={os.getpid():040x}\n")
 print(f"done with code {code}", flush=True)
 sys.exit(code)
