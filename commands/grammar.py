@@ -79,6 +79,7 @@ class Subcommand:
 
 FLAG_HINTS = {"--reason": '--reason "why"', "--for": "--for 2h",
               "--until": '--until "2026-12-01 09:00"', "--hotfix": "--hotfix",
+              "--allow-many-commits": "--allow-many-commits",
               "--strategy": "--strategy " + "|".join(STRATEGIES)}
 
 
@@ -176,7 +177,7 @@ SUBCOMMANDS = tuple(COMMANDS)
 # parser builds the Deploy itself, as its first word is a service, not a name).
 DEPLOY = Subcommand("deploy", "/deploy <service> <env> [version]",
                     "deploy (default: the latest build)", _help,
-                    flags=("--reason", "--hotfix", "--strategy"))
+                    flags=("--reason", "--hotfix", "--strategy", "--allow-many-commits"))
 ROLLBACK_USAGE = COMMANDS["rollback"].synopsis
 
 

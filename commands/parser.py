@@ -15,7 +15,7 @@ from commands.grammar import COMMANDS, DEPLOY, SUBCOMMANDS, USAGE, Words
 
 MAX_TEXT = 1000
 MAX_REASON = 500
-BOOL_FLAGS = ("--hotfix",)
+BOOL_FLAGS = ("--hotfix", "--allow-many-commits")
 _SMART_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
 
 
@@ -61,7 +61,8 @@ def _deploy(words: list[str], catalog: Catalog) -> Deploy:
         raise UsageError(f"Unknown strategy '{clip(strategy)}'.{hint} Strategies: "
                          f"{', '.join(STRATEGIES)}.")
     return Deploy(service=service, env=env, version=version, reason=flags.get("--reason"),
-                  hotfix=hotfix, strategy=strategy)  # type: ignore[arg-type]
+                  hotfix=hotfix, strategy=strategy,  # type: ignore[arg-type]
+                  allow_many_commits="--allow-many-commits" in flags)
 
 
 def _maybe_a_subcommand(word: str, catalog: Catalog) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from integrations.base import (
+    Commit,
+    Comparison,
     IntegrationError,
     JobSpec,
     RunState,
@@ -117,3 +119,20 @@ class FakeTarget(FakeCI):
 
     async def rollback(self, job: JobSpec) -> str:
         return await self._start(job, "rollback")
+
+
+class FakeChanges:
+    """``ChangeSource`` in memory: ``total`` commits between any two versions, the first
+    20 listed (as GitHub's and GitLab's compare pages are), oldest first."""
+
+    def __init__(self, world: FakeWorld, total: int = 3) -> None:
+        self.world, self.total = world, total
+
+    async def compare(self, base: str, head: str) -> Comparison:
+        self.world.calls.append(("compare", f"{base}...{head}"))
+        self.world._raise_queued()
+        commits = [Commit(sha=f"{i:07x}" + "0" * 33, title=f"Change {i} <of> {head}",
+                          author=f"dev{i % 3}", pr=100 + i if i % 2 else None)
+                   for i in range(1, min(self.total, 20) + 1)]
+        return Comparison(commits=commits, total=self.total,
+                          url=f"https://git.example/compare/{base}...{head}")

@@ -63,7 +63,7 @@ def test_a_wrong_number_of_words_shows_the_usage(text: str, usage: str) -> None:
     ("api staging v1 --strategy canry",
      "Unknown strategy 'canry'. Did you mean 'canary'? Strategies: rolling, canary, blue-green."),
     ("api staging --for 2h",
-     "Unknown option '--for'. Options here: --reason, --hotfix, --strategy."),
+     "Unknown option '--for'. Options here: --reason, --hotfix, --strategy, --allow-many-commits."),
     ("lock production --reason x --until y",
      "Unknown option '--until'. Options here: --reason, --for."),
     ("api st", "Unknown environment 'st' for api. Did you mean 'staging'? "
@@ -228,7 +228,7 @@ def test_a_freeze_until_that_cannot_be_used_is_refused(until: str, message: str)
 # --- help, the reserved names, and a word only loosely like a subcommand -------------------
 
 USAGE_TEXT = """*Usage*
-• `/deploy <service> <env> [version] [--reason "why"] [--hotfix] [--strategy rolling|canary|blue-green]` — deploy (default: the latest build)
+• `/deploy <service> <env> [version] [--reason "why"] [--hotfix] [--strategy rolling|canary|blue-green] [--allow-many-commits]` — deploy (default: the latest build)
 • `/deploy help [command]` — this help, or one command's
 • `/deploy status [service]` — what runs where, locks, freezes, and what is in progress
 • `/deploy history <service> [env]` — the last 10 deployments

@@ -83,9 +83,11 @@ class DeployService:
             strategy=self.policy.config.strategy_for(cmd.service, cmd.env, cmd.strategy).kind,
             approvals_required=self.policy.approvals_needed(cmd.env, cmd.hotfix),
             channel=self.channels[cmd.service], created_at=now, updated_at=now,
+            many_commits_ok=cmd.allow_many_commits,
         )
         detail = ("HOTFIX: bypasses locks, freezes and promotion order. " if cmd.hotfix
-                  else "") + escape(cmd.reason or "")
+                  else "") + ("Overrides max_commits. " if cmd.allow_many_commits else "") \
+            + escape(cmd.reason or "")
         if not await self._insert(dep, actor, now, detail,
                                   "hotfix_requested" if cmd.hotfix else "requested"):
             return await self._explain_conflict(request_key, cmd)
@@ -94,7 +96,7 @@ class DeployService:
         kind = "HOTFIX deployment" if cmd.hotfix else "Deployment"
         needs = count(dep.approvals_required, "approval")
         approval_note = (f" It needs {needs} first; the request is in the thread."
-                if dep.approvals_required else "")
+                         if dep.approvals_required else "")
         return (
             f":rocket: {kind} #{dep.id} of {cmd.service} {what} to {cmd.env} is on its way."
             f"{approval_note} Progress is posted in {channel_mention(self.channels[cmd.service])}; "

@@ -24,6 +24,7 @@ class Deploy(_Command):
     reason: str | None = None
     hotfix: bool = False
     strategy: StrategyKind | None = None
+    allow_many_commits: bool = False  # over the environment's max_commits: audited
 
 
 class Control(_Command):

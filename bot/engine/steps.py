@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
-from bot.engine import builds, machine, progressive, rollout_stops
+from bot.engine import builds, changes, machine, progressive, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
@@ -49,6 +49,12 @@ async def step_requested(ctx: StepContext, dep: Deployment) -> None:
         note(ctx.session, dep, f":label: No version given: the latest build is `{dep.version}`.",
              now=ctx.now)
     dep.previous_version = await last_succeeded_version(ctx.session, dep.service, dep.env)
+    refused = await changes.check(ctx, dep)
+    if refused:
+        machine.transition(ctx.session, dep, State.CANCELLED, actor="shipbot", now=ctx.now,
+                           detail=refused)
+        note(ctx.session, dep, refused, now=ctx.now)
+        return
     if dep.approvals_required:
         rules = ctx.policy.env(dep.env).approval_rules
         assert rules is not None

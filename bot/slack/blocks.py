@@ -16,6 +16,7 @@ from bot.engine.machine import IN_FLIGHT, STATE_TEXT, State
 from bot.mrkdwn import code_or, count, escape
 from bot.store.models import Deployment
 from commands.actions import ActionId
+from integrations.base import Comparison
 
 Blocks = list[dict[str, Any]]
 
@@ -179,6 +180,8 @@ def status_card(dep: Deployment, now: datetime, progress: str | None = None,
         blocks.append(section(f"*Rollout*\n{progress}"))
     if dep.reason:
         blocks.append(section(f"*Reason*\n{escape(dep.reason)}"))
+    if State(dep.state) in IN_FLIGHT and (shipping := changes_text(dep)):
+        blocks.append(section(shipping))
     if dep.detail and State(dep.state) not in IN_FLIGHT:
         blocks.append(section(f"*Outcome*\n{dep.detail}"))  # composed by us, parts escaped
     blocks.append(context(f"{next_step(dep, events)}  ·  Deployment #{dep.id}"))
@@ -210,6 +213,25 @@ def card_buttons(dep: Deployment, events: Sequence[Event] | None = None
             label = _abort_label(state) if event is Event.ABORT else label
             shown.append(button(label, action_id, value, style=style))
     return shown
+
+
+CHANGES_SHOWN = 20
+
+
+def changes_text(dep: Deployment) -> str:
+    """The commits a deployment ships, newest last: up to 20, then how many more."""
+    if not dep.changes:
+        return ""
+    found = Comparison.model_validate_json(dep.changes)
+    link = f" (<{found.url}|compare>)" if found.url else ""
+    lines = [f"*Changes* — {count(found.total, 'commit')}{link}"]
+    for c in found.commits[:CHANGES_SHOWN]:
+        pr = f" (#{c.pr})" if c.pr else ""
+        lines.append(f"• `{escape(c.sha[:7])}` {escape(clip(c.title, 90))}{pr} — "
+                     f"{escape(clip(c.author, 40))}")
+    if found.total > len(lines) - 1:
+        lines.append(f"and {found.total - (len(lines) - 1)} more")
+    return clip("\n".join(lines), SECTION_LIMIT)
 
 
 def thread_note(text: str, detail: str | None = None, link: str | None = None) -> Blocks:
@@ -299,6 +321,8 @@ def approval_request(
     blocks: Blocks = [section(text),
                       {"type": "section", "fields": [{"type": "mrkdwn", "text": clip(f, 2000)}
                                                      for f in fields]}]
+    if shipping := changes_text(dep):
+        blocks.append(section(shipping))
     links = [f"<{dep.ci_url}|CI run>"] if dep.ci_url else []
     if thread_link:
         links.append(f"<{thread_link}|deployment thread>")
