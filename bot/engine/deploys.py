@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,12 +29,30 @@ from bot.store.writers import WriterQueue
 from integrations.base import Capability
 
 
+@dataclass(frozen=True)
+class SlotRun:
+    """What `/deploy status` shows of a deployment: a few columns, not the whole row (with
+    a thousand services, loading full rows was most of the command's time)."""
+
+    id: int
+    version: str | None
+    requester: str
+    state: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+SLOT_COLUMNS = tuple(col(c) for c in (
+    Deployment.id, Deployment.service, Deployment.env, Deployment.version,
+    Deployment.requester, Deployment.state, Deployment.created_at, Deployment.finished_at))
+
+
 @dataclass
 class SlotStatus:
     service: str
     env: str
-    current: Deployment | None = None
-    in_progress: Deployment | None = None
+    current: SlotRun | None = None
+    in_progress: SlotRun | None = None
 
 
 class DeployService:
@@ -182,20 +201,22 @@ class DeployService:
         if cmd.service:
             newest = newest.where(col(Deployment.service) == cmd.service)
         # Two queries, not one with OR: each is answered from its own index.
+        columns = sa.select(*SLOT_COLUMNS)
         async with self.sessions() as session:
-            rows = [*(await session.exec(select(Deployment).where(
+            rows = [*(await session.exec(columns.where(  # type: ignore[call-overload]
                         col(Deployment.id).in_(newest)))).all(),
-                    *(await session.exec(select(Deployment).where(
+                    *(await session.exec(columns.where(  # type: ignore[call-overload]
                         col(Deployment.state).in_([s.value for s in IN_FLIGHT])))).all()]
         slots = {(s, e): SlotStatus(s, e) for s in services for e in environments[s]}
-        for dep in rows:
-            slot = slots.get((dep.service, dep.env))
+        for id_, service, env, version, requester, state, created, finished in rows:
+            slot = slots.get((service, env))
             if slot is None:
                 continue
-            if dep.active_slot and slot.in_progress is None:
-                slot.in_progress = dep
-            elif dep.state == State.SUCCEEDED and slot.current is None:
-                slot.current = dep
+            run = SlotRun(id_, version, requester, state, created, finished)
+            if state == State.SUCCEEDED:
+                slot.current = run
+            else:
+                slot.in_progress = run
         return list(slots.values())
 
     async def history(self, cmd: History, limit: int = 10) -> list[Deployment]:

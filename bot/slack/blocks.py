@@ -21,11 +21,32 @@ from integrations.base import Comparison
 Blocks = list[dict[str, Any]]
 
 
+class RunLike(Protocol):
+    """What a status line shows of a deployment (a whole row, or a few of its columns)."""
+
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def version(self) -> str | None: ...
+    @property
+    def requester(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+
 class SlotLike(Protocol):
-    service: str
-    env: str
-    current: Deployment | None
-    in_progress: Deployment | None
+    @property
+    def service(self) -> str: ...
+    @property
+    def env(self) -> str: ...
+    @property
+    def current(self) -> RunLike | None: ...
+    @property
+    def in_progress(self) -> RunLike | None: ...
 
 
 SECTION_LIMIT = 3000
@@ -94,7 +115,7 @@ def version_text(dep: Deployment) -> str:
     return version
 
 
-def elapsed(dep: Deployment, now: datetime) -> str:
+def elapsed(dep: RunLike, now: datetime) -> str:
     end = as_utc(dep.finished_at) if dep.finished_at else now
     took = human_duration((end - as_utc(dep.created_at)).total_seconds())
     return f"took {took}" if dep.finished_at else f"{took} so far"
