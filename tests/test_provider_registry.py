@@ -36,7 +36,8 @@ def problems(data: dict[str, Any]) -> list[str]:
 
 def test_the_registry_declares_roles_and_capabilities() -> None:
     assert {name: (e.roles, sorted(e.capabilities)) for name, e in REGISTRY.items()} == {
-        "command": (("ci", "deploy"), sorted(Capability)),
+        "command": (("ci", "deploy"), ["cancel", "health", "latest_version", "rollback",
+                                       "traffic"]),  # a program cannot compare versions
         "github_actions": (("ci", "deploy"), ["cancel", "latest_version"]),
     }
 
