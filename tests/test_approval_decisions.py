@@ -78,10 +78,25 @@ class Clicks:
     """The approval service of one deployment awaiting approval in production (requested by
     U0ALICE, approvers U0BOB, U0CAROL and @sre-leads = {U0ERIN}), on a clock at LATER."""
 
-    def __init__(self, engine: AsyncEngine, service: ApprovalService, dep_id: int) -> None:
-        self.engine, self.service, self.dep_id = engine, service, dep_id
-        self.sessions = service.sessions
+    def __init__(self, engine: AsyncEngine, service: ApprovalService) -> None:
+        self.engine, self.service, self.sessions = engine, service, service.sessions
+        self.dep_id = 0
         self.woken = 0
+
+    async def requested(self, service: str = "api") -> int:
+        """A deployment of ``service`` to production, awaiting approval since NOW."""
+        async with self.sessions() as session:
+            dep = await machine.create(session, Deployment(
+                request_key=service, service=service, env="production", version="v2",
+                requester="U0ALICE", state="", channel="#deploys-api", created_at=NOW,
+                updated_at=NOW,
+                approvals_required=self.service.policy.approvals_needed("production", False)),
+                actor="U0ALICE", now=NOW)
+            machine.transition(session, dep, State.AWAITING_APPROVAL, actor="U0ALICE", now=NOW)
+            dep.next_action_at = None
+            await session.commit()
+            assert dep.id is not None
+            return dep.id
 
     def wake(self) -> None:
         self.woken += 1
@@ -112,18 +127,9 @@ async def clicks_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitabl
             "approvers": ["U0BOB", "U0CAROL", "@sre-leads"], **approval}
         rules = Policy(parse_config(data), Workspace(
             {"U0ALICE", "U0BOB", "U0CAROL", "U0DAVE", "U0ERIN"}, {"@sre-leads": {"U0ERIN"}}))
-        async with sessions() as session:
-            dep = await machine.create(session, Deployment(
-                request_key="k", service="api", env="production", version="v2",
-                requester="U0ALICE", state="", channel="#deploys-api", created_at=NOW,
-                updated_at=NOW, approvals_required=rules.approvals_needed("production", False)),
-                actor="U0ALICE", now=NOW)
-            machine.transition(session, dep, State.AWAITING_APPROVAL, actor="U0ALICE", now=NOW)
-            dep.next_action_at = None
-            await session.commit()
-            assert dep.id is not None
-        clicks = Clicks(engine, ApprovalService(sessions, rules, lambda: LATER), dep.id)
+        clicks = Clicks(engine, ApprovalService(sessions, rules, lambda: LATER))
         clicks.service.on_change = clicks.wake
+        clicks.dep_id = await clicks.requested("api")
         return clicks
 
     yield factory
@@ -148,10 +154,11 @@ async def test_one_approval_from_an_approver_lets_the_deployment_proceed(
     assert [(a.user, a.decision, a.reason, as_utc(a.at)) for a in approvals] == [
         ("U0CAROL", "approve", "", LATER)]
     new = events[len(before[2]):]
-    assert [(e.actor, e.action, e.from_state, e.to_state, e.detail, as_utc(e.at))
-            for e in new] == [
-        ("U0CAROL", "approve", None, None, "1 of 1", LATER),
-        ("U0CAROL", "approved", "awaiting_approval", "queued", "Approved (1 of 1)", LATER)]
+    assert [(e.deployment_id, e.actor, e.action, e.from_state, e.to_state, e.detail,
+             as_utc(e.at)) for e in new] == [
+        (clicks.dep_id, "U0CAROL", "approve", None, None, "1 of 1", LATER),
+        (clicks.dep_id, "U0CAROL", "approved", "awaiting_approval", "queued",
+         "Approved (1 of 1)", LATER)]
     added = outbox[len(before[3]):]
     assert thread(added) == [
         ":white_check_mark: <@U0CAROL> approved (1 of 1). Deploying `v2` to production now."]
@@ -194,6 +201,21 @@ async def test_two_required_approvals_come_from_two_different_people(clicks_fact
     assert late == (f"Deployment #{clicks.dep_id} is not waiting for approval any more "
                     "(queued). Nothing changed.")
     assert await clicks.rows() == (dep, approvals, events, outbox)
+
+
+async def test_an_approval_counts_for_its_own_deployment_only(clicks_factory) -> None:
+    clicks = await clicks_factory(required_approvals=2)
+    web = await clicks.requested("web")
+    assert await clicks.service.approve(clicks.dep_id, "U0BOB") == (
+        f"Approved (1 of 2); deployment #{clicks.dep_id} needs more approvals.")
+    assert await clicks.service.approve(web, "U0BOB") == (
+        f"Approved (1 of 2); deployment #{web} needs more approvals.")
+    _, approvals, events, _ = await clicks.rows()
+    assert [(a.deployment_id, a.user) for a in approvals] == [
+        (clicks.dep_id, "U0BOB"), (web, "U0BOB")]
+    assert [(e.deployment_id, e.service, e.actor, e.detail) for e in events
+            if e.action == "approve"] == [(clicks.dep_id, "api", "U0BOB", "1 of 2"),
+                                         (web, "web", "U0BOB", "1 of 2")]
 
 
 async def test_a_refused_approval_records_nothing(clicks_factory) -> None:

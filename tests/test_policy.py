@@ -10,13 +10,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.config import parse_config
 from bot.engine import policy
 from bot.engine.directory import UnknownGroup
+from bot.engine.guards import GuardService
 from bot.engine.policy import INACTIVE, Decision, Policy
-from bot.store.db import create_engine, create_schema, session_factory
+from bot.engine.requests import Unfreeze
+from bot.store.db import Sessions, create_engine, create_schema, session_factory
 from bot.store.models import Deployment, Freeze, Lock
 from tests.conftest import make_config
 
@@ -154,12 +157,17 @@ def lacks(role: str, env: str, who: str) -> Decision:
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[AsyncSession]:
+async def sessions(tmp_path: Path) -> AsyncIterator[Sessions]:
     engine = create_engine(f"sqlite:///{tmp_path}/policy.db")
     await create_schema(engine)
-    async with session_factory(engine)() as session:
-        yield session
+    yield session_factory(engine)
     await engine.dispose()
+
+
+@pytest.fixture
+async def db(sessions: Sessions) -> AsyncIterator[AsyncSession]:
+    async with sessions() as session:
+        yield session
 
 
 def deployment(state: str, *, service: str = "api", env: str = "staging",
@@ -329,6 +337,24 @@ async def test_lifted_ended_and_future_freezes_do_not_hold(tmp_path: Path,
     assert await rules.gates(db, deployment("queued"), NOW) == Decision(True)
     frozen = await rules.gates(db, deployment("queued"), NOW + timedelta(minutes=1))
     assert frozen.reason.startswith(":snowflake: staging is frozen — Freeze #3 by <@U0CAROL>")
+
+
+async def test_unfreeze_lifts_only_the_freezes_still_in_force(tmp_path: Path,
+                                                              sessions: Sessions) -> None:
+    async with sessions() as session:
+        session.add(freeze(lifted=timedelta(minutes=-5)))  # Freeze #1: lifted already
+        session.add(freeze(starts=timedelta(hours=-3), ends=timedelta(0)))  # #2: ends now
+        session.add(freeze())  # Freeze #3: in force
+        await session.commit()
+    guards = GuardService(sessions, rules_for(tmp_path), lambda: NOW)
+    assert await guards.unfreeze(Unfreeze(env="staging"), "U0DAVE") == (
+        "Lifted 1 freeze on staging.")
+    async with sessions() as session:
+        rows = (await session.exec(select(Freeze).order_by(col(Freeze.id)))).all()
+    assert [(r.id, r.lifted_by) for r in rows] == [(1, None), (2, None), (3, "U0DAVE")]
+    assert await guards.unfreeze(Unfreeze(env="staging"), "U0DAVE") == (
+        "staging has no one-off freeze to lift. Recurring windows come from shipbot.yml; use "
+        "--hotfix for an emergency inside one.")
 
 
 async def test_a_recurring_freeze_window_from_the_config_holds(tmp_path: Path,
