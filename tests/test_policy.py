@@ -441,7 +441,6 @@ def test_approvals_needed_and_where_they_are_asked(tmp_path: Path) -> None:
             rules.approvals_needed("production", True)) == (2, 0)
     assert (rules.approvals_needed("staging", False),
             rules.approvals_needed("staging", True)) == (0, 0)
-    assert rules.approvals_needed("production", True) == 0
     default = rules_for(tmp_path)
     assert (default.approvals_needed("production", False),
             default.approvals_needed("production", True)) == (1, 1)
