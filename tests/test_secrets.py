@@ -98,7 +98,9 @@ async def test_program_environment_is_exactly_the_allowed_names(
     seen = json.loads(out.read_text())
     allowed = {"PATH", "HOME", "LANG", "TZ", "STEP", "DEPLOY_REGION", "DEPLOY_TOKEN"} | {
         n for n in os.environ if n.startswith("LC_")}
-    assert set(seen) == allowed
+    # and where to report what a build produced, inside its own run directory
+    assert set(seen) == allowed | {"SHIPBOT_OUTPUT"}
+    assert Path(seen["SHIPBOT_OUTPUT"]).parent == provider.run_dir(run_id)
     assert (seen["DEPLOY_REGION"], seen["DEPLOY_TOKEN"], seen["STEP"]) == (
         "eu-west-1", "tok-9f8e7d6c", "1")
     assert set((await provider.latest_version("api") or "").split()) == allowed

@@ -97,5 +97,7 @@ async def test_a_step_past_the_bots_own_deadline_is_cancelled(
     assert dep.detail == f"The {what} did not finish in time and was stopped."
     card = await delivered(bot, "#deploys-api", replies=2)
     assert f"The {what} did not finish in time and was stopped." in last_reply(card)
-    [result] = (tmp_path / "state").glob("**/result.json")  # the program was cancelled
+    # The program was cancelled: its supervisor records that once the program has exited.
+    await eventually(lambda: asyncio.sleep(0, any((tmp_path / "state").glob("**/result.json"))))
+    [result] = (tmp_path / "state").glob("**/result.json")
     assert json.loads(result.read_text())["error"] == "cancelled"
