@@ -45,16 +45,17 @@ def describe_pipeline(pipeline: dict[str, Any]) -> tuple[RunState, str]:
 def failed_job_lines(jobs: Any) -> list[str]:
     """One line per job that failed and was not allowed to, naming its stage and why."""
     found: list[str] = []
-    for job in jobs if isinstance(jobs, list) else []:
-        if not isinstance(job, dict) or job.get("status") != "failed" or \
-                job.get("allow_failure"):
-            continue
+    failed = [job for job in (jobs if isinstance(jobs, list) else [])
+              if isinstance(job, dict) and job.get("status") == "failed"
+              and not job.get("allow_failure")]
+    failed.sort(key=lambda job: int(job["id"]) if isinstance(job.get("id"), int) else 0)
+    for job in failed:  # the earliest first (GitLab lists the newest first)
         line = f"job `{job.get('name')}` failed in stage `{job.get('stage')}`"
         reason = job.get("failure_reason")
         if isinstance(reason, str) and reason:
             line += f" ({reason.replace('_', ' ')})"
         found.append(line)
-    return list(reversed(found))  # GitLab lists the newest job first: earliest first here
+    return found
 
 
 def merge_request(commit: dict[str, Any]) -> int | None:
