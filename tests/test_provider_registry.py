@@ -38,6 +38,7 @@ def test_the_registry_declares_roles_and_capabilities() -> None:
     assert {name: (e.roles, sorted(e.capabilities)) for name, e in REGISTRY.items()} == {
         "command": (("ci", "deploy"), sorted(Capability)),
         "github_actions": (("ci", "deploy"), ["cancel", "latest_version"]),
+        "gitlab": (("ci", "deploy"), ["cancel", "compare", "latest_version"]),
     }
 
 
@@ -56,7 +57,8 @@ def test_a_github_actions_stanza_loads_with_its_defaults() -> None:
 
 @pytest.mark.parametrize(("change", "problem"), [
     ({"provider": "github_action"}, "services.api.ci.provider: unknown provider "
-     "'github_action' (did you mean 'github_actions'?); known: command, github_actions"),
+     "'github_action' (did you mean 'github_actions'?); known: command, github_actions, "
+     "gitlab"),
     ({"repository": "acme"}, "services.api.ci.repository: must be owner/name (e.g. acme/api), "
      "not 'acme'"),
     ({"workflow": "build"}, "services.api.ci.workflow: must be the workflow's file name "
