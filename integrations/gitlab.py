@@ -56,6 +56,7 @@ PROVIDER = "gitlab"
 LOOKBACK_SECONDS = 24 * 3600  # how far back a repeated start looks for its pipeline
 MAX_CANDIDATES = 20  # pipelines whose variables a repeated start reads, newest first
 MAX_REMEMBERED = 1000  # correlation ids -> pipeline ids kept in memory
+ARTIFACT_VARIABLE = "SHIPBOT_ARTIFACT"  # set when the job carries a build's artifact
 
 
 class GitLabProvider:
@@ -178,6 +179,8 @@ class GitLabProvider:
         values = self._values(job)
         variables = {name: render(template, values)
                      for name, template in self._config.variables.items()}
+        if job.artifact:  # a deploy of a build made earlier: what to put on the environment
+            variables.setdefault(ARTIFACT_VARIABLE, job.artifact)
         variables[self._config.correlation_variable] = correlation
         trigger_env = self._config.trigger_token_env
         if trigger_env is None:

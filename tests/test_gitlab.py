@@ -171,6 +171,18 @@ async def test_the_search_reads_at_most_a_bounded_number_of_pipelines(gl, clock)
     assert len(gl.created()) == 1
 
 
+async def test_a_deploy_of_an_earlier_build_gets_its_artifact_as_a_variable(gl, clock
+                                                                           ) -> None:
+    deploy = JOB.model_copy(update={"key": "deployment-7-abc123def456-deploy",
+                                    "artifact": "registry.example.com/api@sha256:abc"})
+    await make(gl, clock).start(deploy)
+    [body] = gl.created()
+    variables = {v["key"]: v["value"] for v in body["variables"]}
+    assert variables["SHIPBOT_ARTIFACT"] == "registry.example.com/api@sha256:abc"
+    await make(gl, clock).start(JOB)
+    assert "SHIPBOT_ARTIFACT" not in {v["key"] for v in gl.created()[1]["variables"]}
+
+
 async def test_a_trigger_token_creates_through_the_trigger_api(gl, clock) -> None:
     provider = make(gl, clock, trigger_token_env="TRIGGER_TOKEN")
     run_id = await provider.start(JOB)
