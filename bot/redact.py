@@ -3,11 +3,11 @@
 A ``Redactor`` replaces secrets with ``[redacted]``: the values of the bot's own secret
 settings (tokens, signing secret, the password inside ``DATABASE_URL``), the values of
 every environment variable the config marks secret (``secret_env``, ``bearer_token_env``,
-``token_env``), and well-known token shapes wherever they come from (a build log, an error
-message, a reason someone pasted). One instance is built per bot from its settings and config and
-shared by the exits: the Slack Web API client, Bolt's ack bodies, the audit trail and the
-log handlers. Structure is never touched: dict keys, list shapes and non-strings stay as
-they are, so redacted Block Kit is still valid Block Kit.
+``token_env``, ``trigger_token_env``), and well-known token shapes wherever they come from
+(a build log, an error message, a reason someone pasted). One instance is built per bot
+from its settings and config and shared by the exits: the Slack Web API client, Bolt's ack
+bodies, the audit trail and the log handlers. Structure is never touched: dict keys, list
+shapes and non-strings stay as they are, so redacted Block Kit is still valid Block Kit.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ MIN_SECRET_CHARS = 6
 SECRET_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN",
                    "SHIPBOT_WEBHOOK_TOKEN")
 # Config fields whose value names environment variables holding secrets.
-SECRET_ENV_FIELDS = ("secret_env", "bearer_token_env", "token_env")
+SECRET_ENV_FIELDS = ("secret_env", "bearer_token_env", "token_env",
+                     "trigger_token_env")
 
 _KEY_BLOCK = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
 _KEY_END = r"-----END [A-Z0-9 ]*PRIVATE KEY-----"
@@ -44,6 +45,8 @@ _SHAPES = re.compile("|".join((
     r"\bxapp-[A-Za-z0-9][A-Za-z0-9-]*",  # Slack app-level (Socket Mode) tokens
     r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub personal, OAuth, user, server, refresh
     r"\bgithub_pat_[A-Za-z0-9_]{20,}",  # GitHub fine-grained personal access tokens
+    # GitLab: personal/project/group access, pipeline trigger, deploy, runner, CI job...
+    r"\bgl(?:pat|ptt|dt|rt|cbt|ft|oas|imt|soat|agent)-[A-Za-z0-9_-]{20,}",
     r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",  # AWS access key ids
 )), re.DOTALL)
 # ``password=x``, ``DEPLOY_TOKEN: x``, ``"secret": "x"``, ``client_secret='x'``: the key is

@@ -25,6 +25,8 @@ from integrations.base import (
 from integrations.command import CommandConfig, CommandProvider
 from integrations.github_actions import GitHubActionsProvider
 from integrations.github_actions_config import GitHubActionsConfig
+from integrations.gitlab import GitLabProvider
+from integrations.gitlab_config import GitLabConfig
 from integrations.http import HttpOptions
 
 Role = Literal["ci", "deploy"]
@@ -83,10 +85,24 @@ def _github_deploy(config: GitHubActionsConfig, ctx: ProviderContext) -> DeployB
     return DeployBundle(target=_github(config, ctx))  # start, poll, cancel: nothing more
 
 
+def _gitlab(config: GitLabConfig, ctx: ProviderContext) -> GitLabProvider:
+    return GitLabProvider(config, options=ctx.http, environ=ctx.environ)
+
+
+def _gitlab_ci(config: GitLabConfig, ctx: ProviderContext) -> CIBundle:
+    provider = _gitlab(config, ctx)
+    return CIBundle(provider, changes=provider if config.compare else None)
+
+
+def _gitlab_deploy(config: GitLabConfig, ctx: ProviderContext) -> DeployBundle:
+    return DeployBundle(target=_gitlab(config, ctx))  # start, poll, cancel: nothing more
+
+
 _ENTRIES: tuple[ProviderEntry[Any], ...] = (
     ProviderEntry("command", CommandConfig, ci=_command_ci, deploy=_command_deploy),
     ProviderEntry("github_actions", GitHubActionsConfig, ci=_github_ci,
                   deploy=_github_deploy),
+    ProviderEntry("gitlab", GitLabConfig, ci=_gitlab_ci, deploy=_gitlab_deploy),
 )
 REGISTRY: dict[str, ProviderEntry[Any]] = {e.name: e for e in _ENTRIES}
 PROVIDERS = tuple(REGISTRY)

@@ -21,9 +21,11 @@ import pytest
 from integrations.base import CIProvider, DeployTarget, IntegrationError, JobSpec, RunState
 from integrations.command import CommandConfig
 from integrations.github_actions_config import GitHubActionsConfig
+from integrations.gitlab_config import GitLabConfig
 from integrations.http import HttpOptions
 from integrations.registry import ProviderContext, build_ci, build_deploy
 from tests.fake_github import FakeGitHub
+from tests.fake_gitlab import FakeGitLab
 from tests.fakes_providers import FakeCI, FakeTarget, FakeWorld
 from tests.processes import cancel_runs
 
@@ -81,6 +83,27 @@ def github_harness(tmp_path: Path, role: str) -> Harness:
     return Harness(make, lambda: len(gh.runs), tick=tick)
 
 
+def gitlab_harness(tmp_path: Path, role: str, trigger: bool = False) -> Harness:
+    """GitLab CI over a fake GitLab whose pipelines move on one status per tick; the
+    project named by its path (URL-encoded on the wire), pipelines created with the
+    access token or with a trigger token."""
+    token, trigger_token = "glpat-" + "c" * 20, "glptt-" + "d" * 40
+    gl = FakeGitLab(token=token, trigger_token=trigger_token, project="acme/platform/api")
+    config = GitLabConfig(project="acme/platform/api", ref="main",
+                          trigger_token_env="GITLAB_TRIGGER_TOKEN" if trigger else None)
+    ctx = ProviderContext(state_dir=tmp_path, environ={
+        "GITLAB_TOKEN": token, "GITLAB_TRIGGER_TOKEN": trigger_token},
+        http=HttpOptions(transport=httpx.MockTransport(gl.handler)))
+
+    def make() -> Provider:
+        return build_ci(config, ctx).ci if role == "ci" else build_deploy(config, ctx).target
+
+    async def tick() -> None:
+        gl.tick()
+
+    return Harness(make, lambda: len(gl.pipelines), tick=tick)
+
+
 HARNESSES: dict[str, Callable[[Path], Harness]] = {
     "command-ci": lambda tmp: command_harness(tmp, "ci"),
     "command-deploy": lambda tmp: command_harness(tmp, "deploy"),
@@ -88,6 +111,9 @@ HARNESSES: dict[str, Callable[[Path], Harness]] = {
     "fake-target": lambda tmp: fake_harness(FakeTarget),
     "github-actions-ci": lambda tmp: github_harness(tmp, "ci"),
     "github-actions-deploy": lambda tmp: github_harness(tmp, "deploy"),
+    "gitlab-ci": lambda tmp: gitlab_harness(tmp, "ci"),
+    "gitlab-ci-trigger-token": lambda tmp: gitlab_harness(tmp, "ci", trigger=True),
+    "gitlab-deploy": lambda tmp: gitlab_harness(tmp, "deploy"),
 }
 
 

@@ -39,6 +39,7 @@ def test_the_registry_declares_roles_and_capabilities() -> None:
         "command": (("ci", "deploy"), ["cancel", "health", "latest_version", "rollback",
                                        "traffic"]),  # a program cannot compare versions
         "github_actions": (("ci", "deploy"), ["cancel", "latest_version"]),
+        "gitlab": (("ci", "deploy"), ["cancel", "compare", "latest_version"]),
     }
 
 
@@ -57,7 +58,8 @@ def test_a_github_actions_stanza_loads_with_its_defaults() -> None:
 
 @pytest.mark.parametrize(("change", "problem"), [
     ({"provider": "github_action"}, "services.api.ci.provider: unknown provider "
-     "'github_action' (did you mean 'github_actions'?); known: command, github_actions"),
+     "'github_action' (did you mean 'github_actions'?); known: command, github_actions, "
+     "gitlab"),
     ({"repository": "acme"}, "services.api.ci.repository: must be owner/name (e.g. acme/api), "
      "not 'acme'"),
     ({"workflow": "build"}, "services.api.ci.workflow: must be the workflow's file name "
