@@ -56,6 +56,8 @@ CATALOG = Catalog({"api": ["dev", "staging", "production"], "web": ["dev", "stag
     ("", Help()),
     ("api production v1.4.3 --hotfix --reason INC-123",
      Deploy(service="api", env="production", version="v1.4.3", reason="INC-123", hotfix=True)),
+    ("api production v2.0.0 --allow-many-commits",
+     Deploy(service="api", env="production", version="v2.0.0", allow_many_commits=True)),
     ('lock production --reason "db migration" --for 2h',
      LockEnv(env="production", reason="db migration", duration=timedelta(hours=2))),
     ("lock staging web --reason x", LockEnv(env="staging", service="web", reason="x")),
