@@ -15,27 +15,30 @@ import fnmatch
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
+from integrations.base import Comparison, IntegrationError, JobSpec, RunState, RunStatus
 from integrations.command_templates import render, run_id_for
 from integrations.github_actions_config import GitHubActionsConfig
-from integrations.github_runs import describe_run, failed_job_lines, newest_tag
+from integrations.github_runs import comparison, describe_run, failed_job_lines, newest_tag
 from integrations.http import HttpOptions, Rejected, new_client, raise_for_status, send
 
 PROVIDER = "github_actions"
 API_VERSION = "2022-11-28"
 LOOKBACK_SECONDS = 24 * 3600  # how far back a repeated start looks for its run
+COMPARE_PAGE = 100  # commits asked for in one compare (the oldest first)
 MAX_REMEMBERED = 1000  # correlation ids -> run ids kept in memory (found again if dropped)
 _PENDING = re.compile(r"dispatch:([A-Za-z0-9_.-]+):([0-9]+)")
 
 
 class GitHubActionsProvider:
-    """``CIProvider`` and ``DeployTarget`` (start, poll, cancel) on GitHub Actions."""
+    """``CIProvider`` and ``DeployTarget`` (start, poll, cancel) on GitHub Actions, and the
+    repository's ``ChangeSource`` (compare)."""
 
     def __init__(self, config: GitHubActionsConfig, *, options: HttpOptions | None = None,
                  environ: Mapping[str, str] = os.environ,
@@ -233,6 +236,22 @@ class GitHubActionsProvider:
         names = [str(t.get("name")) for t in tags if isinstance(t, dict)] \
             if isinstance(tags, list) else []
         return newest_tag([n for n in names if fnmatch.fnmatchcase(n, latest.tag_pattern)])
+
+    # -- ChangeSource --------------------------------------------------------------------
+
+    async def compare(self, base: str, head: str) -> Comparison:
+        """The commits after ``base`` up to ``head`` (versions, tags, branches or SHAs):
+        the first page of them, oldest first, and how many there are in all."""
+        for ref in (base, head):
+            if not ref or ref.startswith("/") or ".." in ref or any(c.isspace() for c in ref):
+                raise IntegrationError(f"cannot compare {ref[:80]!r}: not a tag, branch or "
+                                       "commit SHA")
+        repo = self._config.repository
+        basehead = f"{urllib.parse.quote(base, safe='/')}...{urllib.parse.quote(head, safe='/')}"
+        data = await self._object(f"/repos/{repo}/compare/{basehead}",
+                                  f"commit {base} or {head} in {repo}",
+                                  per_page=str(COMPARE_PAGE))
+        return comparison(data)
 
     def _missing_workflow(self) -> str:
         return f"workflow {self._config.workflow} in {self._config.repository}"

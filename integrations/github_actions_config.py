@@ -44,7 +44,7 @@ class GitHubActionsConfig(ProviderConfig):
     """Dispatches a workflow (``on: workflow_dispatch``) and follows the run it started."""
 
     CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.CANCEL, Capability.LATEST_VERSION})
+        {Capability.CANCEL, Capability.LATEST_VERSION, Capability.COMPARE})
     TURNED_ON_BY: ClassVar[dict[Capability, str]] = {
         Capability.LATEST_VERSION: "latest_version.branch or latest_version.tag_pattern"}
 
@@ -77,7 +77,7 @@ class GitHubActionsConfig(ProviderConfig):
 
     def capabilities(self) -> frozenset[Capability]:
         if self.latest_version is None:
-            return frozenset({Capability.CANCEL})
+            return frozenset({Capability.CANCEL, Capability.COMPARE})
         return self.CAPABILITIES
 
     @property

@@ -1,4 +1,5 @@
-"""Reading GitHub's answers: a workflow run's state, the job that failed, the newest tag.
+"""Reading GitHub's answers: a workflow run's state, the job that failed, the newest tag,
+the commits between two versions.
 
 Pure functions over the REST API's JSON (shapes as in GitHub's docs), apart from the
 provider's HTTP code so that each stays short and testable on fixtures.
@@ -9,13 +10,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from integrations.base import RunState
+from integrations.base import Commit, Comparison, RunState
 
 _ENDED = {"success": "succeeded", "failure": "failed", "cancelled": "was cancelled",
           "timed_out": "timed out", "startup_failure": "could not start",
           "action_required": "is waiting for someone to approve it on GitHub"}
 _FAILED_JOB = ("failure", "timed_out", "cancelled", "startup_failure")
 _CHUNK = re.compile(r"(\d+)")
+# How a commit names its pull request: a squash merge's "Title (#123)", a merge commit's
+# "Merge pull request #123 from owner/branch".
+_SQUASHED_PR = re.compile(r"\(#(\d+)\)\s*$")
+_MERGED_PR = re.compile(r"^Merge pull request #(\d+)\b")
 
 
 def describe_run(run: dict[str, Any]) -> tuple[RunState, str]:
@@ -55,3 +60,39 @@ def newest_tag(names: list[str]) -> str | None:
                 for part in _CHUNK.split(name) if part]
 
     return max(names, key=key) if names else None
+
+
+def pr_number(message: str) -> int | None:
+    """The pull request a commit message names ("Fix it (#123)", "Merge pull request #123
+    from ..."), or None."""
+    title = message.strip().split("\n", 1)[0].strip()
+    match = _MERGED_PR.match(title) or _SQUASHED_PR.search(title)
+    return int(match.group(1)) if match else None
+
+
+def comparison(data: dict[str, Any]) -> Comparison:
+    """The "Compare two commits" answer as a changelog: each commit's title (the message's
+    first line), its author's login (else the name in the commit), the PR it came from."""
+    commits: list[Commit] = []
+    for item in data.get("commits") or []:
+        if not isinstance(item, dict) or not isinstance(item.get("sha"), str):
+            continue
+        inner = _dict(item.get("commit"))
+        message = str(inner.get("message") or "")
+        # the GitHub account when the e-mail matches one, else the name in the commit
+        author = _dict(item.get("author")).get("login") or \
+            _dict(inner.get("author")).get("name") or "unknown"
+        url = item.get("html_url")
+        commits.append(Commit(sha=item["sha"], title=message.split("\n", 1)[0].strip(),
+                              author=str(author), pr=pr_number(message),
+                              url=url if isinstance(url, str) else None))
+    total = data.get("total_commits")
+    url = data.get("html_url")
+    return Comparison(commits=commits,
+                      total=total if isinstance(total, int) and total >= len(commits)
+                      else len(commits),
+                      url=url if isinstance(url, str) else None)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -76,7 +76,8 @@ def _github(config: GitHubActionsConfig, ctx: ProviderContext) -> GitHubActionsP
 
 
 def _github_ci(config: GitHubActionsConfig, ctx: ProviderContext) -> CIBundle:
-    return CIBundle(_github(config, ctx))
+    provider = _github(config, ctx)
+    return CIBundle(provider, changes=provider)  # the repository it builds: compare
 
 
 def _github_deploy(config: GitHubActionsConfig, ctx: ProviderContext) -> DeployBundle:

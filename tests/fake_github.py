@@ -65,6 +65,10 @@ class FakeGitHub:
     clock: Callable[[], float] = time.time
     runs: dict[int, Run] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    # The default branch's history, oldest first: (sha, message, author login or None),
+    # what compare answers from; a tag or SHA names a commit by ``commit_names``.
+    history: list[tuple[str, str, str | None]] = field(default_factory=list)
+    commit_names: dict[str, str] = field(default_factory=dict)  # tag -> sha
     requests: list[httpx.Request] = field(default_factory=list)
     faults: list[httpx.Response | Exception] = field(default_factory=list)
 
@@ -141,6 +145,8 @@ class FakeGitHub:
                 return self._get(run_id, self._cancel)
             case "GET", ["tags"]:
                 return httpx.Response(200, json=[self._tag(name) for name in self.tags])
+            case "GET", ["compare", basehead]:
+                return self._compare(basehead, request.url.params)
         return _not_found()
 
     def _dispatch(self, workflow: str, body: dict[str, Any]) -> httpx.Response:
@@ -220,6 +226,52 @@ class FakeGitHub:
                 elif step["number"] > 7:
                     step["conclusion"] = "skipped"
         return dict(data)
+
+    def add_commits(self, *messages: str, author: str | None = "octocat",
+                    tag: str | None = None) -> list[str]:
+        """Commits on the default branch (their SHAs); ``tag`` names the last one."""
+        shas = []
+        for message in messages:
+            sha = f"{len(self.history) + 1:040x}"
+            self.history.append((sha, message, author))
+            shas.append(sha)
+        if tag is not None and shas:
+            self.commit_names[tag] = shas[-1]
+        return shas
+
+    def _index(self, name: str) -> int | None:
+        sha = self.commit_names.get(name, name)
+        found = [i for i, (s, _, _) in enumerate(self.history) if s.startswith(sha)]
+        return found[0] if len(found) == 1 and len(sha) >= 7 else None
+
+    def _compare(self, basehead: str, params: httpx.QueryParams) -> httpx.Response:
+        base, _, head = basehead.partition("...")
+        first, last = self._index(base), self._index(head)
+        if first is None or last is None:
+            return _not_found()
+        between = self.history[first + 1:last + 1]
+        page = between[: int(params.get("per_page", "250"))]
+        data = fixture("compare.json")
+        template = data["commits"][0]
+        data["commits"] = [self._commit(template, sha, message, login)
+                           for sha, message, login in page]
+        data.update(total_commits=len(between), ahead_by=len(between), behind_by=0,
+                    status="ahead" if between else "identical",
+                    html_url=f"https://github.com/{self.repo}/compare/{basehead}",
+                    url=f"https://api.github.com/repos/{self.repo}/compare/{basehead}")
+        return httpx.Response(200, json=data)
+
+    def _commit(self, template: dict[str, Any], sha: str, message: str,
+                login: str | None) -> dict[str, Any]:
+        old = template["sha"]
+        commit = json.loads(json.dumps(template).replace(old, sha)
+                            .replace("octocat/Hello-World", self.repo))
+        commit["commit"]["message"] = message
+        if login is None:  # an e-mail no GitHub account has: GitHub sends null
+            commit["author"] = None
+        else:
+            commit["author"]["login"] = login
+        return dict(commit)
 
     def _tag(self, name: str) -> dict[str, Any]:
         tag = fixture("tags.json")[0]

@@ -37,14 +37,14 @@ def problems(data: dict[str, Any]) -> list[str]:
 def test_the_registry_declares_roles_and_capabilities() -> None:
     assert {name: (e.roles, sorted(e.capabilities)) for name, e in REGISTRY.items()} == {
         "command": (("ci", "deploy"), sorted(Capability)),
-        "github_actions": (("ci", "deploy"), ["cancel", "latest_version"]),
+        "github_actions": (("ci", "deploy"), ["cancel", "compare", "latest_version"]),
     }
 
 
 def test_a_github_actions_stanza_loads_with_its_defaults() -> None:
     ci = parse_config(config()).services["api"].ci
     assert ci is not None and ci.provider == "github_actions"
-    assert ci.capabilities() == {Capability.CANCEL}
+    assert ci.capabilities() == {Capability.CANCEL, Capability.COMPARE}
     dumped = ci.model_dump()
     assert dumped["token_env"] == "GITHUB_TOKEN"
     assert dumped["base_url"] == "https://api.github.com"
