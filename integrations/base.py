@@ -41,6 +41,7 @@ class Capability(StrEnum):
     ROLLBACK = "rollback"  # a native undo
     LATEST_VERSION = "latest_version"
     COMPARE = "compare"  # the commits between two versions (changelog, max_commits)
+    CHECKS = "checks"  # a commit's required checks (the quality gate before a deploy)
 
 
 class ProviderConfig(BaseModel):
@@ -125,6 +126,31 @@ class ChangeSource(Protocol):
     async def compare(self, base: str, head: str) -> Comparison: ...
 
 
+class CheckState(StrEnum):
+    PASSED = "passed"
+    PENDING = "pending"  # queued, running, or not reported on this commit yet
+    FAILED = "failed"
+
+
+class CheckResult(BaseModel):
+    """One required check of a commit (a check run, a commit status) and where it stands."""
+
+    name: str
+    state: CheckState
+    detail: str = ""  # what the provider said: "failure", "in progress", "not reported"
+    url: str | None = None
+
+
+class CheckSource(Protocol):
+    """A CI provider that knows the repository's checks: the quality gate asks it before
+    a commit is deployed."""
+
+    async def checks(self, ref: str) -> list[CheckResult]:
+        """The required checks of ``ref`` (a SHA, tag or branch) as configured; a
+        required check that has not reported is PENDING."""
+        ...
+
+
 class CIProvider(Protocol):
     """Builds a version (or checks that it was built) before it is deployed."""
 
@@ -194,6 +220,7 @@ class CIBundle:
 
     ci: CIProvider
     changes: ChangeSource | None = None
+    checks: CheckSource | None = None
 
 
 class FullTarget(DeployTarget, TrafficTarget, HealthTarget, RollbackTarget, Protocol):

@@ -22,10 +22,24 @@ from typing import Any
 
 import httpx
 
-from integrations.base import Comparison, IntegrationError, JobSpec, RunState, RunStatus
+from integrations.base import (
+    CheckResult,
+    Comparison,
+    IntegrationError,
+    JobSpec,
+    RunState,
+    RunStatus,
+)
 from integrations.command_templates import render, run_id_for
 from integrations.github_actions_config import GitHubActionsConfig
-from integrations.github_runs import comparison, describe_run, failed_job_lines, newest_tag
+from integrations.github_runs import (
+    check_results,
+    comparison,
+    describe_run,
+    failed_job_lines,
+    newest_tag,
+    required_results,
+)
 from integrations.http import HttpOptions, Rejected, new_client, raise_for_status, send
 
 PROVIDER = "github_actions"
@@ -237,15 +251,29 @@ class GitHubActionsProvider:
             if isinstance(tags, list) else []
         return newest_tag([n for n in names if fnmatch.fnmatchcase(n, latest.tag_pattern)])
 
+    # -- CheckSource ---------------------------------------------------------------------
+
+    async def checks(self, ref: str) -> list[CheckResult]:
+        """The required check runs and commit statuses of ``ref`` (``required_checks``)."""
+        required = self._config.required_checks
+        if required is None:
+            return []
+        _check_ref(ref)
+        repo, quoted = self._config.repository, urllib.parse.quote(ref, safe="/")
+        missing = f"commit {ref} in {repo}"
+        runs = await self._object(f"/repos/{repo}/commits/{quoted}/check-runs", missing,
+                                  filter="latest", per_page="100")
+        combined = await self._object(f"/repos/{repo}/commits/{quoted}/status", missing,
+                                      per_page="100")
+        return required_results(check_results(runs, combined), required, ref)
+
     # -- ChangeSource --------------------------------------------------------------------
 
     async def compare(self, base: str, head: str) -> Comparison:
         """The commits after ``base`` up to ``head`` (versions, tags, branches or SHAs):
         the first page of them, oldest first, and how many there are in all."""
         for ref in (base, head):
-            if not ref or ref.startswith("/") or ".." in ref or any(c.isspace() for c in ref):
-                raise IntegrationError(f"cannot compare {ref[:80]!r}: not a tag, branch or "
-                                       "commit SHA")
+            _check_ref(ref, "compare")
         repo = self._config.repository
         basehead = f"{urllib.parse.quote(base, safe='/')}...{urllib.parse.quote(head, safe='/')}"
         data = await self._object(f"/repos/{repo}/compare/{basehead}",
@@ -255,3 +283,9 @@ class GitHubActionsProvider:
 
     def _missing_workflow(self) -> str:
         return f"workflow {self._config.workflow} in {self._config.repository}"
+
+
+def _check_ref(ref: str, doing: str = "check") -> None:
+    """A tag, branch or SHA that can go in a URL path as it is (quoted)."""
+    if not ref or ref.startswith("/") or ".." in ref or any(c.isspace() for c in ref):
+        raise IntegrationError(f"cannot {doing} {ref[:80]!r}: not a tag, branch or commit SHA")

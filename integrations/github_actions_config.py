@@ -44,9 +44,10 @@ class GitHubActionsConfig(ProviderConfig):
     """Dispatches a workflow (``on: workflow_dispatch``) and follows the run it started."""
 
     CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.CANCEL, Capability.LATEST_VERSION, Capability.COMPARE})
+        {Capability.CANCEL, Capability.LATEST_VERSION, Capability.COMPARE, Capability.CHECKS})
     TURNED_ON_BY: ClassVar[dict[Capability, str]] = {
-        Capability.LATEST_VERSION: "latest_version.branch or latest_version.tag_pattern"}
+        Capability.LATEST_VERSION: "latest_version.branch or latest_version.tag_pattern",
+        Capability.CHECKS: "required_checks"}
 
     provider: Literal["github_actions"] = "github_actions"
     repository: str = Field(description="owner/name, e.g. acme/api")
@@ -74,11 +75,17 @@ class GitHubActionsConfig(ProviderConfig):
     appear_within_seconds: float = Field(
         300.0, gt=0, description="a dispatch whose run does not show up by then has failed")
     latest_version: LatestVersion | None = None
+    required_checks: list[str] | Literal["all"] | None = Field(
+        None, description="the quality gate: a commit is deployed only once these check runs "
+        "or commit statuses (by name/context) passed on it; `all`: every one reported")
 
     def capabilities(self) -> frozenset[Capability]:
-        if self.latest_version is None:
-            return frozenset({Capability.CANCEL, Capability.COMPARE})
-        return self.CAPABILITIES
+        found = {Capability.CANCEL, Capability.COMPARE}
+        if self.latest_version is not None:
+            found.add(Capability.LATEST_VERSION)
+        if self.required_checks is not None:
+            found.add(Capability.CHECKS)
+        return frozenset(found)
 
     @property
     def label(self) -> str:
@@ -130,6 +137,18 @@ class GitHubActionsConfig(ProviderConfig):
         if parsed.query or parsed.fragment:
             raise ValueError("base_url must not have a ?query or #fragment")
         return value.rstrip("/")
+
+    @field_validator("required_checks")
+    @classmethod
+    def _check_names(cls, value: list[str] | str | None) -> list[str] | str | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("name at least one check, or `all`; leave it out for no gate")
+            if any(not name.strip() for name in value):
+                raise ValueError("a check's name must not be empty")
+            if len(set(value)) != len(value):
+                raise ValueError("a check is named twice")
+        return value
 
     @model_validator(mode="after")
     def _inputs(self) -> GitHubActionsConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from integrations.base import Commit, Comparison, RunState
+from integrations.base import CheckResult, CheckState, Commit, Comparison, RunState
 
 _ENDED = {"success": "succeeded", "failure": "failed", "cancelled": "was cancelled",
           "timed_out": "timed out", "startup_failure": "could not start",
@@ -96,3 +96,53 @@ def comparison(data: dict[str, Any]) -> Comparison:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+# What branch protection counts as passed: https://docs.github.com/rest/checks/runs
+_CHECK_PASSED = ("success", "neutral", "skipped")
+
+
+def check_results(check_runs: dict[str, Any], combined: dict[str, Any]) -> list[CheckResult]:
+    """Every check run (the newest per name) and commit status of a commit, as results."""
+    found: dict[str, tuple[int, CheckResult]] = {}
+    for run in check_runs.get("check_runs") or []:
+        if not isinstance(run, dict) or not run.get("name"):
+            continue
+        status, conclusion = run.get("status"), run.get("conclusion")
+        if status != "completed":
+            state, detail = CheckState.PENDING, str(status or "queued").replace("_", " ")
+        elif conclusion in _CHECK_PASSED:
+            state, detail = CheckState.PASSED, str(conclusion)
+        else:
+            state, detail = CheckState.FAILED, str(conclusion or "failed").replace("_", " ")
+        url = run.get("html_url") or run.get("details_url")
+        run_id = run["id"] if isinstance(run.get("id"), int) else 0
+        name = str(run["name"])
+        if name not in found or found[name][0] < run_id:  # a re-run: the newest counts
+            found[name] = (run_id, CheckResult(name=name, state=state, detail=detail,
+                                               url=url if isinstance(url, str) else None))
+    for status in combined.get("statuses") or []:  # the latest per context, says GitHub
+        if not isinstance(status, dict) or not status.get("context"):
+            continue
+        said = str(status.get("state") or "pending")
+        state = CheckState.PASSED if said == "success" else \
+            CheckState.PENDING if said == "pending" else CheckState.FAILED
+        url = status.get("target_url")
+        name = str(status["context"])
+        if name not in found:
+            found[name] = (0, CheckResult(name=name, state=state, detail=said,
+                                          url=url if isinstance(url, str) else None))
+    return [result for _, result in found.values()]
+
+
+def required_results(results: list[CheckResult], required: list[str] | str, ref: str
+                     ) -> list[CheckResult]:
+    """The results the gate looks at: the named ones (a missing one is PENDING), or with
+    ``all`` every one reported (none at all is PENDING: nothing has checked it yet)."""
+    if required == "all":
+        return results or [CheckResult(name="any check", state=CheckState.PENDING,
+                                       detail=f"none has reported on {ref}")]
+    by_name = {r.name: r for r in results}
+    return [by_name.get(name) or CheckResult(name=name, state=CheckState.PENDING,
+                                             detail="not reported")
+            for name in required]

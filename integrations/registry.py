@@ -76,8 +76,9 @@ def _github(config: GitHubActionsConfig, ctx: ProviderContext) -> GitHubActionsP
 
 
 def _github_ci(config: GitHubActionsConfig, ctx: ProviderContext) -> CIBundle:
-    provider = _github(config, ctx)
-    return CIBundle(provider, changes=provider)  # the repository it builds: compare
+    provider = _github(config, ctx)  # the repository it builds: compare, and its checks
+    checks = provider if Capability.CHECKS in config.capabilities() else None
+    return CIBundle(provider, changes=provider, checks=checks)
 
 
 def _github_deploy(config: GitHubActionsConfig, ctx: ProviderContext) -> DeployBundle:

@@ -69,6 +69,11 @@ class FakeGitHub:
     # what compare answers from; a tag or SHA names a commit by ``commit_names``.
     history: list[tuple[str, str, str | None]] = field(default_factory=list)
     commit_names: dict[str, str] = field(default_factory=dict)  # tag -> sha
+    # Every commit's checks: check runs (name, status, conclusion) and commit statuses
+    # (context, state), as "List check runs for a Git reference" and "Get the combined
+    # status for a specific reference" answer them.
+    check_runs: list[tuple[str, str, str | None]] = field(default_factory=list)
+    statuses: list[tuple[str, str]] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
     faults: list[httpx.Response | Exception] = field(default_factory=list)
 
@@ -145,6 +150,10 @@ class FakeGitHub:
                 return self._get(run_id, self._cancel)
             case "GET", ["tags"]:
                 return httpx.Response(200, json=[self._tag(name) for name in self.tags])
+            case "GET", ["commits", *ref, "check-runs"]:
+                return httpx.Response(200, json=self._check_runs("/".join(ref)))
+            case "GET", ["commits", *ref, "status"]:
+                return httpx.Response(200, json=self._combined("/".join(ref)))
             case "GET", ["compare", basehead]:
                 return self._compare(basehead, request.url.params)
         return _not_found()
@@ -225,6 +234,32 @@ class FakeGitHub:
                     step["conclusion"] = "failure"
                 elif step["number"] > 7:
                     step["conclusion"] = "skipped"
+        return dict(data)
+
+    def _check_runs(self, ref: str) -> dict[str, Any]:
+        template = fixture("check_runs.json")["check_runs"][0]
+        runs = []
+        for number, (name, status, conclusion) in enumerate(self.check_runs, start=1):
+            run = json.loads(json.dumps(template).replace("github/hello-world", self.repo)
+                             .replace("/runs/4", f"/runs/{number}")
+                             .replace("/check-runs/4", f"/check-runs/{number}"))
+            run.update(id=number, name=name, status=status, conclusion=conclusion,
+                       head_sha=self.commit_names.get(ref, ref),
+                       completed_at=run["completed_at"] if status == "completed" else None)
+            runs.append(run)
+        return {"total_count": len(runs), "check_runs": runs}
+
+    def _combined(self, ref: str) -> dict[str, Any]:
+        data = fixture("combined_status.json")
+        template = data["statuses"][0]
+        data["statuses"] = [{**template, "id": number, "context": context, "state": state,
+                             "target_url": f"https://ci.example.com/{number}/output",
+                             "description": f"{context}: {state}"}
+                            for number, (context, state) in enumerate(self.statuses, start=1)]
+        said = {state for _, state in self.statuses}
+        data.update(total_count=len(self.statuses), sha=self.commit_names.get(ref, ref),
+                    state="failure" if said & {"failure", "error"} else
+                    "pending" if "pending" in said or not said else "success")
         return dict(data)
 
     def add_commits(self, *messages: str, author: str | None = "octocat",

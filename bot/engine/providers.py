@@ -9,6 +9,7 @@ from bot.config import ShipbotConfig
 from bot.store.models import Deployment
 from integrations.base import (
     ChangeSource,
+    CheckSource,
     CIProvider,
     DeployTarget,
     HealthTarget,
@@ -35,6 +36,7 @@ class ServiceProviders:
     health: HealthTarget | None = None
     rollback: RollbackTarget | None = None
     changes: ChangeSource | None = None  # the CI's repository: commits between versions
+    checks: CheckSource | None = None  # the CI's required checks: the quality gate
 
     def need_traffic(self) -> TrafficTarget:
         """The traffic capability; config check refuses canary/blue-green without it, so
@@ -58,6 +60,7 @@ def build_providers(config: ShipbotConfig, ctx: ProviderContext
         ci = build_ci(svc.ci, ctx) if svc.ci else None
         result[name] = ServiceProviders(
             ci=ci.ci if ci else None, changes=ci.changes if ci else None,
+            checks=ci.checks if ci else None,
             target=deploy.target, traffic=deploy.traffic, health=deploy.health,
             rollback=deploy.rollback,
             ci_timeout=(svc.ci.timeout_seconds if svc.ci else 0) + STEP_GRACE_SECONDS,
