@@ -32,6 +32,7 @@ from integrations.base import (
 )
 from integrations.command_templates import render, run_id_for
 from integrations.github_actions_config import GitHubActionsConfig
+from integrations.github_auth import GitHubCredentials
 from integrations.github_runs import (
     check_results,
     comparison,
@@ -43,7 +44,6 @@ from integrations.github_runs import (
 from integrations.http import HttpOptions, Rejected, new_client, raise_for_status, send
 
 PROVIDER = "github_actions"
-API_VERSION = "2022-11-28"
 LOOKBACK_SECONDS = 24 * 3600  # how far back a repeated start looks for its run
 COMPARE_PAGE = 100  # commits asked for in one compare (the oldest first)
 MAX_REMEMBERED = 1000  # correlation ids -> run ids kept in memory (found again if dropped)
@@ -59,6 +59,9 @@ class GitHubActionsProvider:
                  clock: Callable[[], float] = time.time) -> None:
         self._config, self._options = config, options or HttpOptions()
         self._environ, self._clock = environ, clock
+        self._credentials = GitHubCredentials(
+            config, PROVIDER, environ=environ, options=self._options, clock=clock,
+            request_timeout_seconds=config.request_timeout_seconds)
         self._found: dict[str, int] = {}  # correlation id -> run id, once seen
         # engine run id -> (first poll, last fetch, what it said): the polling backoff
         self._polled: dict[str, tuple[float, float, RunStatus | None]] = {}
@@ -67,24 +70,17 @@ class GitHubActionsProvider:
 
     # -- the calls -------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        token = self._environ.get(self._config.token_env)
-        if not token:
-            raise IntegrationError(
-                f"the environment variable {self._config.token_env} (token_env) is not set: "
-                f"the github_actions provider needs a token for {self._config.repository}")
-        return {"Accept": "application/vnd.github+json", "Authorization": f"Bearer {token}",
-                "X-GitHub-Api-Version": API_VERSION, "User-Agent": "shipbot"}
-
     async def _call(self, method: str, path: str, missing: str, **kwargs: Any
                     ) -> httpx.Response:
         config = self._config
-        async with new_client(PROVIDER, config.base_url, headers=self._headers(),
+        headers = await self._credentials.headers(
+            f"the github_actions provider for {config.repository}")
+        async with new_client(PROVIDER, config.base_url, headers=headers,
                               timeout_seconds=config.request_timeout_seconds,
                               options=self._options) as client:
             response = await send(client, PROVIDER, config.label, self._options, method,
                                   config.base_url + path, **kwargs)
-        raise_for_status(response, label=config.label, token_env=config.token_env,
+        raise_for_status(response, label=config.label, token_env=config.check_hint(),
                          missing=missing, now=self._clock)
         return response
 

@@ -12,7 +12,9 @@ loopback for a whole bot.
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -74,6 +76,11 @@ class FakeGitHub:
     # status for a specific reference" answer them.
     check_runs: list[tuple[str, str, str | None]] = field(default_factory=list)
     statuses: list[tuple[str, str]] = field(default_factory=list)
+    # A GitHub App: its id, its installation, its public key (n, e) to verify JWTs with;
+    # installation tokens it issued (token -> expiry) are accepted like ``token``.
+    github_app: tuple[int, int, tuple[int, int]] | None = None
+    issued: dict[str, float] = field(default_factory=dict)
+    jwts: list[dict[str, Any]] = field(default_factory=list)  # the claims it verified
     requests: list[httpx.Request] = field(default_factory=list)
     faults: list[httpx.Response | Exception] = field(default_factory=list)
 
@@ -130,7 +137,9 @@ class FakeGitHub:
             if isinstance(fault, Exception):
                 raise fault
             return fault
-        if request.headers.get("authorization") != f"Bearer {self.token}":
+        if request.url.path.startswith("/app/installations/"):
+            return self._installation_token(request)
+        if not self._authorized(request.headers.get("authorization", "")):
             return httpx.Response(401, json=fixture("error_bad_credentials.json"))
         prefix = f"/repos/{self.repo}"
         path = request.url.path
@@ -236,6 +245,52 @@ class FakeGitHub:
                     step["conclusion"] = "skipped"
         return dict(data)
 
+    def _authorized(self, header: str) -> bool:
+        token = header.removeprefix("Bearer ")
+        return token == self.token or self.issued.get(token, 0) > self.clock()
+
+    def _installation_token(self, request: httpx.Request) -> httpx.Response:
+        """POST /app/installations/{id}/access_tokens, authenticated by the App's JWT."""
+        claims = self._verified_jwt(request.headers.get("authorization", ""))
+        if self.github_app is None or claims is None or request.method != "POST":
+            return httpx.Response(401, json={
+                "message": "A JSON web token could not be decoded",
+                "documentation_url": "https://docs.github.com/rest"})
+        app_id, installation, _ = self.github_app
+        if request.url.path != f"/app/installations/{installation}/access_tokens":
+            return _not_found()
+        now = self.clock()
+        if claims.get("iss") != str(app_id) or not claims["iat"] <= now < claims["exp"] or \
+                claims["exp"] - claims["iat"] > 600:
+            return httpx.Response(401, json={
+                "message": "'Expiration time' claim ('exp') is too far in the future",
+                "documentation_url": "https://docs.github.com/rest"})
+        self.jwts.append(claims)
+        token = f"ghs_{len(self.issued) + 1:036d}"
+        self.issued[token] = now + 3600
+        data = fixture("installation_token.json")
+        data.update(token=token, expires_at=iso(now + 3600),
+                    repositories=[{**data["repositories"][0], "full_name": self.repo}])
+        return httpx.Response(201, json=data)
+
+    def _verified_jwt(self, header: str) -> dict[str, Any] | None:
+        if self.github_app is None or not header.startswith("Bearer "):
+            return None
+        n, e = self.github_app[2]
+        try:
+            head, body, signature = header.removeprefix("Bearer ").split(".")
+            raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+            size = (n.bit_length() + 7) // 8
+            em = pow(int.from_bytes(raw, "big"), e, n).to_bytes(size, "big")
+            digest = hashlib.sha256(f"{head}.{body}".encode()).digest()
+            expected = (b"\x00\x01" + b"\xff" * (size - 54) + b"\x00"
+                        + bytes.fromhex("3031300d060960864801650304020105000420") + digest)
+            if em != expected or json.loads(_unb64(head)) != {"alg": "RS256", "typ": "JWT"}:
+                return None
+            return dict(json.loads(_unb64(body)))
+        except (ValueError, OverflowError):
+            return None
+
     def _check_runs(self, ref: str) -> dict[str, Any]:
         template = fixture("check_runs.json")["check_runs"][0]
         runs = []
@@ -327,6 +382,10 @@ class FakeGitHub:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", serve)
         return app
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _error(status: int, message: str) -> httpx.Response:

@@ -37,7 +37,7 @@ def problems(data: dict[str, Any]) -> list[str]:
 def test_the_registry_declares_roles_and_capabilities() -> None:
     assert {name: (e.roles, sorted(e.capabilities)) for name, e in REGISTRY.items()} == {
         "command": (("ci", "deploy"), sorted(Capability)),
-        "github_actions": (("ci", "deploy"), ["cancel", "compare", "latest_version"]),
+        "github_actions": (("ci", "deploy"), ["cancel", "checks", "compare", "latest_version"]),
     }
 
 
