@@ -151,6 +151,41 @@ class CheckSource(Protocol):
         ...
 
 
+class MirrorState(StrEnum):
+    """A deployment's state as GitHub's deployment statuses name them."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+    INACTIVE = "inactive"
+
+
+class MirrorUpdate(BaseModel):
+    """One state change of a Shipbot deployment, for a system that mirrors deployments."""
+
+    key: str = Field(description="unique per Shipbot deployment: finds the mirror's "
+                     "deployment again after a crash")
+    deployment_id: int
+    service: str
+    env: str
+    version: str
+    state: MirrorState
+    description: str = ""
+    log_url: str | None = None  # the Slack thread
+    mirror_id: str | None = None  # the mirror's deployment, once created
+
+
+class DeploymentMirror(Protocol):
+    """Tells another system (GitHub's Environments page) what Shipbot deploys."""
+
+    async def report(self, update: MirrorUpdate) -> str:
+        """Record ``update`` there, creating (or finding, by ``key``) the mirror's
+        deployment when ``mirror_id`` is None; return the mirror's deployment id."""
+        ...
+
+
 class CIProvider(Protocol):
     """Builds a version (or checks that it was built) before it is deployed."""
 

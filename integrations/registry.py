@@ -20,11 +20,13 @@ from integrations.base import (
     Capability,
     CIBundle,
     DeployBundle,
+    DeploymentMirror,
     ProviderConfig,
 )
 from integrations.command import CommandConfig, CommandProvider
 from integrations.github_actions import GitHubActionsProvider
 from integrations.github_actions_config import GitHubActionsConfig
+from integrations.github_deployments import GitHubDeployments, GitHubDeploymentsConfig
 from integrations.http import HttpOptions
 
 Role = Literal["ci", "deploy"]
@@ -124,3 +126,8 @@ def build_deploy(config: ProviderConfig, ctx: ProviderContext) -> DeployBundle:
     factory = _entry(config, "deploy").deploy
     assert factory is not None
     return factory(config, ctx)
+
+
+def build_mirror(config: GitHubDeploymentsConfig, ctx: ProviderContext) -> DeploymentMirror:
+    """The deployments mirror a service's ``github_deployments`` stanza describes."""
+    return GitHubDeployments(config, options=ctx.http, environ=ctx.environ)

@@ -81,6 +81,10 @@ class FakeGitHub:
     github_app: tuple[int, int, tuple[int, int]] | None = None
     issued: dict[str, float] = field(default_factory=dict)
     jwts: list[dict[str, Any]] = field(default_factory=list)  # the claims it verified
+    # Deployments (id -> the created deployment's JSON) and each one's statuses, in order.
+    deployments: dict[int, dict[str, Any]] = field(default_factory=dict)
+    deployment_statuses: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    deployments_down: bool = False  # the Deployments API answers 502 (the rest works)
     requests: list[httpx.Request] = field(default_factory=list)
     faults: list[httpx.Response | Exception] = field(default_factory=list)
 
@@ -146,6 +150,8 @@ class FakeGitHub:
         if not path.startswith(prefix + "/"):
             return _not_found()
         parts = path[len(prefix) + 1:].split("/")
+        if self.deployments_down and parts[0] == "deployments":
+            return _error(502, "Server Error")
         match request.method, parts:
             case "POST", ["actions", "workflows", workflow, "dispatches"]:
                 return self._dispatch(workflow, json.loads(request.content))
@@ -163,6 +169,12 @@ class FakeGitHub:
                 return httpx.Response(200, json=self._check_runs("/".join(ref)))
             case "GET", ["commits", *ref, "status"]:
                 return httpx.Response(200, json=self._combined("/".join(ref)))
+            case "POST", ["deployments"]:
+                return self._create_deployment(json.loads(request.content))
+            case "GET", ["deployments"]:
+                return self._list_deployments(request.url.params)
+            case "POST", ["deployments", deployment_id, "statuses"]:
+                return self._deployment_status(deployment_id, json.loads(request.content))
             case "GET", ["compare", basehead]:
                 return self._compare(basehead, request.url.params)
         return _not_found()
@@ -290,6 +302,62 @@ class FakeGitHub:
             return dict(json.loads(_unb64(body)))
         except (ValueError, OverflowError):
             return None
+
+    def states(self, deployment_id: int) -> list[str]:
+        """The states a deployment's statuses went through."""
+        return [s["state"] for s in self.deployment_statuses.get(deployment_id, [])]
+
+    def _create_deployment(self, body: dict[str, Any]) -> httpx.Response:
+        if not isinstance(body.get("ref"), str) or not body["ref"]:
+            return _error(422, "Invalid request.\n\n\"ref\" wasn't supplied.")
+        number = len(self.deployments) + 1
+        data = json.loads(json.dumps(fixture("deployment.json"))
+                          .replace("octocat/example", self.repo)
+                          .replace("/deployments/1/", f"/deployments/{number}/")
+                          .replace("/deployments/1\"", f"/deployments/{number}\""))
+        environment = body.get("environment", "production")
+        data.update(id=number, ref=body["ref"], sha=self.commit_names.get(body["ref"],
+                                                                           data["sha"]),
+                    task=body.get("task", "deploy"), payload=body.get("payload", {}),
+                    environment=environment, original_environment=environment,
+                    description=body.get("description"),
+                    created_at=iso(self.clock()), updated_at=iso(self.clock()),
+                    production_environment=environment == "production")
+        self.deployments[number] = data
+        self.deployment_statuses[number] = []
+        return httpx.Response(201, json=data)
+
+    def _list_deployments(self, params: httpx.QueryParams) -> httpx.Response:
+        found = [d for d in self.deployments.values()
+                 if all(params.get(key) in (None, d[key]) for key in ("environment", "ref"))]
+        return httpx.Response(200, json=sorted(found, key=lambda d: -d["id"]))
+
+    def _deployment_status(self, deployment_id: str, body: dict[str, Any]) -> httpx.Response:
+        number = int(deployment_id) if deployment_id.isdigit() else 0
+        deployment = self.deployments.get(number)
+        if deployment is None:
+            return _not_found()
+        allowed = {"error", "failure", "inactive", "in_progress", "queued", "pending", "success"}
+        if body.get("state") not in allowed:
+            return _error(422, "Invalid request.\n\nstate is not included in the list.")
+        status = json.loads(json.dumps(fixture("deployment_status.json"))
+                            .replace("octocat/example", self.repo)
+                            .replace("/deployments/42", f"/deployments/{number}"))
+        status.update(id=sum(map(len, self.deployment_statuses.values())) + 1,
+                      state=body["state"], description=body.get("description", ""),
+                      environment=body.get("environment", deployment["environment"]),
+                      log_url=body.get("log_url", ""), target_url=body.get("log_url", ""),
+                      environment_url=body.get("environment_url", ""),
+                      created_at=iso(self.clock()), updated_at=iso(self.clock()))
+        self.deployment_statuses[number].append(status)
+        if body["state"] == "success" and body.get("auto_inactive", True):
+            for other, earlier in self.deployments.items():  # what GitHub does itself
+                states = self.states(other)
+                if other != number and earlier["environment"] == deployment["environment"] \
+                        and states and states[-1] == "success":
+                    self.deployment_statuses[other].append(
+                        {**status, "state": "inactive", "description": "superseded"})
+        return httpx.Response(201, json=status)
 
     def _check_runs(self, ref: str) -> dict[str, Any]:
         template = fixture("check_runs.json")["check_runs"][0]
