@@ -310,6 +310,8 @@ class FakeGitHub:
     def _create_deployment(self, body: dict[str, Any]) -> httpx.Response:
         if not isinstance(body.get("ref"), str) or not body["ref"]:
             return _error(422, "Invalid request.\n\n\"ref\" wasn't supplied.")
+        if body["ref"].startswith("noref"):  # a version that is no tag, branch or SHA
+            return _error(422, f"No ref found for: {body['ref']}")
         number = len(self.deployments) + 1
         data = json.loads(json.dumps(fixture("deployment.json"))
                           .replace("octocat/example", self.repo)

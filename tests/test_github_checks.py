@@ -135,8 +135,8 @@ async def test_deploy_of_a_commit_with_a_failing_check_is_refused_and_nothing_ru
     replies = await eventually(lambda: _replies(bot, 1))
     assert replies[-1]["text"] == (
         ":no_entry: *`v1.4.2` has not passed its required checks: `test` failed (failure).* "
-        "Nothing was deployed; staging still runs what it ran. To deploy, fix what failed "
-        "and push a new version, then `/deploy api staging v1.4.2` again.")
+        "Nothing was deployed and staging was not touched. To deploy, fix what failed and "
+        "push a new version, then `/deploy api staging v1.4.2` again.")
     assert "https://github.com/acme/api/runs/1" in json.dumps(replies[-1]["blocks"])
 
 

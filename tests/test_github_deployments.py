@@ -246,3 +246,20 @@ async def test_an_unmirrored_service_writes_no_mirror_rows(
     await bot.driver.command("api staging v1.4.2")
     await finished(bot)
     assert await mirror_rows(bot) == [] and gh.deployments == {}
+
+
+async def test_a_version_github_does_not_know_is_given_up_at_once(
+        make_bot, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
+    gh, base_url = github
+    bot = await make_bot(mirrored_config(tmp_path, base_url))
+    await bot.driver.command("api staging noref-1")
+    [dep] = await finished(bot)
+    assert dep.state == "succeeded", dep.detail
+
+    async def given_up() -> list[MirrorEvent] | None:
+        rows = await mirror_rows(bot)
+        return rows if len(rows) == 3 and all(r.delivered_at for r in rows) else None
+    rows = await eventually(given_up)
+    assert {r.last_error for r in rows} == {"gave up: GitHub at 127.0.0.1 refused the request "
+                                            "(HTTP 422): No ref found for: noref-1"}
+    assert gh.deployments == {}

@@ -4,8 +4,9 @@ GitHub, and GitHub being down only delays its statuses.
 
 Each deployment's rows go in order (a later status waits for an earlier one); a failed
 call is retried with backoff (as long as a rate limit asks), and a row is given up only
-after ``GIVE_UP_AFTER`` (logged). The first status waits a little for the Slack card to
-be posted, so that it links the thread (``log_url``).
+after ``GIVE_UP_AFTER``, or at once when GitHub refuses it (422: the version is no ref
+in the repository), logged and kept with its error. The first status waits a little for
+the Slack card to be posted, so that it links the thread (``log_url``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bot.store.db import Sessions
 from bot.store.models import Deployment, MirrorEvent
 from bot.store.writers import WriterQueue
 from integrations.base import IntegrationError, MirrorState, MirrorUpdate, RateLimited
+from integrations.http import Rejected
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 1.0
@@ -109,7 +111,8 @@ class MirrorDelivery:
     async def _failed(self, row: MirrorEvent, exc: Exception) -> None:
         clock_now = self.clock()
         reason = str(exc) if isinstance(exc, IntegrationError) else type(exc).__name__
-        if clock_now - as_utc(row.created_at) > GIVE_UP_AFTER:
+        if isinstance(exc, Rejected) or clock_now - as_utc(row.created_at) > GIVE_UP_AFTER:
+            # 422 and the like (a version that is no ref in the repository) never pass
             log.error("deployment %s: gave up mirroring %s: %s", row.deployment_id, row.state,
                       reason)
             await self._done(row, error=f"gave up: {reason}")

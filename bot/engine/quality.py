@@ -37,7 +37,7 @@ async def passed(ctx: StepContext, dep: Deployment) -> bool:
     what_to_do = "fix what failed and push a new version" if failed else \
         "wait for the pending checks to pass"
     note(ctx.session, dep,
-         f":no_entry: *{reason}* Nothing was deployed; {dep.env} still runs what it ran. "
+         f":no_entry: *{reason}* Nothing was deployed and {dep.env} was not touched. "
          f"To deploy, {what_to_do}, then `/deploy {dep.service} {dep.env} "
          f"{escape(dep.version)}` again.", now=ctx.now, link=link)
     return False
