@@ -143,10 +143,14 @@ class ShipbotConfig(BaseModel):
     def _strategies_are_possible(self) -> ShipbotConfig:
         """Canary and blue-green need a target that splits traffic, analysis a provider."""
         for name, svc in self.services.items():
-            for env in svc.strategies:
-                if env not in self.environments:
-                    raise ValueError(f"services.{name}.strategies: unknown environment '{env}'"
-                                     f"{_suggest(env, self.environments)}")
+            mirrored = svc.github_deployments.environment_urls if svc.github_deployments \
+                else {}
+            for where, envs in (("strategies", svc.strategies),
+                                ("github_deployments.environment_urls", mirrored)):
+                for env in envs:
+                    if env not in self.environments:
+                        raise ValueError(f"services.{name}.{where}: unknown environment "
+                                         f"'{env}'{_suggest(env, self.environments)}")
             for where, strategy in [("strategy", svc.strategy)] + [
                     (f"strategies.{e}", s) for e, s in svc.strategies.items()]:
                 if strategy.kind != "rolling" and \

@@ -142,6 +142,8 @@ def test_an_empty_stanza_borrows_the_ci_repository_and_token() -> None:
     ({"repository": "acme/api", "token": "ghp_x"}, "never write the token in shipbot.yml"),
     ({"repository": "acme/api", "environment_urls": {"staging": "ftp://x"}},
      "url must be http:// or https://"),
+    ({"repository": "acme/api", "environment_urls": {"stagin": "https://x.dev"}},
+     "services.api.github_deployments.environment_urls: unknown environment 'stagin'"),
 ])
 def test_a_wrong_stanza_says_what_to_fix(stanza: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError) as caught:
