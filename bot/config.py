@@ -18,6 +18,8 @@ from bot.config_alerts import AlertsConfig, AutoRollbackConfig
 from bot.config_delivery import StrategyConfig
 from bot.config_policy import ApprovalConfig, FreezeWindowConfig, Roles
 from integrations.base import Capability
+from integrations.github_actions_config import GitHubActionsConfig
+from integrations.github_deployments import GitHubDeploymentsConfig, lent_by_ci
 from integrations.prometheus import PrometheusConfig
 from integrations.registry import PROVIDERS, CIConfig, DeployConfig
 
@@ -77,6 +79,21 @@ class ServiceConfig(BaseModel):
     auto_rollback: AutoRollbackConfig | None = Field(
         default=None, description="Roll back without a click when these alerts fire soon "
                                   "after a deploy")
+    github_deployments: GitHubDeploymentsConfig | None = Field(
+        default=None, description="Mirror each deployment as a GitHub Deployment (the "
+                                  "repository's Environments page); `{}` uses the CI's "
+                                  "repository and token")
+
+    @model_validator(mode="after")
+    def _mirror_repository(self) -> ServiceConfig:
+        if self.github_deployments is not None:
+            ci = self.ci if isinstance(self.ci, GitHubActionsConfig) else None
+            try:
+                self.github_deployments = lent_by_ci(
+                    self.github_deployments, ci, ci.repository if ci else None)
+            except ValueError as exc:
+                raise ValueError(f"github_deployments: {exc}") from None
+        return self
 
     @field_validator("channel")
     @classmethod
@@ -134,10 +151,14 @@ class ShipbotConfig(BaseModel):
     def _strategies_are_possible(self) -> ShipbotConfig:
         """Canary and blue-green need a target that splits traffic, analysis a provider."""
         for name, svc in self.services.items():
-            for env in svc.strategies:
-                if env not in self.environments:
-                    raise ValueError(f"services.{name}.strategies: unknown environment '{env}'"
-                                     f"{_suggest(env, self.environments)}")
+            mirrored = svc.github_deployments.environment_urls if svc.github_deployments \
+                else {}
+            for where, envs in (("strategies", svc.strategies),
+                                ("github_deployments.environment_urls", mirrored)):
+                for env in envs:
+                    if env not in self.environments:
+                        raise ValueError(f"services.{name}.{where}: unknown environment "
+                                         f"'{env}'{_suggest(env, self.environments)}")
             for where, strategy in [("strategy", svc.strategy)] + [
                     (f"strategies.{e}", s) for e, s in svc.strategies.items()]:
                 if strategy.kind != "rolling" and \

@@ -3,11 +3,12 @@
 A ``Redactor`` replaces secrets with ``[redacted]``: the values of the bot's own secret
 settings (tokens, signing secret, the password inside ``DATABASE_URL``), the values of
 every environment variable the config marks secret (``secret_env``, ``bearer_token_env``,
-``token_env``, ``trigger_token_env``), and well-known token shapes wherever they come from
-(a build log, an error message, a reason someone pasted). One instance is built per bot
-from its settings and config and shared by the exits: the Slack Web API client, Bolt's ack
-bodies, the audit trail and the log handlers. Structure is never touched: dict keys, list
-shapes and non-strings stay as they are, so redacted Block Kit is still valid Block Kit.
+``token_env``, ``trigger_token_env``, ``private_key_env``: a key's lines one by one
+too), and well-known token shapes wherever they come from (a build log, an error message,
+a reason someone pasted). One instance is built per bot from its settings and config and
+shared by the exits: the Slack Web API client, Bolt's ack bodies, the audit trail and the
+log handlers. Structure is never touched: dict keys, list shapes and non-strings stay as
+they are, so redacted Block Kit is still valid Block Kit.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ SECRET_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN",
                    "SHIPBOT_WEBHOOK_TOKEN")
 # Config fields whose value names environment variables holding secrets.
 SECRET_ENV_FIELDS = ("secret_env", "bearer_token_env", "token_env",
-                     "trigger_token_env")
+                     "trigger_token_env", "private_key_env")
 
 _KEY_BLOCK = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
 _KEY_END = r"-----END [A-Z0-9 ]*PRIVATE KEY-----"
@@ -81,7 +82,10 @@ class Redactor:
                  if (v := getattr(settings, name)) is not None]
         found += database_password(settings.DATABASE_URL)
         names = secret_env_names(config) if config is not None else set()
-        found += [environ[name] for name in sorted(names) if environ.get(name)]
+        for name in sorted(names):
+            value = environ.get(name)
+            if value:
+                found += [value, *_secret_lines(value)]
         return cls(found)
 
     def text(self, text: str) -> str:
@@ -126,6 +130,16 @@ class Redactor:
         return {k: v if k in _CREDENTIAL_ARGS else self._value(v) for k, v in args.items()}
 
 
+def _secret_lines(value: str) -> list[str]:
+    """A multi-line secret's lines (a PEM key's base64, its newlines real or written
+    out as backslash-n), so that a line quoted alone is redacted too; the BEGIN/END
+    markers are no secret."""
+    lines = value.replace("\\n", "\n").splitlines()
+    if len(lines) < 2:
+        return []
+    return [line.strip() for line in lines if not line.strip().startswith("-----")]
+
+
 def _keep_key(match: re.Match[str]) -> str:
     quote_mark = match.group("q") or ""
     return f"{match.group('key')}{quote_mark}{REDACTED}{quote_mark}"
@@ -143,9 +157,9 @@ def database_password(url: str) -> list[str]:
 
 
 def secret_env_names(config: BaseModel) -> set[str]:
-    """Every env var name in a ``secret_env``, ``bearer_token_env`` or ``token_env`` field,
-    anywhere in the config tree, so a new provider with such a field is covered without a
-    change here."""
+    """Every env var name in a ``secret_env``, ``bearer_token_env``, ``token_env`` or
+    ``private_key_env`` field, anywhere in the config tree, so a new provider with such a
+    field is covered without a change here."""
     names: set[str] = set()
     stack: list[Any] = [config]
     while stack:

@@ -29,6 +29,7 @@ from bot.engine.controls import ControlService
 from bot.engine.deploys import DeployService
 from bot.engine.guards import GuardService
 from bot.engine.inbox import Inbox
+from bot.engine.mirror_delivery import MirrorDelivery
 from bot.engine.policy import Policy
 from bot.engine.providers import build_providers
 from bot.engine.replicas import Heartbeat
@@ -61,14 +62,17 @@ class Shipbot:
         # The one redaction step: Slack calls and acks, the audit trail and the log handlers.
         self.redactor = Redactor.for_bot(settings, config, os.environ)
         self.db = create_engine(settings.DATABASE_URL)
-        self.sessions = session_factory(self.db, self.redactor)
+        self.providers = build_providers(config, ProviderContext(
+            state_dir=settings.SHIPBOT_STATE_DIR,
+            http=HttpOptions(observe=self.metrics.count_provider_request)))
+        # Sessions know the mirrored services: their state changes queue MirrorEvents.
+        self.sessions = session_factory(self.db, self.redactor, frozenset(
+            name for name, p in self.providers.items() if p.mirror is not None))
         self.writers, self.urgency = WriterQueue(settings.DATABASE_URL), Urgency()
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL,
                                        self.redactor)
-        self.providers = build_providers(config, ProviderContext(
-            state_dir=settings.SHIPBOT_STATE_DIR,
-            http=HttpOptions(observe=self.metrics.count_provider_request)))
+        self.mirrors = MirrorDelivery(self.sessions, self.providers, clock, self.writers)
         self.directory = SlackDirectory(self.client)
         self.policy = Policy(config, self.directory)
         self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy,
@@ -84,7 +88,7 @@ class Shipbot:
         self.runner = Runner(
             self.sessions, self.providers, clock, self.metrics, self.policy,
             owner=owner,
-            poll_seconds=config.poll_interval_seconds, on_change=self.notifier.kick,
+            poll_seconds=config.poll_interval_seconds, on_change=self._changed,
             metrics_provider=PrometheusProvider(config.metrics) if config.metrics else None,
             writers=self.writers, lease=lease,
         )
@@ -131,6 +135,8 @@ class Shipbot:
         self._every(3600, "inbox-prune", self.inbox.prune)
         self.scheduler.start()
         self._spawn(self.notifier.run_forever())
+        if self.mirrors.enabled:
+            self._spawn(self.mirrors.run_forever())
         self._spawn(self._drain_inbox())
         self.wake()
 
@@ -176,6 +182,12 @@ class Shipbot:
         """New work was recorded: advance it now instead of at the next tick."""
         self._spawn(self.runner.tick())
         self.notifier.kick()
+        self.mirrors.kick()
+
+    def _changed(self) -> None:
+        """The runner moved something on: messages and mirror statuses to deliver."""
+        self.notifier.kick()
+        self.mirrors.kick()
 
     def advance_first(self) -> None:
         """A rollback was recorded: reach the deploy target before posting about it (the

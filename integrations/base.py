@@ -41,6 +41,7 @@ class Capability(StrEnum):
     ROLLBACK = "rollback"  # a native undo
     LATEST_VERSION = "latest_version"
     COMPARE = "compare"  # the commits between two versions (changelog, max_commits)
+    CHECKS = "checks"  # a commit's required checks (the quality gate before a deploy)
 
 
 class ProviderConfig(BaseModel):
@@ -125,6 +126,66 @@ class ChangeSource(Protocol):
     async def compare(self, base: str, head: str) -> Comparison: ...
 
 
+class CheckState(StrEnum):
+    PASSED = "passed"
+    PENDING = "pending"  # queued, running, or not reported on this commit yet
+    FAILED = "failed"
+
+
+class CheckResult(BaseModel):
+    """One required check of a commit (a check run, a commit status) and where it stands."""
+
+    name: str
+    state: CheckState
+    detail: str = ""  # what the provider said: "failure", "in progress", "not reported"
+    url: str | None = None
+
+
+class CheckSource(Protocol):
+    """A CI provider that knows the repository's checks: the quality gate asks it before
+    a commit is deployed."""
+
+    async def checks(self, ref: str) -> list[CheckResult]:
+        """The required checks of ``ref`` (a SHA, tag or branch) as configured; a
+        required check that has not reported is PENDING."""
+        ...
+
+
+class MirrorState(StrEnum):
+    """A deployment's state as GitHub's deployment statuses name them."""
+
+    QUEUED = "queued"
+    IN_PROGRESS = "in_progress"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+    INACTIVE = "inactive"
+
+
+class MirrorUpdate(BaseModel):
+    """One state change of a Shipbot deployment, for a system that mirrors deployments."""
+
+    key: str = Field(description="unique per Shipbot deployment: finds the mirror's "
+                     "deployment again after a crash")
+    deployment_id: int
+    service: str
+    env: str
+    version: str
+    state: MirrorState
+    description: str = ""
+    log_url: str | None = None  # the Slack thread
+    mirror_id: str | None = None  # the mirror's deployment, once created
+
+
+class DeploymentMirror(Protocol):
+    """Tells another system (GitHub's Environments page) what Shipbot deploys."""
+
+    async def report(self, update: MirrorUpdate) -> str:
+        """Record ``update`` there, creating (or finding, by ``key``) the mirror's
+        deployment when ``mirror_id`` is None; return the mirror's deployment id."""
+        ...
+
+
 class CIProvider(Protocol):
     """Builds a version (or checks that it was built) before it is deployed."""
 
@@ -194,6 +255,7 @@ class CIBundle:
 
     ci: CIProvider
     changes: ChangeSource | None = None
+    checks: CheckSource | None = None
 
 
 class FullTarget(DeployTarget, TrafficTarget, HealthTarget, RollbackTarget, Protocol):

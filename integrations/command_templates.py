@@ -86,7 +86,8 @@ class CommandConfig(ProviderConfig):
     """One program per action; only ``argv`` (the deploy or CI build) is required."""
 
     # Errors never echo the input (ProviderConfig): env values can be secrets.
-    CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(Capability) - {Capability.COMPARE}
+    CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(Capability) - {
+        Capability.COMPARE, Capability.CHECKS}  # a program answers neither
     TURNED_ON_BY: ClassVar[dict[Capability, str]] = {
         Capability.TRAFFIC: "set_weight_argv, promote_argv and abort_argv",
         Capability.HEALTH: "health_argv", Capability.ROLLBACK: "rollback_argv",

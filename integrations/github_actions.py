@@ -15,33 +15,53 @@ import fnmatch
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
-from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
+from integrations.base import (
+    CheckResult,
+    Comparison,
+    IntegrationError,
+    JobSpec,
+    RunState,
+    RunStatus,
+)
 from integrations.command_templates import render, run_id_for
 from integrations.github_actions_config import GitHubActionsConfig
-from integrations.github_runs import describe_run, failed_job_lines, newest_tag
+from integrations.github_auth import GitHubCredentials
+from integrations.github_runs import (
+    check_results,
+    comparison,
+    describe_run,
+    failed_job_lines,
+    newest_tag,
+    required_results,
+)
 from integrations.http import HttpOptions, Rejected, new_client, raise_for_status, send
 
 PROVIDER = "github_actions"
-API_VERSION = "2022-11-28"
 LOOKBACK_SECONDS = 24 * 3600  # how far back a repeated start looks for its run
+COMPARE_PAGE = 100  # commits asked for in one compare (the oldest first)
 MAX_REMEMBERED = 1000  # correlation ids -> run ids kept in memory (found again if dropped)
 _PENDING = re.compile(r"dispatch:([A-Za-z0-9_.-]+):([0-9]+)")
 
 
 class GitHubActionsProvider:
-    """``CIProvider`` and ``DeployTarget`` (start, poll, cancel) on GitHub Actions."""
+    """``CIProvider`` and ``DeployTarget`` (start, poll, cancel) on GitHub Actions, and the
+    repository's ``ChangeSource`` (compare)."""
 
     def __init__(self, config: GitHubActionsConfig, *, options: HttpOptions | None = None,
                  environ: Mapping[str, str] = os.environ,
                  clock: Callable[[], float] = time.time) -> None:
         self._config, self._options = config, options or HttpOptions()
         self._environ, self._clock = environ, clock
+        self._credentials = GitHubCredentials(
+            config, PROVIDER, environ=environ, options=self._options, clock=clock,
+            request_timeout_seconds=config.request_timeout_seconds)
         self._found: dict[str, int] = {}  # correlation id -> run id, once seen
         # engine run id -> (first poll, last fetch, what it said): the polling backoff
         self._polled: dict[str, tuple[float, float, RunStatus | None]] = {}
@@ -50,24 +70,17 @@ class GitHubActionsProvider:
 
     # -- the calls -------------------------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        token = self._environ.get(self._config.token_env)
-        if not token:
-            raise IntegrationError(
-                f"the environment variable {self._config.token_env} (token_env) is not set: "
-                f"the github_actions provider needs a token for {self._config.repository}")
-        return {"Accept": "application/vnd.github+json", "Authorization": f"Bearer {token}",
-                "X-GitHub-Api-Version": API_VERSION, "User-Agent": "shipbot"}
-
     async def _call(self, method: str, path: str, missing: str, **kwargs: Any
                     ) -> httpx.Response:
         config = self._config
-        async with new_client(PROVIDER, config.base_url, headers=self._headers(),
+        headers = await self._credentials.headers(
+            f"the github_actions provider for {config.repository}")
+        async with new_client(PROVIDER, config.base_url, headers=headers,
                               timeout_seconds=config.request_timeout_seconds,
                               options=self._options) as client:
             response = await send(client, PROVIDER, config.label, self._options, method,
                                   config.base_url + path, **kwargs)
-        raise_for_status(response, label=config.label, token_env=config.token_env,
+        raise_for_status(response, label=config.label, token_env=config.check_hint(),
                          missing=missing, now=self._clock)
         return response
 
@@ -234,5 +247,41 @@ class GitHubActionsProvider:
             if isinstance(tags, list) else []
         return newest_tag([n for n in names if fnmatch.fnmatchcase(n, latest.tag_pattern)])
 
+    # -- CheckSource ---------------------------------------------------------------------
+
+    async def checks(self, ref: str) -> list[CheckResult]:
+        """The required check runs and commit statuses of ``ref`` (``required_checks``)."""
+        required = self._config.required_checks
+        if required is None:
+            return []
+        _check_ref(ref)
+        repo, quoted = self._config.repository, urllib.parse.quote(ref, safe="/")
+        missing = f"commit {ref} in {repo}"
+        runs = await self._object(f"/repos/{repo}/commits/{quoted}/check-runs", missing,
+                                  filter="latest", per_page="100")
+        combined = await self._object(f"/repos/{repo}/commits/{quoted}/status", missing,
+                                      per_page="100")
+        return required_results(check_results(runs, combined), required, ref)
+
+    # -- ChangeSource --------------------------------------------------------------------
+
+    async def compare(self, base: str, head: str) -> Comparison:
+        """The commits after ``base`` up to ``head`` (versions, tags, branches or SHAs):
+        the first page of them, oldest first, and how many there are in all."""
+        for ref in (base, head):
+            _check_ref(ref, "compare")
+        repo = self._config.repository
+        basehead = f"{urllib.parse.quote(base, safe='/')}...{urllib.parse.quote(head, safe='/')}"
+        data = await self._object(f"/repos/{repo}/compare/{basehead}",
+                                  f"commit {base} or {head} in {repo}",
+                                  per_page=str(COMPARE_PAGE))
+        return comparison(data)
+
     def _missing_workflow(self) -> str:
         return f"workflow {self._config.workflow} in {self._config.repository}"
+
+
+def _check_ref(ref: str, doing: str = "check") -> None:
+    """A tag, branch or SHA that can go in a URL path as it is (quoted)."""
+    if not ref or ref.startswith("/") or ".." in ref or any(c.isspace() for c in ref):
+        raise IntegrationError(f"cannot {doing} {ref[:80]!r}: not a tag, branch or commit SHA")

@@ -1,8 +1,9 @@
 """The ``github_actions`` provider's settings, checked when the config is loaded.
 
 The token is never in the config: ``token_env`` names the environment variable that
-holds it (read per request, so a rotated token needs no restart), and that variable's
-value is redacted from everything Shipbot shows.
+holds it (read per request, so a rotated token needs no restart), or a GitHub App signs
+in with the key in ``private_key_env`` (``github_auth.GitHubAccess``); those variables'
+values are redacted from everything Shipbot shows.
 """
 
 from __future__ import annotations
@@ -10,14 +11,12 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integrations.base import Capability, ProviderConfig
-from integrations.command_templates import JOB_PLACEHOLDERS, ProviderEnvName, check_placeholders
-from integrations.http_auth import check_http_url
+from integrations.command_templates import JOB_PLACEHOLDERS, check_placeholders
+from integrations.github_auth import GitHubAccess
 
-GITHUB_API = "https://api.github.com"
 _REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}")
 _WORKFLOW = re.compile(r"[0-9]+|[A-Za-z0-9._-]+\.ya?ml")
 _INPUT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
@@ -40,13 +39,14 @@ class LatestVersion(BaseModel):
         return self
 
 
-class GitHubActionsConfig(ProviderConfig):
+class GitHubActionsConfig(ProviderConfig, GitHubAccess):
     """Dispatches a workflow (``on: workflow_dispatch``) and follows the run it started."""
 
     CAPABILITIES: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.CANCEL, Capability.LATEST_VERSION})
+        {Capability.CANCEL, Capability.LATEST_VERSION, Capability.COMPARE, Capability.CHECKS})
     TURNED_ON_BY: ClassVar[dict[Capability, str]] = {
-        Capability.LATEST_VERSION: "latest_version.branch or latest_version.tag_pattern"}
+        Capability.LATEST_VERSION: "latest_version.branch or latest_version.tag_pattern",
+        Capability.CHECKS: "required_checks"}
 
     provider: Literal["github_actions"] = "github_actions"
     repository: str = Field(description="owner/name, e.g. acme/api")
@@ -61,11 +61,6 @@ class GitHubActionsConfig(ProviderConfig):
     correlation_input: str = Field(
         "shipbot_id", description="input carrying Shipbot's id for the run; the workflow's "
                                   "run-name must contain it")
-    token_env: ProviderEnvName = Field(
-        "GITHUB_TOKEN", description="NAME of the environment variable holding the token "
-                                    "(actions:write on the repository)")
-    base_url: str = Field(GITHUB_API, description="GitHub Enterprise Server: "
-                                                  "https://HOST/api/v3")
     timeout_seconds: float = Field(3600.0, gt=0, description="the whole run, queue included")
     request_timeout_seconds: float = Field(30.0, gt=0, le=300)
     max_poll_seconds: float = Field(
@@ -74,33 +69,17 @@ class GitHubActionsConfig(ProviderConfig):
     appear_within_seconds: float = Field(
         300.0, gt=0, description="a dispatch whose run does not show up by then has failed")
     latest_version: LatestVersion | None = None
+    required_checks: list[str] | Literal["all"] | None = Field(
+        None, description="the quality gate: a commit is deployed only once these check runs "
+        "or commit statuses (by name/context) passed on it; `all`: every one reported")
 
     def capabilities(self) -> frozenset[Capability]:
-        if self.latest_version is None:
-            return frozenset({Capability.CANCEL})
-        return self.CAPABILITIES
-
-    @property
-    def label(self) -> str:
-        """How messages name the server: "GitHub", or "GitHub at ghe.example.com"."""
-        return "GitHub" if self.base_url == GITHUB_API else \
-            f"GitHub at {httpx.URL(self.base_url).host}"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_token_here(cls, data: object) -> object:
-        if isinstance(data, dict) and "token" in data:
-            raise ValueError("token: never write the token in shipbot.yml; export it and name "
-                             "the variable in token_env (e.g. token_env: GITHUB_TOKEN)")
-        return data
-
-    @field_validator("token_env", mode="before")
-    @classmethod
-    def _a_name(cls, value: object) -> object:
-        if isinstance(value, str) and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
-            raise ValueError("must be the NAME of the environment variable holding the token "
-                             "(e.g. GITHUB_TOKEN), never the token itself")
-        return value
+        found = {Capability.CANCEL, Capability.COMPARE}
+        if self.latest_version is not None:
+            found.add(Capability.LATEST_VERSION)
+        if self.required_checks is not None:
+            found.add(Capability.CHECKS)
+        return frozenset(found)
 
     @field_validator("repository")
     @classmethod
@@ -123,13 +102,17 @@ class GitHubActionsConfig(ProviderConfig):
         check_placeholders([value], JOB_PLACEHOLDERS)
         return value
 
-    @field_validator("base_url")
+    @field_validator("required_checks")
     @classmethod
-    def _base_url(cls, value: str) -> str:
-        parsed = check_http_url(value)
-        if parsed.query or parsed.fragment:
-            raise ValueError("base_url must not have a ?query or #fragment")
-        return value.rstrip("/")
+    def _check_names(cls, value: list[str] | str | None) -> list[str] | str | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("name at least one check, or `all`; leave it out for no gate")
+            if any(not name.strip() for name in value):
+                raise ValueError("a check's name must not be empty")
+            if len(set(value)) != len(value):
+                raise ValueError("a check is named twice")
+        return value
 
     @model_validator(mode="after")
     def _inputs(self) -> GitHubActionsConfig:

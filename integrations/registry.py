@@ -20,11 +20,13 @@ from integrations.base import (
     Capability,
     CIBundle,
     DeployBundle,
+    DeploymentMirror,
     ProviderConfig,
 )
 from integrations.command import CommandConfig, CommandProvider
 from integrations.github_actions import GitHubActionsProvider
 from integrations.github_actions_config import GitHubActionsConfig
+from integrations.github_deployments import GitHubDeployments, GitHubDeploymentsConfig
 from integrations.gitlab import GitLabProvider
 from integrations.gitlab_config import GitLabConfig
 from integrations.http import HttpOptions
@@ -78,7 +80,9 @@ def _github(config: GitHubActionsConfig, ctx: ProviderContext) -> GitHubActionsP
 
 
 def _github_ci(config: GitHubActionsConfig, ctx: ProviderContext) -> CIBundle:
-    return CIBundle(_github(config, ctx))
+    provider = _github(config, ctx)  # the repository it builds: compare, and its checks
+    checks = provider if Capability.CHECKS in config.capabilities() else None
+    return CIBundle(provider, changes=provider, checks=checks)
 
 
 def _github_deploy(config: GitHubActionsConfig, ctx: ProviderContext) -> DeployBundle:
@@ -138,3 +142,8 @@ def build_deploy(config: ProviderConfig, ctx: ProviderContext) -> DeployBundle:
     factory = _entry(config, "deploy").deploy
     assert factory is not None
     return factory(config, ctx)
+
+
+def build_mirror(config: GitHubDeploymentsConfig, ctx: ProviderContext) -> DeploymentMirror:
+    """The deployments mirror a service's ``github_deployments`` stanza describes."""
+    return GitHubDeployments(config, options=ctx.http, environ=ctx.environ)

@@ -37,8 +37,8 @@ def problems(data: dict[str, Any]) -> list[str]:
 def test_the_registry_declares_roles_and_capabilities() -> None:
     assert {name: (e.roles, sorted(e.capabilities)) for name, e in REGISTRY.items()} == {
         "command": (("ci", "deploy"), ["cancel", "health", "latest_version", "rollback",
-                                       "traffic"]),  # a program cannot compare versions
-        "github_actions": (("ci", "deploy"), ["cancel", "latest_version"]),
+                                       "traffic"]),  # a program cannot compare or check
+        "github_actions": (("ci", "deploy"), ["cancel", "checks", "compare", "latest_version"]),
         "gitlab": (("ci", "deploy"), ["cancel", "compare", "latest_version"]),
     }
 
@@ -46,7 +46,7 @@ def test_the_registry_declares_roles_and_capabilities() -> None:
 def test_a_github_actions_stanza_loads_with_its_defaults() -> None:
     ci = parse_config(config()).services["api"].ci
     assert ci is not None and ci.provider == "github_actions"
-    assert ci.capabilities() == {Capability.CANCEL}
+    assert ci.capabilities() == {Capability.CANCEL, Capability.COMPARE}
     dumped = ci.model_dump()
     assert dumped["token_env"] == "GITHUB_TOKEN"
     assert dumped["base_url"] == "https://api.github.com"

@@ -16,7 +16,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc
-from bot.engine import alert_outbox
+from bot.engine import alert_outbox, mirror_outbox
 from bot.store.db import redactor_of
 from bot.store.models import AuditEvent, Deployment, Outbox
 from bot.store.writers import WriterQueue
@@ -127,6 +127,7 @@ def transition(
     session.add(Outbox(deployment_id=deployment.id, kind="card", created_at=now))
     if deployment.alert_thread_id is not None:  # a rollback: report in the alert thread too
         alert_outbox.on_transition(session, deployment, to.value, now)
+    mirror_outbox.on_transition(session, deployment, current.value, to.value, now)
 
 
 def record(

@@ -9,7 +9,9 @@ from bot.config import ShipbotConfig
 from bot.store.models import Deployment
 from integrations.base import (
     ChangeSource,
+    CheckSource,
     CIProvider,
+    DeploymentMirror,
     DeployTarget,
     HealthTarget,
     IntegrationError,
@@ -17,7 +19,7 @@ from integrations.base import (
     RollbackTarget,
     TrafficTarget,
 )
-from integrations.registry import ProviderContext, build_ci, build_deploy
+from integrations.registry import ProviderContext, build_ci, build_deploy, build_mirror
 
 STEP_GRACE_SECONDS = 120.0
 
@@ -36,6 +38,8 @@ class ServiceProviders:
     rollback: RollbackTarget | None = None
     changes: ChangeSource | None = None  # the CI's repository: commits between versions
     build_once: bool = True  # deploy an earlier build of the version instead of rebuilding
+    checks: CheckSource | None = None  # the CI's required checks: the quality gate
+    mirror: DeploymentMirror | None = None  # GitHub Deployments: told of each state change
 
     def need_traffic(self) -> TrafficTarget:
         """The traffic capability; config check refuses canary/blue-green without it, so
@@ -59,6 +63,9 @@ def build_providers(config: ShipbotConfig, ctx: ProviderContext
         ci = build_ci(svc.ci, ctx) if svc.ci else None
         result[name] = ServiceProviders(
             ci=ci.ci if ci else None, changes=ci.changes if ci else None,
+            checks=ci.checks if ci else None,
+            mirror=build_mirror(svc.github_deployments, ctx) if svc.github_deployments
+            else None,
             target=deploy.target, traffic=deploy.traffic, health=deploy.health,
             rollback=deploy.rollback,
             ci_timeout=(svc.ci.timeout_seconds if svc.ci else 0) + STEP_GRACE_SECONDS,

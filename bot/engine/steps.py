@@ -14,7 +14,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
-from bot.engine import builds, changes, machine, progressive, rollout_stops
+from bot.engine import builds, changes, machine, progressive, quality, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
@@ -94,6 +94,8 @@ async def step_queued(ctx: StepContext, dep: Deployment) -> None:
             note(ctx.session, dep, f"{blocked.reason} This deployment was stopped before "
                  "anything ran.", now=ctx.now)
             return
+    if not await quality.passed(ctx, dep):  # the commit's required checks
+        return
     ci = ctx.providers.ci
     reuse = dep.kind != "deploy" or ctx.providers.build_once
     built = await builds.earlier(ctx.session, dep) if ci and reuse else None

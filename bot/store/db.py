@@ -17,6 +17,7 @@ from bot.store import (
 )
 
 Sessions = async_sessionmaker[AsyncSession]
+MIRRORED_INFO = "shipbot_mirrored_services"
 REDACTOR_INFO = "redactor"
 
 
@@ -60,10 +61,19 @@ def _sqlite_file(url: str) -> bool:
         parsed.query.get("mode") != "memory"
 
 
-def session_factory(engine: AsyncEngine, redactor: Redactor | None = None) -> Sessions:
-    """Sessions that carry the bot's redactor, for what is written to the audit trail."""
+def session_factory(engine: AsyncEngine, redactor: Redactor | None = None,
+                    mirrored: frozenset[str] = frozenset()) -> Sessions:
+    """Sessions that carry the bot's redactor, for what is written to the audit trail,
+    and the services whose deployments are mirrored (``MirrorEvent`` rows to write)."""
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False,
-                              info={REDACTOR_INFO: redactor or Redactor()})
+                              info={REDACTOR_INFO: redactor or Redactor(),
+                                    MIRRORED_INFO: mirrored})
+
+
+def mirrored_of(session: AsyncSession) -> frozenset[str]:
+    """The services whose state changes the session's bot mirrors (GitHub Deployments)."""
+    found = session.info.get(MIRRORED_INFO)
+    return found if isinstance(found, frozenset) else frozenset()
 
 
 def redactor_of(session: AsyncSession) -> Redactor:

@@ -123,6 +123,8 @@ class Deployment(SQLModel, table=True):
     analysis_state: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     analysis_log: str = Field(default="[]", sa_column=Column(Text, nullable=False,
                                                             default="[]"))
+    # The GitHub Deployment that mirrors this one (``MirrorEvent``), once created.
+    github_deployment_id: str | None = Field(default=None, max_length=32)
 
 
 class Replica(SQLModel, table=True):
@@ -209,6 +211,22 @@ class Outbox(SQLModel, table=True):
     channel: str | None = Field(default=None, max_length=80)
     text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     blocks: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    created_at: datetime = Field(sa_column=_ts(nullable=False))
+    delivered_at: datetime | None = Field(default=None, sa_column=_ts(index=True))
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_ts())
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+class MirrorEvent(SQLModel, table=True):
+    """A state change to report to the service's deployments mirror (GitHub Deployments),
+    written in the transaction of the change: a GitHub outage delays the statuses but
+    never loses one, nor holds up the deployment."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    deployment_id: int = Field(index=True, foreign_key="deployment.id")
+    state: str = Field(max_length=16)  # a MirrorState: queued, in_progress, success...
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     created_at: datetime = Field(sa_column=_ts(nullable=False))
     delivered_at: datetime | None = Field(default=None, sa_column=_ts(index=True))
     attempts: int = 0
