@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class IntegrationError(Exception):
@@ -67,6 +67,22 @@ class ProviderConfig(BaseModel):
         if capability not in self.CAPABILITIES:
             return None
         return self.TURNED_ON_BY.get(capability, f"see the {self.provider} provider's settings")
+
+
+class LatestVersion(BaseModel):
+    """Where a CI provider's "latest build" comes from when a deploy names no version."""
+
+    model_config = ConfigDict(extra="forbid")
+    branch: str | None = Field(None, min_length=1, description="the newest commit on this "
+                               "branch whose build succeeded (its full SHA)")
+    tag_pattern: str | None = Field(None, min_length=1, description="the highest tag "
+                                    "matching this glob, e.g. v*")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> LatestVersion:
+        if (self.branch is None) == (self.tag_pattern is None):
+            raise ValueError("set exactly one of branch or tag_pattern")
+        return self
 
 
 class RunState(StrEnum):

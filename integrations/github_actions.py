@@ -42,6 +42,7 @@ from integrations.github_runs import (
     required_results,
 )
 from integrations.http import HttpOptions, Rejected, new_client, raise_for_status, send
+from integrations.rest import JsonReads
 
 PROVIDER = "github_actions"
 LOOKBACK_SECONDS = 24 * 3600  # how far back a repeated start looks for its run
@@ -50,7 +51,7 @@ MAX_REMEMBERED = 1000  # correlation ids -> run ids kept in memory (found again 
 _PENDING = re.compile(r"dispatch:([A-Za-z0-9_.-]+):([0-9]+)")
 
 
-class GitHubActionsProvider:
+class GitHubActionsProvider(JsonReads):
     """``CIProvider`` and ``DeployTarget`` (start, poll, cancel) on GitHub Actions, and the
     repository's ``ChangeSource`` (compare)."""
 
@@ -83,19 +84,6 @@ class GitHubActionsProvider:
         raise_for_status(response, label=config.label, token_env=config.check_hint(),
                          missing=missing, now=self._clock)
         return response
-
-    async def _json(self, path: str, missing: str, **params: str) -> Any:
-        response = await self._call("GET", path, missing, params=params)
-        try:
-            return response.json()
-        except ValueError:
-            raise self._unexpected(path, "not JSON") from None
-
-    async def _object(self, path: str, missing: str, **params: str) -> dict[str, Any]:
-        data = await self._json(path, missing, **params)
-        if not isinstance(data, dict):
-            raise self._unexpected(path, "not a JSON object")
-        return data
 
     def _unexpected(self, path: str, what: str) -> IntegrationError:
         return IntegrationError(f"{self._config.label} answered {path} with {what}; is "

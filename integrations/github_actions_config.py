@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from integrations.base import Capability, ProviderConfig
+from integrations.base import Capability, LatestVersion, ProviderConfig
 from integrations.command_templates import JOB_PLACEHOLDERS, check_placeholders
 from integrations.github_auth import GitHubAccess
 
@@ -23,20 +23,6 @@ _INPUT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
 MAX_INPUTS = 25  # GitHub's limit for workflow_dispatch inputs
 
 
-class LatestVersion(BaseModel):
-    """Where "the latest build" comes from when a deploy names no version: one of them."""
-
-    model_config = ConfigDict(extra="forbid")
-    branch: str | None = Field(None, min_length=1, description="the newest commit on this "
-                               "branch whose run of the workflow succeeded (its full SHA)")
-    tag_pattern: str | None = Field(None, min_length=1, description="the highest tag "
-                                    "matching this glob, e.g. v*")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> LatestVersion:
-        if (self.branch is None) == (self.tag_pattern is None):
-            raise ValueError("set exactly one of branch or tag_pattern")
-        return self
 
 
 class GitHubActionsConfig(ProviderConfig, GitHubAccess):

@@ -51,6 +51,7 @@ from integrations.http import (
     send,
     snippet,
 )
+from integrations.rest import JsonReads
 
 PROVIDER = "gitlab"
 LOOKBACK_SECONDS = 24 * 3600  # how far back a repeated start looks for its pipeline
@@ -59,7 +60,7 @@ MAX_REMEMBERED = 1000  # correlation ids -> pipeline ids kept in memory
 ARTIFACT_VARIABLE = "SHIPBOT_ARTIFACT"  # set when the job carries a build's artifact
 
 
-class GitLabProvider:
+class GitLabProvider(JsonReads):
     """``CIProvider``, ``ChangeSource`` and ``DeployTarget`` (start, poll, cancel) on
     GitLab CI/CD, gitlab.com or self-managed."""
 
@@ -120,25 +121,6 @@ class GitLabProvider:
                            f"{snippet(said) or 'no details'}", code)
         raise_for_status(response, label=label, token_env=token_env, missing=missing,
                          now=self._clock)
-
-    async def _json(self, path: str, missing: str, **params: str) -> Any:
-        response = await self._call("GET", path, missing, params=params)
-        try:
-            return response.json()
-        except ValueError:
-            raise self._unexpected(path, "not JSON") from None
-
-    async def _object(self, path: str, missing: str, **params: str) -> dict[str, Any]:
-        data = await self._json(path, missing, **params)
-        if not isinstance(data, dict):
-            raise self._unexpected(path, "not a JSON object")
-        return data
-
-    async def _list(self, path: str, missing: str, **params: str) -> list[Any]:
-        data = await self._json(path, missing, **params)
-        if not isinstance(data, list):
-            raise self._unexpected(path, "not a JSON list")
-        return data
 
     def _unexpected(self, path: str, what: str) -> IntegrationError:
         return IntegrationError(f"{self._config.label} answered {self._project}{path} with "

@@ -13,9 +13,9 @@ from typing import ClassVar, Literal
 from urllib.parse import quote, unquote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from integrations.base import Capability, ProviderConfig
+from integrations.base import Capability, LatestVersion, ProviderConfig
 from integrations.command_templates import JOB_PLACEHOLDERS, ProviderEnvName, check_placeholders
 from integrations.http_auth import check_http_url
 
@@ -29,20 +29,6 @@ DEFAULT_VARIABLES = {"SHIPBOT_SERVICE": "{service}", "SHIPBOT_ENV": "{env}",
                      "SHIPBOT_VERSION": "{version}"}
 
 
-class LatestVersion(BaseModel):
-    """Where "the latest build" comes from when a deploy names no version: one of them."""
-
-    model_config = ConfigDict(extra="forbid")
-    branch: str | None = Field(None, min_length=1, description="the commit of the newest "
-                               "pipeline on this branch that succeeded (its full SHA)")
-    tag_pattern: str | None = Field(None, min_length=1, description="the highest tag "
-                                    "matching this glob, e.g. v*")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> LatestVersion:
-        if (self.branch is None) == (self.tag_pattern is None):
-            raise ValueError("set exactly one of branch or tag_pattern")
-        return self
 
 
 class GitLabConfig(ProviderConfig):
