@@ -190,9 +190,10 @@ class GitHubActionsProvider(JsonReads):
             if lines:  # the first in the sentence; all of them below it when several
                 detail = f"{detail}: {lines[0]}"
                 tail = "\n".join(lines) if len(lines) > 1 else ""
-        url = run.get("html_url")
+        url, sha = run.get("html_url"), run.get("head_sha")
         return RunStatus(state=state, detail=detail, output_tail=tail,
-                         url=url if isinstance(url, str) else None)
+                         url=url if isinstance(url, str) else None,
+                         commit=sha if isinstance(sha, str) and sha else None)
 
     def _not_yet_listed(self, dispatched: float) -> RunStatus:
         waited = self._clock() - dispatched

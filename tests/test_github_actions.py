@@ -82,6 +82,7 @@ async def test_start_dispatches_once_with_the_inputs_and_follows_the_run(gh, clo
                     (RunState.RUNNING, "run #1 of Build is in progress"),
                     (RunState.SUCCEEDED, "run #1 of Build succeeded")]
     assert status.url == "https://github.com/acme/api/actions/runs/30433642"
+    assert status.commit == "acb5820ced9479c074f688cc328bf03f341a511d"  # the commit built
     assert gh.sent("GET")[-1] == ("GET", "/repos/acme/api/actions/runs/30433642")
 
 
