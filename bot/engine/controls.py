@@ -56,7 +56,7 @@ class ControlService:
                 return allowed.reason
             blocked = lifecycle.refusal(dep, event, stage)
             if blocked is not None:
-                return _refusal(dep, event, blocked, stage)
+                return _refusal(dep, blocked, stage)
             answer = await self._apply(ctx, dep, event, stages, stage, user, cmd.action)
             await session.commit()
         return answer
@@ -101,7 +101,7 @@ def _not_now(dep: Deployment, asked: Event, stage: Stage | None) -> str:
             f"apply now.{hint} Nothing changed.")
 
 
-def _refusal(dep: Deployment, event: Event, blocked: Blocked, stage: Stage | None) -> str:
+def _refusal(dep: Deployment, blocked: Blocked, stage: Stage | None) -> str:
     """Promote only skips a wait; Roll back only while the old version still runs."""
     if blocked is Blocked.NOT_WAITING:
         doing = stage.label() if stage else "finishing"
