@@ -18,6 +18,7 @@ from bot.engine import machine
 from bot.engine.approvals import ApprovalService
 from bot.engine.machine import State
 from bot.engine.policy import Policy
+from bot.slack.notes import words_of
 from bot.store.db import Sessions, create_engine, create_schema, session_factory
 from bot.store.models import Approval, AuditEvent, Deployment, Outbox
 from tests.conftest import make_config
@@ -138,7 +139,8 @@ async def clicks_factory(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitabl
 
 
 def thread(outbox: list[Outbox]) -> list[str | None]:
-    return [row.text for row in outbox if row.kind == "thread"]
+    """The thread messages queued, in the words the notifier posts."""
+    return [words_of(row)[0] for row in outbox if row.kind == "thread"]
 
 
 async def test_one_approval_from_an_approver_lets_the_deployment_proceed(

@@ -14,6 +14,7 @@ from sqlmodel import select
 from bot.engine import machine
 from bot.engine.machine import InvalidTransition, State, StepInProgress
 from bot.redact import Redactor
+from bot.slack.notes import words_of
 from bot.store.db import Sessions, create_engine, create_schema, session_factory
 from bot.store.models import AlertThread, AuditEvent, Deployment, Outbox
 
@@ -175,7 +176,7 @@ async def test_a_rollback_reports_its_progress_in_the_alert_thread(sessions) -> 
     async with sessions() as session:
         replies = (await session.exec(select(Outbox).where(
             Outbox.alert_thread_id == thread_id, Outbox.kind == "alert_reply"))).all()
-    assert [r.text for r in replies] == [
+    assert [words_of(r)[0] for r in replies] == [
         f":rewind: Rollback #{dep_id}: putting `v1` on staging now."]
 
 

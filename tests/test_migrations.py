@@ -5,7 +5,7 @@ old create_all without losing rows."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event, text
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
@@ -263,3 +264,34 @@ async def test_sqlite_migrations_can_rebuild_a_referenced_table(tmp_path: Path) 
         rows = (await conn.exec_driver_sql("SELECT count(*) FROM approval")).scalar()
     await db.dispose()
     assert (fks, rows) == (1, 1)  # foreign keys back on, the approval kept
+
+
+async def test_outbox_facts_upgrade_and_downgrade(engine: AsyncEngine) -> None:
+    """0008 adds the fact columns; going back drops them, and a fact not yet delivered
+    (the older code cannot put it into words) with them, instead of posting it empty."""
+    await create_schema(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO outbox (kind, text, blocks, fact, payload, created_at, attempts) "
+            "VALUES ('thread', '', '[]', 'build_started', '{\"version\": \"v1\"}', "
+            ":at, 0), ('thread', 'old words', '[]', NULL, NULL, :at, 0)"), {"at": NOW})
+
+    def to(target: str) -> Callable[[Connection], None]:
+        return lambda conn: (command.downgrade if target == "0007" else command.upgrade)(
+            migrations.alembic_config(conn), target)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(to("0007"))
+    assert await revision(engine) == "0007"
+    async with engine.connect() as conn:
+        columns = await conn.run_sync(
+            lambda c: {col["name"] for col in sa_inspect(c).get_columns("outbox")})
+        rows = (await conn.execute(text(
+            "SELECT text, delivered_at IS NOT NULL, last_error FROM outbox ORDER BY id"))).all()
+    assert not {"fact", "payload"} & columns
+    assert [tuple(r) for r in rows] == [("", True, "dropped by the downgrade: build_started"),
+                                        ("old words", False, None)]
+    async with engine.begin() as conn:
+        await conn.run_sync(to("head"))
+    assert await revision(engine) == head()
+    assert await differences(engine) == []

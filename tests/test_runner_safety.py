@@ -25,6 +25,7 @@ from bot.engine import runner as runner_module
 from bot.engine.machine import State
 from bot.engine.requests import Cancel
 from bot.engine.runner import MAX_STEP_ATTEMPTS, Runner
+from bot.slack.notes import words_of
 from bot.store.db import create_engine, create_schema, session_factory
 from bot.store.models import Deployment, Outbox
 from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
@@ -69,10 +70,12 @@ async def get(bot: LocalBot, dep_id: int) -> Deployment:
 
 
 async def thread_notes(bot: LocalBot, dep_id: int) -> list[str]:
+    """The deployment's thread messages queued so far, in words."""
     async with bot.bot.sessions() as session:
-        return list((await session.exec(
-            select(Outbox.text).where(Outbox.deployment_id == dep_id, Outbox.kind == "thread")
-            .order_by(col(Outbox.id)))).all())
+        rows = (await session.exec(
+            select(Outbox).where(Outbox.deployment_id == dep_id, Outbox.kind == "thread")
+            .order_by(col(Outbox.id)))).all()
+    return [words_of(row)[0] for row in rows]
 
 
 # --- A: the claim against a person's change -------------------------------------------

@@ -44,8 +44,8 @@ async def test_a_build_over_its_deadline_is_stopped_and_nothing_deployed(
     assert dep.state == "failed"
     card = await delivered(bot, "#deploys-api", replies=2)
     assert last_reply(card) == (
-        ":x: *Build failed: timed out after 1 s and was stopped.* staging was not touched "
-        "and still runs its previous version. To retry: `/deploy api staging v3.2.0`.")
+        ":x: *Build failed: timed out after 1 s and was stopped.* staging was not touched; "
+        "it has nothing deployed by Shipbot yet. To retry: `/deploy api staging v3.2.0`.")
     assert not (tmp_path / "deploy.log").exists()
 
 

@@ -26,9 +26,9 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.clock import Clock, as_utc, human_duration
+from bot.clock import Clock, as_utc
 from bot.config import ShipbotConfig
-from bot.engine import alert_outbox, machine, suspects
+from bot.engine import alert_outbox, facts, machine, suspects
 from bot.engine.policy import Policy
 from bot.engine.rollback import RollbackService
 from bot.store.db import Sessions
@@ -220,10 +220,10 @@ class AlertService:
         thread.status, thread.open_key, thread.updated_at = "resolved", None, now
         thread.resolved_at = as_utc(ends) if ends else now
         session.add(thread)
-        took = human_duration((thread.resolved_at - as_utc(thread.started_at)).total_seconds())
         alert_outbox.refresh_root(session, thread_id, now=now)
-        alert_outbox.reply(session, thread_id, f":white_check_mark: Resolved after {took} "
-                           f"(at {thread.resolved_at:%H:%M} UTC).", now=now)
+        alert_outbox.reply(session, thread_id, facts.AlertResolved(
+            seconds=(thread.resolved_at - as_utc(thread.started_at)).total_seconds(),
+            at=thread.resolved_at), now=now)
         result.resolved.append(thread_id)
 
     async def _auto_rollback_due(self, thread_id: int) -> bool:
@@ -280,8 +280,7 @@ class AlertService:
                            deployment_id=thread.suspect_deployment_id,
                            detail=f"alert thread #{thread_id}")
             if what == "dismissed_by":
-                alert_outbox.reply(session, thread_id, f":thumbsup: <@{user}>: not caused by "
-                                   "the deploy; no rollback offered any more.", now=now)
+                alert_outbox.reply(session, thread_id, facts.AlertDismissed(by=user), now=now)
             alert_outbox.refresh_root(session, thread_id, now=now)
             alert_outbox.refresh_suspect(session, thread_id, now=now)
             await session.commit()

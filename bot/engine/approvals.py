@@ -15,7 +15,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import machine
+from bot.engine import facts, machine
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.policy import Policy
@@ -86,14 +86,16 @@ class ApprovalService:
         count = f"{dep.approvals_received} of {dep.approvals_required}"
         if dep.approvals_received < dep.approvals_required:
             session.add(dep)
-            note(session, dep, f":+1: <@{user}> approved ({count}). Waiting for more "
-                 "approvals.", now=now)
+            note(session, dep, facts.MoreApprovalsNeeded(
+                by=user, received=dep.approvals_received, required=dep.approvals_required),
+                now=now)
             return f"Approved ({count}); deployment #{dep.id} needs more approvals."
         machine.transition(session, dep, State.QUEUED, actor=user, now=now,
                            detail=f"Approved ({count})", action="approved")
         dep.next_action_at = now
-        note(session, dep, f":white_check_mark: <@{user}> approved ({count}). Deploying "
-             f"`{dep.version}` to {dep.env} now.", now=now)
+        note(session, dep, facts.Approved(
+            by=user, received=dep.approvals_received, required=dep.approvals_required,
+            version=dep.version, env=dep.env), now=now)
         return f"Approved: deployment #{dep.id} of {dep.service} to {dep.env} proceeds."
 
     def _rejected(self, session: AsyncSession, dep: Deployment, user: str, reason: str,
@@ -101,5 +103,5 @@ class ApprovalService:
         why = escape(reason) if reason else "no reason given"
         machine.transition(session, dep, State.REJECTED, actor=user, now=now,
                            detail=f"Rejected by <@{user}>: {why}", action="reject")
-        note(session, dep, f":no_entry: <@{user}> rejected this deployment: {why}. Nothing was "
-             f"deployed. <@{dep.requester}> can address it and ask again.", now=now)
+        note(session, dep, facts.Rejected(by=user, reason=reason, requester=dep.requester),
+             now=now)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from bot.engine import machine
+from bot.engine import facts, machine
 from bot.engine.context import StepContext
 from bot.engine.outbox import announce, note
 from bot.mrkdwn import count
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 async def check(ctx: StepContext, dep: Deployment) -> str | None:
-    """Record the commits ``dep`` ships; the sentence refusing it when they are too many.
+    """Record the commits ``dep`` ships; when they are too many, tell its thread and
+    return the sentence refusing it (the card's outcome).
 
     Without a limit, a provider error only costs the changelog. With one, the limit cannot
     be checked without the list, so the error propagates and the runner tries again (then
@@ -41,17 +42,18 @@ async def check(ctx: StepContext, dep: Deployment) -> str | None:
     if limit is None or found.total <= limit:
         return None
     ships = count(found.total, "commit")
+    many = facts.ManyCommits(service=dep.service, previous_version=before, version=dep.version,
+                             env=dep.env, commits=found.total, limit=limit,
+                             overridden_by=dep.requester if dep.many_commits_ok else None)
     if not dep.many_commits_ok:
+        note(ctx.session, dep, many, now=ctx.now)
         return (f":no_entry: {dep.service} `{before}` → `{dep.version}` ships {ships}, more "
                 f"than {dep.env} takes at once ({limit}). Nothing was deployed. Deploy a "
                 "version in between, or run `/deploy "
                 f"{dep.service} {dep.env} {dep.version} --allow-many-commits` (announced and "
                 "audited).")
-    overridden = (f":warning: {dep.service} `{before}` → `{dep.version}` ships {ships}, more "
-                  f"than {dep.env}'s max_commits ({limit}): <@{dep.requester}> overrode the "
-                  "limit.")
-    note(ctx.session, dep, overridden, now=ctx.now)
-    announce(ctx.session, ctx.policy.config.announce_channel, overridden, now=ctx.now)
+    note(ctx.session, dep, many, now=ctx.now)
+    announce(ctx.session, ctx.policy.config.announce_channel, many, now=ctx.now)
     machine.record(ctx.session, service=dep.service, env=dep.env, actor=dep.requester,
                    action="override_max_commits", now=ctx.now, deployment_id=dep.id,
                    detail=f"{found.total} commits, limit {limit}")

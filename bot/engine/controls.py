@@ -11,7 +11,7 @@ from collections.abc import Callable
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import lifecycle, machine, policy, progressive, rollout_stops
+from bot.engine import facts, lifecycle, machine, policy, progressive, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.lifecycle import LIFECYCLE, Blocked, Event
 from bot.engine.machine import STATE_TEXT, State
@@ -83,8 +83,7 @@ class ControlService:
         if State(dep.state) is State.PAUSED:
             machine.transition(ctx.session, dep, State.VERIFYING, actor=user, now=ctx.now,
                                detail=f"{asked} by <@{user}>", action=asked)
-        note(ctx.session, dep, f":arrow_forward: <@{user}> pressed {asked.capitalize()}.",
-             now=ctx.now)
+        note(ctx.session, dep, facts.Pressed(by=user, action=asked), now=ctx.now)
         await progressive.advance_stage(ctx, dep, stages, by=user)
         if asked == "resume":
             return f"Resumed deployment #{dep.id}: past the manual gate."
@@ -122,7 +121,7 @@ def _resume(ctx: StepContext, dep: Deployment, stage: Stage | None, user: str) -
     promoting = stage is not None and stage.kind in ("window", "promote")
     machine.transition(ctx.session, dep, State.PROMOTING if promoting else State.VERIFYING,
                        actor=user, now=ctx.now, detail=f"resume by <@{user}>", action="resume")
-    note(ctx.session, dep, f":arrow_forward: <@{user}> pressed Resume.", now=ctx.now)
+    note(ctx.session, dep, facts.Pressed(by=user, action="resume"), now=ctx.now)
     dep.next_action_at = ctx.now
     if stage is not None and stage.kind == "bake":
         dep.stage_started_at, dep.analysis_state, dep.last_check_at = ctx.now, "", None

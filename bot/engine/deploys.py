@@ -16,7 +16,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import machine, policy
+from bot.engine import facts, machine, policy
 from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note
 from bot.engine.policy import Policy
@@ -179,8 +179,7 @@ class DeployService:
                 raise machine.StepInProgress
             machine.transition(session, dep, State.CANCELLED, actor=actor, now=now,
                                detail=f"Cancelled by <@{actor}>.", action="cancel")
-            note(session, dep, f":heavy_multiplication_x: Cancelled by <@{actor}>. "
-                 f"Nothing was changed on {dep.env}.", now=now)
+            note(session, dep, facts.Cancelled(by=actor, env=dep.env), now=now)
             if dep.ci_run_id:  # the runner stops the build, on the replica that started it
                 dep.stop_run, dep.next_action_at = f"ci:{dep.ci_run_id}", now
             await session.commit()

@@ -14,7 +14,7 @@ from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock, as_utc
-from bot.engine import machine, windows
+from bot.engine import facts, machine, windows
 from bot.engine.outbox import announce
 from bot.engine.policy import Policy, active_freezes, active_locks
 from bot.engine.requests import Audit, FreezeEnv, LockEnv, Unfreeze, UnlockEnv
@@ -55,9 +55,9 @@ class GuardService:
             until = f" until {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
             machine.record(session, service=cmd.service or "*", env=cmd.env, actor=user,
                            action="lock", now=now, detail=f"{escape(cmd.reason)}{until}")
-            announce(session, self.channel, f":lock: <@{user}> locked {scope}{until}: "
-                     f"{escape(cmd.reason)}. New deployments are refused until `/deploy unlock "
-                     f"{cmd.env}{' ' + cmd.service if cmd.service else ''}`.", now=now)
+            announce(session, self.channel, facts.Locked(
+                by=user, env=cmd.env, service=cmd.service, until=expires, reason=cmd.reason),
+                now=now)
             await session.commit()
         return f":lock: Locked {scope}{until}. Unlock with `/deploy unlock {cmd.env}" \
                f"{' ' + cmd.service if cmd.service else ''}`."
@@ -77,7 +77,8 @@ class GuardService:
                 session.add(lock)
             machine.record(session, service=cmd.service or "*", env=cmd.env, actor=user,
                            action="unlock", now=now)
-            announce(session, self.channel, f":unlock: <@{user}> unlocked {scope}.", now=now)
+            announce(session, self.channel,
+                     facts.Unlocked(by=user, env=cmd.env, service=cmd.service), now=now)
             await session.commit()
         return f":unlock: Unlocked {scope}."
 
@@ -154,13 +155,14 @@ class GuardService:
 
     async def _announce_once(self, window: windows.Window, edge: str) -> int:
         now = self.clock()
-        envs = ", ".join(sorted(window.environments))
-        text = (f":snowflake: Freeze started on {envs} — {window.describe()}. Deployments are "
-                "refused until then; --hotfix remains for emergencies." if edge == "start"
-                else f":sunny: Freeze over on {envs} ({window.name}). Deployments are open again.")
+        envs = tuple(sorted(window.environments))
+        fact: facts.Fact = facts.FreezeStarted(
+            environments=envs, name=window.name, by=window.created_by, reason=window.reason,
+            until=window.ends_at) if edge == "start" else \
+            facts.FreezeEnded(environments=envs, name=window.name)
         async with self.sessions() as session:
             session.add(Announcement(key=f"{window.key}:{edge}", at=now))
-            announce(session, self.channel, text, now=now)
+            announce(session, self.channel, fact, now=now)
             try:
                 await session.commit()
             except IntegrityError:

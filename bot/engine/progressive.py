@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bot.clock import as_utc, human_duration
 from bot.config import ShipbotConfig
 from bot.config_delivery import StrategyConfig
-from bot.engine import machine
+from bot.engine import facts, machine
 from bot.engine.analysis import AnalysisState, Verdict, judge
 from bot.engine.analysis.model import Judgement
 from bot.engine.lifecycle import Event, enabled_events
@@ -25,8 +25,7 @@ from bot.engine.outbox import note
 from bot.engine.plan import Stage, plan, progress_bar
 from bot.engine.providers import job
 from bot.engine.rollout_stops import pause, roll_back
-from bot.mrkdwn import code_or, escape
-from bot.slack.charts import sparkline
+from bot.mrkdwn import escape
 from bot.store.models import Deployment, Outbox
 from integrations.base import RunState
 from integrations.http_check import run_check
@@ -77,10 +76,9 @@ async def begin(ctx: StepContext, dep: Deployment, output: str = "") -> None:
     if not stages_of(ctx, dep):
         await finish(ctx, dep, output)
         return
-    what = "beside the current one, with no traffic yet" if dep.strategy != "rolling" else \
-        f"to {dep.env}"
-    note(ctx.session, dep, f":package: `{dep.version}` is deployed {what}.", now=ctx.now,
-         detail=output or None)
+    note(ctx.session, dep, facts.Deployed(version=dep.version, env=dep.env,
+                                          rolling=dep.strategy == "rolling", output=output),
+         now=ctx.now)
     dep.stage, dep.stage_started_at, dep.action_run_id = 0, ctx.now, None
     machine.transition(ctx.session, dep, State.VERIFYING, actor="shipbot", now=ctx.now,
                        detail=f"{dep.strategy} rollout")
@@ -88,11 +86,11 @@ async def begin(ctx: StepContext, dep: Deployment, output: str = "") -> None:
 
 
 async def finish(ctx: StepContext, dep: Deployment, output: str = "") -> None:
-    took = human_duration((ctx.now - as_utc(dep.created_at)).total_seconds())
+    seconds = (ctx.now - as_utc(dep.created_at)).total_seconds()
     machine.transition(ctx.session, dep, State.SUCCEEDED, actor="shipbot", now=ctx.now,
-                       detail=f"{dep.env} runs {dep.version} (took {took}).")
-    note(ctx.session, dep, f":white_check_mark: *{dep.service} {dep.version} is live on "
-         f"{dep.env}* — total {took}.", now=ctx.now, detail=output or None)
+                       detail=f"{dep.env} runs {dep.version} (took {human_duration(seconds)}).")
+    note(ctx.session, dep, facts.Live(service=dep.service, version=dep.version, env=dep.env,
+                                      seconds=seconds, output=output), now=ctx.now)
     if json.loads(dep.analysis_log or "[]"):
         ctx.session.add(Outbox(deployment_id=dep.id, kind="chart", created_at=ctx.now))
 
@@ -113,12 +111,10 @@ async def advance_stage(ctx: StepContext, dep: Deployment, stages: list[Stage],
                        detail=stages[dep.stage].label())
     stage = stages[dep.stage]
     if stage.kind == "window":
-        took = human_duration((stage.duration or timedelta()).total_seconds())
-        old = code_or(dep.previous_version, "the previous version")
-        note(ctx.session, dep, f":hourglass_flowing_sand: {old} stays deployed beside "
-             f"`{dep.version}` for the rollback window, until "
-             f"{window_end(dep, stage):%H:%M} UTC ({took}): press *Roll back* on the card to "
-             "switch all traffic back to it at once. Then it is retired.", now=ctx.now)
+        note(ctx.session, dep, facts.RollbackWindow(
+            version=dep.version, previous_version=dep.previous_version,
+            until=window_end(dep, stage),
+            seconds=(stage.duration or timedelta()).total_seconds()), now=ctx.now)
 
 
 async def step_rollout(ctx: StepContext, dep: Deployment) -> None:
@@ -150,15 +146,12 @@ async def _action(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[
         if stage.kind == "weight":
             dep.action_run_id = await ctx.providers.need_traffic().set_weight(
                 spec, stage.weight or 0)
-            what = (f"Switching all traffic to `{dep.version}`" if dep.strategy == "blue-green"
-                    else f"Shifting {stage.weight}% of traffic to `{dep.version}`")
         else:
             dep.action_run_id = await ctx.providers.need_traffic().promote(spec)
-            old = code_or(dep.previous_version, "the previous version")
-            what = (f"Retiring {old}: `{dep.version}` is the only version now"
-                    if dep.strategy == "blue-green" else
-                    f"Promoting `{dep.version}`: it becomes the stable version")
-        note(ctx.session, dep, f":arrow_right: {what}.", now=ctx.now)
+        note(ctx.session, dep, facts.TrafficChange(
+            step="weight" if stage.kind == "weight" else "promote",
+            blue_green=dep.strategy == "blue-green", weight=stage.weight or 0,
+            version=dep.version, previous_version=dep.previous_version), now=ctx.now)
         if stage.kind == "promote":  # the card stops offering Roll back (see card_buttons)
             ctx.session.add(Outbox(deployment_id=dep.id, kind="card", created_at=ctx.now))
         ctx.later(dep)
@@ -178,10 +171,10 @@ async def _checks(ctx: StepContext, dep: Deployment, stages: list[Stage]) -> Non
     assert dep.version is not None
     results = [await run_check(check, service=dep.service, env=dep.env, version=dep.version)
                for check in strategy_of(ctx, dep).checks]
-    lines = "\n".join(f"{':white_check_mark:' if r.passed else ':x:'} {escape(r.name)}: "
-                      f"{escape(r.detail)}" for r in results)
+    lines = tuple(facts.Line(outcome="pass" if r.passed else "fail", text=f"{r.name}: {r.detail}")
+                  for r in results)
     if all(r.passed for r in results):
-        note(ctx.session, dep, f"*Post-deploy checks passed*\n{lines}", now=ctx.now)
+        note(ctx.session, dep, facts.ChecksPassed(results=lines), now=ctx.now)
         await advance_stage(ctx, dep, stages)
     else:
         await roll_back(ctx, dep, "post-deploy checks failed", lines=lines)
@@ -194,9 +187,9 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
     analysis = strategy.analysis
     if analysis is None or ctx.metrics is None:
         if ctx.now >= ends:
-            note(ctx.session, dep, f":hourglass: {stage.weight}% for "
-                 f"{human_duration((stage.duration or timedelta()).total_seconds())}: no "
-                 "analysis configured; continuing.", now=ctx.now)
+            note(ctx.session, dep, facts.NoAnalysis(
+                weight=stage.weight or 0,
+                seconds=(stage.duration or timedelta()).total_seconds()), now=ctx.now)
             await advance_stage(ctx, dep, stages)
         else:
             dep.next_action_at = ends
@@ -223,35 +216,42 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
         if verdict.verdict is Verdict.PASS:
             await advance_stage(ctx, dep, stages)
         else:
-            pause(ctx, dep, "The analysis was inconclusive: "
-                  f"{escape(verdict.summary)} Decide with Promote or Roll back.")
+            pause(ctx, dep, "The canary analysis was inconclusive; the thread says why.",
+                  analysis=_undecided(verdict, analysis.pass_score))
     else:
         dep.next_action_at = min(ctx.now + analysis.check_every, ends)
 
 
 def _report(ctx: StepContext, dep: Deployment, stage: Stage, verdict: Judgement) -> None:
+    """The step's verdict, with each metric's canary values in the step (for a sparkline)."""
     history = json.loads(dep.analysis_log or "[]")
-    lines = []
-    for result in verdict.results:
-        points = [h["metrics"].get(result.name, {}).get("canary") for h in history
-                  if h["stage"] == dep.stage]
-        lines.append(f"{_icon(result.verdict)} {escape(result.explanation)}  "
-                     f"`{sparkline(points)}`")
-    note(ctx.session, dep, f"*Step {weight_label(dep, stage)} — {verdict.verdict.value}* "
-         f"(score {verdict.score:.0f})\n" + "\n".join(lines), now=ctx.now)
+    lines = tuple(facts.MetricLine(
+        outcome=_outcome(result.verdict), text=result.explanation,
+        points=tuple(h["metrics"].get(result.name, {}).get("canary") for h in history
+                     if h["stage"] == dep.stage))
+        for result in verdict.results)
+    note(ctx.session, dep, facts.CheckReport(
+        weight=stage.weight or 0, blue_green=dep.strategy == "blue-green",
+        verdict=verdict.verdict.value, score=verdict.score, results=lines), now=ctx.now)
 
 
-def weight_label(dep: Deployment, stage: Stage) -> str:
-    return "preview" if dep.strategy == "blue-green" and not stage.weight else \
-        f"{stage.weight}% canary"
+def _undecided(verdict: Judgement, pass_score: float) -> facts.Undecided:
+    """Why the analysis could not decide: the metrics that failed, else the undecided."""
+    undecided = [r for r in verdict.results if r.verdict is Verdict.INCONCLUSIVE]
+    failed = [r for r in verdict.results if r.verdict is Verdict.FAIL]
+    return facts.Undecided(
+        score=verdict.score, pass_score=pass_score, marginal=verdict.marginal,
+        metrics=len(verdict.results), undecided=tuple(r.name for r in undecided),
+        reasons=tuple(r.explanation for r in (failed or undecided)[:3]))
 
 
-def _icon(verdict: Verdict) -> str:
-    return {Verdict.PASS: ":white_check_mark:", Verdict.FAIL: ":x:"}.get(verdict, ":grey_question:")
+def _outcome(verdict: Verdict) -> facts.Outcome:
+    return "pass" if verdict is Verdict.PASS else "fail" if verdict is Verdict.FAIL else "unknown"
 
 
-def _explain(verdict: Judgement) -> str:
-    return "\n".join(f"{_icon(r.verdict)} {escape(r.explanation)}" for r in verdict.results)
+def _explain(verdict: Judgement) -> tuple[facts.Line, ...]:
+    return tuple(facts.Line(outcome=_outcome(r.verdict), text=r.explanation)
+                 for r in verdict.results)
 
 
 def _log(dep: Deployment, stage: Stage, verdict: Judgement, series: Mapping[str, object],

@@ -9,7 +9,7 @@ that ran before are not gated: they restore what was already there.
 
 from __future__ import annotations
 
-from bot.engine import machine
+from bot.engine import facts, machine
 from bot.engine.context import StepContext
 from bot.engine.machine import State
 from bot.engine.outbox import note
@@ -34,12 +34,9 @@ async def passed(ctx: StepContext, dep: Deployment) -> bool:
     machine.transition(ctx.session, dep, State.FAILED, actor="shipbot", now=ctx.now,
                        detail=reason)
     link = next((r.url for r in failed + pending if r.url), None)
-    what_to_do = "fix what failed and push a new version" if failed else \
-        "wait for the pending checks to pass"
-    note(ctx.session, dep,
-         f":no_entry: *{reason}* Nothing was deployed and {dep.env} was not touched. "
-         f"To deploy, {what_to_do}, then `/deploy {dep.service} {dep.env} "
-         f"{escape(dep.version)}` again.", now=ctx.now, link=link)
+    note(ctx.session, dep, facts.ChecksRefused(
+        reason=reason, failed=bool(failed), service=dep.service, env=dep.env,
+        version=dep.version, link=link), now=ctx.now)
     return False
 
 

@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 
 from bot.clock import Clock
+from bot.engine import facts
 from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.store.db import Sessions
@@ -180,9 +181,8 @@ def take_over(ctx: StepContext, dep: Deployment, replica: str) -> None:
     dep.run_owner = replica
     log.warning("deployment %s: replica %s is gone; %s takes over the %s", dep.id, gone,
                 replica, what)
-    note(ctx.session, dep, f":arrows_counterclockwise: The Shipbot replica running the "
-         f"{what} (`{gone}`) stopped. Replica `{replica}` took over and starts the {what} "
-         "again; nothing for you to do.", now=ctx.now)
+    note(ctx.session, dep, facts.TakenOver(what=what, gone=str(gone), replica=replica),
+         now=ctx.now)
 
 
 def _doing(dep: Deployment) -> str:

@@ -16,8 +16,8 @@ from datetime import datetime
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.clock import Clock, as_utc, human_duration
-from bot.engine import alert_outbox, machine, policy, suspects
+from bot.clock import Clock, as_utc
+from bot.engine import alert_outbox, facts, machine, policy, suspects
 from bot.engine.machine import STATE_TEXT, State
 from bot.engine.policy import Policy
 from bot.engine.requests import Rollback
@@ -103,28 +103,27 @@ class RollbackService:
     async def _announce(self, session: AsyncSession, thread: AlertThread, suspect: Deployment,
                         dep: Deployment, auto: bool, now: datetime) -> None:
         assert thread.id is not None and suspect.id is not None
-        undo = f"`{suspect.version}` (deployment #{suspect.id})"
-        if auto:
-            after = human_duration((as_utc(thread.started_at) -
-                                    as_utc(suspect.finished_at or now)).total_seconds())
-            text = (f":robot_face: *Auto-rollback*: {escape(thread.name)} fired {after} after "
-                    f"{undo} went live, as `auto_rollback` for {dep.service} asks. Rolling back "
-                    f"to `{dep.version}` (rollback #{dep.id}). Changed your mind? Use "
-                    f"*Redeploy {suspect.version}* once it has finished.")
-        else:
-            text = (f":rewind: <@{dep.requester}> started rollback #{dep.id}: {dep.env} goes "
-                    f"back from {undo} to `{dep.version}`.")
-        link = permalink(thread.root_channel, thread.root_ts)
-        where = f"<{link}|alert thread>" if link else "the alert thread"
         assert dep.id is not None
+        told: facts.Fact
+        if auto:
+            after = (as_utc(thread.started_at) - as_utc(suspect.finished_at or now))
+            told = facts.AutoRollbackStarted(
+                alert=thread.name, after_seconds=after.total_seconds(),
+                suspect_version=suspect.version, suspect_id=suspect.id, service=dep.service,
+                version=dep.version, rollback_id=dep.id)
+        else:
+            told = facts.RollbackStarted(by=dep.requester, rollback_id=dep.id, env=dep.env,
+                                         suspect_version=suspect.version,
+                                         suspect_id=suspect.id, version=dep.version)
+        link = permalink(thread.root_channel, thread.root_ts)
         await alert_outbox.insert_all(session, [
-            alert_outbox.reply_row(thread.id, text, now=now),
+            alert_outbox.reply_row(thread.id, told, now=now),
             Outbox(alert_thread_id=thread.id, kind="alert_suspect", created_at=now),
-            alert_outbox.note_row(suspect.id, f":rewind: Rolling back to `{dep.version}` "
-                                  f"(rollback #{dep.id}) because of *{escape(thread.name)}* — "
-                                  f"see {where}.", now=now),
-            alert_outbox.note_row(dep.id, f":rotating_light: Started from alert "
-                                  f"*{escape(thread.name)}* — see {where}.", now=now)])
+            alert_outbox.note_row(suspect.id, facts.RollingBackForAlert(
+                version=dep.version, rollback_id=dep.id, alert=thread.name, link=link),
+                now=now),
+            alert_outbox.note_row(dep.id, facts.StartedFromAlert(alert=thread.name, link=link),
+                                  now=now)])
 
     async def from_command(self, cmd: Rollback, user: str, request_key: str) -> str:
         """`/rollback <service> <env> [version]`: default, the version before the current."""
@@ -245,9 +244,9 @@ class RollbackService:
                                  detail=f"redeploy of {suspect.version} after an auto-rollback")
             thread.redeploy_deployment_id, thread.updated_at = dep.id, now
             session.add(thread)
-            alert_outbox.reply(session, thread_id, f":arrows_counterclockwise: <@{user}> "
-                               f"redeploys `{suspect.version}` (#{dep.id}), undoing the "
-                               "automatic rollback.", now=now)
+            assert dep.id is not None
+            alert_outbox.reply(session, thread_id, facts.Redeploying(
+                by=user, version=suspect.version, id=dep.id), now=now)
             alert_outbox.refresh_suspect(session, thread_id, now=now)
             await session.commit()
         return f"Redeploy #{dep.id} of {dep.service} `{dep.version}` to {dep.env} is on its way."

@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from bot.clock import as_utc, human_duration
-from bot.engine import builds, machine
+from bot.engine import builds, facts, machine
 from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.engine.providers import job
@@ -33,17 +33,17 @@ def _pause_timeout(ctx: StepContext, dep: Deployment) -> timedelta:
     return ctx.policy.config.strategy_for(dep.service, dep.env, dep.strategy).pause_timeout
 
 
-def pause(ctx: StepContext, dep: Deployment, reason: str, actor: str = "shipbot") -> None:
-    """Hold the rollout where it is until a human decides, or roll back at the deadline."""
+def pause(ctx: StepContext, dep: Deployment, reason: str, actor: str = "shipbot", *,
+          analysis: facts.Undecided | None = None) -> None:
+    """Hold the rollout where it is until a human decides, or roll back at the deadline.
+    ``reason`` (mrkdwn) is the card's; ``analysis``, when the canary analysis could not
+    decide, tells the thread why."""
     deadline = ctx.now + _pause_timeout(ctx, dep)
     machine.transition(ctx.session, dep, State.PAUSED, actor=actor, now=ctx.now,
                        detail=reason, action="pause")
     dep.paused_reason, dep.next_action_at = reason, deadline
-    where = f"{dep.service} {dep.env}"
-    note(ctx.session, dep, f":double_vertical_bar: *Paused.* {reason} With no decision by "
-         f"{deadline:%H:%M} UTC, Shipbot rolls back to keep {dep.env} on a known version. "
-         f"Decide with the buttons on the card at the top of this thread, or type "
-         f"`/deploy promote {where}` or `/deploy abort {where}`.", now=ctx.now)
+    note(ctx.session, dep, facts.Paused(why=reason, analysis=analysis, deadline=deadline,
+                                        service=dep.service, env=dep.env), now=ctx.now)
 
 
 async def step_paused(ctx: StepContext, dep: Deployment) -> None:
@@ -55,8 +55,8 @@ async def step_paused(ctx: StepContext, dep: Deployment) -> None:
     await roll_back(ctx, dep, f"paused for {waited} with no decision")
 
 
-async def roll_back(ctx: StepContext, dep: Deployment, why: str, *, lines: str = "",
-                    detail: str = "") -> None:
+async def roll_back(ctx: StepContext, dep: Deployment, why: str, *,
+                    lines: tuple[facts.Line, ...] = (), detail: str = "") -> None:
     """Automatic rollback: say what failed and the numbers, then undo through the target.
     A traffic change still running is stopped first (by the runner, on the replica that
     started it: ``stop_run``), so it cannot finish after the undo."""
@@ -81,13 +81,11 @@ async def stop_left_run(ctx: StepContext, dep: Deployment) -> None:
     except IntegrationError as exc:
         log.warning("deployment %s: stopping %s failed: %s", dep.id, run_id, exc)
         if kind == "target":
-            note(ctx.session, dep, ":warning: Could not stop the traffic change still running "
-                 f"({escape(str(exc))}); check that it did not finish after the rollback.",
-                 now=ctx.now)
+            note(ctx.session, dep, facts.StopFailed(error=str(exc)), now=ctx.now)
 
 
 def begin_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: str, *,
-                   lines: str = "", detail: str = "") -> None:
+                   lines: tuple[facts.Line, ...] = (), detail: str = "") -> None:
     """The database half of a rollback (state, thread message); the runner's next step
     (``step_rolling_back``) talks to the target. Usable where no target is at hand."""
     if dep.kind == "rollback":
@@ -96,8 +94,8 @@ def begin_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: s
     machine.transition(session, dep, State.ROLLING_BACK, actor="shipbot", now=now,
                        detail=f"Rolling back: {why}.")
     dep.action_run_id, dep.next_action_at = None, now
-    note(session, dep, f":rewind: *Rolling back {dep.service} on {dep.env}: {why}.*"
-         + (f"\n{lines}" if lines else ""), now=now, detail=detail or None)
+    note(session, dep, facts.RollingBack(service=dep.service, env=dep.env, why=why,
+                                         results=lines, output=detail), now=now)
 
 
 async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
@@ -125,25 +123,24 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
         return
     ok = status.state is RunState.SUCCEEDED
     before = code_or(dep.previous_version, "the previous version")
-    took = human_duration((ctx.now - as_utc(dep.updated_at)).total_seconds())
+    seconds = (ctx.now - as_utc(dep.updated_at)).total_seconds()
     machine.transition(
         ctx.session, dep, State.ROLLED_BACK if ok else State.ROLLBACK_FAILED, actor="shipbot",
         now=ctx.now, detail=f"{dep.env} is back on {before}." if ok else
         f"The rollback failed: {escape(status.detail)}. {dep.env} needs a human now.")
-    note(ctx.session, dep, (f":leftwards_arrow_with_hook: Rolled back in {took}: {dep.env} "
-                            f"is back on {before}. Fix the cause, then deploy again with "
-                            f"`/deploy {dep.service} {dep.env} {dep.version}`.") if ok else
-         rollback_failed_text(dep, escape(status.detail)), now=ctx.now,
-         detail=status.output_tail or None)
+    note(ctx.session, dep, facts.RolledBack(
+        service=dep.service, env=dep.env, version=dep.version,
+        previous_version=dep.previous_version, seconds=seconds, output=status.output_tail)
+        if ok else rollback_failed(dep, escape(status.detail), status.output_tail), now=ctx.now)
     if ok and json.loads(dep.analysis_log or "[]"):
         ctx.session.add(Outbox(deployment_id=dep.id, kind="chart", created_at=ctx.now))
 
 
-def rollback_failed_text(dep: Deployment, reason: str) -> str:
-    return (f":rotating_light: *Rollback failed* ({reason}). {dep.env} may be serving "
-            f"`{dep.version}` partly. Act now: fix by hand, or deploy the previous version "
-            f"with `/deploy {dep.service} {dep.env} {dep.previous_version or '<version>'} "
-            "--hotfix`.")
+def rollback_failed(dep: Deployment, reason: str, output: str = "") -> facts.RollbackFailed:
+    """``reason`` is mrkdwn (its untrusted parts escaped): the card shows it too."""
+    return facts.RollbackFailed(reason=reason, service=dep.service, env=dep.env,
+                                version=dep.version, previous_version=dep.previous_version,
+                                output=output)
 
 
 def _nothing_to_go_back_to(ctx: StepContext, dep: Deployment) -> None:
@@ -151,13 +148,12 @@ def _nothing_to_go_back_to(ctx: StepContext, dep: Deployment) -> None:
     machine.transition(ctx.session, dep, State.ROLLBACK_FAILED, actor="shipbot", now=ctx.now,
                        detail=f"No earlier version of {dep.service} on {dep.env} to go back to; "
                        f"it runs `{dep.version}`.")
-    note(ctx.session, dep, f":rotating_light: *Cannot roll back:* Shipbot knows no earlier "
-         f"version of {dep.service} on {dep.env}, which now runs `{dep.version}`. Fix forward "
-         f"with `/deploy {dep.service} {dep.env} <version>`, or restore it by hand.", now=ctx.now)
+    note(ctx.session, dep, facts.NothingToGoBackTo(service=dep.service, env=dep.env,
+                                                   version=dep.version), now=ctx.now)
 
 
 def _keep_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: str, *,
-                   lines: str = "", detail: str = "") -> None:
+                   lines: tuple[facts.Line, ...] = (), detail: str = "") -> None:
     """A rollback that fails its checks stays: undoing it would put back the version it
     replaced, the one an alert or a human blamed. A human decides what comes next."""
     if State(dep.state) is not State.ROLLING_BACK:  # the machine ends rollbacks from there
@@ -171,9 +167,6 @@ def _keep_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: s
         session, dep, State.ROLLBACK_FAILED, actor="shipbot", now=now,
         detail=f"{what} ({why}); {dep.env} runs `{dep.version}` anyway. Shipbot does not "
         f"undo a rollback (that would put back {bad}): fix forward with {fix}.")
-    results = f"\n{lines}\n" if lines else " "
-    note(session, dep, f":rotating_light: *{what}* ({why}).{results}{dep.env} now runs "
-         f"`{dep.version}`, not known to be healthy. Shipbot does not undo a rollback: that "
-         f"would put back {bad}, the version it replaced. A human decides now: fix forward "
-         f"with {fix}, or deploy another known-good version the same way.", now=now,
-         detail=detail or None)
+    note(session, dep, facts.RollbackKept(
+        service=dep.service, env=dep.env, version=dep.version,
+        previous_version=dep.previous_version, why=why, results=lines, output=detail), now=now)

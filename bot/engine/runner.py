@@ -26,7 +26,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
-from bot.engine import machine, replicas, rollout_stops
+from bot.engine import facts, machine, replicas, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note, refresh_approval
@@ -273,7 +273,7 @@ class Runner:
             dep.lease_owner, dep.lease_until = None, None
             if State(dep.state) is state and wait is not None:
                 dep.next_action_at = now + min(timedelta(seconds=wait + 1), MAX_RATE_LIMIT_WAIT)
-                note(session, dep, f":hourglass_flowing_sand: {reason}", now=now)
+                note(session, dep, facts.RateLimited(reason=reason, wait_seconds=wait), now=now)
             elif State(dep.state) is state:
                 dep.step_attempts += 1
                 if dep.step_attempts >= MAX_STEP_ATTEMPTS:
@@ -291,11 +291,10 @@ class Runner:
         back; a rollback that cannot finish calls a human; a request not yet approved
         expires; anything earlier, which has not touched the target's traffic, fails."""
         gave_up = f"Gave up after {MAX_STEP_ATTEMPTS} attempts: {reason}"
-        retry = "`" + " ".join(filter(None, ("/deploy", dep.service, dep.env, dep.version))) + "`"
         if state is State.ROLLING_BACK:
             machine.transition(session, dep, State.ROLLBACK_FAILED, actor="shipbot",
                                now=now, detail=gave_up)
-            note(session, dep, rollout_stops.rollback_failed_text(dep, reason), now=now)
+            note(session, dep, rollout_stops.rollback_failed(dep, reason), now=now)
         elif state in (State.VERIFYING, State.PROMOTING, State.PAUSED):
             # Canary and blue-green: the stable version still runs, so traffic goes back to
             # it. Rolling (it replaced the old version): the old version is deployed again.
@@ -305,15 +304,15 @@ class Runner:
             machine.transition(session, dep, State.EXPIRED, actor="shipbot", now=now,
                                detail=f"{gave_up}. Nothing was deployed.")
             refresh_approval(session, dep, now=now)
-            note(session, dep, f":alarm_clock: *Request expired:* Shipbot could not handle "
-                 f"it while it waited for approval ({reason}; gave up after "
-                 f"{MAX_STEP_ATTEMPTS} attempts). Nothing was deployed, and approving it "
-                 f"now does nothing. Fix the cause, then ask again with {retry}.", now=now)
+            note(session, dep, facts.ExpiredUnhandled(
+                reason=reason, attempts=MAX_STEP_ATTEMPTS, service=dep.service, env=dep.env,
+                version=dep.version), now=now)
         else:
             machine.transition(session, dep, State.FAILED, actor="shipbot", now=now,
                                detail=gave_up)
-            note(session, dep, f":x: *Stopped while {state.value}:* {reason}. Nothing "
-                 f"more will run. Fix the cause, then {retry} again.", now=now)
+            note(session, dep, facts.GaveUp(state=state.value, reason=reason,
+                                            service=dep.service, env=dep.env,
+                                            version=dep.version), now=now)
 
     async def _push_back(self, dep_id: int, state: State) -> None:
         """Try again in a while (unless a person moved it on meanwhile); free the lease."""

@@ -9,17 +9,18 @@ it again under the same key.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Literal
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
-from bot.engine import builds, changes, machine, progressive, quality, rollout_stops
+from bot.engine import builds, changes, facts, machine, progressive, quality, rollout_stops
 from bot.engine.context import StepContext
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
 from bot.engine.providers import job
-from bot.mrkdwn import code_or, escape
+from bot.mrkdwn import escape
 from bot.store.models import Deployment
 from integrations.base import RunState, RunStatus
 
@@ -46,14 +47,12 @@ async def step_requested(ctx: StepContext, dep: Deployment) -> None:
                 f"Name one: `/deploy {dep.service} {dep.env} v1.2.3`.",
             )
             return
-        note(ctx.session, dep, f":label: No version given: the latest build is `{dep.version}`.",
-             now=ctx.now)
+        note(ctx.session, dep, facts.LatestVersion(version=dep.version), now=ctx.now)
     dep.previous_version = await last_succeeded_version(ctx.session, dep.service, dep.env)
     refused = await changes.check(ctx, dep)
     if refused:
         machine.transition(ctx.session, dep, State.CANCELLED, actor="shipbot", now=ctx.now,
-                           detail=refused)
-        note(ctx.session, dep, refused, now=ctx.now)
+                           detail=refused)  # check() told the thread
         return
     if dep.approvals_required:
         rules = ctx.policy.env(dep.env).approval_rules
@@ -78,10 +77,10 @@ async def step_awaiting_approval(ctx: StepContext, dep: Deployment) -> None:
     machine.transition(ctx.session, dep, State.EXPIRED, actor="shipbot", now=ctx.now,
                        detail=f"No decision within {waited}; nothing was deployed.")
     refresh_approval(ctx.session, dep, now=ctx.now)
-    note(ctx.session, dep,
-         f":alarm_clock: <@{dep.requester}> your request expired without enough approvals "
-         f"({dep.approvals_received} of {dep.approvals_required}). Nothing was deployed. "
-         f"Ask again with `/deploy {dep.service} {dep.env} {dep.version}`.", now=ctx.now)
+    note(ctx.session, dep, facts.RequestExpired(
+        requester=dep.requester, received=dep.approvals_received,
+        required=dep.approvals_required, service=dep.service, env=dep.env,
+        version=dep.version), now=ctx.now)
 
 
 async def step_queued(ctx: StepContext, dep: Deployment) -> None:
@@ -91,8 +90,7 @@ async def step_queued(ctx: StepContext, dep: Deployment) -> None:
         if not blocked.allowed:
             machine.transition(ctx.session, dep, State.CANCELLED, actor="shipbot", now=ctx.now,
                                detail=blocked.reason)
-            note(ctx.session, dep, f"{blocked.reason} This deployment was stopped before "
-                 "anything ran.", now=ctx.now)
+            note(ctx.session, dep, facts.StoppedBeforeStart(why=blocked.reason), now=ctx.now)
             return
     if not await quality.passed(ctx, dep):  # the commit's required checks
         return
@@ -102,9 +100,9 @@ async def step_queued(ctx: StepContext, dep: Deployment) -> None:
     if built is not None:
         builds.adopt(dep, built)  # the same artifact as where this version ran before
         if dep.kind == "deploy":
-            made = f" (`{dep.artifact.replace('`', '')}`)" if dep.artifact else ""
-            note(ctx.session, dep, f":package: Using the build of `{dep.version}` from "
-                 f"{built.env} (#{built.built_by}){made}: not built again.", now=ctx.now)
+            note(ctx.session, dep, facts.BuildReused(
+                version=dep.version, built_in=built.env, built_by=built.built_by,
+                artifact=dep.artifact), now=ctx.now)
     if ci is None or dep.kind != "deploy" or built is not None:
         await start_deploy(ctx, dep)  # rollbacks and redeploys: built before
         return
@@ -112,8 +110,7 @@ async def step_queued(ctx: StepContext, dep: Deployment) -> None:
     machine.transition(ctx.session, dep, State.BUILDING, actor="shipbot", now=ctx.now,
                        detail=f"build {dep.ci_run_id}")
     dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.ci_timeout)
-    note(ctx.session, dep, f":hammer_and_wrench: Build started for `{dep.version}`.",
-         now=ctx.now)
+    note(ctx.session, dep, facts.BuildStarted(version=dep.version), now=ctx.now)
     ctx.later(dep)
 
 
@@ -126,19 +123,17 @@ async def step_building(ctx: StepContext, dep: Deployment) -> None:
     status = await ctx.providers.ci.poll(dep.ci_run_id)
     if status.url and status.url != dep.ci_url:
         if dep.ci_url is None and status.state is RunState.RUNNING:  # a link to follow it
-            note(ctx.session, dep, ":link: The build is running.", now=ctx.now,
-                 link=status.url)
+            note(ctx.session, dep, facts.BuildRunning(link=status.url), now=ctx.now)
         dep.ci_url = status.url
     if status.state is RunState.RUNNING:
         await _still_running(ctx, dep, status, "build")
         return
     if status.state is RunState.FAILED:
-        await _fail(ctx, dep, f"Build failed: {escape(status.detail)}.", status)
+        await _fail(ctx, dep, "build", status)
         return
     builds.record(dep, status)
-    note(ctx.session, dep, f":white_check_mark: Build passed ({escape(status.detail)}).",
-         now=ctx.now,
-         detail=status.output_tail or None, link=status.url)
+    note(ctx.session, dep, facts.BuildPassed(detail=status.detail, output=status.output_tail,
+                                             link=status.url), now=ctx.now)
     await start_deploy(ctx, dep)
 
 
@@ -147,9 +142,8 @@ async def start_deploy(ctx: StepContext, dep: Deployment) -> None:
     machine.transition(ctx.session, dep, State.DEPLOYING, actor="shipbot", now=ctx.now,
                        detail=f"deploy {dep.deploy_run_id}")
     dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.deploy_timeout)
-    doing = (f":rewind: Rolling {dep.env} back to `{dep.version}`." if dep.kind == "rollback"
-             else f":rocket: Deploying `{dep.version}` to {dep.env}.")
-    note(ctx.session, dep, doing, now=ctx.now)
+    note(ctx.session, dep, facts.Deploying(version=dep.version, env=dep.env,
+                                           rollback=dep.kind == "rollback"), now=ctx.now)
     ctx.later(dep)
 
 
@@ -168,7 +162,7 @@ async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
         await _still_running(ctx, dep, status, "deploy")
         return
     if status.state is RunState.FAILED:
-        await _fail(ctx, dep, f"Deploy failed: {escape(status.detail)}.", status)
+        await _fail(ctx, dep, "deploy", status)
         return
     if dep.kind != "rollback" and ctx.providers.health is not None and \
             not await _healthy(ctx, dep):
@@ -183,8 +177,8 @@ async def _healthy(ctx: StepContext, dep: Deployment) -> bool:
     if dep.action_run_id is None:
         assert probe is not None  # step_deploying asks only targets that report health
         dep.action_run_id = await probe.health(job(dep, "health"))
-        note(ctx.session, dep, f":stethoscope: `{dep.version}` is deployed; waiting for "
-             f"{dep.env} to report it healthy.", now=ctx.now)
+        note(ctx.session, dep, facts.AwaitingHealth(version=dep.version, env=dep.env),
+             now=ctx.now)
         ctx.later(dep)
         return False
     health = await target.poll(dep.action_run_id)
@@ -193,8 +187,8 @@ async def _healthy(ctx: StepContext, dep: Deployment) -> bool:
         ctx.later(dep)
         return False
     if health.state is RunState.SUCCEEDED:
-        note(ctx.session, dep, f":green_heart: {dep.env} reports `{dep.version}` healthy.",
-             now=ctx.now, detail=health.output_tail or None)
+        note(ctx.session, dep, facts.Healthy(version=dep.version, env=dep.env,
+                                             output=health.output_tail), now=ctx.now)
         return True
     if not late:
         dep.action_run_id = None  # the probe ended; a late one is stopped by roll_back
@@ -205,29 +199,30 @@ async def _healthy(ctx: StepContext, dep: Deployment) -> bool:
     return False
 
 
-async def _still_running(ctx: StepContext, dep: Deployment, status: RunStatus, what: str) -> None:
+async def _still_running(ctx: StepContext, dep: Deployment, status: RunStatus,
+                         what: Literal["build", "deploy"]) -> None:
     if dep.step_deadline_at and ctx.now >= as_utc(dep.step_deadline_at):
         run_id = dep.ci_run_id if what == "build" else dep.deploy_run_id
         provider = ctx.providers.ci if what == "build" else ctx.providers.target
         if provider and run_id:
             await provider.cancel(run_id)
-        await _fail(ctx, dep, f"The {what} did not finish in time and was stopped.", status)
+        await _fail(ctx, dep, what, status, timed_out=True)
         return
     ctx.later(dep)
 
 
-async def _fail(ctx: StepContext, dep: Deployment, reason: str, status: RunStatus) -> None:
-    before = code_or(dep.previous_version, "its previous version")
-    if State(dep.state) is State.DEPLOYING:
-        where = (f"The deploy may have changed {dep.env} partly (it ran {before} before): "
-                 "check the output below, then fix forward or roll back.")
-    else:
-        where = f"{dep.env} was not touched and still runs {before}."
+async def _fail(ctx: StepContext, dep: Deployment, step: Literal["build", "deploy"],
+                status: RunStatus, *, timed_out: bool = False) -> None:
+    reason = (f"The {step} did not finish in time and was stopped." if timed_out
+              else f"{step.capitalize()} failed: {escape(status.detail)}.")
+    during_deploy = State(dep.state) is State.DEPLOYING
     machine.transition(ctx.session, dep, State.FAILED, actor="shipbot", now=ctx.now,
                        detail=reason)
-    note(ctx.session, dep,
-         f":x: *{reason}* {where} To retry: `/deploy {dep.service} {dep.env} {dep.version}`.",
-         now=ctx.now, detail=status.output_tail or None, link=status.url)
+    note(ctx.session, dep, facts.RunFailed(
+        step=step, timed_out=timed_out, detail=status.detail, during_deploy=during_deploy,
+        service=dep.service, env=dep.env, version=dep.version,
+        previous_version=dep.previous_version, output=status.output_tail, link=status.url),
+        now=ctx.now)
 
 
 STEPS = {

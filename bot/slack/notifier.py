@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -28,6 +27,7 @@ from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
 from bot.mrkdwn import permalink
 from bot.slack.blocks import approval_request, status_card
+from bot.slack.notes import UnknownFact, words_of
 from bot.slack.notifier_alerts import AlertDelivery
 from bot.slack.rollout_chart import rollout_chart
 from bot.store.db import Sessions
@@ -174,6 +174,9 @@ class Notifier:
         except (SlackApiError, SlackClientError, OSError, TimeoutError) as exc:
             await self._failed(rows, exc)
             return False
+        except UnknownFact as exc:
+            await self.unknown_fact(rows, exc)
+            return False
         await self._mark(rows, delivered=True)
         return True
 
@@ -192,10 +195,10 @@ class Notifier:
         return channel, ts
 
     async def _post_thread(self, dep_id: int, row: Outbox) -> None:
+        text, blocks = words_of(row)
         channel, ts = await self._card_ref(dep_id)
         await self.client.chat_postMessage(
-            channel=channel, thread_ts=ts, text=row.text, blocks=json.loads(row.blocks),
-            unfurl_links=False)
+            channel=channel, thread_ts=ts, text=text, blocks=blocks, unfurl_links=False)
 
     async def _refresh_card(self, dep_id: int) -> None:
         channel, ts = await self._card_ref(dep_id)
@@ -218,8 +221,9 @@ class Notifier:
             title=f"{dep.service} {dep.version} on {dep.env}: canary vs baseline")
 
     async def _announce(self, row: Outbox) -> None:
-        await self.client.chat_postMessage(channel=row.channel or "", text=row.text,
-                                           blocks=json.loads(row.blocks), unfurl_links=False)
+        text, blocks = words_of(row)
+        await self.client.chat_postMessage(channel=row.channel or "", text=text,
+                                           blocks=blocks, unfurl_links=False)
 
     async def _refresh_approval(self, dep_id: int) -> None:
         """Post the approval request in the thread (and the approvals channel), or update it."""
@@ -267,6 +271,13 @@ class Notifier:
         log.warning("Slack %s for deployment %s failed (%s); will retry",
                     method, rows[0].deployment_id, error)
         await self._mark(rows, delivered=False, error=error)
+
+    async def unknown_fact(self, rows: list[Outbox], exc: UnknownFact) -> None:
+        """Written by a newer process: retried (with backoff) so that one can post it,
+        given up after MAX_ATTEMPTS like a failing Slack call. Later replies of the thread
+        wait for it here, to keep their order."""
+        log.error("%s; this process cannot put it into words", exc)
+        await self._mark(rows, delivered=False, error=str(exc))
 
     async def _mark(self, rows: list[Outbox], *, delivered: bool, error: str = "") -> None:
         now = self.clock()

@@ -21,6 +21,7 @@ from bot.clock import as_utc, human_duration
 from bot.config_alerts import AlertsConfig
 from bot.mrkdwn import escape, permalink
 from bot.slack.blocks_alerts import alert_root, suspect_message
+from bot.slack.notes import UnknownFact, words_of
 from bot.store.models import AlertInstance, AlertThread, Deployment, Outbox
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class Outlet(Protocol):
     def kick(self) -> None: ...
 
     async def _failed(self, rows: list[Outbox], exc: Exception) -> None: ...
+
+    async def unknown_fact(self, rows: list[Outbox], exc: UnknownFact) -> None: ...
 
     async def _mark(self, rows: list[Outbox], *, delivered: bool, error: str = "") -> None: ...
 
@@ -93,10 +96,13 @@ class AlertDelivery:
                 continue
             try:
                 await call
-            except (SlackApiError, SlackClientError, OSError, TimeoutError) as exc:
+            except (SlackApiError, SlackClientError, OSError, TimeoutError, UnknownFact) as exc:
                 new_root = before[0] is None and snap.thread.root_ts
                 await self._record(snap, done, before, self._link_note(snap) if new_root else None)
-                await self.n._failed(group, exc)
+                if isinstance(exc, UnknownFact):
+                    await self.n.unknown_fact(group, exc)
+                else:
+                    await self.n._failed(group, exc)
                 return
             done += group
         link = await self._link(snap) if before[0] is None and snap.thread.root_ts else None
@@ -182,9 +188,10 @@ class AlertDelivery:
         return await self._root(snap)
 
     async def _reply(self, snap: Snapshot, row: Outbox) -> None:
+        text, blocks = words_of(row)
         channel, ts = await self._root_ref(snap)
-        await self.n.client.chat_postMessage(channel=channel, thread_ts=ts, text=row.text,
-                                             blocks=json.loads(row.blocks), unfurl_links=False)
+        await self.n.client.chat_postMessage(channel=channel, thread_ts=ts, text=text,
+                                             blocks=blocks, unfurl_links=False)
 
     async def _suspect(self, snap: Snapshot) -> None:
         """Post the suspect reply (first time) or re-render its buttons and state."""

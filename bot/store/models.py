@@ -211,6 +211,11 @@ class Outbox(SQLModel, table=True):
     channel: str | None = Field(default=None, max_length=80)
     text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     blocks: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    # What the engine recorded (``bot.engine.facts``: its kind and JSON payload), put into
+    # words at delivery; rows written before facts (or by the Slack layer) have none and
+    # are delivered with their ``text`` and ``blocks``.
+    fact: str | None = Field(default=None, max_length=40)
+    payload: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(sa_column=_ts(nullable=False))
     delivered_at: datetime | None = Field(default=None, sa_column=_ts(index=True))
     attempts: int = 0
