@@ -213,3 +213,22 @@ def test_tracebacks_and_stacks_of_a_log_record_are_redacted() -> None:
     assert record.exc_text is not None and GHP not in record.exc_text
     assert f"ValueError: bad header {REDACTED}" in record.exc_text
     assert record.stack_info == f"Stack:\n  call({REDACTED})"
+
+
+@pytest.mark.parametrize("written", ["\n", "\\n"])  # real newlines, or written out
+def test_each_line_of_a_multi_line_secret_is_a_secret_alone(written: str) -> None:
+    """A build log or an error may quote one line of a secret (a key's line, one of two
+    credentials in a file); the lines count alone, the PEM markers around them do not."""
+    config = parse_config({
+        "environments": {"dev": {}},
+        "services": {"api": {"channel": "#deploys", "deploy": {
+            "provider": "command", "argv": ["deploy"], "secret_env": ["CREDS", "PEM"]}}},
+    })
+    creds = "user-alpha-7f3k2" + written + "pass-omega-9q8w1"  # two lines, not base64 runs
+    pem = written.join(["-----BEGIN TEST KEY-----", "line-one.x7-k2", "line-two.p9-q4",
+                        "-----END TEST KEY-----"])
+    r = Redactor.for_bot(Settings(), config, {"CREDS": creds, "PEM": pem, "ONE": "single"})
+    assert r.text("failed at pass-omega-9q8w1 here") == f"failed at {REDACTED} here"
+    assert r.text("user-alpha-7f3k2") == REDACTED
+    assert r.text("saw line-two.p9-q4") == f"saw {REDACTED}"
+    assert r.text("-----END TEST KEY----- is the marker") == "-----END TEST KEY----- is the marker"
