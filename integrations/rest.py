@@ -7,6 +7,7 @@ web UI or a proxy instead of the API).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -15,12 +16,9 @@ from integrations.base import IntegrationError
 
 
 class JsonReads:
-    async def _call(self, method: str, path: str, missing: str,
-                    **kwargs: Any) -> httpx.Response:
-        raise NotImplementedError
-
-    def _unexpected(self, path: str, what: str) -> IntegrationError:
-        raise NotImplementedError
+    # What the provider defines: the request, and the error for a body of the wrong shape.
+    _call: Callable[..., Awaitable[httpx.Response]]
+    _unexpected: Callable[[str, str], IntegrationError]
 
     async def _json(self, path: str, missing: str, **params: str) -> Any:
         response = await self._call("GET", path, missing, params=params)

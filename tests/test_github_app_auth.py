@@ -218,3 +218,23 @@ async def test_a_deploy_through_the_app_signs_in_as_the_app(
     assert key_pem().splitlines()[2] not in json.dumps(
         [c.params for c in bot.slack.calls_to("chat.postMessage")])
     assert TOKEN not in json.dumps(gh.sent())
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["openssl", "genrsa", "1024"], "at least 2048 bits"),  # too short to trust
+    (["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+     "not an RSA key"),  # GitHub Apps sign with RSA keys only
+])
+def test_a_key_github_would_not_take_is_refused_before_any_request(
+        argv: list[str], problem: str) -> None:
+    made = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    with pytest.raises(ValueError, match=problem):
+        RsaKey.from_pem(made)
+
+
+def test_a_truncated_key_is_said_to_be_truncated() -> None:
+    whole = key_pem()
+    body = "".join(whole.splitlines()[1:-1])
+    cut = base64.b64encode(base64.b64decode(body)[:200]).decode()
+    with pytest.raises(ValueError, match="truncated key"):
+        RsaKey.from_pem(f"-----BEGIN RSA PRIVATE KEY-----\n{cut}\n-----END RSA PRIVATE KEY-----")
