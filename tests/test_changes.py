@@ -59,8 +59,11 @@ async def test_the_approval_request_lists_what_ships(make_bot, tmp_path: Path) -
     assert "• `0000014` Change 20" in text and "Change 21" not in text
     assert text.endswith("and 5 more") or "\nand 5 more" in text
     assert ("compare", "v1.0.0...v1.1.0") in world.calls
-    card = json.dumps(bot.slack.messages("#deploys-api")[1]["blocks"])
-    assert "*Changes* \\u2014 25 commits" in card and "and 5 more" in card  # the card too
+    async def card() -> str | None:  # the card too, once re-rendered as awaiting approval
+        blocks = json.dumps(bot.slack.messages("#deploys-api")[1]["blocks"])
+        return blocks if "*Changes* \\u2014 25 commits" in blocks else None
+
+    assert "and 5 more" in await eventually(card)
 
 
 async def test_more_commits_than_the_environment_takes_are_refused(
