@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert
 
-from bot.slack.blocks import status_text
+from bot.slack.blocks_queries import status_text
 from bot.store.models import Deployment
 
 

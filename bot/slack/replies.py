@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.slack.blocks import audit_text, guards_text, history_text, status_text
+from bot.slack.blocks_queries import audit_text, guards_text, history_text, status_text
 from commands.views import AuditView, HistoryView, Reply, StatusView
 
 
