@@ -41,7 +41,7 @@ from integrations.github_runs import (
     newest_tag,
     required_results,
 )
-from integrations.http import HttpOptions, Rejected, new_client, raise_for_status, send
+from integrations.http import HttpOptions, Rejected
 from integrations.rest import JsonReads
 
 PROVIDER = "github_actions"
@@ -73,17 +73,9 @@ class GitHubActionsProvider(JsonReads):
 
     async def _call(self, method: str, path: str, missing: str, **kwargs: Any
                     ) -> httpx.Response:
-        config = self._config
-        headers = await self._credentials.headers(
-            f"the github_actions provider for {config.repository}")
-        async with new_client(PROVIDER, config.base_url, headers=headers,
-                              timeout_seconds=config.request_timeout_seconds,
-                              options=self._options) as client:
-            response = await send(client, PROVIDER, config.label, self._options, method,
-                                  config.base_url + path, **kwargs)
-        raise_for_status(response, label=config.label, token_env=config.check_hint(),
-                         missing=missing, now=self._clock)
-        return response
+        return await self._credentials.request(
+            method, path, missing, f"the github_actions provider for {self._config.repository}",
+            **kwargs)
 
     def _unexpected(self, path: str, what: str) -> IntegrationError:
         return IntegrationError(f"{self._config.label} answered {path} with {what}; is "

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import httpx
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
@@ -121,6 +122,11 @@ class GitHubAccess(BaseModel):
         return self.token_env
 
 
+def _github_headers(bearer: str) -> dict[str, str]:
+    return {"Accept": "application/vnd.github+json", "Authorization": f"Bearer {bearer}",
+            "X-GitHub-Api-Version": API_VERSION, "User-Agent": "shipbot"}
+
+
 @dataclass
 class _Token:
     value: str
@@ -142,9 +148,24 @@ class GitHubCredentials:
 
     async def headers(self, what: str) -> dict[str, str]:
         """GitHub's headers with a current credential; ``what`` names the caller's use."""
-        return {"Accept": "application/vnd.github+json",
-                "Authorization": f"Bearer {await self.token(what)}",
-                "X-GitHub-Api-Version": API_VERSION, "User-Agent": "shipbot"}
+        return _github_headers(await self.token(what))
+
+    async def request(self, method: str, path: str, missing: str, what: str,
+                      **kwargs: Any) -> httpx.Response:
+        """One call to the API with a current credential, through the shared client and
+        its error mapping; ``missing`` names what a 404 means, ``what`` the caller's use."""
+        return await self._send(method, path, await self.headers(what), missing, **kwargs)
+
+    async def _send(self, method: str, path: str, headers: dict[str, str], missing: str,
+                    **kwargs: Any) -> httpx.Response:
+        access = self._access
+        async with new_client(self._provider, access.base_url, headers=headers,
+                              timeout_seconds=self._timeout, options=self._options) as client:
+            response = await send(client, self._provider, access.label, self._options,
+                                  method, access.base_url + path, **kwargs)
+        raise_for_status(response, label=access.label, token_env=access.check_hint(),
+                         missing=missing, now=self._clock)
+        return response
 
     async def token(self, what: str) -> str:
         access = self._access
@@ -165,15 +186,9 @@ class GitHubCredentials:
         assert access.app_id is not None and access.installation_id is not None
         jwt = app_jwt(access.app_id, self._private_key(), now)
         path = f"/app/installations/{access.installation_id}/access_tokens"
-        headers = {"Accept": "application/vnd.github+json", "Authorization": f"Bearer {jwt}",
-                   "X-GitHub-Api-Version": API_VERSION, "User-Agent": "shipbot"}
-        async with new_client(self._provider, access.base_url, headers=headers,
-                              timeout_seconds=self._timeout, options=self._options) as client:
-            response = await send(client, self._provider, access.label, self._options, "POST",
-                                  access.base_url + path)
-        raise_for_status(response, label=access.label, token_env=access.check_hint(),
-                         missing=f"installation {access.installation_id} of the GitHub App "
-                                 f"{access.app_id}", now=self._clock)
+        response = await self._send(
+            "POST", path, _github_headers(jwt), f"installation {access.installation_id} of "
+            f"the GitHub App {access.app_id}")
         try:
             data = response.json()
             token, expires = data["token"], data["expires_at"]

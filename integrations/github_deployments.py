@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from integrations.base import IntegrationError, MirrorUpdate
 from integrations.github_auth import GitHubAccess, GitHubCredentials
-from integrations.http import HttpOptions, new_client, raise_for_status, send
+from integrations.http import HttpOptions
 from integrations.http_auth import check_http_url
 
 PROVIDER = "github_deployments"
@@ -121,17 +121,8 @@ class GitHubDeployments:
 
     async def _call(self, method: str, path: str, missing: str, **kwargs: Any
                     ) -> httpx.Response:
-        config = self._config
-        headers = await self._credentials.headers(f"the GitHub Deployments mirror for "
-                                                  f"{self._repo}")
-        async with new_client(PROVIDER, config.base_url, headers=headers,
-                              timeout_seconds=config.request_timeout_seconds,
-                              options=self._options) as client:
-            response = await send(client, PROVIDER, config.label, self._options, method,
-                                  config.base_url + path, **kwargs)
-        raise_for_status(response, label=config.label, token_env=config.check_hint(),
-                         missing=missing, now=self._clock)
-        return response
+        return await self._credentials.request(
+            method, path, missing, f"the GitHub Deployments mirror for {self._repo}", **kwargs)
 
 
 def _short(text: str) -> str:
