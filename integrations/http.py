@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -78,7 +79,8 @@ def snippet(text: str, limit: int = _MAX_ERROR_CHARS) -> str:
 
 
 def new_client(provider: str, base_url: str, *, headers: Mapping[str, str],
-               timeout_seconds: float, options: HttpOptions) -> httpx.AsyncClient:
+               timeout_seconds: float, options: HttpOptions,
+               verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
     """A client for one provider call (or a few): short-lived, so a provider owns nothing
     that needs closing or that is bound to one event loop."""
 
@@ -91,7 +93,7 @@ def new_client(provider: str, base_url: str, *, headers: Mapping[str, str],
             options.observe(provider, request.method, outcome)
 
     return httpx.AsyncClient(
-        base_url=base_url, headers=dict(headers), transport=options.transport,
+        base_url=base_url, headers=dict(headers), transport=options.transport, verify=verify,
         timeout=httpx.Timeout(timeout_seconds), follow_redirects=False,
         limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
         event_hooks={"response": [on_response]},
