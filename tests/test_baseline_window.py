@@ -1,0 +1,60 @@
+"""Both tracks are judged over the same interval: a baseline whose pods have served for
+days is compared with the canary on what it served since the step started, not over its
+whole life (a real Prometheus, the sequential judge on counters, the whole app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bot.config import ShipbotConfig
+from tests.test_deploy_flow import finished
+from tests.test_latency_analysis import thread_of
+from tests.test_progressive import actions_run, canary_config
+
+pytest_plugins = ["tests.prometheus_fixture"]
+
+SELECTOR = 'service="{service}",track="{track}"'
+REQUESTS = f"sum(http_requests_total{{{SELECTOR}}})"
+ERRORS = f'sum(http_requests_total{{{SELECTOR},code=~"5.."}})'
+
+
+def counts_config(tmp_path: Path, prometheus_url: str, **metric: Any) -> ShipbotConfig:
+    """A 50 % -> 100 % canary judged on its error rate by the sequential test."""
+    spec = {"name": "errors", "label": "error rate", "unit": "ratio", "judge": "sequential",
+            "requests_query": REQUESTS, "errors_query": ERRORS, "min_requests": 300,
+            **metric}
+    return canary_config(tmp_path, prometheus_url, interval="6s", analysis={
+        "window": "5s", "resolution": "1s", "check_every": "1s", "metrics": [spec]})
+
+
+async def test_a_long_lived_healthy_baseline_does_not_fail_a_canary_as_good_as_it(
+        make_bot: Any, tmp_path: Path, prometheus: Any) -> None:
+    # A day of baseline traffic with almost no errors, then a bad hour for everyone:
+    # the canary serves exactly what the baseline serves now.
+    exporter = prometheus.exporter
+    exporter.record("baseline", requests=2_000_000, errors=200)
+    exporter.set_traffic("baseline", rps=300, error_rate=0.03)
+    exporter.set_traffic("canary", rps=300, error_rate=0.03)
+    await prometheus.wait_for_points('sum(http_requests_total{track="baseline"}) > 1e6', 1)
+    bot = await make_bot(counts_config(tmp_path, prometheus.url))
+    await bot.driver.command("api staging v3.0.0")
+    [dep] = await finished(bot, 1)
+    assert dep.state == "succeeded", dep.detail
+    assert ["promote", "api"] in actions_run(tmp_path)
+
+
+async def test_a_canary_worse_than_the_baseline_now_is_still_caught(
+        make_bot: Any, tmp_path: Path, prometheus: Any) -> None:
+    exporter = prometheus.exporter
+    exporter.record("baseline", requests=2_000_000, errors=100_000)  # a bad day, 5 %
+    exporter.set_traffic("baseline", rps=300, error_rate=0.005)
+    exporter.set_traffic("canary", rps=300, error_rate=0.04)  # 8x the baseline now
+    await prometheus.wait_for_points('sum(http_requests_total{track="baseline"}) > 1e6', 1)
+    bot = await make_bot(counts_config(tmp_path, prometheus.url))
+    await bot.driver.command("api staging v3.0.0")
+    [dep] = await finished(bot, 1)
+    assert dep.state == "rolled_back", dep.detail
+    thread = await thread_of(bot, "Rolled back in")
+    why = next(t for t in thread if "Rolling back api on staging" in t)
+    assert "canary analysis failed at 50%" in why
