@@ -62,6 +62,10 @@ class AnalysisConfig(BaseModel):
     window: Duration = Field(default=timedelta(minutes=1), description="rate() window")
     resolution: Duration = Field(default=timedelta(seconds=10), description="query step")
     check_every: Duration = Field(default=timedelta(seconds=30))
+    measurement_window: Duration | None = Field(
+        default=None, description="threshold judge: each check's measurement is the mean over "
+        "this much time before the check (default: check_every), as Argo Rollouts and Flagger "
+        "measure the last interval; the other judges use everything since the step started")
     pass_score: float = Field(default=95, ge=0, le=100)
     marginal_score: float = Field(default=75, ge=0, le=100)
 

@@ -1,13 +1,22 @@
-"""Both tracks are judged over the same interval: a baseline whose pods have served for
-days is compared with the canary on what it served since the step started, not over its
-whole life (a real Prometheus, the sequential judge on counters, the whole app)."""
+"""What interval each judge sees. Both tracks are judged over the same interval: a
+baseline whose pods have served for days is compared with the canary on what it served
+since the step started, not over its whole life (a real Prometheus, the sequential judge
+on counters, the whole app); the threshold judge measures the last interval, as Argo
+Rollouts and Flagger do."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot.config import ShipbotConfig
+from bot.config_delivery import AnalysisConfig
+from bot.engine.measure import measure
+from bot.store.models import Deployment
+from integrations.metrics import Sample
 from tests.test_deploy_flow import finished
 from tests.test_latency_analysis import thread_of
 from tests.test_progressive import actions_run, canary_config
@@ -58,3 +67,54 @@ async def test_a_canary_worse_than_the_baseline_now_is_still_caught(
     thread = await thread_of(bot, "Rolled back in")
     why = next(t for t in thread if "Rolling back api on staging" in t)
     assert "canary analysis failed at 50%" in why
+
+
+class RangeLog:
+    """A MetricsProvider that records each range query's interval and answers one point."""
+
+    def __init__(self) -> None:
+        self.ranges: list[tuple[str, datetime, datetime]] = []
+
+    async def query_range(self, query: str, start: datetime, end: datetime,
+                          step: float) -> list[Sample]:
+        self.ranges.append((query, start, end))
+        return [Sample(end, 0.01)]
+
+    async def query(self, query: str, at: datetime | None = None) -> float | None:
+        raise AssertionError("no counters here")
+
+    async def query_buckets(self, query: str, at: datetime | None = None) -> dict[float, float]:
+        raise AssertionError("no histograms here")
+
+
+def analysis_of(*metrics: dict[str, Any], **settings: Any) -> AnalysisConfig:
+    return AnalysisConfig.model_validate({"check_every": "30s", "metrics": list(metrics),
+                                          **settings})
+
+
+DEP = Deployment(request_key="k", service="api", env="staging", version="2.0.0",
+                 previous_version="1.0.0", requester="U1", state="verifying",
+                 channel="#deploys-api", created_at=datetime.now(UTC),
+                 updated_at=datetime.now(UTC))
+
+
+@pytest.mark.parametrize(("settings", "seconds"), [({}, 30), ({"measurement_window": "2m"}, 120)])
+async def test_threshold_measures_the_last_interval_not_the_step_so_far(
+        settings: dict[str, Any], seconds: int) -> None:
+    # A start-up transient early in a long step must not weigh on every later check.
+    analysis = analysis_of({"name": "err", "judge": "threshold", "query": 'q{track="{track}"}',
+                            "max": 0.05},
+                           {"name": "lat", "judge": "mann-whitney", "query": 'm{track="{track}"}'},
+                           **settings)
+    provider = RangeLog()
+    step_start = datetime(2026, 12, 5, 7, 0, tzinfo=UTC)
+    now = step_start + timedelta(minutes=10)
+    await measure(provider, analysis, DEP, step_start, now)
+    starts = {query: start for query, start, end in provider.ranges}
+    assert starts['q{track="canary"}'] == starts['q{track="baseline"}'] == \
+        now - timedelta(seconds=seconds)
+    assert starts['m{track="canary"}'] == starts['m{track="baseline"}'] == step_start
+    early = now - timedelta(seconds=10)  # the window never reaches back before the step
+    provider.ranges.clear()
+    await measure(provider, analysis, DEP, early, now)
+    assert {start for _, start, _ in provider.ranges} == {early}

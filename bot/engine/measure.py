@@ -17,6 +17,7 @@ import logging
 import math
 from datetime import datetime
 
+from bot.config_analysis import JudgeKind
 from bot.config_delivery import AnalysisConfig, AnalysisMetric
 from bot.engine.analysis.model import MetricSeries
 from bot.store.models import Deployment
@@ -43,9 +44,12 @@ async def _one(
     try:
         fields: dict[str, object] = {}
         if metric.query:
+            since = start
+            if metric.judge is JudgeKind.THRESHOLD:  # the last interval, not the whole step
+                since = max(start, end - (analysis.measurement_window or analysis.check_every))
             canary, baseline = await asyncio.gather(
-                _range(provider, analysis, metric.query, dep, "canary", start, end),
-                _range(provider, analysis, metric.query, dep, "baseline", start, end))
+                _range(provider, analysis, metric.query, dep, "canary", since, end),
+                _range(provider, analysis, metric.query, dep, "baseline", since, end))
             fields.update(canary=canary, baseline=baseline)
         if metric.requests_query and metric.errors_query:
             counts = await asyncio.gather(*(
