@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from integrations.base import IntegrationError
 
@@ -74,4 +74,24 @@ class MetricsProvider(Protocol):
         One series per ``le`` label, ``+Inf`` as ``math.inf``; no data is ``{}``. A
         series without ``le``, a repeated ``le`` or a NaN value is a ``MetricsError``.
         """
+        ...
+
+
+@runtime_checkable
+class OwnQueryLanguage(Protocol):
+    """A provider whose queries are not PromQL fills templates with its own rules."""
+
+    def render_query(self, template: str, *, service: str | None = None,
+                     env: str | None = None, track: str | None = None,
+                     version: str | None = None, window: str | float | None = None) -> str:
+        ...
+
+
+@runtime_checkable
+class IntervalCounts(Protocol):
+    """A provider whose counters are counts per interval (Datadog's ``.as_count()``),
+    not cumulative like Prometheus's: the sequential judge gets their total since
+    ``start`` (the step's start, a fixed origin) instead of ``query`` at ``end``."""
+
+    async def count_between(self, query: str, start: datetime, end: datetime) -> float | None:
         ...

@@ -21,7 +21,7 @@ from bot.config_analysis import JudgeKind
 from bot.config_delivery import AnalysisConfig, AnalysisMetric
 from bot.engine.analysis.model import MetricSeries
 from bot.store.models import Deployment
-from integrations.metrics import MetricsError, MetricsProvider
+from integrations.metrics import IntervalCounts, MetricsError, MetricsProvider, OwnQueryLanguage
 from integrations.promql import render_query
 
 log = logging.getLogger(__name__)
@@ -70,16 +70,18 @@ async def _one(
         return None
 
 
-def _render(template: str, dep: Deployment, track: str, window: object) -> str:
+def _render(provider: MetricsProvider, template: str, dep: Deployment, track: str,
+            window: object) -> str:
     version = dep.version if track == "canary" else (dep.previous_version or dep.version)
-    return render_query(template, service=dep.service, env=dep.env, track=track,
-                        version=version, window=window)  # type: ignore[arg-type]
+    render = provider.render_query if isinstance(provider, OwnQueryLanguage) else render_query
+    return render(template, service=dep.service, env=dep.env, track=track,
+                  version=version, window=window)  # type: ignore[arg-type]
 
 
 async def _range(provider: MetricsProvider, analysis: AnalysisConfig, template: str,
                  dep: Deployment, track: str, start: datetime,
                  end: datetime) -> tuple[float | None, ...]:
-    query = _render(template, dep, track, analysis.window)
+    query = _render(provider, template, dep, track, analysis.window)
     samples = await provider.query_range(query, start, end,
                                          analysis.resolution.total_seconds())
     return tuple(s.value for s in samples)
@@ -88,8 +90,12 @@ async def _range(provider: MetricsProvider, analysis: AnalysisConfig, template: 
 async def _count(provider: MetricsProvider, template: str, dep: Deployment, track: str,
                  start: datetime, end: datetime) -> int | None:
     """The counter's increase from ``start`` to ``end``; None without data at ``end``. A
-    counter that went down (its pods restarted) comes out negative: the judge re-anchors."""
-    query = _render(template, dep, track, "1m")
+    counter that went down (its pods restarted) comes out negative: the judge re-anchors.
+    Per-interval counts (Datadog's ``.as_count()``) are summed from ``start`` instead."""
+    query = _render(provider, template, dep, track, "1m")
+    if isinstance(provider, IntervalCounts):
+        total = await provider.count_between(query, start, end)
+        return None if total is None or not math.isfinite(total) else round(total)
     before, after = await asyncio.gather(provider.query(query, start), provider.query(query, end))
     if after is None or not math.isfinite(after):
         return None
@@ -100,7 +106,7 @@ async def _buckets(provider: MetricsProvider, template: str, dep: Deployment, tr
                    start: datetime, end: datetime) -> dict[float, int] | None:
     """Each ``le``'s increase from ``start`` to ``end``; None without data at ``end``, so
     the judge says inconclusive."""
-    query = _render(template, dep, track, "1m")
+    query = _render(provider, template, dep, track, "1m")
     before, after = await asyncio.gather(provider.query_buckets(query, start),
                                          provider.query_buckets(query, end))
     return {le: round(value) - round(before.get(le, 0.0)) for le, value in after.items()} \
