@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bot.cli import main
 from bot.config import ConfigError, json_schema, parse_config
@@ -189,3 +190,16 @@ def test_render_refuses_what_is_missing_or_not_a_track() -> None:
         ddquery.render_query(ERRORS, service="api", track="prod", version="1")
     with pytest.raises(MetricsError, match="is not a duration"):
         ddquery.render_query("x{a:b}.rollup(sum, {window})", window="soon")
+
+
+def test_the_readme_example_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("#### Datadog as the metrics provider", 1)[1]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    data = config_data(tmp_path, example["metrics"])
+    data["services"]["api"]["strategy"] = example["services"]["api"]["strategy"]
+    config = parse_config(data)
+    assert isinstance(config.metrics, DatadogConfig) and config.metrics.site == "datadoghq.eu"
+    analysis = config.services["api"].strategy.analysis
+    assert analysis is not None and [m.judge.value for m in analysis.metrics] == [
+        "threshold", "mann-whitney", "sequential"]
