@@ -124,6 +124,9 @@ class DatadogHTTP:
                 response = await send(client, PROVIDER, "Datadog", self._options, "GET",
                                       QUERY_PATH, params=params)
             except ProviderUnavailable as exc:
+                if isinstance(exc.__cause__, httpx.ReadTimeout):
+                    # The query itself was slow: asking again would only double the wait.
+                    raise MetricsError(str(exc), transient=True) from exc
                 raise _Retryable(str(exc)) from exc
         self._raise_for_status(response)
         try:

@@ -216,14 +216,30 @@ async def test_server_errors_are_retried_then_transient() -> None:
         caught.value)
 
 
-async def test_unreachable_datadog_is_transient() -> None:
+async def test_unreachable_datadog_is_retried_then_transient() -> None:
+    seen: list[httpx.Request] = []
+
     def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
         raise httpx.ConnectError("connection refused", request=request)
 
     with pytest.raises(MetricsError) as caught:
         await provider(handler).query(HITS, NOW)
-    assert caught.value.transient
+    assert caught.value.transient and len(seen) == 3
     assert "could not reach Datadog at api.datadoghq.com" in str(caught.value)
+
+
+async def test_a_slow_query_is_transient_and_not_asked_again() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(MetricsError) as caught:
+        await provider(handler, timeout_seconds=3).query(HITS, NOW)
+    assert caught.value.transient and len(seen) == 1
+    assert str(caught.value) == "Datadog did not answer within 3 s"
 
 
 async def test_odd_answers_are_errors_that_say_what_to_check() -> None:
