@@ -11,6 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bot.config_delivery import AnalysisConfig
+from bot.engine.measure import measure
+from bot.store.models import Deployment
 from integrations.datadog import DatadogConfig, DatadogProvider
 from integrations.http import HttpOptions
 from integrations.metrics import MetricsError, MetricsProvider
@@ -261,3 +264,35 @@ async def test_faults_through_the_fake_api() -> None:
     wrong = provider(fake.handler, environ={"DD_API_KEY": "x" * 32, "DD_APP_KEY": APP_KEY})
     with pytest.raises(MetricsError, match="key was refused"):
         await wrong.query(HITS, NOW)
+
+
+def _deployment(version: str) -> Deployment:
+    return Deployment(request_key="k", service="api", env="staging", version=version,
+                      previous_version="v1.9.0", requester="U1", state="verifying",
+                      channel="#deploys-api", created_at=NOW, updated_at=NOW)
+
+
+async def test_measure_sums_datadog_counts_since_the_step_start_per_track() -> None:
+    scope = "{service:{service},track:{track},version:{version}}"
+    analysis = AnalysisConfig.model_validate({"metrics": [{
+        "name": "errors", "judge": "sequential",
+        "requests_query": f"sum:trace.http.request.hits{scope}.as_count()",
+        "errors_query": f"sum:trace.http.request.errors{scope}.as_count()"}]},
+        context={"metrics_provider": "datadog"})
+    fake = FakeDatadog(started=0)
+    fake.set_traffic("canary", rps=10, error_rate=0.1, version="v2.0.0")
+    fake.set_traffic("baseline", rps=30, error_rate=0.01, version="v1.9.0")
+    dd = provider(fake.handler)
+    start = NOW - timedelta(seconds=120)
+    series = (await measure(dd, analysis, _deployment("V2.0.0"), start, NOW))["errors"]
+    assert series is not None
+    assert (series.canary_requests, series.canary_errors) == (1210, 121)
+    assert (series.baseline_requests, series.baseline_errors) == (3630, 36)
+    assert {r.url.params["from"] for r in fake.requests} == {str(int(start.timestamp()))}
+    assert "sum:trace.http.request.hits{service:api,track:baseline,version:v1.9.0}" \
+           ".as_count()" in fake.queries()
+
+    fake.requests.clear()  # a version that would widen the tag filter: refused, no data
+    bad = (await measure(dd, analysis, _deployment("v2,track:baseline"), start, NOW))
+    assert bad["errors"] is None
+    assert not any("track:canary" in q for q in fake.queries())  # only the baseline's went
