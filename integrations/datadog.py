@@ -13,7 +13,7 @@ What the judges need, in Datadog terms:
   skipped and counted (``Samples.skipped``). Datadog picks the interval itself (the
   ``step`` cannot be passed to v1); add ``.rollup(avg, 10)`` to choose it.
 - ``query``: the last non-null point of the last ``instant_lookback_seconds``.
-- ``count_between`` (the sequential judge's requests/errors): ``.as_count()`` answers
+- ``increase`` (the sequential judge's requests/errors): ``.as_count()`` answers
   counts *per interval*, not a cumulative counter like Prometheus's. The judge reads
   counters at each check and works on their increase, so this returns the sum of the
   interval counts from the step's start (a fixed origin, kept in the database) to the
@@ -60,7 +60,7 @@ def _scope(series: Any) -> str:
 
 
 class DatadogProvider(DatadogHTTP):
-    """Implements ``MetricsProvider`` (and ``IntervalCounts``) against Datadog's API."""
+    """Implements ``MetricsProvider`` against Datadog's API."""
 
     def __init__(self, config: DatadogConfig, *, options: HttpOptions | None = None,
                  environ: Mapping[str, str] = os.environ,
@@ -68,13 +68,9 @@ class DatadogProvider(DatadogHTTP):
         super().__init__(config, options=options or HttpOptions(), environ=environ,
                          sleep=sleep)
 
-    def render_query(self, template: str, *, service: str | None = None,
-                     env: str | None = None, track: str | None = None,
-                     version: str | None = None, window: str | float | timedelta | None = None,
-                     ) -> str:
+    def render_query(self, template: str, **values: Any) -> str:
         """Datadog's own template rules (``integrations.ddquery``), not PromQL's."""
-        return ddquery.render_query(template, service=service, env=env, track=track,
-                                    version=version, window=window)
+        return ddquery.render_query(template, **values)
 
     async def query_range(self, query: str, start: datetime, end: datetime,
                           step: float) -> Samples:
@@ -95,7 +91,7 @@ class DatadogProvider(DatadogHTTP):
         points = self._points(series) if series is not None else Samples()
         return points[-1].value if points else None
 
-    async def count_between(self, query: str, start: datetime, end: datetime) -> float | None:
+    async def increase(self, query: str, start: datetime, end: datetime) -> float | None:
         """Requests (or errors) from ``start`` to ``end``: the sum of the ``.as_count()``
         interval counts. None when Datadog has no data at all (inconclusive, not 0)."""
         start_s, end_s = _seconds("start", start), _seconds("end", end)

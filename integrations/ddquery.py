@@ -79,7 +79,7 @@ def check_count_template(template: str) -> str:
     """requests_query/errors_query: interval counts, so ``.as_count()`` and no ``cumsum``.
 
     Shipbot adds the counts up since the step started itself (see ``DatadogProvider.
-    count_between``); a rate (the default for counts out of the API) or an already
+    increase``); a rate (the default for counts out of the API) or an already
     accumulated series would be added up wrongly.
     """
     check_template(template)

@@ -95,7 +95,7 @@ async def test_no_series_is_no_data_not_an_error() -> None:
     dd = provider(handler)
     assert await dd.query_range(HITS, NOW, NOW, 1) == []
     assert await dd.query(HITS, NOW) is None
-    assert await dd.count_between(HITS, NOW - timedelta(minutes=1), NOW) is None
+    assert await dd.increase(HITS, NOW - timedelta(minutes=1), NOW) is None
 
 
 async def test_null_points_are_skipped_and_counted() -> None:
@@ -108,7 +108,7 @@ async def test_null_points_are_skipped_and_counted() -> None:
     assert [s.value for s in samples] == [1.5, 2.5]
     assert samples.skipped == 2
     assert await dd.query(HITS, NOW) == 2.5  # the last non-null point
-    assert await dd.count_between(HITS, NOW - timedelta(minutes=1), NOW) == 4.0
+    assert await dd.increase(HITS, NOW - timedelta(minutes=1), NOW) == 4.0
 
 
 async def test_query_reads_the_last_point_of_a_short_range() -> None:
@@ -125,15 +125,15 @@ async def test_interval_counts_add_up_from_the_step_start() -> None:
     fake.set_traffic("canary", rps=12.5, error_rate=0.04)
     dd = provider(fake.handler)
     step_start = NOW - timedelta(seconds=240)
-    first = await dd.count_between(HITS, step_start, NOW - timedelta(seconds=60))
-    second = await dd.count_between(HITS, step_start, NOW)
+    first = await dd.increase(HITS, step_start, NOW - timedelta(seconds=60))
+    second = await dd.increase(HITS, step_start, NOW)
     assert first == 12.5 * 181 and second == 12.5 * 241  # one point a second, inclusive
     assert second - first == 12.5 * 60
     errors = HITS.replace(".hits", ".errors")
-    assert await dd.count_between(errors, step_start, NOW) == pytest.approx(0.5 * 241)
+    assert await dd.increase(errors, step_start, NOW) == pytest.approx(0.5 * 241)
     assert fake.requests[0].url.params["from"] == str(int(step_start.timestamp()))
     # Longer ranges come in coarser intervals (Datadog's rollup): the total is the same.
-    day = await dd.count_between(HITS, NOW - timedelta(hours=1), NOW)
+    day = await dd.increase(HITS, NOW - timedelta(hours=1), NOW)
     assert day == pytest.approx(12.5 * 3600, rel=0.01)
 
 

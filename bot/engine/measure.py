@@ -21,8 +21,7 @@ from bot.config_analysis import JudgeKind
 from bot.config_delivery import AnalysisConfig, AnalysisMetric
 from bot.engine.analysis.model import MetricSeries
 from bot.store.models import Deployment
-from integrations.metrics import IntervalCounts, MetricsError, MetricsProvider, OwnQueryLanguage
-from integrations.promql import render_query
+from integrations.metrics import MetricsError, MetricsProvider
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +72,8 @@ async def _one(
 def _render(provider: MetricsProvider, template: str, dep: Deployment, track: str,
             window: object) -> str:
     version = dep.version if track == "canary" else (dep.previous_version or dep.version)
-    render = provider.render_query if isinstance(provider, OwnQueryLanguage) else render_query
-    return render(template, service=dep.service, env=dep.env, track=track,
-                  version=version, window=window)  # type: ignore[arg-type]
+    return provider.render_query(template, service=dep.service, env=dep.env, track=track,
+                                 version=version, window=window)
 
 
 async def _range(provider: MetricsProvider, analysis: AnalysisConfig, template: str,
@@ -91,15 +89,9 @@ async def _count(provider: MetricsProvider, template: str, dep: Deployment, trac
                  start: datetime, end: datetime) -> int | None:
     """The counter's increase from ``start`` to ``end``; None without data at ``end``. A
     counter that went down (its pods restarted) comes out negative: the judge re-anchors.
-    Per-interval counts (Datadog's ``.as_count()``) are summed from ``start`` instead."""
-    query = _render(provider, template, dep, track, "1m")
-    if isinstance(provider, IntervalCounts):
-        total = await provider.count_between(query, start, end)
-        return None if total is None or not math.isfinite(total) else round(total)
-    before, after = await asyncio.gather(provider.query(query, start), provider.query(query, end))
-    if after is None or not math.isfinite(after):
-        return None
-    return round(after) - (round(before) if before is not None and math.isfinite(before) else 0)
+    Per-interval counts (Datadog's ``.as_count()``) are summed from ``start``."""
+    grew = await provider.increase(_render(provider, template, dep, track, "1m"), start, end)
+    return None if grew is None or not math.isfinite(grew) else round(grew)
 
 
 async def _buckets(provider: MetricsProvider, template: str, dep: Deployment, track: str,
