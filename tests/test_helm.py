@@ -5,11 +5,13 @@ cancel and restarts."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from integrations.base import Capability, IntegrationError, JobSpec, RunState, RunStatus
@@ -288,3 +290,14 @@ def test_bad_config_is_refused_clearly(helm: FakeHelm, overrides: dict[str, Any]
                                         error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         config(helm, **overrides)
+
+
+def test_the_readme_example_loads() -> None:
+    """The stanza users copy from README.md is a valid config."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### Helm as the deploy target"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    stanza = yaml.safe_load(block.group(1))["services"]["api"]["deploy"]
+    assert HelmConfig(**stanza).capabilities() == {
+        Capability.CANCEL, Capability.ROLLBACK, Capability.HEALTH}

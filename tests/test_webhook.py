@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from integrations.base import (
@@ -292,3 +294,14 @@ def test_bad_config_is_refused_clearly(overrides: dict[str, Any], error: str) ->
         WebhookConfig(**settings(**overrides))
     assert error in str(caught.value)
     assert "dtok-abc" not in str(caught.value)
+
+
+def test_the_readme_example_loads() -> None:
+    """The stanza users copy from README.md is a valid config with every capability."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme[readme.index("### HTTP webhook as the deploy target"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    stanza = yaml.safe_load(block.group(1))["services"]["api"]["deploy"]
+    assert WebhookConfig(**stanza).capabilities() == {
+        Capability.CANCEL, Capability.ROLLBACK, Capability.TRAFFIC}
