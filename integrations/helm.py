@@ -91,8 +91,10 @@ class HelmProvider:
         run_id = run_id_for(job.key)
         if (self._state_dir / run_id).is_dir():
             return run_id  # started before: the history has changed since, don't look again
-        release = self._release(job)
-        history = await self._history(release)
+        where = {"service": job.service, "env": job.env}
+        release = render(self._config.release, where)
+        flags = [render(flag, where) for flag in self._target_flags()]
+        history = await self._history(release, flags)
         revision = revision_for(history, job.version)
         if revision is None:
             raise IntegrationError(
@@ -130,12 +132,9 @@ class HelmProvider:
             return await asyncio.to_thread(_release_health, status, release, log)
         return status.model_copy(update={"detail": f"helm {verb} of {release} succeeded"})
 
-    def _release(self, job: JobSpec) -> str:
-        return render(self._config.release, {"service": job.service, "env": job.env})
-
-    async def _history(self, release: str) -> list[dict[str, Any]]:
+    async def _history(self, release: str, flags: list[str]) -> list[dict[str, Any]]:
         """``helm history -o json``, run directly: short, read-only, safe to repeat."""
-        argv = [self._config.binary, "history", release, *self._target_flags(), "-o", "json"]
+        argv = [self._config.binary, "history", release, *flags, "-o", "json"]
         out = await run_helm(argv, provider_env(self._command, os.environ),
                              self._config.workdir, "helm history")
         try:

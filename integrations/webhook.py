@@ -115,7 +115,7 @@ class WebhookProvider:
         """Only http(s) on a host we were given is polled (a run id could be forged)."""
         if httpx.URL(url).scheme not in ("http", "https") or not self._allowed(url):
             raise IntegrationError(
-                f"the webhook receiver's status URL is not on the host of url or status_url "
+                f"the webhook receiver's status URL is not on a host of the configured URLs "
                 f"({snippet(url, 100)}), so Shipbot will not poll it: check the receiver")
         return url
 
@@ -124,6 +124,10 @@ class WebhookProvider:
         answer = await self._request("GET", run["s"], b"", None)
         c = self._config
         state = dig(answer, c.status_field)
+        if state is None or isinstance(state, dict | list):
+            raise IntegrationError(
+                f"the deployer's answer for {snippet(run['s'], 100)} has no {c.status_field}, "
+                "so Shipbot cannot tell how the run goes: check status_field")
         link = dig(answer, c.link_field) if c.link_field else None
         url = link if isinstance(link, str) and link.startswith(("http://", "https://")) \
             else None
@@ -169,10 +173,11 @@ class WebhookProvider:
         return run
 
     def _allowed(self, url: str) -> bool:
-        """A status URL must be on the host of the deploy or status URL we were given."""
-        hosts = {httpx.URL(u.replace("{", "").replace("}", "")).host
-                 for u in (self._config.url, self._config.status_url) if u}
-        return httpx.URL(url).host in hosts
+        """A status URL must be on a host of the URLs we were given (hosts are literal)."""
+        c = self._config
+        given = (c.url, c.status_url, c.rollback_url, c.set_weight_url, c.promote_url,
+                 c.abort_url, c.cancel_url)
+        return httpx.URL(url).host in {httpx.URL(fill_url(u, {})).host for u in given if u}
 
     async def _request(self, method: str, url: str, raw: bytes, key: str | None) -> Any:
         target = httpx.URL(url)

@@ -96,16 +96,14 @@ class WebhookConfig(ProviderConfig):
     @classmethod
     def _action_url(cls, value: str | None) -> str | None:
         if value is not None:
-            check_http_url(value)
-            check_placeholders([value], URL_PLACEHOLDERS)
+            _check_url(value, URL_PLACEHOLDERS)
         return value
 
     @field_validator("status_url", "cancel_url")
     @classmethod
     def _run_url(cls, value: str | None) -> str | None:
         if value is not None:
-            check_http_url(value)
-            check_placeholders([value], (*URL_PLACEHOLDERS, "id"))
+            _check_url(value, (*URL_PLACEHOLDERS, "id"))
         return value
 
     @model_validator(mode="after")
@@ -143,6 +141,14 @@ class WebhookConfig(ProviderConfig):
             return self.auth.token_env
         assert self.signature is not None
         return self.signature.secret_env
+
+
+def _check_url(value: str, allowed: tuple[str, ...]) -> None:
+    """http(s) with a literal host (the host decides what Shipbot may poll)."""
+    check_http_url(value.replace("{", "").replace("}", ""))
+    check_placeholders([value], allowed)
+    if "{" in value.split("/")[2]:
+        raise ValueError("placeholders are allowed in the path only, not in the host")
 
 
 def _check_body(body: Any, allowed: tuple[str, ...]) -> None:

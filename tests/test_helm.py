@@ -159,6 +159,18 @@ async def test_a_rolled_back_revision_counts_as_its_version(helm: FakeHelm,
     assert helm.calls("rollback")[-1]["argv"][:3] == ["rollback", "api-staging", "3"]
 
 
+async def test_namespace_and_context_may_name_the_environment(helm: FakeHelm,
+                                                               tmp_path: Path) -> None:
+    target = provider(helm, tmp_path, namespace="api-{env}", kube_context="{env}-eu")
+    await deployed(target, "v1", 1)
+    await deployed(target, "v2", 2)
+    await done(target, await target.rollback(job("v1", key="deployment-3-deploy")))
+    for command in ("upgrade", "history", "rollback"):
+        argv = helm.calls(command)[0]["argv"]
+        assert argv[argv.index("--namespace") + 1] == "api-staging"
+        assert argv[argv.index("--kube-context") + 1] == "staging-eu"
+
+
 async def test_no_earlier_revision_is_a_clear_error(helm: FakeHelm, tmp_path: Path) -> None:
     target = provider(helm, tmp_path)
     await deployed(target, "v2", 1)

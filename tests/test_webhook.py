@@ -17,6 +17,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from bot.config import ConfigError
 from integrations.base import (
     Capability,
     DeployTarget,
@@ -31,6 +32,7 @@ from integrations.http import HttpOptions, NotFound, Rejected, TokenRefused
 from integrations.registry import ProviderContext, build_deploy
 from integrations.webhook import WebhookProvider, encode_run, fill_body
 from integrations.webhook_config import WebhookConfig
+from tests.conftest import make_config
 from tests.fake_deployer import FakeDeployer
 
 BASE = "https://deployer.example.com"
@@ -231,6 +233,21 @@ async def test_an_answer_without_the_status_url_is_a_clear_error() -> None:
                    id_field="run_id").start(job("v1", key="k2"))
 
 
+async def test_an_answer_without_the_status_field_is_a_clear_error() -> None:
+    fake = FakeDeployer(secret=SECRET)
+    target = make(fake, status_field="phase")
+    run_id = await target.start(job("v1"))
+    with pytest.raises(IntegrationError, match="has no phase, so Shipbot cannot tell"):
+        await target.poll(run_id)
+
+
+async def test_a_status_url_on_another_host_is_not_followed() -> None:
+    fake = FakeDeployer(secret=SECRET, faults=[httpx.Response(
+        201, json={"id": "r1", "links": {"status": "https://elsewhere.example.net/r1"}})])
+    with pytest.raises(IntegrationError, match="not on a host of the configured URLs"):
+        await make(fake).start(job("v1"))
+
+
 @pytest.mark.parametrize("run_id", [
     "no-such-run", "wh1.!!!", encode_run({"s": "https://evil.example.net/x", "k": "k"})])
 async def test_a_run_id_we_did_not_hand_out_is_refused(run_id: str) -> None:
@@ -282,6 +299,7 @@ def test_the_body_is_built_as_json_never_by_concatenation() -> None:
     ({"body": {"v": "{verison}"}}, "unknown placeholder {verison}"),
     ({"body": {"w": "{weight}"}}, "{weight} is only allowed in set_weight_argv"),
     ({"url": "ftp://deployer"}, "must be http:// or https://"),
+    ({"url": "https://{env}.deployer.example.com/x"}, "in the path only, not in the host"),
     ({"url": "https://u:p@deployer/x"}, "must not contain credentials"),
     ({"signature": {"secret_env": "SLACK_SIGNING_SECRET"}}, "one of Shipbot's own settings"),
     ({"auth": {"token_env": "dtok-abc"}, "signature": None}, "String should match pattern"),
@@ -305,3 +323,15 @@ def test_the_readme_example_loads() -> None:
     stanza = yaml.safe_load(block.group(1))["services"]["api"]["deploy"]
     assert WebhookConfig(**stanza).capabilities() == {
         Capability.CANCEL, Capability.ROLLBACK, Capability.TRAFFIC}
+
+
+def test_shipbot_config_names_where_the_webhook_stanza_is_wrong(tmp_path: Path) -> None:
+    both = settings(auth={"token_env": "DEPLOYER_TOKEN"})
+    with pytest.raises(ConfigError) as caught:
+        make_config(tmp_path, deploy=both)
+    assert any(p.startswith("services.api.deploy") and "set exactly one of auth" in p
+               for p in caught.value.problems), caught.value.problems
+    with pytest.raises(ConfigError) as caught:
+        make_config(tmp_path, deploy={**settings(), "provider": "webhok"})
+    assert any("unknown provider 'webhok' (did you mean 'webhook'?)" in p
+               for p in caught.value.problems), caught.value.problems
