@@ -92,3 +92,22 @@ async def test_a_rollback_with_no_earlier_revision_says_so(make_bot, tmp_path: P
 
     await eventually(told)  # the thread says why, in helm's terms
     assert fake.calls("rollback") == []
+
+
+async def test_a_restarted_bot_finds_the_helm_run(make_bot, tmp_path: Path) -> None:
+    fake = install_fake_helm(tmp_path)
+    config = make_config(tmp_path, deploy=helm_deploy(fake))
+    first = await make_bot(config)
+    await first.driver.command("api staging wait-1.0")
+    await eventually(lambda: _async(bool(fake.calls("upgrade"))))  # helm is running
+    [running] = await deployments(first)
+    assert running.state == "deploying" and running.finished_at is None
+    await first.stop()  # the supervisor and helm go on without the bot
+    second = await make_bot(config)
+    [dep] = await finished(second)
+    assert dep.state == "succeeded", dep.detail
+    assert len(fake.calls("upgrade")) == 1  # found, not run again
+
+
+async def _async(value: bool) -> bool:
+    return value

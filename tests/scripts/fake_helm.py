@@ -8,7 +8,7 @@ print JSON, errors go to stderr as ``Error: ...`` with exit code 1.
 
 The version (the first ``--set-string`` value) says how an upgrade ends: ``fail*``
 fails (and with --atomic is rolled back, as helm does), ``slow*`` waits a minute
-(until cancelled), anything else is deployed.
+(until cancelled), ``wait*`` two seconds, anything else is deployed.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def upgrade(args: list[str], releases: dict[str, list[dict[str, Any]]]) -> int:
     history = releases.setdefault(release, [])
     print(f'Release "{release}" does not exist. Installing it now.' if not history
           else f'Release "{release}" has been upgraded. Happy Helming!', flush=True)
-    if version.startswith("slow"):
-        time.sleep(60)
+    if version.startswith(("slow", "wait")):
+        time.sleep(60 if version.startswith("slow") else 2)
     chart_name = f"{Path(chart).name}-0.1.0"
     if version.startswith("fail"):
         before = [e for e in history if e["status"] == "deployed"]
