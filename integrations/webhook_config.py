@@ -154,6 +154,8 @@ def _check_url(value: str, allowed: tuple[str, ...]) -> None:
 def _check_body(body: Any, allowed: tuple[str, ...]) -> None:
     """Typos like {verison} are refused at load, wherever the leaf is."""
     if isinstance(body, str):
+        if "{weight}" in body and "weight" not in allowed:
+            raise ValueError("{weight} is only allowed in weight_body")
         check_placeholders([body], allowed)
     elif isinstance(body, dict):
         for value in body.values():

@@ -297,7 +297,7 @@ def test_the_body_is_built_as_json_never_by_concatenation() -> None:
     ({"cancel_url": f"{BASE}/runs/{{id}}/cancel", "id_field": None},
      "cancel_url uses {id}: set id_field"),
     ({"body": {"v": "{verison}"}}, "unknown placeholder {verison}"),
-    ({"body": {"w": "{weight}"}}, "{weight} is only allowed in set_weight_argv"),
+    ({"body": {"w": "{weight}"}}, "{weight} is only allowed in weight_body"),
     ({"url": "ftp://deployer"}, "must be http:// or https://"),
     ({"url": "https://{env}.deployer.example.com/x"}, "in the path only, not in the host"),
     ({"url": "https://u:p@deployer/x"}, "must not contain credentials"),
