@@ -30,7 +30,7 @@ import logging
 import math
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from integrations import ddquery
