@@ -127,7 +127,7 @@ class Shipbot:
         # otherwise): alert threads are posted in a few milliseconds, not a TCP handshake.
         self.client.session = aiohttp.ClientSession()
         tick = self.settings.SHIPBOT_TICK_SECONDS
-        self._every(tick, "tick", self.runner.tick)
+        self._every(tick, "tick", self._start_tick)
         self._every(self.settings.SHIPBOT_LEASE_SECONDS / 3, "heartbeat", self.heartbeat.beat)
         self._every(30, "freeze-windows", self._announce)
         # Clicks another process acknowledged and died before acting on (or telling).
@@ -170,6 +170,11 @@ class Shipbot:
         else:
             await replicas.release_dead_leases(self.sessions, self.writers, replica, owner)
         await self.heartbeat.beat()
+
+    async def _start_tick(self) -> None:
+        """The scheduler's tick starts the runner's claim and returns: a slow step must
+        not make the scheduler skip the next ticks (``max_instances=1``)."""
+        self.runner.start_tick()
 
     async def _drain_inbox(self) -> None:
         await self.handlers.drain(functools.partial(tell_user, self.client))
