@@ -72,7 +72,6 @@ class Shipbot:
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL,
                                        self.redactor)
-        self.mirrors = MirrorDelivery(self.sessions, self.providers, clock, self.writers)
         self.directory = SlackDirectory(self.client)
         self.policy = Policy(config, self.directory)
         self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy,
@@ -83,6 +82,8 @@ class Shipbot:
         # This process, in leases and claims; ``start`` prefixes it with the replica's id.
         self._process_id = uuid.uuid4().hex[:8]
         owner = f"shipbot-{self._process_id}"
+        self.mirrors = MirrorDelivery(self.sessions, self.providers, clock, self.writers,
+                                      owner=owner)
         lease = timedelta(seconds=settings.SHIPBOT_LEASE_SECONDS)
         self.heartbeat = Heartbeat(self.sessions, clock, lease, self.writers)
         self.runner = Runner(
@@ -162,7 +163,7 @@ class Shipbot:
         replica, self._state_lock = await asyncio.to_thread(replicas.identity, state_dir)
         owner = f"{replica}/{self._process_id}"
         self.runner.replica = self.heartbeat.replica = replica
-        self.runner.owner = self.inbox.owner = owner
+        self.runner.owner = self.inbox.owner = self.mirrors.owner = owner
         if self._state_lock is None:
             log.warning("another running Shipbot uses %s, so this one runs as replica %s "
                         "until it stops: give each replica its own SHIPBOT_STATE_DIR",
