@@ -62,8 +62,9 @@ class Shipbot:
         # The one redaction step: Slack calls and acks, the audit trail and the log handlers.
         self.redactor = Redactor.for_bot(settings, config, os.environ)
         self.db = create_engine(settings.DATABASE_URL)
-        context = ProviderContext(state_dir=settings.SHIPBOT_STATE_DIR,
-                                  http=HttpOptions(observe=self.metrics.count_provider_request))
+        # Every outbound provider request (CI, deploy, metrics, HTTP checks) is counted.
+        self.http = HttpOptions(observe=self.metrics.count_provider_request)
+        context = ProviderContext(state_dir=settings.SHIPBOT_STATE_DIR, http=self.http)
         self.providers = build_providers(config, context)
         # Sessions know the mirrored services: their state changes queue MirrorEvents.
         self.sessions = session_factory(self.db, self.redactor, frozenset(
@@ -91,7 +92,7 @@ class Shipbot:
             owner=owner,
             poll_seconds=config.poll_interval_seconds, on_change=self._changed,
             metrics_provider=build_metrics(config.metrics, context) if config.metrics else None,
-            writers=self.writers, lease=lease,
+            writers=self.writers, lease=lease, http=self.http,
         )
         self.service = DeployService(
             self.sessions, self.policy, self.providers, clock, on_change=self.wake,
