@@ -221,6 +221,43 @@ async def test_a_replica_that_dies_holding_a_claim_is_taken_over_after_the_lease
                for r in await rows(b))
 
 
+def dies_once_github_has_the_status(gh: FakeGitHub, sent: list[str]) -> Handler:
+    """GitHub records the first status, and the replica dies before it hears back."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        response = gh.handler(request)
+        sent.append(f"{request.method} {request.url.path}")
+        if request.method == "POST" and request.url.path.endswith("/statuses"):
+            await asyncio.Event().wait()  # hangs until the pod is killed
+        return response
+
+    return handle
+
+
+async def has_status(gh: FakeGitHub) -> bool:
+    return any(gh.deployment_statuses.values())
+
+
+async def test_a_status_sent_by_a_replica_that_died_is_not_sent_again(
+        pods: Callable[..., Awaitable[Pod]], clock: FakeClock, gh: FakeGitHub) -> None:
+    a = await pods("pod-a", dies_once_github_has_the_status)
+    b = await pods("pod-b")
+    [dep_id] = await queue_deployments(a, clock, 1)
+    dying = asyncio.get_running_loop().create_task(a.delivery.deliver_pending())
+    await eventually(lambda: has_status(gh))
+    dying.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await dying
+
+    clock.advance(seconds=LEASE.total_seconds() + 1)
+    assert await b.delivery.deliver_pending() == len(STEPS)
+
+    assert mirrored(gh) == {dep_id: [f"Shipbot #{dep_id}: {step}" for step in STEPS]}
+    assert b.sent[:2] == ["GET /repos/acme/api/deployments",  # found by its key
+                          "GET /repos/acme/api/deployments/1/statuses"]  # queued is there
+    assert b.sent.count("GET /repos/acme/api/deployments/1/statuses") == 1  # only for it
+
+
 async def test_a_slow_delivery_keeps_its_claim(
         pods: Callable[..., Awaitable[Pod]], clock: FakeClock, gh: FakeGitHub) -> None:
     """A replica still waiting for GitHub renews its lease: the other leaves it alone."""
@@ -292,6 +329,6 @@ async def test_only_a_deployments_oldest_row_can_be_claimed(
     a = await pods("pod-a")
     await queue_deployments(a, clock, 1)
     first, second, *_ = await rows(a)
-    assert not await a.delivery._claim(second)
-    assert await a.delivery._claim(first)
-    assert not await a.delivery._claim(first)  # claimed once
+    assert await a.delivery._claim(second) == (False, False)
+    assert await a.delivery._claim(first) == (True, False)  # nobody had sent it
+    assert await a.delivery._claim(first) == (False, False)  # claimed once

@@ -14,7 +14,8 @@ requests, renewed while GitHub answers. Only a deployment's oldest row still to 
 can be claimed, so of two replicas one delivers a deployment's statuses, in order. A
 replica that dies holding a claim is taken over once the lease has run out (at once by
 its own next process, ``replicas.release_dead_leases``); if it died after GitHub created
-the deployment, the provider finds that deployment by its key instead of adding one.
+the deployment, the provider finds that deployment by its key instead of adding one, and
+a status that may have reached GitHub (``maybe_sent``) is looked up before it is sent.
 """
 
 from __future__ import annotations
@@ -92,23 +93,29 @@ class MirrorDelivery:
             for row in group:
                 if row.next_attempt_at is not None and as_utc(row.next_attempt_at) > now:
                     break  # backing off: the later rows wait behind it
-                if not await self._claim(row):
+                won, maybe_sent = await self._claim(row)
+                if not won:
                     break  # another replica is delivering this deployment's rows
                 async with self._renewing(row):
-                    if not await self._deliver(row):
+                    if not await self._deliver(row, maybe_sent=maybe_sent):
                         break
                 delivered += 1
         return delivered
 
-    async def _claim(self, row: MirrorEvent) -> bool:
-        """Compare-and-set on the row's lease: of two replicas, one updates it. Only the
-        deployment's oldest undelivered row is claimable, so a replica reading a stale
-        list never sends a later status before an earlier one."""
+    async def _claim(self, row: MirrorEvent) -> tuple[bool, bool]:
+        """Compare-and-set on the row's lease: of two replicas, one updates it; whether
+        this one won, and whether the row may have been sent before (a holder whose claim
+        lapsed, or a failed attempt whose answer may have been lost). Only the deployment's
+        oldest undelivered row is claimable, so a replica reading a stale list never
+        sends a later status before an earlier one."""
         now, earlier = self.clock(), aliased(MirrorEvent)
         async with self.writers(), self.sessions() as session:
+            held = (await session.exec(select(MirrorEvent.claimed_by)
+                                       .where(col(MirrorEvent.id) == row.id))).first()
             result = await session.exec(
                 update(MirrorEvent).where(
                     col(MirrorEvent.id) == row.id, col(MirrorEvent.delivered_at).is_(None),
+                    col(MirrorEvent.claimed_by).is_not_distinct_from(held),
                     or_(col(MirrorEvent.claim_until).is_(None),
                         col(MirrorEvent.claim_until) < now),
                     or_(col(MirrorEvent.next_attempt_at).is_(None),
@@ -121,9 +128,9 @@ class MirrorDelivery:
             won = result.first()  # type: ignore[attr-defined]
             await session.commit()
         if won is None:
-            return False
+            return False, False
         row.attempts = int(won[0])  # another replica's failed attempts count too
-        return True
+        return True, held is not None or row.attempts > 0
 
     @contextlib.asynccontextmanager
     async def _renewing(self, row: MirrorEvent) -> AsyncIterator[None]:
@@ -153,7 +160,7 @@ class MirrorDelivery:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _deliver(self, row: MirrorEvent) -> bool:
+    async def _deliver(self, row: MirrorEvent, *, maybe_sent: bool) -> bool:
         now = self.clock()
         async with self.sessions() as session:
             dep = await session.get(Deployment, row.deployment_id)
@@ -170,7 +177,8 @@ class MirrorDelivery:
         update_ = MirrorUpdate(key=job(dep, "mirror").key, deployment_id=row.deployment_id,
                                service=dep.service, env=dep.env, version=dep.version,
                                state=MirrorState(row.state), description=row.description,
-                               log_url=link, mirror_id=dep.github_deployment_id)
+                               log_url=link, mirror_id=dep.github_deployment_id,
+                               maybe_sent=maybe_sent)
         try:
             mirror_id = await mirror.report(update_)
         except (IntegrationError, OSError, TimeoutError) as exc:
@@ -198,7 +206,9 @@ class MirrorDelivery:
 
     async def _later(self, row: MirrorEvent, when: datetime, *, attempt: bool,
                      error: str | None = None) -> None:
-        values: dict[str, object] = {"next_attempt_at": when, "claim_until": None}
+        # Released: nobody holds it (any replica may try it once it is due).
+        values: dict[str, object] = {"next_attempt_at": when, "claimed_by": None,
+                                     "claim_until": None}
         if attempt:
             values.update(attempts=row.attempts + 1, last_error=(error or "")[:500])
             row.attempts += 1
