@@ -30,7 +30,11 @@ from integrations.github_deployments import GitHubDeployments, GitHubDeployments
 from integrations.http import HttpOptions
 from tests.conftest import FakeClock, eventually
 from tests.fake_github import FakeGitHub
+from tests.test_deploy_flow import finished
 from tests.test_github_actions import TOKEN
+from tests.test_github_deploy_flow import github  # noqa: F401  (fixture)
+from tests.test_github_deployments import mirror_rows, mirrored_config
+from tests.test_replicas import replica, short_leases  # noqa: F401  (fixtures)
 
 pytest_plugins = ["tests.postgres_fixture"]
 
@@ -332,3 +336,24 @@ async def test_only_a_deployments_oldest_row_can_be_claimed(
     assert await a.delivery._claim(second) == (False, False)
     assert await a.delivery._claim(first) == (True, False)  # nobody had sent it
     assert await a.delivery._claim(first) == (False, False)  # claimed once
+
+
+async def test_two_running_bots_mirror_a_deploy_once(
+        replica, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
+    """Two bots on one PostgreSQL (test_replicas' pods), both running the mirror loop."""
+    gh, base_url = github
+    config = mirrored_config(tmp_path, base_url)
+    first, second = await replica(config, "pod-a"), await replica(config, "pod-b")
+    await first.driver.command("api staging v1.4.2")
+    [dep] = await finished(first)
+    assert dep.state == "succeeded", dep.detail
+
+    async def all_delivered() -> list[MirrorEvent] | None:
+        found = await mirror_rows(second)
+        return found if len(found) == 3 and all(r.delivered_at for r in found) else None
+
+    delivered = await eventually(all_delivered)  # then no claim is left to send anything
+    assert len(gh.deployments) == 1
+    assert gh.states(1) == ["queued", "in_progress", "success"]
+    assert {r.claimed_by.split("/")[0] for r in delivered if r.claimed_by} <= {
+        first.bot.runner.replica, second.bot.runner.replica}
