@@ -24,7 +24,8 @@ class Metrics:
             "shipbot_slack_api_errors_total", "Slack Web API calls that failed",
             ["method", "error"], registry=self.registry)
         self.provider_requests = Counter(
-            "shipbot_provider_requests_total", "HTTP requests to CI and deploy providers, by "
+            "shipbot_provider_requests_total", "HTTP requests to providers (CI, deploy, "
+            "deployments mirror, metrics, HTTP checks), by "
             "outcome (status class, or error: no answer)", ["provider", "method", "outcome"],
             registry=self.registry)
 

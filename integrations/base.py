@@ -191,6 +191,9 @@ class MirrorUpdate(BaseModel):
     description: str = ""
     log_url: str | None = None  # the Slack thread
     mirror_id: str | None = None  # the mirror's deployment, once created
+    # An earlier attempt may have reached the mirror (a replica died delivering it, or
+    # the answer was lost): look before sending it again.
+    maybe_sent: bool = False
 
 
 class DeploymentMirror(Protocol):

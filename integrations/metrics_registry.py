@@ -36,7 +36,7 @@ class MetricsEntry:
 
 
 def _prometheus(config: PrometheusConfig, ctx: ProviderContext) -> MetricsProvider:
-    return PrometheusProvider(config, environ=ctx.environ)
+    return PrometheusProvider(config, environ=ctx.environ, options=ctx.http)
 
 
 def _datadog(config: DatadogConfig, ctx: ProviderContext) -> MetricsProvider:

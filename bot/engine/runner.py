@@ -41,6 +41,7 @@ from bot.store.db import Sessions
 from bot.store.models import Deployment
 from bot.store.writers import WriterQueue
 from integrations.base import IntegrationError, RateLimited
+from integrations.http import HttpOptions
 from integrations.metrics import MetricsProvider
 
 log = logging.getLogger(__name__)
@@ -73,9 +74,10 @@ class Runner:
         writers: WriterQueue | None = None,
         lease: timedelta = LEASE,
         replica: str | None = None,
+        http: HttpOptions | None = None,
     ) -> None:
         self.writers = writers or WriterQueue("")
-        self.metrics_provider = metrics_provider
+        self.metrics_provider, self.http = metrics_provider, http  # for the steps' context
         self.sessions, self.providers = sessions, providers
         self.clock, self.metrics, self.policy = clock, metrics, policy
         self.owner, self.poll_seconds, self.on_change = owner, poll_seconds, on_change
@@ -244,7 +246,7 @@ class Runner:
             dep.next_action_at = None
             return
         ctx = StepContext(session, self.providers[dep.service], now, self.poll_seconds,
-                          self.policy, self.metrics_provider)
+                          self.policy, self.metrics_provider, self.http)
         with session.no_autoflush:  # writes wait in the writer queue, not in SQLite
             if dep.stop_run is not None:  # what a cancel or abort left going, first
                 await rollout_stops.stop_left_run(ctx, dep)
