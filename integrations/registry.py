@@ -30,6 +30,8 @@ from integrations.github_deployments import GitHubDeployments, GitHubDeployments
 from integrations.gitlab import GitLabProvider
 from integrations.gitlab_config import GitLabConfig
 from integrations.http import HttpOptions
+from integrations.kubernetes import KubernetesProvider
+from integrations.kubernetes_config import KubernetesConfig
 
 Role = Literal["ci", "deploy"]
 C = TypeVar("C", bound=ProviderConfig)
@@ -102,11 +104,17 @@ def _gitlab_deploy(config: GitLabConfig, ctx: ProviderContext) -> DeployBundle:
     return DeployBundle(target=_gitlab(config, ctx))  # start, poll, cancel: nothing more
 
 
+def _kubernetes_deploy(config: KubernetesConfig, ctx: ProviderContext) -> DeployBundle:
+    return DeployBundle.of(KubernetesProvider(config, options=ctx.http, environ=ctx.environ),
+                           config.capabilities())
+
+
 _ENTRIES: tuple[ProviderEntry[Any], ...] = (
     ProviderEntry("command", CommandConfig, ci=_command_ci, deploy=_command_deploy),
     ProviderEntry("github_actions", GitHubActionsConfig, ci=_github_ci,
                   deploy=_github_deploy),
     ProviderEntry("gitlab", GitLabConfig, ci=_gitlab_ci, deploy=_gitlab_deploy),
+    ProviderEntry("kubernetes", KubernetesConfig, deploy=_kubernetes_deploy),
 )
 REGISTRY: dict[str, ProviderEntry[Any]] = {e.name: e for e in _ENTRIES}
 PROVIDERS = tuple(REGISTRY)
