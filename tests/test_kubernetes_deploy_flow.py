@@ -1,0 +1,126 @@
+"""`/deploy` of a canary through the whole app onto a Kubernetes Deployment: signed Slack
+requests in, a fake Kubernetes API server on loopback (its Deployment controller moving
+on with every read), the bot restarted mid-rollout, then `/deploy rollback` undone as
+``kubectl rollout undo`` does; Slack messages, database rows and API requests out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import ShipbotConfig, parse_config
+from bot.devtools.local import LocalBot
+from tests.conftest import eventually, make_config, serving
+from tests.fake_kubernetes import FakeKubernetes
+from tests.test_deploy_flow import deployments, finished
+
+TOKEN = "k8s-" + "E" * 30
+IMAGE = "registry.example.com/api"
+CANARY = "/apis/apps/v1/namespaces/prod/deployments/api-canary"
+STABLE = "/apis/apps/v1/namespaces/prod/deployments/api"
+
+
+@pytest.fixture
+async def kube(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeKubernetes, str]]:
+    monkeypatch.setenv("K8S_TOKEN", TOKEN)
+    fake = FakeKubernetes(token=TOKEN, auto_advance=True)
+    fake.add_deployment(image=f"{IMAGE}:v0", replicas=10)
+    async with serving(fake.app()) as port:
+        yield fake, f"http://127.0.0.1:{port}"
+
+
+def config(tmp_path: Path, server: str) -> ShipbotConfig:
+    data = make_config(tmp_path).model_dump(mode="json")
+    api = data["services"]["api"]
+    api["ci"] = None
+    api["deploy"] = {"provider": "kubernetes", "namespace": "prod", "deployment": "api",
+                     "container": "api", "image": IMAGE + ":{version}",
+                     "cluster": {"server": server, "token_env": "K8S_TOKEN"},
+                     "canary": {"mode": "replicas"}}
+    api["strategy"] = {"kind": "canary", "steps": [10, 50, 100], "interval": 0.3}
+    api["strategies"] = {"production": {"kind": "rolling"}}
+    return parse_config(data)
+
+
+def thread(bot: LocalBot, index: int = -1) -> list[str]:
+    return [r["text"] for r in bot.slack.messages("#deploys-api")[index]["replies"]]
+
+
+def canary_pods(fake: FakeKubernetes) -> list[int]:
+    """The canary's replica counts Shipbot asked for, in order."""
+    return [json.loads(r.content)["spec"]["replicas"] for r in fake.requests
+            if r.method == "PATCH" and r.url.path == CANARY
+            and "replicas" in json.loads(r.content).get("spec", {})]
+
+
+async def test_a_canary_survives_a_restart_and_a_rollback_undoes_it(
+        launch: Any, tmp_path: Path, kube: tuple[FakeKubernetes, str]) -> None:
+    fake, server = kube
+    cfg = config(tmp_path, server)
+    first = await launch(cfg)
+    await first.driver.command("api staging v1 --strategy rolling")  # the stable one
+    [dep] = await finished(first)
+    assert (dep.state, dep.deploy_run_id) == ("succeeded", "rollout/prod/api/2/"
+                                              f"deployment-1-{_req(dep)}-deploy"), dep.detail
+    assert fake.image() == f"{IMAGE}:v1" and "api-canary" not in fake.deployments
+    ack = (await first.driver.command("api staging v2")).json()
+    assert "is on its way" in ack["text"]
+
+    async def at_half() -> bool:
+        dep = (await deployments(first))[-1]
+        return dep.stage >= 1 and dep.state == "verifying"
+
+    await eventually(at_half, timeout=30)
+    await first.stop()  # mid-canary: the next process has only the database and the API
+    second = await launch(cfg)
+    _, dep = await finished(second, 2)
+    assert dep.state == "succeeded", dep.detail
+    assert dep.deploy_run_id == f"rollout/prod/api-canary/1/deployment-2-{_req(dep)}-deploy"
+
+    assert [r.url.path for r in fake.requests if r.method == "POST"] == [
+        "/apis/apps/v1/namespaces/prod/deployments"]  # one canary, made once
+    assert canary_pods(fake) == [1, 5, 10, 0]  # 10 %, 50 %, 100 %, then retired
+    assert fake.image() == f"{IMAGE}:v2" and fake.deployments["api"]["spec"]["replicas"] == 10
+    keys = [json.loads(r.content)["metadata"]["annotations"]["shipbot.io/deploy-key"]
+            for r in fake.requests if r.method == "PATCH" and "metadata" in
+            json.loads(r.content) and r.url.path in (CANARY, STABLE)]
+    assert len(keys) == len(set(keys)), keys  # no step was applied twice across the restart
+    *steps, live = thread(second)
+    assert live.startswith(":white_check_mark: *api v2 is live on staging* — total ")
+    assert steps == [
+        ":rocket: Deploying `v2` to staging.",
+        ":stethoscope: `v2` is deployed; waiting for staging to report it healthy.",
+        ":green_heart: staging reports `v2` healthy.",
+        ":package: `v2` is deployed beside the current one, with no traffic yet.",
+        ":arrow_right: Shifting 10% of traffic to `v2`.",
+        ":hourglass: 10% for 0s: no analysis configured; continuing.",
+        ":arrow_right: Shifting 50% of traffic to `v2`.",
+        ":hourglass: 50% for 0s: no analysis configured; continuing.",
+        ":arrow_right: Shifting 100% of traffic to `v2`.",
+        ":arrow_right: Promoting `v2`: it becomes the stable version."]
+
+    answer = (await second.driver.command("rollback api staging v1")).json()["text"]
+    assert answer.startswith(":rewind: Rollback #3 of api staging from `v2` to `v1` is on "
+                             "its way."), answer
+    *_, back = await finished(second, 3)
+    assert back.state == "succeeded", back.detail
+    assert thread(second)[0] == ":rewind: Rolling staging back to `v1`."
+    assert back.deploy_run_id.startswith("undo/prod/api/")
+    content_type, ops = [(r.headers["content-type"], json.loads(r.content))
+                         for r in fake.requests if r.method == "PATCH"
+                         and r.url.path == STABLE][-1]
+    assert content_type == "application/json-patch+json"
+    assert ops[0]["path"] == "/spec/template"
+    assert ops[0]["value"]["spec"]["containers"][0]["image"] == f"{IMAGE}:v1"
+    assert "pod-template-hash" not in ops[0]["value"]["metadata"]["labels"]
+    assert fake.image() == f"{IMAGE}:v1"
+    assert fake.history() == [(1, f"{IMAGE}:v0"), (3, f"{IMAGE}:v2"), (4, f"{IMAGE}:v1")]
+
+
+def _req(dep: Any) -> str:
+    return hashlib.sha256(dep.request_key.encode()).hexdigest()[:12]
