@@ -8,18 +8,40 @@ by pod count (``mode: replicas``) or by an HTTPRoute's weights (``mode: gateway`
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import re
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integrations.base import Capability, JobSpec, ProviderConfig
 from integrations.command_templates import JOB_PLACEHOLDERS, check_placeholders, render
 from integrations.kube_config import KubeConnection
 
-# A DNS-1123 label (namespaces) and subdomain (object names), as Kubernetes checks them.
-_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A DNS-1123 label (namespaces, Services, containers) and subdomain (object names), as
+# Kubernetes checks them.
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 CANARY_SUFFIX = "-canary"
+
+
+def _label(value: str) -> str:
+    if len(value) > 63 or not _LABEL.fullmatch(value):
+        raise ValueError("must be a Kubernetes name (DNS-1123 label): at most 63 lowercase "
+                         "letters, digits and '-', starting and ending with a letter or "
+                         "digit, e.g. api")
+    return value
+
+
+def _object_name(value: str) -> str:
+    if len(value) > 253 - len(CANARY_SUFFIX) or not _SUBDOMAIN.fullmatch(value):
+        raise ValueError("must be a Kubernetes object name (DNS-1123 subdomain): lowercase "
+                         "letters, digits, '-' and '.', starting and ending with a letter "
+                         "or digit, e.g. api")
+    return value
+
+
+Label = Annotated[str, AfterValidator(_label)]
+ObjectName = Annotated[str, AfterValidator(_object_name)]
 
 
 class CanaryConfig(BaseModel):
@@ -29,12 +51,10 @@ class CanaryConfig(BaseModel):
     mode: Literal["replicas", "gateway"] = Field(
         description="replicas: a <deployment>-canary Deployment behind the same Service, "
         "the share is its share of the pods; gateway: exact weights on an HTTPRoute")
-    httproute: str | None = Field(None, max_length=253, pattern=_SUBDOMAIN,
-                                  description="gateway: the HTTPRoute whose weights change")
-    stable_service: str | None = Field(None, max_length=63, pattern=_LABEL,
-                                       description="gateway: the stable pods' Service")
-    canary_service: str | None = Field(None, max_length=63, pattern=_LABEL,
-                                       description="gateway: the canary pods' Service")
+    httproute: ObjectName | None = Field(
+        None, description="gateway: the HTTPRoute whose weights change")
+    stable_service: Label | None = Field(None, description="gateway: the stable pods' Service")
+    canary_service: Label | None = Field(None, description="gateway: the canary pods' Service")
 
     @model_validator(mode="after")
     def _gateway_names(self) -> CanaryConfig:
@@ -59,10 +79,9 @@ class KubernetesConfig(ProviderConfig):
 
     provider: Literal["kubernetes"] = "kubernetes"
     cluster: KubeConnection = Field(default_factory=KubeConnection)
-    namespace: str = Field(max_length=63, pattern=_LABEL)
-    deployment: str = Field(max_length=253 - len(CANARY_SUFFIX), pattern=_SUBDOMAIN)
-    container: str = Field(max_length=63, pattern=_LABEL,
-                           description="the container (by name) whose image changes")
+    namespace: Label
+    deployment: ObjectName = Field(description="the apps/v1 Deployment")
+    container: Label = Field(description="the container (by name) whose image changes")
     image: str = Field(min_length=1, description="e.g. registry.example.com/api:{version}; "
                        "{service} {env} {version}. A build's recorded artifact wins")
     canary: CanaryConfig | None = None

@@ -294,14 +294,14 @@ class FakeKubernetes:
         updated = want if stage >= 2 else max(0, want - 1)
         old = 1 if stage <= 2 and want > 0 else 0
         available = want if stage >= 4 else max(0, want - 1)
-        if tag.startswith(("slow", "fail")):  # its pods never become ready
+        if tag.startswith(("slow", "fail")) and want > 0:  # its pods never become ready
             available, stage = 0, min(stage, 3)
         st.update(replicas=updated + old, updatedReplicas=updated, readyReplicas=available,
                   availableReplicas=available)
         progressing = {"type": "Progressing", "status": "True",
                        "reason": "NewReplicaSetAvailable" if stage >= 4 else
                        "ReplicaSetUpdated", "message": "ReplicaSet is progressing."}
-        if tag.startswith("fail") and rollout.stage >= 3:
+        if tag.startswith("fail") and want > 0 and rollout.stage >= 3:
             progressing.update(status="False", reason="ProgressDeadlineExceeded",
                                message=f'ReplicaSet "{dep["metadata"]["name"]}" has timed '
                                "out progressing.")

@@ -124,3 +124,36 @@ async def test_a_canary_survives_a_restart_and_a_rollback_undoes_it(
 
 def _req(dep: Any) -> str:
     return hashlib.sha256(dep.request_key.encode()).hexdigest()[:12]
+
+
+async def test_a_canary_that_misses_its_deadline_is_aborted(
+        launch: Any, tmp_path: Path, kube: tuple[FakeKubernetes, str]) -> None:
+    fake, server = kube
+    bot = await launch(config(tmp_path, server))
+    await bot.driver.command("api staging fail-2")
+    [dep] = await finished(bot)
+    assert dep.state == "rolled_back", dep.detail
+    assert canary_pods(fake) == [1, 0]  # 10 % that never became available, then none
+    assert fake.image() == f"{IMAGE}:v0" and fake.deployments["api"]["spec"]["replicas"] == 10
+    said = "\n".join(thread(bot))
+    assert "10% of traffic failed: Deployment api-canary exceeded its progress deadline " \
+        '(ProgressDeadlineExceeded: ReplicaSet "api-canary" has timed out progressing.)' \
+        in said, said
+
+
+async def test_an_rbac_denial_reaches_the_thread_with_the_verb_and_who(
+        launch: Any, tmp_path: Path, kube: tuple[FakeKubernetes, str]) -> None:
+    fake, server = kube
+    fake.deny.add(("patch", "deployments"))
+    bot = await launch(config(tmp_path, server))
+    await bot.driver.command("api staging v1 --strategy rolling")
+    [dep] = await finished(bot)
+    assert dep.state == "failed", dep.detail
+    assert thread(bot) == [
+        ":x: *Stopped while queued:* Kubernetes RBAC denied Shipbot (the token in K8S_TOKEN) "
+        'to patch deployments in namespace prod: deployments.apps "api" is forbidden: User '
+        '"system:serviceaccount:shipbot:shipbot" cannot patch resource "deployments" in API '
+        'group "apps" in the namespace "prod". Grant the verb in Shipbot\'s Role (see the '
+        "README). Nothing more will run. Fix the cause, then `/deploy api staging v1` again."]
+    assert fake.image() == f"{IMAGE}:v0"  # denied: nothing changed
+
