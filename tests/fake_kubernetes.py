@@ -73,6 +73,7 @@ class FakeKubernetes:
     routes: dict[str, dict[str, Any]] = field(default_factory=dict)
     rollouts: dict[str, Rollout] = field(default_factory=dict)
     deny: set[tuple[str, str]] = field(default_factory=set)  # (verb, resource)
+    allow: set[tuple[str, str]] | None = None  # a Role: only these (verb, resource)
     conflicts: int = 0
     requests: list[httpx.Request] = field(default_factory=list)
     _version: int = 48300
@@ -150,7 +151,8 @@ class FakeKubernetes:
         verb = VERBS.get(request.method, request.method.lower())
         if resource == "replicasets" and not name and verb == "get":
             verb = "list"
-        if (verb, resource) in self.deny:
+        if (verb, resource) in self.deny or (
+                self.allow is not None and (verb, resource) not in self.allow):
             what = f'{resource}.{GROUPS.get(resource, "")} "{name}"' if name else \
                 f"{resource}.{GROUPS.get(resource, '')}"
             return status(403, "Forbidden", f'{what} is forbidden: User "{SERVICE_ACCOUNT}" '

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from integrations.base import IntegrationError, JobSpec, RunState
 from integrations.kubernetes import KubernetesProvider
@@ -193,3 +195,35 @@ async def test_a_rolling_deploy_of_a_canary_target_replaces_the_stable_one(
     provider = make(kube, canary={"mode": "replicas"})
     await provider.start(job("deploy").model_copy(update={"strategy": "rolling"}))
     assert kube.image() == f"{IMAGE}:ok-2" and "api-canary" not in kube.deployments
+
+
+def readme_role() -> set[tuple[str, str]]:
+    """The (verb, resource) pairs of the Role the README tells users to apply."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("### Kubernetes"):]
+    block = section[section.index("kind: Role\n") - len("apiVersion: rbac.authorization"
+                                                          ".k8s.io/v1\n"):]
+    role = yaml.safe_load(block[:block.index("---")])
+    return {(verb, resource) for rule in role["rules"] for resource in rule["resources"]
+            for verb in rule["verbs"]}
+
+
+async def test_the_readme_role_is_all_a_whole_gateway_canary_needs(
+        kube: FakeKubernetes) -> None:
+    """Everything Shipbot does, under exactly the Role the README documents."""
+    kube.allow = readme_role()
+    assert kube.allow == {("get", "deployments"), ("patch", "deployments"),
+                          ("create", "deployments"), ("list", "replicasets"),
+                          ("get", "httproutes"), ("patch", "httproutes")}
+    provider = await started(kube, canary=GATEWAY)
+    await follow(kube, provider, await provider.health(job("health")))
+    await follow(kube, provider, await provider.set_weight(job("weight-10"), 10))
+    await follow(kube, provider, await provider.abort(job("abort")))
+    await follow(kube, provider, await provider.set_weight(job("weight-20"), 20))
+    await follow(kube, provider, await provider.promote(job("promote")))
+    rollback = job("undo", "v1").model_copy(update={"strategy": "rolling"})
+    await follow(kube, provider, await provider.rollback(rollback))
+    slow = await provider.start(job("slow", "slow-9").model_copy(update={"strategy": "rolling"}))
+    await provider.cancel(slow)
+    assert kube.image() == f"{IMAGE}:v1"
+    assert not [r for r in kube.requests if r.method not in ("GET", "PATCH", "POST")]
