@@ -38,6 +38,7 @@ from integrations.kubernetes_rollout import (
     health_status,
     image_of,
     image_patch,
+    keyed_patch,
     marks,
     notes_of,
     owned_history,
@@ -68,15 +69,13 @@ class KubernetesProvider:
         it on the canary Deployment (the stable one changes at ``promote``)."""
         if self._config.canary is not None and job.strategy != "rolling":
             return await self._canary.start(job)
-        ref = self._ref()
-        dep = await self._api.get(ref)
-        if notes_of(dep).get(KEY) == job.key:
-            return str(RunRef("rollout", ref.namespace, ref.name or "", generation(dep),
-                              job.key))
-        image = self._config.image_for(job)
-        self._check_container(dep)
-        done = await self._api.patch(ref, image_patch(self._config.container, image,
-                                                      marks(job, image)), "strategic")
+        ref, image = self._ref(), self._config.image_for(job)
+
+        def body(dep: dict[str, Any]) -> dict[str, Any]:
+            self._check_container(dep)
+            return image_patch(self._config.container, image, marks(job, image))
+
+        done, _ = await keyed_patch(self._api, ref, job.key, body)
         return str(RunRef("rollout", ref.namespace, ref.name or "", generation(done),
                           job.key))
 

@@ -36,6 +36,7 @@ from integrations.kubernetes_rollout import (
     RunRef,
     generation,
     image_patch,
+    keyed_patch,
     marks,
     notes_of,
     rollout_status,
@@ -200,14 +201,10 @@ class Canary:
     async def promote(self, job: JobSpec) -> str:
         """The stable Deployment on the new image with all its pods; the canary goes once
         that rollout is done (``retire``, from the run's poll)."""
-        stable = await self._api.get(self._stable)
-        if notes_of(stable).get(KEY) == job.key:
-            return self._run("promote", self._stable, generation(stable), job.key)
         canary = await self._need_canary("promote")
         image = notes_of(canary).get(IMAGE) or self._config.image_for(job)
-        done = await self._api.patch(self._stable, image_patch(
-            self._config.container, image, marks(job, image), self._total(canary)),
-            "strategic")
+        done, _ = await keyed_patch(self._api, self._stable, job.key, lambda _: image_patch(
+            self._config.container, image, marks(job, image), self._total(canary)))
         return self._run("promote", self._stable, generation(done), job.key)
 
     async def retire(self, status: RunStatus) -> RunStatus:

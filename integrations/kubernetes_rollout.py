@@ -12,15 +12,22 @@
   template without the ``pod-template-hash`` label.
 - ``RunRef``: the self-describing run id (``<kind>/<namespace>/<name>/<n>/<key>``) that a
   new process can poll with nothing in memory.
+- ``keyed_patch``: the one write that must happen once per key, guarded by the
+  ``resourceVersion`` that was read.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
+from integrations.kube_api import CONFLICT_ATTEMPTS, Conflict
+
+if TYPE_CHECKING:
+    from integrations.kube_api import KubeAPI, KubeRef
 
 KEY = "shipbot.io/deploy-key"  # the job whose change the Deployment carries
 IMAGE = "shipbot.io/image"  # the image that job set: anything else is someone else's
@@ -204,3 +211,26 @@ def annotation_ops(dep: dict[str, Any], notes: dict[str, str]) -> list[dict[str,
         return [{"op": "add", "path": "/metadata/annotations", "value": notes}]
     return [{"op": "add", "path": "/metadata/annotations/" +
              k.replace("~", "~0").replace("/", "~1"), "value": v} for k, v in notes.items()]
+
+
+async def keyed_patch(api: KubeAPI, ref: KubeRef, key: str,
+                      body: Callable[[dict[str, Any]], dict[str, Any]]
+                      ) -> tuple[dict[str, Any], bool]:
+    """Read; if the object carries ``key`` already, nothing to do; else a strategic-merge
+    patch made from what was read, applied only if nothing changed since (its
+    ``resourceVersion``). On 409 read again: a second process with the same key then sees
+    the first one's key instead of patching twice. Returns the object and whether it was
+    patched now."""
+    for _ in range(CONFLICT_ATTEMPTS):
+        current = await api.get(ref)
+        if notes_of(current).get(KEY) == key:
+            return current, False
+        patch = body(current)
+        patch.setdefault("metadata", {})["resourceVersion"] = \
+            current.get("metadata", {}).get("resourceVersion")
+        try:
+            return await api.patch(ref, patch, "strategic"), True
+        except Conflict:
+            continue
+    raise IntegrationError(f"{ref.label} kept changing while Shipbot updated it "
+                           f"({CONFLICT_ATTEMPTS} conflicts in a row); will retry")

@@ -61,10 +61,12 @@ async def follow(kube: FakeKubernetes, provider: KubernetesProvider, run_id: str
 async def test_start_patches_the_container_image_and_annotates_the_deployment(
         kube: FakeKubernetes) -> None:
     provider = make(kube)
+    read = kube.deployments["api"]["metadata"]["resourceVersion"]
     run_id = await provider.start(job("ok-2"))
     assert run_id == f"rollout/prod/api/2/{KEY}"
     [(content_type, body)] = kube.patches()
     assert content_type == "application/strategic-merge-patch+json"
+    assert body["metadata"].pop("resourceVersion") == read  # guards the start
     assert body == {"metadata": {"annotations": {
         "shipbot.io/deploy-key": KEY, "shipbot.io/image": f"{IMAGE}:ok-2",
         "kubernetes.io/change-cause": f"shipbot: api ok-2 by deployment key {KEY}"}},
@@ -117,6 +119,40 @@ async def test_a_start_after_a_restart_patches_nothing_and_polls_the_same_run(
     assert await again.start(job("ok-2")) == run_id
     assert len(kube.patches()) == 1
     assert (await follow(kube, again, run_id))[-1].state is RunState.SUCCEEDED
+
+
+async def test_a_conflict_is_read_again_and_retried_with_the_fresh_resource_version(
+        kube: FakeKubernetes) -> None:
+    kube.conflicts = 1  # another writer, between Shipbot's read and its patch
+    read = kube.deployments["api"]["metadata"]["resourceVersion"]
+    run_id = await make(kube).start(job("ok-2"))
+    sent = [body["metadata"]["resourceVersion"] for _, body in kube.patches()]
+    final = int(kube.deployments["api"]["metadata"]["resourceVersion"])
+    assert sent == [read, str(final - 1)]  # as read, then as the other writer left it
+    assert run_id == f"rollout/prod/api/2/{KEY}" and kube.image() == f"{IMAGE}:ok-2"
+
+
+async def test_a_second_process_losing_the_race_does_not_patch_again(
+        kube: FakeKubernetes) -> None:
+    """Two processes read the Deployment before either patched: the second one's patch
+    is refused (its resourceVersion is stale), it reads again and finds the first's key."""
+    original = kube.handler
+    raced: list[str] = []
+
+    def racing(request: httpx.Request) -> httpx.Response:
+        if request.method == "PATCH" and not raced:
+            raced.append("first")  # the other process's patch lands first
+            assert original(httpx.Request("PATCH", request.url, headers={
+                "authorization": f"Bearer {TOKEN}",
+                "content-type": "application/strategic-merge-patch+json"},
+                content=request.content.replace(b'"resourceVersion"', b'"x"'))
+                ).status_code == 200
+        return original(request)
+
+    kube.handler = racing  # type: ignore[method-assign]
+    run_id = await make(kube).start(job("ok-2"))
+    assert run_id == f"rollout/prod/api/2/{KEY}"
+    assert kube.deployments["api"]["metadata"]["generation"] == 2
 
 
 async def test_someone_else_changing_the_deployment_fails_the_run(
