@@ -39,8 +39,10 @@ from integrations.kubernetes_rollout import (
     keyed_patch,
     marks,
     notes_of,
+    replicas_of,
     rollout_status,
 )
+from integrations.kubernetes_route import Route
 
 if TYPE_CHECKING:
     from integrations.kube_api import KubeAPI
@@ -65,10 +67,8 @@ class Canary:
         self._stable = KubeRef("apps/v1", "deployments", "Deployment", ns, config.deployment)
         self._canary = self._stable.named(config.canary_name)
         self._collection = KubeRef("apps/v1", "deployments", "Deployment", ns)
-
-    @property
-    def _gateway(self) -> bool:
-        return self._config.canary is not None and self._config.canary.mode == "gateway"
+        self._route = Route(config.canary, ns, api) \
+            if config.canary is not None and config.canary.mode == "gateway" else None
 
     def _run(self, kind: Any, ref: KubeRef, number: int, key: str) -> str:
         return str(RunRef(kind, ref.namespace, ref.name or "", number, key))
@@ -86,8 +86,13 @@ class Canary:
         if canary is not None and notes_of(canary).get(KEY) == job.key:
             return self._run("rollout", self._canary, generation(canary), job.key)
         stable = await self._api.get(self._stable)
-        total = int(stable.get("spec", {}).get("replicas", 1))
-        replicas = total if self._gateway else 0
+        total = replicas_of(stable)
+        if self._route is None and canary is not None:  # pods a canary left: stable's
+            total += replicas_of(canary)
+            await self._replicas(self._stable, stable, total)  # before the canary's go
+        if self._route is not None:  # no traffic to what a canary left behind
+            await self._route.set(0)
+        replicas = total if self._route is not None else 0
         image = self._config.image_for(job)
         notes = {**marks(job, image), TOTAL: str(total)}
         if canary is None:
@@ -111,7 +116,7 @@ class Canary:
                 container["image"] = image
         meta = {k: v for k, v in stable.get("metadata", {}).items() if k not in _DROP}
         kept = {k: v for k, v in notes_of(stable).items()
-                if not k.startswith("deployment.kubernetes.io/")}
+                if not k.startswith(("deployment.kubernetes.io/", "shipbot.io/"))}
         meta.update(name=self._config.canary_name, annotations={**kept, **notes})
         return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}
 
@@ -135,65 +140,40 @@ class Canary:
         if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
             raise IntegrationError(f"traffic weight must be a whole number 0-100, not {weight!r}")
         canary = await self._need_canary(f"send {weight} % to the canary")
-        if notes_of(canary).get(KEY) != job.key:
-            if self._gateway:
-                await self._route(weight)
-            else:
-                await self._scale(canary, job.key, weight)
-            if self._gateway:
+        if self._route is not None:
+            if notes_of(canary).get(KEY) != job.key:
+                await self._route.set(weight)
                 await self._api.patch(self._canary, {"metadata": {"annotations": {
                     KEY: job.key}}})
+        else:
+            await self._scale(canary, job.key, weight)
         return self._run("weight", self._canary, weight, job.key)
 
     async def _scale(self, canary: dict[str, Any], key: str, weight: int) -> None:
-        """Canary up first, then stable down: capacity never dips below the total."""
+        """Canary up first, then stable down: capacity never dips below the total. A
+        repeat (same key) only finishes what a crash may have cut short."""
         total = self._total(canary)
         pods = canary_replicas(weight, total)
-        await self._api.patch(self._canary, {"metadata": {"annotations": {KEY: key}},
-                                             "spec": {"replicas": pods}})
-        await self._api.patch(self._stable, {"spec": {"replicas": total - pods}})
+        if notes_of(canary).get(KEY) != key:
+            await self._api.patch(self._canary, {"metadata": {"annotations": {KEY: key}},
+                                                 "spec": {"replicas": pods}})
+        else:
+            pods = replicas_of(canary)
+        await self._replicas(self._stable, await self._api.get(self._stable), total - pods)
 
-    async def _route(self, weight: int) -> None:
-        assert self._config.canary is not None
-        cfg = self._config.canary
-        ref = KubeRef("gateway.networking.k8s.io/v1", "httproutes", "HTTPRoute",
-                      self._config.namespace, cfg.httproute)
-        weights = {cfg.stable_service: 100 - weight, cfg.canary_service: weight}
-
-        def change(route: dict[str, Any]) -> dict[str, Any] | None:
-            rules = copy.deepcopy(route.get("spec", {}).get("rules") or [])
-            found = False
-            for rule in rules:
-                refs = rule.get("backendRefs") or []
-                names = {r.get("name") for r in refs}
-                if set(weights) <= names:
-                    found = True
-                    for backend in refs:
-                        if backend.get("name") in weights:
-                            backend["weight"] = weights[backend["name"]]
-            if not found:
-                raise IntegrationError(
-                    f"{ref.label} has no rule whose backendRefs name both "
-                    f"{cfg.stable_service} and {cfg.canary_service}: add both Services to "
-                    "one rule (the canary's with weight: 0)")
-            if rules == route.get("spec", {}).get("rules"):
-                return None
-            return {"spec": {"rules": rules}}
-
-        await self._api.update(ref, change)
+    async def _replicas(self, ref: KubeRef, obj: dict[str, Any], count: int) -> None:
+        if replicas_of(obj) != count:
+            await self._api.patch(ref, {"spec": {"replicas": count}})
 
     async def poll_weight(self, run: RunRef) -> RunStatus:
         canary = await self._api.get(self._canary.named(run.name))
         status = rollout_status(canary)
         if status.state is not RunState.SUCCEEDED:
             return status
-        if self._gateway:
-            assert self._config.canary is not None
-            return RunStatus(state=RunState.SUCCEEDED, detail=(
-                f"HTTPRoute {self._config.canary.httproute} sends {run.number} % to "
-                f"{self._config.canary.canary_service}"))
+        if self._route is not None:
+            return await self._route.status(run.number)
         total = self._total(canary)
-        pods = int(canary.get("spec", {}).get("replicas") or 0)
+        pods = replicas_of(canary)
         share = round(100 * pods / total)
         return RunStatus(state=RunState.SUCCEEDED, detail=(
             f"{pods} of {total} pods = {share} % on the canary (asked {run.number} %)"))
@@ -209,9 +189,9 @@ class Canary:
 
     async def retire(self, status: RunStatus) -> RunStatus:
         """All traffic to the stable Deployment, no pods for the canary; idempotent."""
-        if self._gateway:
-            await self._route(0)
-        await self._api.patch(self._canary, {"spec": {"replicas": 0}})
+        if self._route is not None:
+            await self._route.set(0)
+        await self._replicas(self._canary, await self._api.get(self._canary), 0)
         status.detail = f"{status.detail}; the canary was removed"
         return status
 
@@ -221,9 +201,9 @@ class Canary:
         canary = await self._need_canary("abort")
         stable = await self._api.get(self._stable)
         if notes_of(canary).get(KEY) != job.key:
-            if self._gateway:
-                await self._route(0)
-            await self._api.patch(self._stable, {"spec": {"replicas": self._total(canary)}})
+            if self._route is not None:
+                await self._route.set(0)
+            await self._replicas(self._stable, stable, self._total(canary))
             await self._api.patch(self._canary, {"metadata": {"annotations": {
                 KEY: job.key, CHANGE_CAUSE: f"shipbot: aborted by deployment key "
                 f"{job.key}"}}, "spec": {"replicas": 0}})

@@ -71,6 +71,11 @@ def notes_of(obj: dict[str, Any]) -> dict[str, str]:
     return found if isinstance(found, dict) else {}
 
 
+def replicas_of(obj: dict[str, Any]) -> int:
+    """``spec.replicas`` (1 when unset, as the API server defaults it)."""
+    return int(obj.get("spec", {}).get("replicas", 1))
+
+
 def generation(obj: dict[str, Any]) -> int:
     return int(obj.get("metadata", {}).get("generation") or 0)
 

@@ -9,7 +9,9 @@ next revision, as a rollback does); ``status.observedGeneration`` lags a tick be
 ``metadata.generation``; then the new pods are created, the old ones terminate, the new
 ones become available, one stage per tick. The image's tag decides how it ends:
 ``fail*`` misses the progress deadline (``Progressing`` False, reason
-``ProgressDeadlineExceeded``), ``slow*`` never becomes available, anything else rolls out.
+``ProgressDeadlineExceeded``), ``slow*`` never becomes available, anything else rolls
+out. A route's gateway accepts a new generation of it (``observedGeneration`` of its
+parents' conditions) at the next tick.
 
 PATCH takes strategic-merge, merge and JSON patches; a ``metadata.resourceVersion`` in a
 merge patch that is not the current one is a 409 ``Conflict`` (``conflicts`` makes the
@@ -109,6 +111,10 @@ class FakeKubernetes:
             if rollout.stage < 4:
                 rollout.stage += 1
             self._set_status(dep)
+        for route in self.routes.values():  # the gateway controller accepts what it sees
+            for parent in route["status"]["parents"]:
+                for cond in parent["conditions"]:
+                    cond["observedGeneration"] = route["metadata"]["generation"]
 
     # -- what tests look at --------------------------------------------------------------
 
@@ -221,6 +227,8 @@ class FakeKubernetes:
             body["message"] = f'Deployment.apps "{name}" is invalid: {invalid}'
             return httpx.Response(422, json=body)
         patched["metadata"]["resourceVersion"] = self._next_version()
+        if resource == "httproutes" and patched["spec"] != current["spec"]:
+            patched["metadata"]["generation"] = current["metadata"]["generation"] + 1
         if resource == "deployments" and patched["spec"] != current["spec"]:
             patched["metadata"]["generation"] = current["metadata"]["generation"] + 1
             store[name] = patched

@@ -137,9 +137,71 @@ async def test_gateway_weights_are_exact_on_the_httproute(kube: FakeKubernetes) 
         {"group": "", "kind": "Service", "name": "api-stable", "port": 8080, "weight": 90},
         {"group": "", "kind": "Service", "name": "api-canary", "port": 8080, "weight": 10}]
     assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
-    status = (await follow(kube, provider, run_id))[-1]
-    assert status.detail == "HTTPRoute api sends 10 % to api-canary"
+    seen = await follow(kube, provider, run_id)
+    assert [s.detail for s in seen] == [
+        "waiting for Gateway public to accept the new weights",
+        "HTTPRoute api sends 10 % to api-canary"]
     assert replicas(kube) == (10, 10)  # pods do not move with a route
+
+
+async def test_a_route_the_gateway_refuses_fails_the_step(kube: FakeKubernetes) -> None:
+    provider = await started(kube, canary=GATEWAY)
+    run_id = await provider.set_weight(job("weight-10"), 10)
+    kube.tick()
+    accepted = kube.routes["api"]["status"]["parents"][0]["conditions"][0]
+    accepted.update(status="False", reason="NotAllowedByListeners",
+                    message="No listener allows this route")
+    status = await provider.poll(run_id)
+    assert (status.state, status.detail) == (
+        RunState.FAILED, "Gateway public did not accept HTTPRoute prod/api: "
+        "NotAllowedByListeners: No listener allows this route")
+
+
+async def test_weights_changed_by_someone_else_fail_the_step(kube: FakeKubernetes) -> None:
+    provider = await started(kube, canary=GATEWAY)
+    run_id = await provider.set_weight(job("weight-10"), 10)
+    kube.routes["api"]["spec"]["rules"][0]["backendRefs"][1]["weight"] = 50
+    status = await provider.poll(run_id)
+    assert (status.state, status.detail) == (
+        RunState.FAILED, "someone else changed the weights of HTTPRoute prod/api (Shipbot "
+        "set api-canary to 10 %)")
+
+
+async def test_a_new_canary_takes_back_what_an_abandoned_one_left(
+        kube: FakeKubernetes) -> None:
+    """A canary left at 30 % (its deployment failed before an abort): the next one starts
+    with the stable Deployment at full strength and nothing on the canary."""
+    provider = await started(kube, canary={"mode": "replicas"})
+    await provider.set_weight(job("weight-30"), 30)
+    assert replicas(kube) == (7, 3)
+    await make(kube, canary={"mode": "replicas"}).start(job("deploy", "ok-3"))
+    assert replicas(kube) == (10, 0)
+    assert kube.deployments["api-canary"]["metadata"]["annotations"][
+        "shipbot.io/total-replicas"] == "10"
+    patched = [r.url.path.rsplit("/", 1)[-1] for r in kube.requests if r.method == "PATCH"]
+    assert patched[-2:] == ["api", "api-canary"]  # stable back up before the canary goes
+
+
+async def test_an_abandoned_gateway_canary_gets_no_traffic_from_the_next_deploy(
+        kube: FakeKubernetes) -> None:
+    provider = await started(kube, canary=GATEWAY)
+    await provider.set_weight(job("weight-30"), 30)
+    await make(kube, canary=GATEWAY).start(job("deploy", "ok-3"))
+    assert weights(kube) == {"api-stable": 100, "api-canary": 0}
+
+
+async def test_a_weight_cut_short_by_a_crash_is_finished_by_its_repeat(
+        kube: FakeKubernetes) -> None:
+    provider = await started(kube, canary={"mode": "replicas"})
+    # the canary was scaled up and marked, then the process died before the stable half
+    kube.deployments["api-canary"]["spec"]["replicas"] = 1
+    kube.deployments["api-canary"]["metadata"]["annotations"][
+        "shipbot.io/deploy-key"] = "deployment-4-abc-weight-10"
+    await provider.set_weight(job("weight-10"), 10)
+    assert replicas(kube) == (9, 1)
+    canary_patches = [r for r in kube.requests if r.method == "PATCH"
+                      and r.url.path.endswith("/api-canary")]
+    assert canary_patches == []  # only the stable half was left to do
 
 
 async def test_gateway_promote_and_abort_send_everything_back_to_stable(
@@ -168,9 +230,9 @@ async def test_a_route_conflict_is_retried_with_the_fresh_resource_version(
 
 
 async def test_a_route_without_both_services_says_what_to_add(kube: FakeKubernetes) -> None:
-    provider = await started(kube, canary={**GATEWAY, "canary_service": "api-next"})
-    with pytest.raises(IntegrationError) as info:
-        await provider.set_weight(job("weight-10"), 10)
+    provider = make(kube, canary={**GATEWAY, "canary_service": "api-next"})
+    with pytest.raises(IntegrationError) as info:  # at the deploy step, before any pod
+        await provider.start(job("deploy"))
     assert str(info.value) == (
         "HTTPRoute prod/api has no rule whose backendRefs name both api-stable and "
         "api-next: add both Services to one rule (the canary's with weight: 0)")
