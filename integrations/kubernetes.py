@@ -91,14 +91,14 @@ class KubernetesProvider:
 
     async def poll(self, run_id: str) -> RunStatus:
         run = RunRef.parse(run_id)
-        if run.kind == "weight":
-            return await self._canary.poll_weight(run)
         dep = await self._api.get(self._ref(run.name, run.namespace))
         marked = notes_of(dep)
         if marked.get(CANCELLED) == run.key:
-            undone = " and rolled back to the previous revision" \
-                if self._undoes(run) else ""
-            return RunStatus(state=RunState.FAILED, detail=f"was cancelled{undone}")
+            return RunStatus(state=RunState.FAILED, detail="was cancelled" + (
+                ("; the Deployment is paused, so nothing was undone" if _paused(dep) else
+                 " and rolled back to the previous revision") if self._undoes(run) else ""))
+        if run.kind == "weight":
+            return await self._canary.poll_weight(run, dep)
         if run.kind == "health":
             return health_status(dep)
         if run.kind != "abort" and generation(dep) > run.number and (
@@ -109,6 +109,9 @@ class KubernetesProvider:
                 f"someone else changed the Deployment {run.namespace}/{run.name} "
                 f"(generation {generation(dep)}, Shipbot's change was {run.number})"))
         status = rollout_status(dep)
+        if status.state is RunState.RUNNING and _paused(dep):
+            status.detail += (f" (the Deployment is paused: kubectl rollout resume "
+                              f"deployment/{run.name} -n {run.namespace})")
         if run.kind == "promote" and status.state is RunState.SUCCEEDED:
             return await self._canary.retire(status)
         if run.kind == "abort" and status.state is RunState.SUCCEEDED:
@@ -126,7 +129,7 @@ class KubernetesProvider:
             return
         ref = self._ref(run.name, run.namespace)
         await self._api.patch(ref, {"metadata": {"annotations": {CANCELLED: run.key}}})
-        if self._undoes(run):
+        if self._undoes(run) and not _paused(await self._api.get(ref)):
             await self._undo(ref, run.key + "-cancel", None, "cancelled")
         elif run.kind == "rollout":  # a canary that was being prepared: no pods for it
             await self._api.patch(ref, {"spec": {"replicas": 0}})
@@ -158,7 +161,7 @@ class KubernetesProvider:
     async def _undo(self, ref: KubeRef, key: str, image: str | None, what: str,
                     dep: dict[str, Any] | None = None) -> dict[str, Any]:
         dep = dep or await self._api.get(ref)
-        if dep.get("spec", {}).get("paused"):
+        if _paused(dep):
             raise IntegrationError(f"{ref.label} is paused (kubectl rollout pause): resume "
                                    "it with kubectl rollout resume before rolling back")
         rs_ref = KubeRef("apps/v1", "replicasets", "ReplicaSet", ref.namespace)
@@ -183,3 +186,7 @@ class KubernetesProvider:
     async def abort(self, job: JobSpec) -> str:
         return await self._canary.abort(job)
 
+
+def _paused(dep: dict[str, Any]) -> bool:
+    """``kubectl rollout pause``: the controller leaves the rollout where it is."""
+    return bool(dep.get("spec", {}).get("paused"))

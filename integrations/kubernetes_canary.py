@@ -165,8 +165,7 @@ class Canary:
         if replicas_of(obj) != count:
             await self._api.patch(ref, {"spec": {"replicas": count}})
 
-    async def poll_weight(self, run: RunRef) -> RunStatus:
-        canary = await self._api.get(self._canary.named(run.name))
+    async def poll_weight(self, run: RunRef, canary: dict[str, Any]) -> RunStatus:
         status = rollout_status(canary)
         if status.state is not RunState.SUCCEEDED:
             return status

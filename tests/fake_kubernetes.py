@@ -63,6 +63,7 @@ class Rollout:
 
     stage: int = 0  # 0: not observed yet, 1: creating, 2: old terminating, 3: available...
     template_changed: bool = True
+    replica_set: str = ""  # the new ReplicaSet's name
 
 
 @dataclass
@@ -261,7 +262,9 @@ class FakeKubernetes:
                          before: dict[str, Any] | None = None) -> None:
         name = dep["metadata"]["name"]
         changed = before is None or _plain(before) != _plain(dep["spec"]["template"])
-        self.rollouts[name] = Rollout(stage=0, template_changed=changed)
+        previous = self.rollouts.get(name)
+        self.rollouts[name] = Rollout(stage=0, template_changed=changed,
+                                      replica_set=previous.replica_set if previous else "")
         if not changed:
             return
         owned = [rs for rs in self.replica_sets.values()
@@ -271,6 +274,7 @@ class FakeKubernetes:
                 _plain(dep["spec"]["template"])]
         rs = same[0] if same else self._new_replica_set(dep)
         rs["metadata"]["annotations"][REVISION] = str(top + 1)
+        self.rollouts[name].replica_set = rs["metadata"]["name"]
         dep["metadata"].setdefault("annotations", {})[REVISION] = str(top + 1)
 
     def _new_replica_set(self, dep: dict[str, Any]) -> dict[str, Any]:
@@ -313,7 +317,7 @@ class FakeKubernetes:
                        "ReplicaSetUpdated", "message": "ReplicaSet is progressing."}
         if tag.startswith("fail") and want > 0 and rollout.stage >= 3:
             progressing.update(status="False", reason="ProgressDeadlineExceeded",
-                               message=f'ReplicaSet "{dep["metadata"]["name"]}" has timed '
+                               message=f'ReplicaSet "{rollout.replica_set}" has timed '
                                "out progressing.")
         available_cond = {"type": "Available", "status": "True" if (available >= want - 1 and
                           available > 0) or want == 0 else "False",

@@ -106,9 +106,11 @@ async def test_a_missed_progress_deadline_fails_with_the_controllers_message(
     provider = make(kube)
     seen = await follow(kube, provider, await provider.start(job("fail-2")))
     assert seen[-1].state is RunState.FAILED
+    new_rs = kube.rollouts["api"].replica_set
+    assert new_rs.startswith("api-") and new_rs in kube.replica_sets
     assert seen[-1].detail == (
         "Deployment api exceeded its progress deadline (ProgressDeadlineExceeded: "
-        'ReplicaSet "api" has timed out progressing.)')
+        f'ReplicaSet "{new_rs}" has timed out progressing.)')
 
 
 async def test_a_start_after_a_restart_patches_nothing_and_polls_the_same_run(
@@ -305,3 +307,18 @@ async def test_a_paused_deployment_is_not_rolled_back(kube: FakeKubernetes) -> N
     kube.deployments["api"]["spec"]["paused"] = True
     with pytest.raises(IntegrationError, match=r"is paused .* kubectl rollout resume"):
         await provider.rollback(job("v1", key="undo"))
+
+
+async def test_a_paused_rollout_says_how_to_resume_and_a_cancel_undoes_nothing(
+        kube: FakeKubernetes) -> None:
+    provider = make(kube)
+    run_id = await provider.start(job("slow-2"))
+    kube.tick()
+    kube.deployments["api"]["spec"]["paused"] = True  # kubectl rollout pause, by a human
+    assert (await provider.poll(run_id)).detail == (
+        "2 of 3 new pods updated (the Deployment is paused: kubectl rollout resume "
+        "deployment/api -n prod)")
+    await provider.cancel(run_id)
+    assert kube.image() == f"{IMAGE}:slow-2"  # left for the human who paused it
+    assert (await provider.poll(run_id)).detail == (
+        "was cancelled; the Deployment is paused, so nothing was undone")

@@ -136,8 +136,9 @@ async def test_a_canary_that_misses_its_deadline_is_aborted(
     assert canary_pods(fake) == [1, 0]  # 10 % that never became available, then none
     assert fake.image() == f"{IMAGE}:v0" and fake.deployments["api"]["spec"]["replicas"] == 10
     said = "\n".join(thread(bot))
+    new_rs = fake.rollouts["api-canary"].replica_set
     assert "10% of traffic failed: Deployment api-canary exceeded its progress deadline " \
-        '(ProgressDeadlineExceeded: ReplicaSet "api-canary" has timed out progressing.)' \
+        f'(ProgressDeadlineExceeded: ReplicaSet "{new_rs}" has timed out progressing.)' \
         in said, said
 
 
