@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bot.config import ShipbotConfig, parse_config
-from bot.devtools.local import LocalBot
+from bot.devtools.driver import SlackDriver
+from bot.devtools.fake_slack import FakeSlack
+from bot.devtools.local import LocalBot, invite_bot
 from tests.conftest import eventually, make_config, serving
 from tests.fake_kubernetes import FakeKubernetes
 from tests.test_deploy_flow import deployments, finished
+from tests.test_restart import _up, db_rows, free_port, start_bot
 
 TOKEN = "k8s-" + "E" * 30
 IMAGE = "registry.example.com/api"
@@ -158,3 +164,48 @@ async def test_an_rbac_denial_reaches_the_thread_with_the_verb_and_who(
         "README). Nothing more will run. Fix the cause, then `/deploy api staging v1` again."]
     assert fake.image() == f"{IMAGE}:v0"  # denied: nothing changed
 
+
+
+async def test_a_canary_killed_mid_rollout_resumes_without_repeating_a_step(
+        tmp_path: Path, kube: tuple[FakeKubernetes, str]) -> None:
+    """SIGKILL between two weight steps: the next process has only the database and the
+    cluster, finds each step's key on the Deployments, and applies nothing twice."""
+    fake, server = kube
+    cfg = config(tmp_path, server)
+    (tmp_path / "shipbot.yml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"),
+                                                         sort_keys=False))
+    port = free_port()
+    async with FakeSlack() as slack:
+        invite_bot(slack, cfg)
+        driver = SlackDriver(f"http://127.0.0.1:{port}", "restart-secret",
+                             channels=slack.channels, triggers=slack.issue_trigger)
+        first = start_bot(tmp_path, slack, port)
+        second: subprocess.Popen[bytes] | None = None
+        try:
+            await eventually(lambda: _up(driver))
+            await driver.command("api staging v2")
+
+            async def shifting() -> bool:
+                return db_rows(tmp_path, "select state, stage from deployment") == [
+                    ("verifying", 1)] and len(canary_pods(fake)) >= 1
+
+            await eventually(shifting, timeout=30)
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=10)
+            second = start_bot(tmp_path, slack, port)
+
+            async def done() -> list[tuple[Any, ...]]:
+                return db_rows(tmp_path, "select state from deployment where "
+                               "finished_at is not null")
+
+            assert await eventually(done, timeout=40) == [("succeeded",)]
+        finally:
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.kill()
+                    process.wait(timeout=10)
+            await driver.aclose()
+    assert canary_pods(fake) == [1, 5, 10, 0]
+    assert [r.url.path for r in fake.requests if r.method == "POST"] == [
+        "/apis/apps/v1/namespaces/prod/deployments"]
+    assert fake.image() == f"{IMAGE}:v2"
