@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from bot.cli import main
 from bot.config import ConfigError, parse_config
@@ -114,3 +115,23 @@ def test_the_registry_builds_traffic_only_with_a_canary(tmp_path: Path) -> None:
     canary = build_deploy(KubernetesConfig.model_validate(
         {**K8S, "canary": {"mode": "replicas"}}), ctx)
     assert canary.traffic is canary.target
+
+
+def test_the_readme_example_loads() -> None:
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("### Kubernetes"):]
+    block = section[section.index("```yaml\n") + 8:]
+    example = yaml.safe_load(block[:block.index("```")])
+    api = example["services"]["api"]
+    parsed = parse_config(config(api["deploy"], strategy=api["strategy"]))
+    deploy = parsed.services["api"].deploy
+    assert isinstance(deploy, KubernetesConfig)
+    assert deploy.canary is not None and deploy.canary.mode == "replicas"
+    assert deploy.cluster.server is None and deploy.cluster.kubeconfig is None  # in-cluster
+    for variant in ({"kubeconfig": "/etc/shipbot/kubeconfig", "context": "prod-eu"},
+                    {"server": "https://k8s.example.com:6443", "token_env": "K8S_TOKEN",
+                     "ca_file": "/etc/shipbot/k8s-ca.crt"}):  # the commented variants
+        parse_config(config({**api["deploy"], "cluster": variant}))
+    parse_config(config({**api["deploy"], "canary": {
+        "mode": "gateway", "httproute": "api", "stable_service": "api-stable",
+        "canary_service": "api-canary"}}))
