@@ -129,10 +129,11 @@ class KubernetesProvider:
             return
         ref = self._ref(run.name, run.namespace)
         await self._api.patch(ref, {"metadata": {"annotations": {CANCELLED: run.key}}})
-        if self._undoes(run) and not _paused(await self._api.get(ref)):
-            await self._undo(ref, run.key + "-cancel", None, "cancelled")
-        elif run.kind == "rollout":  # a canary that was being prepared: no pods for it
-            await self._api.patch(ref, {"spec": {"replicas": 0}})
+        if self._undoes(run):
+            if not _paused(await self._api.get(ref)):  # else left to whoever paused it
+                await self._undo(ref, run.key + "-cancel", None, "cancelled")
+        elif run.kind == "rollout" and run.name == self._config.canary_name:
+            await self._api.patch(ref, {"spec": {"replicas": 0}})  # a canary being prepared
 
     # -- health and rollback -----------------------------------------------------------
 

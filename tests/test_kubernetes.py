@@ -320,5 +320,8 @@ async def test_a_paused_rollout_says_how_to_resume_and_a_cancel_undoes_nothing(
         "deployment/api -n prod)")
     await provider.cancel(run_id)
     assert kube.image() == f"{IMAGE}:slow-2"  # left for the human who paused it
+    assert kube.deployments["api"]["spec"]["replicas"] == 3
+    assert [body for _, body in kube.patches()][1:] == [
+        {"metadata": {"annotations": {"shipbot.io/cancelled": KEY}}}]  # only the mark
     assert (await provider.poll(run_id)).detail == (
         "was cancelled; the Deployment is paused, so nothing was undone")

@@ -289,3 +289,27 @@ async def test_the_readme_role_is_all_a_whole_gateway_canary_needs(
     await provider.cancel(slow)
     assert kube.image() == f"{IMAGE}:v1"
     assert not [r for r in kube.requests if r.method not in ("GET", "PATCH", "POST")]
+
+
+async def test_cancelling_a_canary_being_prepared_takes_its_pods(
+        kube: FakeKubernetes) -> None:
+    provider = make(kube, canary=GATEWAY)
+    run_id = await provider.start(job("deploy", "slow-2"))
+    kube.tick()
+    assert (await provider.poll(run_id)).state is RunState.RUNNING
+    await provider.cancel(run_id)
+    assert replicas(kube) == (10, 0) and kube.image() == f"{IMAGE}:v1"
+    status = await provider.poll(run_id)
+    assert (status.state, status.detail) == (RunState.FAILED, "was cancelled")
+
+
+async def test_cancelling_a_promote_undoes_the_stable_rollout(kube: FakeKubernetes) -> None:
+    provider = await started(kube, canary={"mode": "replicas"})
+    kube.deployments["api-canary"]["metadata"]["annotations"]["shipbot.io/image"] = \
+        f"{IMAGE}:slow-2"  # a promote whose stable pods never become available
+    run_id = await provider.promote(job("promote"))
+    kube.tick()
+    await provider.cancel(run_id)
+    assert kube.image() == f"{IMAGE}:v1"
+    assert (await provider.poll(run_id)).detail == (
+        "was cancelled and rolled back to the previous revision")
