@@ -89,8 +89,20 @@ class KubernetesProvider:
                 f"container named {self._config.container!r} (it has: {names}): fix "
                 "container: in shipbot.yml")
 
-    async def poll(self, run_id: str) -> RunStatus:
+    def _parse(self, run_id: str) -> RunRef:
+        """A run of this target's Deployments only: an id naming any other object (a
+        config changed under a running deployment) is refused, not followed."""
         run = RunRef.parse(run_id)
+        names = (self._config.deployment, self._config.canary_name)
+        if run.namespace != self._config.namespace or run.name not in names:
+            raise IntegrationError(
+                f"the Kubernetes run {run_id[:200]!r} is on Deployment {run.namespace}/"
+                f"{run.name}, not on {self._config.namespace}/{self._config.deployment} as "
+                "configured now: was shipbot.yml changed during the deployment?")
+        return run
+
+    async def poll(self, run_id: str) -> RunStatus:
+        run = self._parse(run_id)
         dep = await self._api.get(self._ref(run.name, run.namespace))
         marked = notes_of(dep)
         if marked.get(CANCELLED) == run.key:
@@ -124,7 +136,7 @@ class KubernetesProvider:
     async def cancel(self, run_id: str) -> None:
         """Stop a run that is still going; see the module's docstring for what that does
         to the Deployment. A finished run is left as it ended."""
-        run = RunRef.parse(run_id)
+        run = self._parse(run_id)
         if (await self.poll(run_id)).state is not RunState.RUNNING:
             return
         ref = self._ref(run.name, run.namespace)

@@ -267,6 +267,15 @@ async def test_an_unknown_run_id_is_an_integration_error(kube: FakeKubernetes,
         await make(kube).poll(run_id)
 
 
+@pytest.mark.parametrize("run_id", [f"rollout/staging/api/2/{KEY}",
+                                    f"rollout/prod/web/2/{KEY}"])
+async def test_a_run_on_another_deployment_is_refused(kube: FakeKubernetes,
+                                                      run_id: str) -> None:
+    with pytest.raises(IntegrationError, match=r"was shipbot\.yml changed during the "):
+        await make(kube).cancel(run_id)
+    assert kube.requests == []
+
+
 async def test_rbac_denial_names_the_service_account_and_the_verb(
         kube: FakeKubernetes) -> None:
     kube.deny.add(("patch", "deployments"))
