@@ -47,7 +47,7 @@ from bot.store.writers import WriterQueue
 from commands.catalog import Catalog
 from commands.handlers import CommandHandlers
 from integrations.http import HttpOptions
-from integrations.prometheus import PrometheusProvider
+from integrations.metrics_registry import build_metrics
 from integrations.registry import ProviderContext
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ class Shipbot:
         # The one redaction step: Slack calls and acks, the audit trail and the log handlers.
         self.redactor = Redactor.for_bot(settings, config, os.environ)
         self.db = create_engine(settings.DATABASE_URL)
-        self.providers = build_providers(config, ProviderContext(
-            state_dir=settings.SHIPBOT_STATE_DIR,
-            http=HttpOptions(observe=self.metrics.count_provider_request)))
+        context = ProviderContext(state_dir=settings.SHIPBOT_STATE_DIR,
+                                  http=HttpOptions(observe=self.metrics.count_provider_request))
+        self.providers = build_providers(config, context)
         # Sessions know the mirrored services: their state changes queue MirrorEvents.
         self.sessions = session_factory(self.db, self.redactor, frozenset(
             name for name, p in self.providers.items() if p.mirror is not None))
@@ -89,7 +89,7 @@ class Shipbot:
             self.sessions, self.providers, clock, self.metrics, self.policy,
             owner=owner,
             poll_seconds=config.poll_interval_seconds, on_change=self._changed,
-            metrics_provider=PrometheusProvider(config.metrics) if config.metrics else None,
+            metrics_provider=build_metrics(config.metrics, context) if config.metrics else None,
             writers=self.writers, lease=lease,
         )
         self.service = DeployService(
