@@ -101,6 +101,9 @@ class JobSpec(BaseModel):
     artifact: str | None = Field(
         None, description="What the build produced (an image reference or digest): deploy "
         "steps put this on the environment, so every environment runs the same build")
+    strategy: str = Field("rolling", description="how the engine rolls this version out "
+                          "(rolling, canary, blue-green): a target that splits traffic "
+                          "itself replaces the stable version at start only when rolling")
 
 
 class RunStatus(BaseModel):

@@ -32,6 +32,8 @@ from integrations.gitlab_config import GitLabConfig
 from integrations.helm import HelmProvider
 from integrations.helm_config import HelmConfig
 from integrations.http import HttpOptions
+from integrations.kubernetes import KubernetesProvider
+from integrations.kubernetes_config import KubernetesConfig
 from integrations.webhook import WebhookProvider
 from integrations.webhook_config import WebhookConfig
 
@@ -117,12 +119,18 @@ def _webhook_deploy(config: WebhookConfig, ctx: ProviderContext) -> DeployBundle
                            config.capabilities())
 
 
+def _kubernetes_deploy(config: KubernetesConfig, ctx: ProviderContext) -> DeployBundle:
+    return DeployBundle.of(KubernetesProvider(config, options=ctx.http, environ=ctx.environ),
+                           config.capabilities())
+
+
 _ENTRIES: tuple[ProviderEntry[Any], ...] = (
     ProviderEntry("command", CommandConfig, ci=_command_ci, deploy=_command_deploy),
     ProviderEntry("github_actions", GitHubActionsConfig, ci=_github_ci,
                   deploy=_github_deploy),
     ProviderEntry("gitlab", GitLabConfig, ci=_gitlab_ci, deploy=_gitlab_deploy),
     ProviderEntry("helm", HelmConfig, deploy=_helm_deploy),
+    ProviderEntry("kubernetes", KubernetesConfig, deploy=_kubernetes_deploy),
     ProviderEntry("webhook", WebhookConfig, deploy=_webhook_deploy),
 )
 REGISTRY: dict[str, ProviderEntry[Any]] = {e.name: e for e in _ENTRIES}
