@@ -375,9 +375,18 @@ async def test_only_a_threads_oldest_undelivered_row_can_be_claimed(
 async def test_two_running_bots_post_a_deploys_thread_once(
         replica, tmp_path: Path, quiet: FakeSlack) -> None:  # noqa: F811
     """Two bots on one PostgreSQL (test_replicas' pods), both delivering the outbox: one
-    card per deployment, each reply once, one approval request."""
+    card per deployment, each reply once, one approval request. Both look at the outbox
+    every few milliseconds (as if busy pods polled at once), not only the one that wrote."""
     config = make_config(tmp_path)
     first, second = await replica(config, "pod-a"), await replica(config, "pod-b")
+
+    async def kick_both() -> None:
+        while True:
+            first.bot.notifier.kick()
+            second.bot.notifier.kick()
+            await asyncio.sleep(0.005)
+
+    kicker = asyncio.get_running_loop().create_task(kick_both())
     await first.driver.command("api dev v1.4.2")
     await second.driver.command("web production v2.0.0")  # waits for its approval
 
@@ -390,7 +399,10 @@ async def test_two_running_bots_post_a_deploys_thread_once(
         done = len(deps) == 2 and deps[0].finished_at and deps[1].approval_ts
         return deps if done and not left else None
 
-    api, web = await eventually(settled, timeout=30)
+    try:
+        api, web = await eventually(settled, timeout=30)
+    finally:
+        kicker.cancel()
     assert api.state == "succeeded", api.detail
     async with first.bot.sessions() as session:
         rows = (await session.exec(select(Outbox).where(col(Outbox.kind) == "thread"))).all()
