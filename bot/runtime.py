@@ -231,6 +231,10 @@ class Shipbot:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        try:  # Slack threads this process was posting: the others go on at once
+            await self.notifier.claims.hand_back()
+        except Exception:  # its claims lapse instead
+            log.exception("shutting down: handing the Slack outbox back failed")
         if self.client.session is not None:
             await self.client.session.close()
         await self.db.dispose()

@@ -412,3 +412,20 @@ async def test_two_running_bots_post_a_deploys_thread_once(
         assert len([t for t in thread if "Approval needed" not in t]) == len(
             [r for r in rows if r.deployment_id == dep.id]), thread  # each reply once
         assert len(approval_texts(thread)) == (dep is web)
+
+
+async def test_a_stopping_replica_hands_its_threads_back_at_once(
+        pods: Callable[[str], Awaitable[Pod]], clock: FakeClock, slack: FakeSlack) -> None:
+    """SIGTERM: its passes cancelled, the other replica need not wait a lease out."""
+    a, b = await pods("pod-a"), await pods("pod-b")
+    [dep_id] = [await add_deployment(a, clock, 0)]
+    alert = await add_alert(a, clock)
+    await queue(a, clock, [dep_id], alert, 0)
+    await die_after(a, slack, f"#{dep_id} reply 0.1")
+    await a.notifier.claims.hand_back()
+
+    await until_delivered(b, rounds=1)  # no clock advance: no lease to wait out
+    assert len(slack.messages(DEPLOYS)) == 1
+    assert [t for t in await card_thread(b, slack, dep_id) if "reply" in t] == [
+        f"#{dep_id} reply 0.0", f"#{dep_id} reply 0.1",
+        *(f"#{dep_id} reply 0.{n}" for n in range(1, REPLIES))]

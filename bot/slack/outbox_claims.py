@@ -16,7 +16,14 @@ reading a stale list never posts a later reply before an earlier one). The claim
 renewed while Slack answers (rate limits can make a group take long), released on
 failure (the failed row's backoff then applies on every replica), and left to lapse
 when the process dies: after the lease another replica takes the group over (at once
-the replica's own next process, ``replicas.release_dead_leases``).
+the replica's own next process, ``replicas.release_dead_leases``; at once anyone when
+the process stops on SIGTERM, ``hand_back``).
+
+What a takeover may repeat: a thread reply Slack accepted just before its holder died,
+before the row was marked delivered, is posted again (at least once). Looking for it in
+the thread first would need the history scopes (``conversations.replies``) the app does
+not ask for, and ``chat.postMessage`` takes no idempotency key; the card, the approval
+request and an alert root are safe, their ts being recorded as soon as Slack answers.
 """
 
 from __future__ import annotations
@@ -146,6 +153,15 @@ class OutboxClaims:
                 col(Outbox.id).in_([r.id for r in rows]),
                 col(Outbox.claimed_by) == self.owner, col(Outbox.delivered_at).is_(None))
                 .values(claimed_by=None, claim_until=None))
+            await session.commit()
+
+    async def hand_back(self) -> None:
+        """Shutting down, its passes cancelled: the other replicas take its threads now
+        rather than after a lease. The holder stays named (a post may have gone out)."""
+        async with self.writers(), self.sessions() as session:
+            await session.exec(update(Outbox).where(  # type: ignore[call-overload]
+                col(Outbox.claimed_by) == self.owner, col(Outbox.delivered_at).is_(None))
+                .values(claim_until=None))
             await session.commit()
 
 
