@@ -429,3 +429,21 @@ async def test_a_stopping_replica_hands_its_threads_back_at_once(
     assert [t for t in await card_thread(b, slack, dep_id) if "reply" in t] == [
         f"#{dep_id} reply 0.0", f"#{dep_id} reply 0.1",
         *(f"#{dep_id} reply 0.{n}" for n in range(1, REPLIES))]
+
+
+async def test_a_row_another_replica_holds_in_the_middle_of_the_list_stops_the_claim(
+        pods: Callable[[str], Awaitable[Pod]], clock: FakeClock) -> None:
+    """Claimed rows are a prefix of the thread: a later row someone else holds (a row
+    whose transaction committed late, say) makes the whole claim wait, all or nothing."""
+    a = await pods("pod-a")
+    [dep_id] = [await add_deployment(a, clock, 0)]
+    await queue(a, clock, [dep_id], await add_alert(a, clock), 0)
+    rows = [r for r in await outbox(a) if r.deployment_id == dep_id]
+    async with a.sessions() as session:
+        middle = await session.get(Outbox, rows[3].id)
+        assert middle is not None
+        middle.claimed_by, middle.claim_until = "pod-b/1", clock() + LEASE
+        session.add(middle)
+        await session.commit()
+    assert (await a.notifier.claims.claim(rows)).rows == []
+    assert not [r for r in await outbox(a) if r.claimed_by == "pod-a/1"]  # rolled back

@@ -33,11 +33,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, exists, or_, update
 from sqlalchemy.orm import aliased
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.store.db import Sessions
@@ -85,9 +86,10 @@ class OutboxClaims:
         row is still to deliver)."""
         head, now, earlier = rows[0], self.clock(), aliased(Outbox)
         alone = head.deployment_id is None and head.alert_thread_id is None  # announcement
-        async with self.writers(), self.sessions() as session:
+        async with self.sessions() as session:  # read apart: the write below comes first
             held = (await session.exec(select(Outbox.claimed_by)
                                        .where(col(Outbox.id) == head.id))).first()
+        async with self.writers(), self.sessions() as session:
             won = (await session.exec(update(Outbox).where(  # type: ignore[call-overload]
                 col(Outbox.id) == head.id, col(Outbox.delivered_at).is_(None),
                 col(Outbox.claimed_by).is_not_distinct_from(held), self._free(),
@@ -100,23 +102,31 @@ class OutboxClaims:
             if won is None or alone:
                 await session.commit()
                 return Claim([head] if won else [], held is not None)
-            pending = (await session.exec(select(Outbox.id).where(
-                _same_thread(Outbox, head), col(Outbox.delivered_at).is_(None),
-                col(Outbox.id) > head.id, col(Outbox.id) <= max(r.id or 0 for r in rows))
-                .order_by(col(Outbox.id)))).all()
-            rest = _prefix(rows[1:], pending)
-            if rest:
-                got = set((await session.exec(update(Outbox).where(  # type: ignore[call-overload]
-                    col(Outbox.id).in_([r.id for r in rest]),
-                    col(Outbox.delivered_at).is_(None),
-                    or_(col(Outbox.claimed_by) == self.owner, self._free()))
-                    .values(claimed_by=self.owner, claim_until=now + self.lease)
-                    .returning(col(Outbox.id)))).scalars().all())
-                if len(got) != len(rest):  # another replica holds a later row: not now
-                    await session.rollback()
-                    return Claim([], False)
+            rest = await self._claim_rest(session, rows, now)
+            if rest is None:  # another replica holds a later row: not now
+                await session.rollback()
+                return Claim([], False)
             await session.commit()
         return Claim([head, *rest], held is not None)
+
+    async def _claim_rest(self, session: AsyncSession, rows: Sequence[Outbox],
+                          now: datetime) -> list[Outbox] | None:
+        """The head won: the rest of the list up to the first undelivered row it lacks
+        (a stale list skips rows delivered meanwhile); None if one is held elsewhere."""
+        head = rows[0]
+        pending = (await session.exec(select(Outbox.id).where(
+            _same_thread(Outbox, head), col(Outbox.delivered_at).is_(None),
+            col(Outbox.id) > head.id, col(Outbox.id) <= max(r.id or 0 for r in rows))
+            .order_by(col(Outbox.id)))).all()
+        rest = _prefix(rows[1:], pending)
+        if not rest:
+            return rest
+        got = set((await session.exec(update(Outbox).where(  # type: ignore[call-overload]
+            col(Outbox.id).in_([r.id for r in rest]), col(Outbox.delivered_at).is_(None),
+            or_(col(Outbox.claimed_by) == self.owner, self._free()))
+            .values(claimed_by=self.owner, claim_until=now + self.lease)
+            .returning(col(Outbox.id)))).scalars().all())
+        return rest if len(got) == len(rest) else None
 
     @contextlib.asynccontextmanager
     async def renewing(self, rows: Sequence[Outbox]) -> AsyncIterator[None]:
