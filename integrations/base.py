@@ -103,6 +103,17 @@ class JobSpec(BaseModel):
         "steps put this on the environment, so every environment runs the same build")
 
 
+class Finding(BaseModel):
+    """A check the target ran on its own (an Argo AnalysisRun) and how it ended: the
+    engine shows it in the thread when the run that saw it ends or waits."""
+
+    name: str
+    phase: str  # the target's word: "Successful", "Failed", "Inconclusive"
+    passed: bool | None  # None: could not decide
+    message: str = ""
+    lines: list[str] = Field(default_factory=list)  # per metric: phase, measured values
+
+
 class RunStatus(BaseModel):
     """Where a started run stands. ``detail`` is a human sentence for the thread."""
 
@@ -115,6 +126,10 @@ class RunStatus(BaseModel):
     # this build instead of building again ("build once, promote the artifact").
     artifact: str | None = None
     commit: str | None = None
+    # A RUNNING deploy that waits for a human (an Argo ``pause: {}`` step): why, in words.
+    # The engine pauses the deployment; Promote calls the target's ``promote`` to go on.
+    waiting: str | None = None
+    findings: list[Finding] = Field(default_factory=list)  # its own checks that ended
 
 
 class Commit(BaseModel):

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar, Uni
 
 from pydantic import Field
 
+from integrations.argo_rollouts import ArgoRolloutsProvider
+from integrations.argo_rollouts_config import ArgoRolloutsConfig
 from integrations.base import (
     Capability,
     CIBundle,
@@ -102,11 +104,17 @@ def _gitlab_deploy(config: GitLabConfig, ctx: ProviderContext) -> DeployBundle:
     return DeployBundle(target=_gitlab(config, ctx))  # start, poll, cancel: nothing more
 
 
+def _argo_deploy(config: ArgoRolloutsConfig, ctx: ProviderContext) -> DeployBundle:
+    return DeployBundle.of(ArgoRolloutsProvider(config, options=ctx.http, environ=ctx.environ),
+                           config.capabilities())
+
+
 _ENTRIES: tuple[ProviderEntry[Any], ...] = (
     ProviderEntry("command", CommandConfig, ci=_command_ci, deploy=_command_deploy),
     ProviderEntry("github_actions", GitHubActionsConfig, ci=_github_ci,
                   deploy=_github_deploy),
     ProviderEntry("gitlab", GitLabConfig, ci=_gitlab_ci, deploy=_gitlab_deploy),
+    ProviderEntry("argo_rollouts", ArgoRolloutsConfig, deploy=_argo_deploy),
 )
 REGISTRY: dict[str, ProviderEntry[Any]] = {e.name: e for e in _ENTRIES}
 PROVIDERS = tuple(REGISTRY)
