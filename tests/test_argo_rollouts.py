@@ -88,8 +88,10 @@ async def test_the_same_image_on_an_aborted_rollout_is_a_retry() -> None:
         RunState.FAILED
     argo.requests.clear()
     run_id = await target.start(job("fail-2.0", step="again"))
-    assert [(p, b) for p, _, b in argo.writes()][0] == (STATUS, {"status": {"abort": False}})
-    assert "abort" not in argo.status or argo.status["abort"] is False
+    retry, note = [(p, b) for p, _, b in argo.writes()]
+    assert retry == (STATUS, {"status": {"abort": False}})  # as `kubectl argo rollouts retry`
+    assert note[0] == OBJECT and "shipbot.io/deploy-key" in note[1]["metadata"]["annotations"]
+    assert argo.status.get("abort") is not True
     assert run_id.startswith("argo:deploy:")
 
 
