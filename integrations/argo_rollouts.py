@@ -201,6 +201,12 @@ class ArgoRolloutsProvider:
     async def poll(self, run_id: str) -> RunStatus:
         kind, number, since, h = parse_run(run_id)
         now = view(await self._read())
+        status = await self._poll(now, kind, number, since, h)
+        return status if status.position else status.model_copy(
+            update={"position": now.where()})
+
+    async def _poll(self, now: RolloutView, kind: str, number: int, since: int | None,
+                    h: str) -> RunStatus:
         if kind in ("abort", "rollback", "health"):
             return await self._poll_undo(kind, now)
         if now.failed:
@@ -219,8 +225,9 @@ class ArgoRolloutsProvider:
                                  waiting=waiting_text(now), findings=await self._segment(now, 0))
             asked = f" (Shipbot asked for {number} %)" if kind == "weight" and \
                 number != now.weight else ""
-            return await self._done(now, f"{now.where()}{asked}", 0 if kind == "deploy"
+            done = await self._done(now, f"{now.where()}{asked}", 0 if kind == "deploy"
                                     else start)
+            return done.model_copy(update={"position": done.detail})
         return RunStatus(state=RunState.RUNNING, detail=now.where())
 
     async def _poll_undo(self, kind: str, now: RolloutView) -> RunStatus:

@@ -129,6 +129,7 @@ class RunStatus(BaseModel):
     # A RUNNING deploy that waits for a human (an Argo ``pause: {}`` step): why, in words.
     # The engine pauses the deployment; Promote calls the target's ``promote`` to go on.
     waiting: str | None = None
+    position: str | None = None  # where the target's own rollout stands, for the card
     findings: list[Finding] = Field(default_factory=list)  # its own checks that ended
 
 
