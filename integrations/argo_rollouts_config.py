@@ -44,6 +44,19 @@ class ArgoRolloutsConfig(ProviderConfig):
             raise ValueError("image must not contain spaces")
         return image
 
+    def strategy_refusal(self, kind: str, analysis: bool) -> str | None:
+        if self.analysis == "argo" and (kind != "rolling" or analysis):
+            return ("with analysis: argo the Rollout's own steps and AnalysisRuns run the "
+                    "rollout (its pauses become Shipbot pauses): use the rolling strategy "
+                    "without Shipbot analysis, or set analysis: shipbot to drive the Rollout "
+                    "with a Shipbot canary whose steps mirror it")
+        if self.analysis == "shipbot" and kind != "canary":
+            return (f"the argo_rollouts target drives a canary Rollout step by step: a "
+                    f"{kind} strategy would leave it waiting at its first pause. Use a canary "
+                    "whose steps mirror the Rollout's (setWeight + pause: {} per weight), or "
+                    "analysis: argo with the rolling strategy")
+        return None
+
     def image_for(self, job: JobSpec) -> str:
         """What the Rollout's container should run for ``job``."""
         return job.artifact or self.image.format(version=job.version)

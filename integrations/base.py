@@ -61,6 +61,11 @@ class ProviderConfig(BaseModel):
     def capabilities(self) -> frozenset[Capability]:
         return self.CAPABILITIES
 
+    def strategy_refusal(self, kind: str, analysis: bool) -> str | None:
+        """Why this target cannot run a Shipbot strategy of ``kind`` (with Shipbot's canary
+        analysis or not), beyond its capabilities; None: it can."""
+        return None
+
     def settings_for(self, capability: Capability) -> str | None:
         """The settings that turn ``capability`` on, for a message saying what to add;
         None when this provider cannot do it at all."""
