@@ -211,23 +211,23 @@ class ArgoRolloutsProvider:
             return await self._poll_undo(kind, now)
         if now.failed:
             return await self._failed(now, h)
-        start = since if kind == "weight" and since is not None else number
+        end = now.step_index if now.step_index is not None else len(now.steps)
+        start = _first_step(kind, number, since, now.steps, end)
         if now.healthy:
-            return await self._done(now, f"Argo finished the rollout: {now.where()}", start)
+            return await self._done(now, f"{now.where()}: the rollout is complete", start)
         if not now.observed:
             return RunStatus(state=RunState.RUNNING, detail=now.where())
         if kind == "continue" and (not now.paused or (now.step_index or 0) > number):
-            return await self._done(now, f"Argo went on: {now.where()}", number)
+            return await self._done(now, f"Argo went on: {now.where()}", start)
         if kind in ("deploy", "weight") and now.waits_for_human and \
-                (kind == "deploy" or (now.step_index or 0) > start):
+                (kind == "deploy" or end >= start):
             if kind == "deploy" and self._config.analysis == "argo":
                 return RunStatus(state=RunState.RUNNING, detail=now.where(),
-                                 waiting=waiting_text(now), findings=await self._segment(now, 0))
+                                 waiting=waiting_text(now),
+                                 findings=await self._segment(now, start))
             asked = f" (Shipbot asked for {number} %)" if kind == "weight" and \
                 number != now.weight else ""
-            done = await self._done(now, f"{now.where()}{asked}", 0 if kind == "deploy"
-                                    else start)
-            return done.model_copy(update={"position": done.detail})
+            return await self._done(now, f"{now.where()}{asked}", start)
         return RunStatus(state=RunState.RUNNING, detail=now.where())
 
     async def _poll_undo(self, kind: str, now: RolloutView) -> RunStatus:
@@ -245,31 +245,35 @@ class ArgoRolloutsProvider:
         return RunStatus(state=RunState.RUNNING, detail=now.where())
 
     async def _done(self, now: RolloutView, detail: str, start: int) -> RunStatus:
-        return RunStatus(state=RunState.SUCCEEDED, detail=detail,
+        return RunStatus(state=RunState.SUCCEEDED, detail=detail, position=detail,
                          findings=await self._segment(now, start))
 
     async def _failed(self, now: RolloutView, h: str) -> RunStatus:
         if now.aborted and now.annotations.get(CANCELLED) == h:
             return RunStatus(state=RunState.FAILED, detail="cancelled: Shipbot aborted the "
                              "Rollout; the stable ReplicaSet serves all traffic")
-        return RunStatus(state=RunState.FAILED, detail=await self._failure(now))
+        bad = [f for f in await self._analysis_runs(now) if f.phase in BAD]
+        return RunStatus(state=RunState.FAILED, detail=await self._failure(now, bad),
+                         findings=bad[-1:])
 
-    async def _failure(self, now: RolloutView) -> str:
+    async def _failure(self, now: RolloutView, bad: list[Finding] | None = None) -> str:
         """The failed AnalysisRun's metrics and values, else Argo's own message."""
-        for found in await self._analysis_runs(now):
-            if found.phase in BAD:
-                return failure_text(found)
+        if bad is None:
+            bad = [f for f in await self._analysis_runs(now) if f.phase in BAD]
+        if bad:
+            return failure_text(bad[-1])
         what = "Argo aborted the rollout" if now.aborted else "the Rollout is Degraded"
         return f"{what}: {now.message or now.phase}"
 
     async def _segment(self, now: RolloutView, start: int) -> list[Finding]:
-        """The AnalysisRuns that ended in the steps this run went through."""
+        """The AnalysisRuns that ended in the steps from ``start`` to where Argo is now (a
+        background analysis once the rollout ended), each reported by one run only."""
         end = now.step_index if now.step_index is not None else len(now.steps)
-        begin = min(start, last_wait_before(now.steps, end))
-        return [f for f in await self._analysis_runs(now, (begin, end)) if f.phase in FINISHED]
+        runs = await self._analysis_runs(now, (start, end), background=now.healthy)
+        return [f for f in runs if f.phase in FINISHED]
 
-    async def _analysis_runs(self, now: RolloutView, steps: tuple[int, int] | None = None
-                             ) -> list[Finding]:
+    async def _analysis_runs(self, now: RolloutView, steps: tuple[int, int] | None = None,
+                             *, background: bool = True) -> list[Finding]:
         if not now.current_hash:
             return []
         try:
@@ -277,7 +281,18 @@ class ArgoRolloutsProvider:
                                         f"rollouts-pod-template-hash={now.current_hash}")
         except TokenRefused:
             return []  # the README's Role grants it; without it, Argo's message says why
-        picked = [r for r in runs if steps is None or in_steps(r, steps)]
+        picked = [r for r in runs if steps is None or in_steps(r, steps, background)]
         picked.sort(key=lambda r: str(r.get("metadata", {}).get("creationTimestamp", "")))
         return [finding(r) for r in picked]
 
+
+
+def _first_step(kind: str, number: int, since: int | None, steps: tuple[dict[str, Any], ...],
+                end: int) -> int:
+    """The first step a run went through (its AnalysisRuns are the run's to report): past
+    the pause it promoted, none for a full promotion, since the last wait for a deploy."""
+    if kind == "weight":
+        return (since if since is not None else number) + 1
+    if kind == "continue":
+        return number + 1
+    return len(steps) if kind == "promote" else last_wait_before(steps, end)

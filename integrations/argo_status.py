@@ -175,11 +175,12 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def in_steps(run: dict[str, Any], steps: tuple[int, int]) -> bool:
+def in_steps(run: dict[str, Any], steps: tuple[int, int], background: bool) -> bool:
+    """Whether an AnalysisRun belongs to the steps ``[from, to)`` (by its labels)."""
     labels = run.get("metadata", {}).get("labels") or {}
     index = str(labels.get("step-index", ""))
     if labels.get("rollout-type") == "Background":
-        return True
+        return background
     return index.isdigit() and steps[0] <= int(index) < steps[1]
 
 
