@@ -4,7 +4,7 @@ Slack messages, database rows and the requests Argo received out."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ async def test_analysis_argo_turns_argos_pauses_into_shipbot_pauses(
         assert [b["text"]["text"] for b in buttons(card)] == ["Promote", "Roll back"]
         promote = buttons(card)[0]
         await bot.driver.click(promote["action_id"], promote["value"], user="U0BOB")
-        await eventually(lambda s=step: _moved_past(fake, s))
+        await eventually(_moved_past(fake, step))
     [dep] = await finished(bot)
     assert dep.state == "succeeded", dep.detail
     assert clears(fake) == 3
@@ -148,5 +148,8 @@ async def test_analysis_argo_abort_at_a_pause_aborts_the_rollout(
     assert fake.writes()[-1][2] == {"status": {"abort": True}}
 
 
-async def _moved_past(fake: FakeArgo, step: int) -> bool:
-    return fake.status.get("currentStepIndex", 0) > step
+def _moved_past(fake: FakeArgo, step: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return bool(fake.status.get("currentStepIndex", 0) > step)
+
+    return check
