@@ -66,7 +66,7 @@ class FakeArgo:
     auto_advance: bool = True
     pause_polls: int = 2
     deny: set[str] = field(default_factory=set)  # "patch rollouts/status", "list analysisruns"
-    faults: list[int] = field(default_factory=list)  # answer the next requests with these
+    faults: list[int] = field(default_factory=list)  # the next answers' codes (0: as usual)
     requests: list[tuple[str, str, str, Any]] = field(default_factory=list)
     rollout: dict[str, Any] = field(default_factory=lambda: fixture("rollout.json"))
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -251,8 +251,8 @@ class FakeArgo:
         body = json.loads(request.content) if request.content else None
         kind = request.headers.get("content-type", "")
         self.requests.append((request.method, request.url.path, kind, body))
-        if self.faults:
-            code = self.faults.pop(0)
+        code = self.faults.pop(0) if self.faults else 0  # 0: answer this one as usual
+        if code:
             return _status(code, {409: "status_conflict.json",
                                   422: "status_invalid.json"}.get(code, "status_invalid.json"))
         if request.headers.get("authorization") != f"Bearer {self.token}":

@@ -106,6 +106,8 @@ async def test_a_restart_mid_canary_goes_on_without_skipping_a_step(
                 else None
 
         await eventually(at_25)
+        card = await card_says(first, "Argo step 4/8, canary weight 25 %, Paused")
+        assert "canary: ~5%~ ▸ *25%* ▸ 50% ▸ 100%" in card_text(card)
         await first.stop()
         second = await make_bot(config, fake_slack=slack)
         [dep] = await finished(second)

@@ -243,11 +243,17 @@ async def test_a_missing_container_names_the_ones_there() -> None:
         await provider(FakeArgo(), container="web").start(job())
 
 
-async def test_a_conflicting_json_patch_test_is_refused_in_words() -> None:
+@pytest.mark.parametrize(("code", "words"), [
+    (422, "Kubernetes refused to patch Rollout prod/api (HTTP 422): the server rejected"),
+    (409, "Rollout prod/api changed while Shipbot updated it (HTTP 409): Operation cannot"),
+])
+async def test_a_refused_patch_is_an_error_in_words(code: int, words: str) -> None:
     argo = FakeArgo()
-    argo.faults.append(422)
-    with pytest.raises(IntegrationError, match="HTTP 422"):
+    argo.faults.extend([0, code])  # the read passes, the patch is refused
+    with pytest.raises(IntegrationError) as info:
         await provider(argo).start(job())
+    assert words in str(info.value)
+    assert argo.image() == "registry.example.com/api:v1.0.0"
 
 
 async def test_an_unknown_run_id_is_an_integration_error() -> None:
