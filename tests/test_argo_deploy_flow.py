@@ -155,3 +155,14 @@ def _moved_past(fake: FakeArgo, step: int) -> Callable[[], Awaitable[bool]]:
         return bool(fake.status.get("currentStepIndex", 0) > step)
 
     return check
+
+
+async def test_a_strategy_the_rollout_cannot_run_is_refused_before_anything_starts(
+        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+    fake, server = argo
+    bot = await make_bot(argo_config(tmp_path, server, CANARY))
+    answer = (await bot.driver.command("api staging v2.0.0 --strategy rolling")).json()["text"]
+    assert answer.startswith("`--strategy rolling` is not possible for api: the argo_rollouts "
+                             "target drives a canary Rollout step by step")
+    assert answer.endswith("Nothing was started.")
+    assert await deployments(bot) == [] and fake.writes() == []
