@@ -26,10 +26,10 @@ from integrations.argo_status import (
     RolloutView,
     failure_text,
     finding,
+    first_step,
     images,
     in_steps,
     key_hash,
-    last_wait_before,
     parse_run,
     view,
     waiting_text,
@@ -90,6 +90,11 @@ class ArgoRolloutsProvider:
         if current.annotations.get(DEPLOY_KEY) == h:
             return f"argo:{kind}:{current.generation}:{h}"  # started before this restart
         index, running = self._container(rollout)
+        if self._config.analysis == "shipbot" and not current.steps:
+            raise IntegrationError(
+                f"the Rollout {self._config.namespace}/{self._config.rollout} has no canary "
+                "steps for Shipbot's canary to walk: give it setWeight + pause: {} steps that "
+                "mirror the Shipbot strategy, or set analysis: argo")
         if running != image:
             rollout = await self._api.patch(self._ref, self._image_ops(rollout, index, image,
                                                                        h), "json")
@@ -139,6 +144,8 @@ class ArgoRolloutsProvider:
             return f"argo:weight:{weight}@{step - 1}:{h}"  # already there: nothing to do
         if now.paused and not now.aborted:
             await self._promote_past(rollout, now, h)
+        elif step < len(now.steps) and now.steps[step].get("pause") == {}:
+            step -= 1  # on its way to the pause at this step (promoted before a restart)
         return f"argo:weight:{weight}@{step}:{h}"
 
     async def promote(self, job: JobSpec) -> str:
@@ -212,7 +219,7 @@ class ArgoRolloutsProvider:
         if now.failed:
             return await self._failed(now, h)
         end = now.step_index if now.step_index is not None else len(now.steps)
-        start = _first_step(kind, number, since, now.steps, end)
+        start = first_step(kind, number, since, now.steps, end)
         if now.healthy:
             return await self._done(now, f"{now.where()}: the rollout is complete", start)
         if not now.observed:
@@ -286,13 +293,3 @@ class ArgoRolloutsProvider:
         return [finding(r) for r in picked]
 
 
-
-def _first_step(kind: str, number: int, since: int | None, steps: tuple[dict[str, Any], ...],
-                end: int) -> int:
-    """The first step a run went through (its AnalysisRuns are the run's to report): past
-    the pause it promoted, none for a full promotion, since the last wait for a deploy."""
-    if kind == "weight":
-        return (since if since is not None else number) + 1
-    if kind == "continue":
-        return number + 1
-    return len(steps) if kind == "promote" else last_wait_before(steps, end)

@@ -95,7 +95,8 @@ def view(rollout: dict[str, Any]) -> RolloutView:
     aborted = status.get("abort") is True
     return RolloutView(
         generation=generation,
-        observed=observed_at.isdigit() and int(observed_at) >= generation,
+        # A string of the generation since Argo Rollouts 1.0 (a hash before: not compared).
+        observed=int(observed_at) >= generation if observed_at.isdigit() else bool(observed_at),
         phase=str(status.get("phase") or ""), message=str(status.get("message") or ""),
         aborted=aborted, paused=bool(reasons) or spec.get("paused") is True,
         pause_reasons=reasons, step_index=step_index, steps=steps,
@@ -199,3 +200,14 @@ def parse_run(run_id: str) -> tuple[str, int, int | None, str]:
         raise IntegrationError(f"unknown Argo Rollouts run: {run_id!r}")
     kind, number, since, h = match.groups()
     return kind, int(number), int(since) if since is not None else None, h
+
+
+def first_step(kind: str, number: int, since: int | None, steps: tuple[dict[str, Any], ...],
+                end: int) -> int:
+    """The first step a run went through (its AnalysisRuns are the run's to report): past
+    the pause it promoted, none for a full promotion, since the last wait for a deploy."""
+    if kind == "weight":
+        return (since if since is not None else number) + 1
+    if kind == "continue":
+        return number + 1
+    return len(steps) if kind == "promote" else last_wait_before(steps, end)

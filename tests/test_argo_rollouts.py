@@ -279,3 +279,32 @@ def test_in_cluster_is_the_default_connection() -> None:
         "provider": "argo_rollouts", "namespace": "prod", "rollout": "api",
         "container": "api", "image": "r/api:{version}"})
     assert config.cluster == KubeConnection()
+
+
+async def test_a_set_weight_repeated_while_argo_heads_for_the_pause_waits_for_it() -> None:
+    """The promote landed but the bot died before recording its run: Argo is on its way
+    to the next pause. The repeated call promotes nothing and ends at that pause."""
+    argo = FakeArgo(auto_advance=False)
+    target = provider(argo)
+    run_id = await target.start(job())
+    for _ in range(6):
+        argo.reconcile()
+    await until_done(target, run_id)
+    argo.status.pop("pauseConditions")  # promoted by hand, as before a lost annotation
+    argo.reconcile()
+    argo.reconcile()  # setWeight 25 done: at the pause step, not yet paused
+    assert argo.status["currentStepIndex"] == 4 and "pauseConditions" not in argo.status
+    again = await target.set_weight(job(step="weight-25"), 25)
+    argo.reconcile()
+    status = await target.poll(again)
+    assert status.state is RunState.SUCCEEDED
+    assert status.detail == "Argo step 4/8, canary weight 25 %, Paused"
+    assert not [w for w in argo.writes() if w[2] == {"status": {"pauseConditions": None}}]
+
+
+async def test_shipbot_analysis_needs_canary_steps_to_walk() -> None:
+    argo = FakeArgo()
+    argo.set_steps([])
+    with pytest.raises(IntegrationError, match="has no canary steps for Shipbot's canary"):
+        await provider(argo).start(job())
+    assert argo.writes() == []
