@@ -166,3 +166,17 @@ async def test_a_strategy_the_rollout_cannot_run_is_refused_before_anything_star
                              "target drives a canary Rollout step by step")
     assert answer.endswith("Nothing was started.")
     assert await deployments(bot) == [] and fake.writes() == []
+
+
+async def test_analysis_argo_a_failed_analysisrun_fails_the_deploy_with_its_reason(
+        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+    fake, server = argo
+    bot = await make_bot(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
+    await bot.driver.command("api staging fail-2.0")
+    [dep] = await finished(bot)
+    assert dep.state == "failed"
+    assert dep.detail.startswith("Deploy failed: Argo AnalysisRun api-")
+    assert "success-rate: Failed, measured [0.995], [0.412]" in dep.detail
+    assert fake.status["abort"] is True  # Argo itself moved traffic back to stable
+    thread = await said(bot, "Deploy failed")
+    assert any("Analysis api-" in t and "Failed" in t for t in thread)

@@ -5,9 +5,13 @@ with the in-memory target (tests/fakes_providers.py) behind LocalBot and the fak
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.devtools.local import LocalBot
+from bot.engine import lifecycle
+from bot.engine.lifecycle import Blocked, Event
+from bot.engine.machine import State
 from bot.store.models import Deployment
 from tests.conftest import eventually, make_config
 from tests.fakes_providers import FakeTarget, FakeWorld
@@ -75,3 +79,16 @@ async def test_abort_at_a_wait_moves_traffic_back_through_the_targets_abort(
     assert dep.state == "rolled_back", dep.detail
     assert [r.action for r in target.started()] == ["start", "abort"]
     assert not target.started("promote")
+
+
+def test_at_a_targets_wait_promote_and_abort_apply_resume_is_promote() -> None:
+    waiting = Deployment(id=7, request_key="k", service="api", env="staging", version="v2",
+                         requester="U1", channel="C", state=State.PAUSED,
+                         deploy_run_id="argo:deploy:2:0123456789ab")
+    assert lifecycle.waits_in_deploy(waiting)
+    assert lifecycle.enabled_events(waiting) == [Event.PROMOTE, Event.ABORT]
+    assert lifecycle.refusal(waiting, Event.RESUME) is Blocked.NOT_NOW
+    assert lifecycle.normalise(Event.RESUME, None, waiting) is Event.PROMOTE
+    in_rollout = waiting.model_copy(update={"stage_started_at": datetime.now(UTC)})
+    assert not lifecycle.waits_in_deploy(in_rollout)  # a pause of the rollout's stages
+    assert lifecycle.refusal(in_rollout, Event.PROMOTE) is Blocked.NOT_WAITING
