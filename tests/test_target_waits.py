@@ -20,6 +20,8 @@ from tests.test_deploy_flow import card_text, deployments, finished
 from tests.test_engine_fakes import use_fakes
 from tests.test_strategies import card_says, said
 
+NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
+
 
 async def waiting_bot(make_bot, tmp_path: Path) -> tuple[LocalBot, FakeWorld]:
     bot = await make_bot(make_config(tmp_path))
@@ -84,11 +86,12 @@ async def test_abort_at_a_wait_moves_traffic_back_through_the_targets_abort(
 def test_at_a_targets_wait_promote_and_abort_apply_resume_is_promote() -> None:
     waiting = Deployment(id=7, request_key="k", service="api", env="staging", version="v2",
                          requester="U1", channel="C", state=State.PAUSED,
+                         created_at=NOW, updated_at=NOW,
                          deploy_run_id="argo:deploy:2:0123456789ab")
     assert lifecycle.waits_in_deploy(waiting)
     assert lifecycle.enabled_events(waiting) == [Event.PROMOTE, Event.ABORT]
     assert lifecycle.refusal(waiting, Event.RESUME) is Blocked.NOT_NOW
     assert lifecycle.normalise(Event.RESUME, None, waiting) is Event.PROMOTE
-    in_rollout = waiting.model_copy(update={"stage_started_at": datetime.now(UTC)})
+    in_rollout = waiting.model_copy(update={"stage_started_at": NOW})
     assert not lifecycle.waits_in_deploy(in_rollout)  # a pause of the rollout's stages
     assert lifecycle.refusal(in_rollout, Event.PROMOTE) is Blocked.NOT_WAITING
