@@ -15,6 +15,7 @@ measured values as its detail, which becomes the rollback's reason.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -42,6 +43,7 @@ GROUP = "argoproj.io/v1alpha1"
 DEPLOY_KEY = "shipbot.io/deploy-key"
 PROMOTED = "shipbot.io/promoted"  # "<key hash>@<step index it promoted past>"
 CANCELLED = "shipbot.io/cancelled"
+log = logging.getLogger(__name__)
 FOLLOWS_PROGRESS = ("deploy", "weight", "promote", "continue")  # cancel aborts these
 
 
@@ -286,8 +288,9 @@ class ArgoRolloutsProvider:
         try:
             runs = await self._api.list(self._runs, labelSelector=
                                         f"rollouts-pod-template-hash={now.current_hash}")
-        except TokenRefused:
-            return []  # the README's Role grants it; without it, Argo's message says why
+        except TokenRefused as exc:  # the README's Role grants it; Argo's message remains
+            log.warning("cannot read AnalysisRuns (results and failure reasons): %s", exc)
+            return []
         picked = [r for r in runs if steps is None or in_steps(r, steps, background)]
         picked.sort(key=lambda r: str(r.get("metadata", {}).get("creationTimestamp", "")))
         return [finding(r) for r in picked]

@@ -308,3 +308,15 @@ async def test_shipbot_analysis_needs_canary_steps_to_walk() -> None:
     with pytest.raises(IntegrationError, match="has no canary steps for Shipbot's canary"):
         await provider(argo).start(job())
     assert argo.writes() == []
+
+
+async def test_without_analysisruns_access_argos_own_message_is_the_reason(
+        caplog: pytest.LogCaptureFixture) -> None:
+    argo = FakeArgo(deny={"list analysisruns"})
+    target = provider(argo)
+    status = await until_done(target, await target.start(job("fail-2.0")))
+    assert status.state is RunState.FAILED
+    assert status.detail == ("Argo aborted the rollout: RolloutAborted: Rollout aborted update "
+                             'to revision 2: Metric "success-rate" assessed Failed due to '
+                             "failed (1) > failureLimit (0)")
+    assert "cannot read AnalysisRuns" in caplog.text and argo.token not in caplog.text
