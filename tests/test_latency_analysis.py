@@ -19,7 +19,8 @@ from bot.engine.analysis import Verdict
 from bot.engine.analysis.judge import judge_metric
 from bot.engine.measure import measure
 from bot.store.models import Deployment
-from integrations.metrics import MetricsError, Sample
+from integrations.metrics import CumulativeCounters, MetricsError, Sample
+from integrations.promql import render_query
 from tests.conftest import eventually
 from tests.test_deploy_flow import finished
 from tests.test_progressive import ERROR_RATE, actions_run, canary_config
@@ -100,11 +101,15 @@ def test_sequential_metrics_take_counters_or_a_histogram(tmp_path: Path) -> None
         latency_config(tmp_path, url, histogram_query='sum by (le) (x{track="{trak}"})')
 
 
-class FakeBuckets:
+class FakeBuckets(CumulativeCounters):
     """A MetricsProvider answering ``query_buckets`` per track; records the queries."""
 
-    def __init__(self, **per_track: dict[float, float] | MetricsError) -> None:
-        self.per_track = per_track
+    render_query = staticmethod(render_query)
+
+    def __init__(self, start: datetime | None = None,
+                 at_start: dict[str, dict[float, float]] | None = None,
+                 **per_track: dict[float, float] | MetricsError) -> None:
+        self.per_track, self.start, self.at_start = per_track, start, at_start or {}
         self.queries: list[tuple[str, datetime | None]] = []
 
     async def query_range(self, query: str, start: datetime, end: datetime,
@@ -116,13 +121,15 @@ class FakeBuckets:
 
     async def query_buckets(self, query: str, at: datetime | None = None) -> dict[float, float]:
         self.queries.append((query, at))
-        answer = self.per_track["canary" if 'track="canary"' in query else "baseline"]
+        track = "canary" if 'track="canary"' in query else "baseline"
+        answer = self.at_start.get(track, {}) if at == self.start else self.per_track[track]
         if isinstance(answer, MetricsError):
             raise answer
         return answer
 
 
-async def test_measure_reads_buckets_at_the_end_and_keeps_no_data_as_none() -> None:
+async def test_measure_takes_the_buckets_increase_over_the_step_and_keeps_no_data_as_none(
+) -> None:
     analysis = AnalysisConfig.model_validate({"metrics": [{
         "name": "latency", "judge": "sequential", "unit": "seconds",
         "histogram_query": 'sum by (le) (x_bucket{track="{track}"}[{window}])'}]})
@@ -131,13 +138,19 @@ async def test_measure_reads_buckets_at_the_end_and_keeps_no_data_as_none() -> N
                      channel="#deploys-api", created_at=datetime.now(UTC),
                      updated_at=datetime.now(UTC))
     end = datetime.now(UTC)
-    provider = FakeBuckets(canary={0.1: 9.6, math.inf: 10.4}, baseline={0.1: 3.0, math.inf: 3.0})
-    series = (await measure(provider, analysis, dep, end - timedelta(seconds=30), end))["latency"]
+    start = end - timedelta(seconds=30)
+    # The baseline served long before the step; the canary had no series at its start.
+    provider = FakeBuckets(start, {"baseline": {0.1: 1000.2, math.inf: 1001.0}},
+                           canary={0.1: 9.6, math.inf: 10.4},
+                           baseline={0.1: 1003.0, math.inf: 1004.0})
+    series = (await measure(provider, analysis, dep, start, end))["latency"]
     assert series is not None
     assert series.canary_histogram == {0.1: 10, math.inf: 10}
     assert series.baseline_histogram == {0.1: 3, math.inf: 3}
-    assert sorted(provider.queries) == [('sum by (le) (x_bucket{track="baseline"}[1m])', end),
-                                        ('sum by (le) (x_bucket{track="canary"}[1m])', end)]
+    baseline = 'sum by (le) (x_bucket{track="baseline"}[1m])'
+    canary = 'sum by (le) (x_bucket{track="canary"}[1m])'
+    assert sorted(provider.queries) == sorted([(baseline, start), (baseline, end),
+                                               (canary, start), (canary, end)])
 
     empty = FakeBuckets(canary={}, baseline={0.1: 3.0, math.inf: 3.0})
     series = (await measure(empty, analysis, dep, end, end))["latency"]

@@ -2,8 +2,12 @@
 
 A provider error or a missing series becomes ``None`` for that metric (or for its
 counters / histograms): the judges turn it into an explicit inconclusive result, never a
-pass. Counters and histogram buckets are read at ``end`` only: they are cumulative, and
-the sequential judge works on their increase between checks.
+pass. Counters and histogram buckets are cumulative: they are read at ``start`` and at
+``end`` and the judge gets the increase between the two, so both tracks cover the same
+interval. Read at ``end`` alone, a baseline whose pods have served for days would be
+judged on its whole life against the canary's first minutes. A series with no data at
+``start`` (the canary's pods did not exist yet) counts from zero; the sequential judge
+works on the increase between its checks.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ import logging
 import math
 from datetime import datetime
 
+from bot.config_analysis import JudgeKind
 from bot.config_delivery import AnalysisConfig, AnalysisMetric
 from bot.engine.analysis.model import MetricSeries
 from bot.store.models import Deployment
 from integrations.metrics import MetricsError, MetricsProvider
-from integrations.promql import render_query
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +43,16 @@ async def _one(
     try:
         fields: dict[str, object] = {}
         if metric.query:
+            since = start
+            if metric.judge is JudgeKind.THRESHOLD:  # the last interval, not the whole step
+                since = max(start, end - (analysis.measurement_window or analysis.check_every))
             canary, baseline = await asyncio.gather(
-                _range(provider, analysis, metric.query, dep, "canary", start, end),
-                _range(provider, analysis, metric.query, dep, "baseline", start, end))
+                _range(provider, analysis, metric.query, dep, "canary", since, end),
+                _range(provider, analysis, metric.query, dep, "baseline", since, end))
             fields.update(canary=canary, baseline=baseline)
         if metric.requests_query and metric.errors_query:
             counts = await asyncio.gather(*(
-                _count(provider, q, dep, track, end)
+                _count(provider, q, dep, track, start, end)
                 for track in ("canary", "baseline")
                 for q in (metric.requests_query, metric.errors_query)))
             if all(c is not None for c in counts):
@@ -53,7 +60,7 @@ async def _one(
                               baseline_requests=counts[2], baseline_errors=counts[3])
         if metric.histogram_query:
             canary_h, baseline_h = await asyncio.gather(*(
-                _buckets(provider, metric.histogram_query, dep, track, end)
+                _buckets(provider, metric.histogram_query, dep, track, start, end)
                 for track in ("canary", "baseline")))
             fields.update(canary_histogram=canary_h, baseline_histogram=baseline_h)
         return MetricSeries(name=metric.name, **fields)  # type: ignore[arg-type]
@@ -62,29 +69,37 @@ async def _one(
         return None
 
 
-def _render(template: str, dep: Deployment, track: str, window: object) -> str:
+def _render(provider: MetricsProvider, template: str, dep: Deployment, track: str,
+            window: object) -> str:
     version = dep.version if track == "canary" else (dep.previous_version or dep.version)
-    return render_query(template, service=dep.service, env=dep.env, track=track,
-                        version=version, window=window)  # type: ignore[arg-type]
+    return provider.render_query(template, service=dep.service, env=dep.env, track=track,
+                                 version=version, window=window)
 
 
 async def _range(provider: MetricsProvider, analysis: AnalysisConfig, template: str,
                  dep: Deployment, track: str, start: datetime,
                  end: datetime) -> tuple[float | None, ...]:
-    query = _render(template, dep, track, analysis.window)
+    query = _render(provider, template, dep, track, analysis.window)
     samples = await provider.query_range(query, start, end,
                                          analysis.resolution.total_seconds())
     return tuple(s.value for s in samples)
 
 
 async def _count(provider: MetricsProvider, template: str, dep: Deployment, track: str,
-                 at: datetime) -> int | None:
-    value = await provider.query(_render(template, dep, track, "1m"), at)
-    return None if value is None or not math.isfinite(value) else round(value)
+                 start: datetime, end: datetime) -> int | None:
+    """The counter's increase from ``start`` to ``end``; None without data at ``end``. A
+    counter that went down (its pods restarted) comes out negative: the judge re-anchors.
+    Per-interval counts (Datadog's ``.as_count()``) are summed from ``start``."""
+    grew = await provider.increase(_render(provider, template, dep, track, "1m"), start, end)
+    return None if grew is None or not math.isfinite(grew) else round(grew)
 
 
 async def _buckets(provider: MetricsProvider, template: str, dep: Deployment, track: str,
-                   at: datetime) -> dict[float, int] | None:
-    """Cumulative counts per ``le``; None without data, so the judge says inconclusive."""
-    buckets = await provider.query_buckets(_render(template, dep, track, "1m"), at)
-    return {le: round(value) for le, value in buckets.items()} or None
+                   start: datetime, end: datetime) -> dict[float, int] | None:
+    """Each ``le``'s increase from ``start`` to ``end``; None without data at ``end``, so
+    the judge says inconclusive."""
+    query = _render(provider, template, dep, track, "1m")
+    before, after = await asyncio.gather(provider.query_buckets(query, start),
+                                         provider.query_buckets(query, end))
+    return {le: round(value) - round(before.get(le, 0.0)) for le, value in after.items()} \
+        or None
