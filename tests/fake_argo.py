@@ -1,5 +1,5 @@
 """A small stateful Argo Rollouts API for tests: one ``Rollout`` and its AnalysisRuns,
-with a controller that moves the rollout on one step per reconcile.
+with a controller (tests/fake_argo_controller.py) that moves it on one step per reconcile.
 
 Objects are built from tests/fixtures/argo (shaped as the Argo Rollouts specification
 and ``pkg/apis/rollouts/v1alpha1`` define them; see its README). The API answers as a
@@ -25,26 +25,17 @@ controller (also run by every GET of the Rollout while ``auto_advance``):
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 from aiohttp import web
 
-FIXTURES = Path(__file__).parent / "fixtures" / "argo"
+from tests.fake_argo_controller import ArgoController, fixture, pod_hash
+
 ROOT = "/apis/argoproj.io/v1alpha1/namespaces"
 USER = "system:serviceaccount:shipbot:shipbot"
-
-
-def fixture(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())
-
-
-def pod_hash(template: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -59,7 +50,7 @@ def merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
 
 
 @dataclass
-class FakeArgo:
+class FakeArgo(ArgoController):
     token: str = "k8s-token-abcdef"
     namespace: str = "prod"
     name: str = "api"
@@ -83,16 +74,6 @@ class FakeArgo:
 
     # -- what tests look at -----------------------------------------------------------
 
-    @property
-    def status(self) -> dict[str, Any]:
-        return self.rollout["status"]  # type: ignore[no-any-return]
-
-    def image(self, container: str = "api") -> str:
-        for c in self.rollout["spec"]["template"]["spec"]["containers"]:
-            if c["name"] == container:
-                return str(c["image"])
-        raise KeyError(container)
-
     def writes(self) -> list[tuple[str, str, Any]]:
         """(path, content type, body) of each PATCH, in order."""
         return [(p, t, b) for m, p, t, b in self.requests if m == "PATCH"]
@@ -100,150 +81,6 @@ class FakeArgo:
     def set_steps(self, steps: list[dict[str, Any]]) -> None:
         self.rollout["spec"]["strategy"]["canary"]["steps"] = steps
         self.status["currentStepIndex"] = len(steps)
-
-    # -- the controller ------------------------------------------------------------------
-
-    def reconcile(self) -> None:
-        status, spec = self.status, self.rollout["spec"]
-        steps = spec["strategy"]["canary"]["steps"]
-        if status.get("observedGeneration") != str(self.rollout["metadata"]["generation"]):
-            self._observe()
-            return
-        if status.get("phase") == "Healthy" or status.get("phase") == "Degraded":
-            return
-        if status.get("abort"):
-            self._aborted("")
-        elif status.get("promoteFull"):
-            self._complete()
-        elif self._tag().startswith("slow"):
-            status["message"] = "more replicas need to be updated"
-        elif status.get("pauseConditions") or spec.get("paused"):
-            self._paused(steps)
-        elif status.get("controllerPause"):  # it paused, and someone cleared the pause
-            status.pop("controllerPause")
-            status["currentStepIndex"] += 1
-            status.update(phase="Progressing", message="")
-        elif status["currentStepIndex"] >= len(steps):
-            self._complete()
-        else:
-            self._step(steps[status["currentStepIndex"]])
-
-    def _tag(self) -> str:
-        return self.image().rpartition(":")[2]
-
-    def _observe(self) -> None:
-        status = self.status
-        status["observedGeneration"] = str(self.rollout["metadata"]["generation"])
-        new = pod_hash(self.rollout["spec"]["template"])
-        if new == status["currentPodHash"]:
-            return
-        status["currentPodHash"] = new  # a new revision starts afresh (abort reset)
-        for key in ("abort", "pauseConditions", "promoteFull"):
-            status.pop(key, None)
-        status["canary"].pop("currentStepAnalysisRunStatus", None)
-        if new == status["stableRS"]:  # back to the stable template: no steps
-            self._complete()
-            return
-        self.revision += 1
-        status.update(currentStepIndex=0, phase="Progressing",
-                      message="more replicas need to be updated")
-        status["canary"]["weights"]["canary"].update(podTemplateHash=new, weight=0)
-
-    def _set_weight(self, weight: int) -> None:
-        self.status["canary"]["weights"]["canary"]["weight"] = weight
-        self.status["canary"]["weights"]["stable"]["weight"] = 100 - weight
-
-    def _step(self, step: dict[str, Any]) -> None:
-        status = self.status
-        if "setWeight" in step:
-            self._set_weight(step["setWeight"])
-            status["currentStepIndex"] += 1
-            status.update(phase="Progressing", message="")
-        elif "pause" in step:
-            status["pauseConditions"] = [{"reason": "CanaryPauseStep",
-                                          "startTime": "2026-11-02T07:05:00Z"}]
-            status["controllerPause"] = True
-            status.update(phase="Paused", message="CanaryPauseStep")
-            self._pause_left = self.pause_polls
-        elif "analysis" in step:
-            self._analysis(step)
-
-    def _paused(self, steps: list[dict[str, Any]]) -> None:
-        status = self.status
-        index = status["currentStepIndex"]
-        step = steps[index] if index < len(steps) else {}
-        timed = "duration" in (step.get("pause") or {})
-        if status.get("pauseConditions") and timed and not self.rollout["spec"].get("paused"):
-            self._pause_left -= 1
-            if self._pause_left > 0:
-                return
-            status.pop("pauseConditions", None)
-            status.pop("controllerPause", None)
-            status["currentStepIndex"] += 1
-            status.update(phase="Progressing", message="")
-
-    def _analysis(self, step: dict[str, Any]) -> None:
-        status = self.status
-        index = status["currentStepIndex"]
-        name = f"{self.name}-{status['currentPodHash']}-{self.revision}-{index}"
-        current = status["canary"].get("currentStepAnalysisRunStatus")
-        if current is None or current.get("name") != name:
-            self.runs[name] = self._new_run(name, index)
-            status["canary"]["currentStepAnalysisRunStatus"] = {"name": name,
-                                                                "status": "Running"}
-            status.update(phase="Progressing", message="")
-            return
-        run = self._finish_run(self.runs[name])
-        current.update(status=run["status"]["phase"], message=run["status"].get("message", ""))
-        if run["status"]["phase"] == "Failed":
-            self._aborted(f'Metric "{run["status"]["metricResults"][0]["name"]}" assessed '
-                          "Failed due to failed (1) > failureLimit (0)")
-        else:
-            status["currentStepIndex"] += 1
-
-    def _new_run(self, name: str, index: int) -> dict[str, Any]:
-        run = fixture("analysisrun.json")
-        run["metadata"].update(name=name, creationTimestamp=f"2026-11-02T07:{index:02d}:00Z")
-        run["metadata"]["labels"].update({"rollouts-pod-template-hash":
-                                          self.status["currentPodHash"],
-                                          "step-index": str(index)})
-        run["status"] = {"phase": "Running", "startedAt": "2026-11-02T07:00:00Z"}
-        return run
-
-    def _finish_run(self, run: dict[str, Any]) -> dict[str, Any]:
-        if run["status"]["phase"] != "Running":
-            return run
-        done = fixture("analysisrun.json")["status"]
-        if self._tag().startswith("fail"):
-            metric = done["metricResults"][0]
-            metric.update(phase="Failed", successful=1, failed=1, count=2)
-            metric["measurements"] = [*metric["measurements"][:1], {
-                "phase": "Failed", "value": "[0.412]", "startedAt": "2026-11-02T07:01:00Z",
-                "finishedAt": "2026-11-02T07:01:00Z"}]
-            done.update(phase="Failed", message=f'Metric "{metric["name"]}" assessed Failed '
-                        "due to failed (1) > failureLimit (0)",
-                        runSummary={"count": 1, "failed": 1})
-        run["status"] = done
-        return run
-
-    def _aborted(self, why: str) -> None:
-        status = self.status
-        status.update(abort=True, currentStepIndex=0, phase="Degraded",
-                      message=f"RolloutAborted: Rollout aborted update to revision "
-                      f"{self.revision}" + (f": {why}" if why else ""))
-        status.pop("pauseConditions", None)
-        status.pop("controllerPause", None)
-        self._set_weight(0)
-
-    def _complete(self) -> None:
-        status = self.status
-        steps = self.rollout["spec"]["strategy"]["canary"]["steps"]
-        status.update(stableRS=status["currentPodHash"], currentStepIndex=len(steps),
-                      phase="Healthy", message="")
-        for key in ("promoteFull", "pauseConditions", "abort", "controllerPause"):
-            status.pop(key, None)
-        self._set_weight(0)
-        status["canary"]["weights"]["stable"]["podTemplateHash"] = status["currentPodHash"]
 
     # -- the API ---------------------------------------------------------------------------
 
