@@ -61,6 +61,11 @@ class ProviderConfig(BaseModel):
     def capabilities(self) -> frozenset[Capability]:
         return self.CAPABILITIES
 
+    def strategy_refusal(self, kind: str, analysis: bool) -> str | None:
+        """Why this target cannot run a Shipbot strategy of ``kind`` (with Shipbot's canary
+        analysis or not), beyond its capabilities; None: it can."""
+        return None
+
     def settings_for(self, capability: Capability) -> str | None:
         """The settings that turn ``capability`` on, for a message saying what to add;
         None when this provider cannot do it at all."""
@@ -106,6 +111,17 @@ class JobSpec(BaseModel):
                           "itself replaces the stable version at start only when rolling")
 
 
+class Finding(BaseModel):
+    """A check the target ran on its own (an Argo AnalysisRun) and how it ended: the
+    engine shows it in the thread when the run that saw it ends or waits."""
+
+    name: str
+    phase: str  # the target's word: "Successful", "Failed", "Inconclusive"
+    passed: bool | None  # None: could not decide
+    message: str = ""
+    lines: list[str] = Field(default_factory=list)  # per metric: phase, measured values
+
+
 class RunStatus(BaseModel):
     """Where a started run stands. ``detail`` is a human sentence for the thread."""
 
@@ -118,6 +134,11 @@ class RunStatus(BaseModel):
     # this build instead of building again ("build once, promote the artifact").
     artifact: str | None = None
     commit: str | None = None
+    # A RUNNING deploy that waits for a human (an Argo ``pause: {}`` step): why, in words.
+    # The engine pauses the deployment; Promote calls the target's ``promote`` to go on.
+    waiting: str | None = None
+    position: str | None = None  # where the target's own rollout stands, for the card
+    findings: list[Finding] = Field(default_factory=list)  # its own checks that ended
 
 
 class Commit(BaseModel):

@@ -79,14 +79,9 @@ class DeployService:
         active-slot index, so checking first and writing second stays safe.
         """
         now = self.clock()
-        if cmd.strategy and cmd.strategy != "rolling" and \
-                self.providers[cmd.service].traffic is None:
-            how = self.policy.config.services[cmd.service].deploy.settings_for(
-                Capability.TRAFFIC)
-            return (f"{cmd.service}'s deploy target cannot shift traffic, so `--strategy "
-                    f"{cmd.strategy}` is not possible; nothing was started. Deploy without "
-                    "--strategy" + (f", or give the target {how} in shipbot.yml." if how
-                                    else "."))
+        refused = self._strategy_refused(cmd)
+        if refused:
+            return refused
         async with self.sessions() as session:
             seen = await self._by_key(request_key, session)
             if seen is not None:
@@ -121,6 +116,22 @@ class DeployService:
             f"{approval_note} Progress is posted in {channel_mention(self.channels[cmd.service])}; "
             f"cancel with `/deploy cancel {cmd.service} {cmd.env}` before the deploy starts."
         )
+
+    def _strategy_refused(self, cmd: Deploy) -> str | None:
+        """``--strategy`` the service's deploy target cannot run, in words."""
+        if not cmd.strategy:
+            return None
+        deploy = self.policy.config.services[cmd.service].deploy
+        if cmd.strategy != "rolling" and self.providers[cmd.service].traffic is None:
+            how = deploy.settings_for(Capability.TRAFFIC)
+            return (f"{cmd.service}'s deploy target cannot shift traffic, so `--strategy "
+                    f"{cmd.strategy}` is not possible; nothing was started. Deploy without "
+                    "--strategy" + (f", or give the target {how} in shipbot.yml." if how
+                                    else "."))
+        chosen = self.policy.config.strategy_for(cmd.service, cmd.env, cmd.strategy)
+        refused = deploy.strategy_refusal(chosen.kind, bool(chosen.analysis))
+        return f"`--strategy {cmd.strategy}` is not possible for {cmd.service}: {refused}. " \
+            "Nothing was started." if refused else None
 
     async def _insert(self, dep: Deployment, actor: str, now: datetime, detail: str,
                       action: str) -> bool:

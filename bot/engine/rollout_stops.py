@@ -105,7 +105,11 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
             why = (dep.detail or "").removeprefix("Rolling back: ").rstrip(".")
             _keep_rollback(ctx.session, dep, ctx.now, why or "its checks failed")
             return
-        if dep.strategy != "rolling":  # the stable version still runs: move traffic back
+        # The stable version still runs (canary, blue-green, or a deploy run that waited
+        # for a human and never finished, e.g. at an Argo pause): move traffic back.
+        unfinished = dep.stage_started_at is None and dep.paused_reason is not None and \
+            ctx.providers.traffic is not None
+        if dep.strategy != "rolling" or unfinished:
             dep.action_run_id = await ctx.providers.need_traffic().abort(job(dep, "abort"))
         elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
             ran = await builds.earlier(ctx.session, dep, dep.previous_version)

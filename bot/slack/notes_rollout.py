@@ -138,3 +138,15 @@ def rollback_kept(x: f.RollbackKept) -> Note:
                 "not known to be healthy. Shipbot does not undo a rollback: that would put back "
                 f"{bad}, the version it replaced. A human decides now: fix forward with {fix}, "
                 "or deploy another known-good version the same way.", x.output)
+
+
+@renders(f.TargetAnalysis)
+def target_analysis(x: f.TargetAnalysis) -> Note:
+    said = f" — {escape(x.message)}" if x.message else ""
+    lines = f"\n{result_lines(x.results)}" if x.results else ""
+    return Note(f"{icon(x.outcome)} *Analysis {escape(x.name)}: {escape(x.phase)}*{said}{lines}")
+
+
+@renders(f.TargetPosition)
+def target_position(x: f.TargetPosition) -> Note:
+    return Note(f":round_pushpin: {escape(x.position)}")

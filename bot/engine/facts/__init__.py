@@ -86,6 +86,8 @@ from bot.engine.facts.rollout import (
     RolledBack,
     RollingBack,
     StopFailed,
+    TargetAnalysis,
+    TargetPosition,
     TrafficChange,
 )
 
@@ -141,6 +143,8 @@ __all__ = [
     "StopFailed",
     "StoppedBeforeStart",
     "TakenOver",
+    "TargetAnalysis",
+    "TargetPosition",
     "TrafficChange",
     "Undecided",
     "UndoDeploying",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from bot.engine.facts.base import Fact, Line, MetricLine, Undecided, Untrusted
+from bot.engine.facts.base import Fact, Line, MetricLine, Outcome, Undecided, Untrusted
 
 
 class Deployed(Fact):
@@ -140,3 +140,21 @@ class RollbackKept(Fact):
     why: str
     results: tuple[Line, ...] = ()
     output: str = ""
+
+
+class TargetAnalysis(Fact):
+    """A check the deploy target ran on its own (an Argo AnalysisRun) ended."""
+
+    kind = "target_analysis"
+    name: Untrusted
+    phase: Untrusted
+    outcome: Outcome
+    results: tuple[Line, ...] = ()
+    message: Untrusted = ""
+
+
+class TargetPosition(Fact):
+    """Where the target's own rollout stands after a traffic step (Argo's step, weight)."""
+
+    kind = "target_position"
+    position: Untrusted
