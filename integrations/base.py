@@ -215,6 +215,9 @@ class MirrorUpdate(BaseModel):
     description: str = ""
     log_url: str | None = None  # the Slack thread
     mirror_id: str | None = None  # the mirror's deployment, once created
+    # The commit being deployed when known (the build reported it, or the reused build
+    # did): the mirror's deployment is created for it rather than for the version's name.
+    commit: str | None = None
     # An earlier attempt may have reached the mirror (a replica died delivering it, or
     # the answer was lost): look before sending it again.
     maybe_sent: bool = False
