@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from bot.clock import as_utc, human_duration
-from bot.engine import builds, facts, machine
+from bot.engine import builds, facts, lifecycle, machine
 from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.engine.providers import job
@@ -91,6 +91,8 @@ def begin_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: s
     if dep.kind == "rollback":
         _keep_rollback(session, dep, now, why, lines=lines, detail=detail)
         return
+    if not lifecycle.waits_in_deploy(dep):  # kept only from a wait inside the deploy run
+        dep.paused_reason = None  # (``step_rolling_back``: the deploy never finished)
     machine.transition(session, dep, State.ROLLING_BACK, actor="shipbot", now=now,
                        detail=f"Rolling back: {why}.")
     dep.action_run_id, dep.next_action_at = None, now
@@ -106,9 +108,11 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
             _keep_rollback(ctx.session, dep, ctx.now, why or "its checks failed")
             return
         # The stable version still runs (canary, blue-green, or a deploy run that waited
-        # for a human and never finished, e.g. at an Argo pause): move traffic back.
+        # for a human and never finished, e.g. at an Argo pause): move traffic back. A
+        # rollback begun anywhere else (a deploy run that finished, even one promoted past
+        # a wait) has no pause reason left (``begin_rollback``): the earlier version again.
         unfinished = dep.stage_started_at is None and dep.paused_reason is not None and \
-            ctx.providers.traffic is not None
+            dep.deploy_run_id is not None and ctx.providers.traffic is not None
         if dep.strategy != "rolling" or unfinished:
             dep.action_run_id = await ctx.providers.need_traffic().abort(job(dep, "abort"))
         elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
