@@ -17,8 +17,9 @@ from integrations.base import Finding, IntegrationError
 FINISHED = ("Successful", "Failed", "Error", "Inconclusive")
 BAD = ("Failed", "Error")
 MAX_VALUES = 5
+# "@<since>": the step a weight run went on from; -1 before a ``pause: {}`` at step 0.
 _RUN = re.compile(r"argo:(deploy|rollback|weight|promote|continue|abort|health)"
-                  r":(\d+)(?:@(\d+))?:([0-9a-f]{12})")
+                  r":(\d+)(?:@(-1|\d+))?:([0-9a-f]{12})")
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -320,3 +320,22 @@ async def test_without_analysisruns_access_argos_own_message_is_the_reason(
                              'to revision 2: Metric "success-rate" assessed Failed due to '
                              "failed (1) > failureLimit (0)")
     assert "cannot read AnalysisRuns" in caplog.text and argo.token not in caplog.text
+
+
+async def test_a_pause_at_step_0_gives_run_ids_that_poll() -> None:
+    """A Rollout whose first step is ``pause: {}``: a step before it is "-1", and the run
+    still polls (waiting there already, or on its way after a restart)."""
+    argo = FakeArgo(auto_advance=False)
+    argo.set_steps([{"pause": {}}, {"setWeight": 25}, {"pause": {}}])
+    target = provider(argo)
+    await target.start(job())
+    argo.reconcile()  # observed: at step 0, not yet paused
+    heading = await target.set_weight(job(step="weight-25"), 25)
+    argo.reconcile()  # paused at step 0
+    status = await target.poll(heading)
+    assert status.state is RunState.SUCCEEDED
+    assert status.detail == "Argo step 0/3, canary weight 0 %, Paused (Shipbot asked for 25 %)"
+    there = await target.set_weight(job(step="weight-0"), 0)
+    status = await target.poll(there)
+    assert status.state is RunState.SUCCEEDED
+    assert status.detail == "Argo step 0/3, canary weight 0 %, Paused"
