@@ -226,7 +226,7 @@ async def test_rbac_denial_names_the_verb_and_resource() -> None:
     with pytest.raises(TokenRefused) as info:
         await target.set_weight(job(step="weight-25"), 25)
     text = str(info.value)
-    assert "to patch rollouts in namespace prod" in text
+    assert "to patch rollouts/status in namespace prod" in text
     assert 'cannot patch resource "rollouts/status"' in text
     assert "system:serviceaccount:shipbot:shipbot" in text and argo.token not in text
 
