@@ -339,3 +339,32 @@ async def test_a_pause_at_step_0_gives_run_ids_that_poll() -> None:
     status = await target.poll(there)
     assert status.state is RunState.SUCCEEDED
     assert status.detail == "Argo step 0/3, canary weight 0 %, Paused"
+
+
+async def test_abort_after_argo_promoted_the_new_version_fully_fails_and_says_so() -> None:
+    """Someone promoted by hand (``kubectl argo rollouts promote --full``): abort cannot
+    move traffic back, so the run fails in words instead of claiming the stable is back."""
+    argo = FakeArgo()
+    target = provider(argo)
+    await until_done(target, await target.start(job()))
+    argo.status["promoteFull"] = True
+    argo.reconcile()
+    assert argo.status["stableRS"] == argo.status["currentPodHash"]
+    writes = len(argo.writes())
+    status = await until_done(target, await target.abort(job(step="abort")))
+    assert status.state is RunState.FAILED
+    assert status.detail == ("Argo had already promoted registry.example.com/api:v2.0.0 fully "
+                             "(it is the stable ReplicaSet " + argo.status["stableRS"] +
+                             "): abort cannot move traffic back; roll back with `/rollback`, "
+                             "which deploys the earlier image again")
+    assert len(argo.writes()) == writes  # no abort patch
+
+
+async def test_abort_after_the_image_went_back_by_hand_finds_the_stable_serving() -> None:
+    argo = FakeArgo()
+    target = provider(argo)
+    await until_done(target, await target.start(job()))
+    await until_done(target, await target.rollback(job("v1.0.0", step="undo")), polls=3)
+    status = await until_done(target, await target.abort(job(step="abort")))
+    assert status.state is RunState.SUCCEEDED
+    assert status.detail.startswith("Argo aborted the rollout: all traffic is on the stable")
