@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bot.clock import as_utc, human_duration
@@ -20,7 +21,7 @@ from bot.store.models import Deployment, Outbox
 from integrations.base import IntegrationError, RunState
 
 if TYPE_CHECKING:
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -51,8 +52,28 @@ async def step_paused(ctx: StepContext, dep: Deployment) -> None:
     due (before it read it here) has a later deadline: then this is not due, and waits."""
     if dep.next_action_at is not None and as_utc(dep.next_action_at) > ctx.now:
         return
+    if lifecycle.waits_in_deploy(dep) and await _went_on(ctx, dep):
+        return
     waited = human_duration(_pause_timeout(ctx, dep).total_seconds())
     await roll_back(ctx, dep, f"paused for {waited} with no decision")
+
+
+async def _went_on(ctx: StepContext, dep: Deployment) -> bool:
+    """At the deadline of a target's own wait, ask the deploy run first: no longer waiting
+    there (promoted outside Shipbot, e.g. ``kubectl argo rollouts promote``), a person
+    decided; follow the run again (``step_deploying``) rather than undo their choice."""
+    assert dep.deploy_run_id is not None
+    status = await ctx.providers.target.poll(dep.deploy_run_id)
+    if status.state is RunState.RUNNING and status.waiting is not None and \
+            escape(status.waiting) == dep.paused_reason:
+        return False
+    where = status.position or status.detail
+    machine.transition(ctx.session, dep, State.DEPLOYING, actor="shipbot", now=ctx.now,
+                       detail=f"went on without Shipbot: {escape(where)}", action="went_on")
+    note(ctx.session, dep, facts.TargetWentOn(position=where), now=ctx.now)
+    dep.paused_reason, dep.next_action_at = None, ctx.now
+    dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.deploy_timeout)
+    return True
 
 
 async def roll_back(ctx: StepContext, dep: Deployment, why: str, *,
