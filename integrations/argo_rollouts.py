@@ -32,6 +32,7 @@ from integrations.argo_status import (
     in_steps,
     key_hash,
     parse_run,
+    promoted_text,
     view,
     waiting_text,
 )
@@ -185,8 +186,14 @@ class ArgoRolloutsProvider:
         await self._annotate(**{PROMOTED: f"{h}@{now.step_index or 0}"})
 
     async def abort(self, job: JobSpec) -> str:
-        """``kubectl argo rollouts abort``: all traffic back to the stable ReplicaSet."""
-        now = view(await self._read())
+        """``kubectl argo rollouts abort``: all traffic back to the stable ReplicaSet; a
+        run that fails in words if the job's image already is the stable one (promoted
+        in full, by hand): only a rollback (the earlier image) goes back from there."""
+        rollout = await self._read()
+        now = view(rollout)
+        if now.on_new_version and not now.aborted and \
+                self._container(rollout)[1] == self._config.image_for(job):
+            return f"argo:promoted:{now.generation}:{key_hash(job.key)}"
         if not now.aborted and not now.on_new_version:
             await self._status_patch({"abort": True})
         return f"argo:abort:{now.generation}:{key_hash(job.key)}"
@@ -209,7 +216,11 @@ class ArgoRolloutsProvider:
 
     async def poll(self, run_id: str) -> RunStatus:
         kind, number, since, h = parse_run(run_id)
-        now = view(await self._read())
+        rollout = await self._read()
+        now = view(rollout)
+        if kind == "promoted":  # an abort that found the job's image promoted in full
+            return RunStatus(state=RunState.FAILED, position=now.where(),
+                             detail=promoted_text(self._container(rollout)[1], now))
         status = await self._poll(now, kind, number, since, h)
         return status if status.position else status.model_copy(
             update={"position": now.where()})

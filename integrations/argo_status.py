@@ -17,8 +17,9 @@ from integrations.base import Finding, IntegrationError
 FINISHED = ("Successful", "Failed", "Error", "Inconclusive")
 BAD = ("Failed", "Error")
 MAX_VALUES = 5
-_RUN = re.compile(r"argo:(deploy|rollback|weight|promote|continue|abort|health)"
-                  r":(\d+)(?:@(\d+))?:([0-9a-f]{12})")
+# "@<since>": the step a weight run went on from; -1 before a ``pause: {}`` at step 0.
+_RUN = re.compile(r"argo:(deploy|rollback|weight|promote|continue|abort|promoted|health)"
+                  r":(\d+)(?:@(-1|\d+))?:([0-9a-f]{12})")
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -211,3 +212,10 @@ def first_step(kind: str, number: int, since: int | None, steps: tuple[dict[str,
     if kind == "continue":
         return number + 1
     return len(steps) if kind == "promote" else last_wait_before(steps, end)
+
+
+def promoted_text(image: str, now: RolloutView) -> str:
+    """Why an abort cannot help: the new version is the stable one already."""
+    return (f"Argo had already promoted {image} fully (it is the stable ReplicaSet "
+            f"{now.stable_hash}): abort cannot move traffic back; roll back with "
+            "`/rollback`, which deploys the earlier image again")

@@ -136,7 +136,8 @@ class KubeAPI:
                               options=self._options, verify=creds.verify) as client:
             response = await send(client, self._provider, self._server_label(creds),
                                   self._options, method, path, **kwargs)
-        raise_for_kube_status(response, ref, creds, VERBS.get(method, method.lower()))
+        raise_for_kube_status(response, ref, creds, VERBS.get(method, method.lower()),
+                              subresource)
         try:
             body = response.json()
         except ValueError:
@@ -163,8 +164,9 @@ def status_message(response: httpx.Response) -> str:
 
 
 def raise_for_kube_status(response: httpx.Response, ref: KubeRef, creds: Credentials,
-                          verb: str) -> None:
-    """Nothing below 400; else the error that says what Kubernetes refused and why."""
+                          verb: str, subresource: str | None = None) -> None:
+    """Nothing below 400; else the error that says what Kubernetes refused and why (RBAC
+    grants a subresource such as ``rollouts/status`` apart from its resource)."""
     code = response.status_code
     if code < 400:
         return
@@ -177,8 +179,9 @@ def raise_for_kube_status(response: httpx.Response, ref: KubeRef, creds: Credent
         raise TokenRefused(f"the Kubernetes API server did not accept {creds.who} (HTTP "
                            "401): check that it is valid and not expired", code)
     if code == 403:
+        resource = f"{ref.resource}/{subresource}" if subresource else ref.resource
         raise TokenRefused(f"Kubernetes RBAC denied Shipbot ({creds.who}) to {verb} "
-                           f"{ref.resource} in namespace {ref.namespace}: {said}. Grant "
+                           f"{resource} in namespace {ref.namespace}: {said}. Grant "
                            "the verb in Shipbot's Role (see the README)", code)
     if code == 404:
         raise NotFound(f"{ref.label} was not found (HTTP 404): check the namespace and "

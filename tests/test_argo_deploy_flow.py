@@ -180,3 +180,48 @@ async def test_analysis_argo_a_failed_analysisrun_fails_the_deploy_with_its_reas
     assert fake.status["abort"] is True  # Argo itself moved traffic back to stable
     thread = await said(bot, "Deploy failed")
     assert any("Analysis api-" in t and "Failed" in t for t in thread)
+
+
+async def test_analysis_argo_roll_back_after_a_promote_by_hand_says_abort_cannot(
+        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+    """Shipbot waits at an Argo pause; an SRE runs `kubectl argo rollouts promote --full`;
+    then someone presses Roll back. Abort cannot bring v1 back: the thread says so,
+    instead of "staging is back on v1" while v2 serves."""
+    fake, server = argo
+    bot = await make_bot(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
+    await bot.driver.command("api staging v2.0.0")
+    card = await card_says(bot, "Argo waits at step 2/8")
+    fake.status["promoteFull"] = True  # by hand, outside Shipbot
+    fake.reconcile()
+    roll_back = buttons(card)[1]
+    await bot.driver.click(roll_back["action_id"], roll_back["value"], user="U0BOB")
+    [dep] = await finished(bot)
+    assert dep.state == "rollback_failed", dep.detail
+    assert "back on" not in dep.detail
+    assert {"status": {"abort": True}} not in [b for _, _, b in fake.writes()]
+    thread = await said(bot, "Rollback failed")
+    [failed] = [t for t in thread if "Rollback failed" in t]
+    assert "Argo had already promoted registry.example.com/api:v2.0.0 fully" in failed
+    assert "abort cannot move traffic back; roll back with `/rollback`" in failed
+
+
+async def test_analysis_argo_promoted_by_hand_at_a_wait_is_followed_not_rolled_back(
+        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+    """At the pause deadline Shipbot first asks Argo: promoted by hand meanwhile, the
+    deploy goes on (a person decided), and nothing is aborted or rolled back."""
+    fake, server = argo
+    strategy = {"kind": "rolling", "pause_timeout": "3s"}
+    bot = await make_bot(argo_config(tmp_path, server, strategy, "argo"))
+    await bot.driver.command("api staging v2.0.0")
+    await card_says(bot, "Argo waits at step 2/8")
+    fake.status["promoteFull"] = True  # kubectl argo rollouts promote --full
+    fake.reconcile()
+    [dep] = await finished(bot)
+    assert dep.state == "succeeded", dep.detail
+    assert {"status": {"abort": True}} not in [b for _, _, b in fake.writes()]
+    assert fake.image() == "registry.example.com/api:v2.0.0"
+    thread = await said(bot, "is live on staging")
+    [went_on] = [t for t in thread if "without Shipbot" in t]
+    assert went_on.startswith(":fast_forward: The deploy went on past its wait without "
+                              "Shipbot (promoted outside it): Argo step 8/8")
+    assert not any("Rolling back" in t for t in thread)

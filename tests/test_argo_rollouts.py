@@ -226,7 +226,7 @@ async def test_rbac_denial_names_the_verb_and_resource() -> None:
     with pytest.raises(TokenRefused) as info:
         await target.set_weight(job(step="weight-25"), 25)
     text = str(info.value)
-    assert "to patch rollouts in namespace prod" in text
+    assert "to patch rollouts/status in namespace prod" in text
     assert 'cannot patch resource "rollouts/status"' in text
     assert "system:serviceaccount:shipbot:shipbot" in text and argo.token not in text
 
@@ -320,3 +320,51 @@ async def test_without_analysisruns_access_argos_own_message_is_the_reason(
                              'to revision 2: Metric "success-rate" assessed Failed due to '
                              "failed (1) > failureLimit (0)")
     assert "cannot read AnalysisRuns" in caplog.text and argo.token not in caplog.text
+
+
+async def test_a_pause_at_step_0_gives_run_ids_that_poll() -> None:
+    """A Rollout whose first step is ``pause: {}``: a step before it is "-1", and the run
+    still polls (waiting there already, or on its way after a restart)."""
+    argo = FakeArgo(auto_advance=False)
+    argo.set_steps([{"pause": {}}, {"setWeight": 25}, {"pause": {}}])
+    target = provider(argo)
+    await target.start(job())
+    argo.reconcile()  # observed: at step 0, not yet paused
+    heading = await target.set_weight(job(step="weight-25"), 25)
+    argo.reconcile()  # paused at step 0
+    status = await target.poll(heading)
+    assert status.state is RunState.SUCCEEDED
+    assert status.detail == "Argo step 0/3, canary weight 0 %, Paused (Shipbot asked for 25 %)"
+    there = await target.set_weight(job(step="weight-0"), 0)
+    status = await target.poll(there)
+    assert status.state is RunState.SUCCEEDED
+    assert status.detail == "Argo step 0/3, canary weight 0 %, Paused"
+
+
+async def test_abort_after_argo_promoted_the_new_version_fully_fails_and_says_so() -> None:
+    """Someone promoted by hand (``kubectl argo rollouts promote --full``): abort cannot
+    move traffic back, so the run fails in words instead of claiming the stable is back."""
+    argo = FakeArgo()
+    target = provider(argo)
+    await until_done(target, await target.start(job()))
+    argo.status["promoteFull"] = True
+    argo.reconcile()
+    assert argo.status["stableRS"] == argo.status["currentPodHash"]
+    writes = len(argo.writes())
+    status = await until_done(target, await target.abort(job(step="abort")))
+    assert status.state is RunState.FAILED
+    assert status.detail == ("Argo had already promoted registry.example.com/api:v2.0.0 fully "
+                             "(it is the stable ReplicaSet " + argo.status["stableRS"] +
+                             "): abort cannot move traffic back; roll back with `/rollback`, "
+                             "which deploys the earlier image again")
+    assert len(argo.writes()) == writes  # no abort patch
+
+
+async def test_abort_after_the_image_went_back_by_hand_finds_the_stable_serving() -> None:
+    argo = FakeArgo()
+    target = provider(argo)
+    await until_done(target, await target.start(job()))
+    await until_done(target, await target.rollback(job("v1.0.0", step="undo")), polls=3)
+    status = await until_done(target, await target.abort(job(step="abort")))
+    assert status.state is RunState.SUCCEEDED
+    assert status.detail.startswith("Argo aborted the rollout: all traffic is on the stable")

@@ -66,6 +66,17 @@ async def test_rbac_denial_names_the_verb_resource_namespace_and_user() -> None:
     assert SA in text and "the token in K8S_TOKEN" in text and "t0k3n" not in text
 
 
+async def test_rbac_denial_of_a_subresource_names_the_subresource() -> None:
+    """Granting "patch deployments" does not grant "patch deployments/status": say which."""
+    message = (f'deployments.apps "api" is forbidden: User "{SA}" cannot patch resource '
+               '"deployments/status" in API group "apps" in the namespace "prod"')
+    client = api(lambda r: status(403, "Forbidden", message, name="api", group="apps",
+                                  kind="deployments"))
+    with pytest.raises(TokenRefused) as info:
+        await client.patch(DEPLOYMENT, {"status": {}}, "merge", subresource="status")
+    assert "to patch deployments/status in namespace prod" in str(info.value)
+
+
 @pytest.mark.parametrize(("code", "reason", "kind", "words"), [
     (401, "Unauthorized", TokenRefused, "did not accept the token in K8S_TOKEN"),
     (404, "NotFound", NotFound, "Deployment prod/api was not found"),

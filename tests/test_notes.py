@@ -74,6 +74,7 @@ SAMPLES: list[Fact] = [
     facts.Paused(why="Manual gate: press Promote to continue.", analysis=UNDECIDED,
                  deadline=AT, service="api", env="staging"),
     facts.Pressed(by="U0BOB", action="promote"),
+    facts.TargetWentOn(position=HOSTILE),
     facts.StopFailed(error=HOSTILE),
     facts.RollingBack(service="api", env="staging", why="post-deploy checks failed",
                       results=LINES, output="abort"),

@@ -5,6 +5,7 @@ with the in-memory target (tests/fakes_providers.py) behind LocalBot and the fak
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from bot.engine import lifecycle
 from bot.engine.lifecycle import Blocked, Event
 from bot.engine.machine import State
 from bot.store.models import Deployment
+from integrations.base import JobSpec
 from tests.conftest import eventually, make_config
 from tests.fakes_providers import FakeTarget, FakeWorld
 from tests.test_buttons_and_queries import buttons
@@ -95,3 +97,39 @@ def test_at_a_targets_wait_promote_and_abort_apply_resume_is_promote() -> None:
     in_rollout = waiting.model_copy(update={"stage_started_at": NOW})
     assert not lifecycle.waits_in_deploy(in_rollout)  # a pause of the rollout's stages
     assert lifecycle.refusal(in_rollout, Event.PROMOTE) is Blocked.NOT_WAITING
+
+
+async def test_promoted_past_a_wait_then_unhealthy_rolls_back_the_image_not_abort(
+        make_bot, tmp_path: Path, monkeypatch) -> None:
+    """Promote at the wait, the deploy run finishes, the health check fails: the new
+    version is out in full, so abort (a no-op there) is not the way back: the earlier
+    image is deployed again."""
+    bot = await make_bot(make_config(tmp_path))
+    target = FakeWorld(polls=0)
+    use_fakes(bot, FakeWorld(polls=0), target)
+    await bot.driver.command("api staging v1.0")
+    [first] = await finished(bot)
+    assert first.state == "succeeded", first.detail
+    providers = bot.bot.providers["api"]
+    bot.bot.providers["api"] = replace(providers, health=providers.target)
+
+    async def degraded(self: FakeTarget, job: JobSpec) -> str:
+        return await self._start(job.model_copy(update={"version": "fail-degraded"}),
+                                 "health")
+
+    monkeypatch.setattr(FakeTarget, "health", degraded)
+    await bot.driver.command("api staging wait-2.0")
+
+    async def waits() -> bool:
+        return any(d.state == "paused" for d in await deployments(bot))
+
+    await eventually(waits)
+    answer = (await bot.driver.command("promote api staging", user="U0BOB")).json()["text"]
+    assert answer == "Promoted deployment #2: the deploy goes on past the wait."
+    _, dep = await finished(bot, 2)
+    assert dep.state == "rolled_back", dep.detail
+    assert dep.detail == "staging is back on `v1.0`."
+    assert not target.started("abort")
+    [undo] = target.started("rollback")
+    assert undo.job.version == "v1.0"
+    assert dep.paused_reason is None

@@ -86,6 +86,7 @@ class ControlService:
         if State(dep.state) is State.PAUSED:
             machine.transition(ctx.session, dep, State.VERIFYING, actor=user, now=ctx.now,
                                detail=f"{asked} by <@{user}>", action=asked)
+            dep.paused_reason = None
         note(ctx.session, dep, facts.Pressed(by=user, action=asked), now=ctx.now)
         await progressive.advance_stage(ctx, dep, stages, by=user)
         if asked == "resume":
@@ -120,7 +121,9 @@ def _refusal(dep: Deployment, blocked: Blocked, stage: Stage | None) -> str:
 
 def _go_on(ctx: StepContext, dep: Deployment, user: str) -> str:
     """Promote at the deploy target's own wait: back to DEPLOYING, where the next poll
-    asks the target to go on (``target_reports.wait_for_human``)."""
+    asks the target to go on (``target_reports.wait_for_human``). ``paused_reason`` stays:
+    it names the wait promoted past (cleared in ``step_deploying`` once the run ends;
+    a rollback before that keeps it only from a wait: ``begin_rollback``)."""
     machine.transition(ctx.session, dep, State.DEPLOYING, actor=user, now=ctx.now,
                        detail=f"promote by <@{user}>", action="promote")
     note(ctx.session, dep, facts.Pressed(by=user, action="promote"), now=ctx.now)
@@ -136,7 +139,7 @@ def _resume(ctx: StepContext, dep: Deployment, stage: Stage | None, user: str) -
     machine.transition(ctx.session, dep, State.PROMOTING if promoting else State.VERIFYING,
                        actor=user, now=ctx.now, detail=f"resume by <@{user}>", action="resume")
     note(ctx.session, dep, facts.Pressed(by=user, action="resume"), now=ctx.now)
-    dep.next_action_at = ctx.now
+    dep.next_action_at, dep.paused_reason = ctx.now, None
     if stage is not None and stage.kind == "bake":
         dep.stage_started_at, dep.analysis_state, dep.last_check_at = ctx.now, "", None
         return f"Resumed deployment #{dep.id}: the current step starts over."

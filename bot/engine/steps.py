@@ -174,6 +174,7 @@ async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
         target_reports.show_position(ctx, dep, status)
         await _still_running(ctx, dep, status, "deploy")
         return
+    dep.paused_reason = None  # the run ended: a wait promoted past in it is over
     if dep.action_run_id is None:  # the first poll that saw it end (health comes next)
         target_reports.report(ctx, dep, status)
     if status.state is RunState.FAILED:

@@ -87,6 +87,13 @@ def paused(x: f.Paused) -> Note:
                 f"{deploy('promote', x.service, x.env)} or {deploy('abort', x.service, x.env)}.")
 
 
+@renders(f.TargetWentOn)
+def target_went_on(x: f.TargetWentOn) -> Note:
+    return Note(":fast_forward: The deploy went on past its wait without Shipbot (promoted "
+                f"outside it): {escape(x.position)}. Shipbot follows it again instead of "
+                "rolling back.")
+
+
 @renders(f.Pressed)
 def pressed(x: f.Pressed) -> Note:
     return Note(f":arrow_forward: <@{x.by}> pressed {x.action.capitalize()}.")

@@ -88,6 +88,7 @@ from bot.engine.facts.rollout import (
     StopFailed,
     TargetAnalysis,
     TargetPosition,
+    TargetWentOn,
     TrafficChange,
 )
 
@@ -145,6 +146,7 @@ __all__ = [
     "TakenOver",
     "TargetAnalysis",
     "TargetPosition",
+    "TargetWentOn",
     "TrafficChange",
     "Undecided",
     "UndoDeploying",

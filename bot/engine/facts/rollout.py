@@ -77,6 +77,14 @@ class Paused(Fact):
     env: str
 
 
+class TargetWentOn(Fact):
+    """At a pause deadline: the deploy target no longer waits where the deployment paused
+    (promoted outside Shipbot), so the deploy goes on instead of rolling back."""
+
+    kind = "target_went_on"
+    position: Untrusted
+
+
 class Pressed(Fact):
     """Someone pressed Promote or Resume (a button or the command)."""
 
