@@ -20,11 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integrations.base import IntegrationError
+from integrations.http_auth import is_loopback
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -53,6 +55,11 @@ class KubeConnection(BaseModel):
             raise ValueError("give either kubeconfig: or token_env:, not both")
         if self.token_env is not None and self.server is None:
             raise ValueError("token_env: needs server: (the API server's URL)")
+        server = self.server or ""
+        if self.token_env and server.startswith("http://") and \
+                not is_loopback(urlsplit(server).hostname or ""):
+            raise ValueError("server: must be https:// with token_env: (plain http only on "
+                             "loopback): the token would cross the network in cleartext")
         return self
 
 

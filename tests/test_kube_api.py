@@ -149,6 +149,15 @@ def test_config_refuses_half_given_ways() -> None:
         KubeConnection(kubeconfig="/k", token_env="T", server="https://x")
 
 
+def test_a_token_is_never_sent_over_plain_http_but_to_loopback() -> None:
+    with pytest.raises(ValueError, match=r"server: must be https:// with token_env: "
+                                         r"\(plain http only on loopback\)"):
+        KubeConnection(server="http://k8s.example.com:8080", token_env="K8S_TOKEN")
+    for server in ("http://127.0.0.1:8001", "http://localhost:8001", "http://[::1]:8001"):
+        assert KubeConnection(server=server, token_env="K8S_TOKEN").server == server
+    assert KubeConnection(server="http://k8s.example.com:8080").token_env is None
+
+
 async def test_in_cluster_reads_the_rotated_token_on_every_call(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("first-token")
     seen: list[str] = []

@@ -93,6 +93,31 @@ async def test_a_failed_run_shows_the_deployers_message(
         card["replies"])  # the deployer's page for the run (link_field)
 
 
+async def test_a_run_without_an_id_past_its_deadline_is_not_cancelled_blindly(
+        make_bot, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+    """The answer has a status URL but no run_id: stopping the run at the deadline posts
+    nothing (never to .../runs/None/cancel) and the deployment says why."""
+    fake, base = deployer
+    clock = FakeClock()
+    bot = await make_bot(make_config(tmp_path, deploy={**webhook(base), "id_field": "run_id"}),
+                         clock=clock)
+    await bot.driver.command("api staging slow-1.0")
+    await eventually(lambda: _polled(fake))
+    for _ in range(8):  # past the deadline, then through the step's retries
+        clock.advance(minutes=5)
+        await asyncio.sleep(0.3)
+    [dep] = await finished(bot)
+    assert dep.state == "failed", dep.state
+    said = "the receiver's answer had no id, so Shipbot cannot cancel the run"
+    await thread(bot, said)
+    assert [r.url.path for r in fake.requests if r.method == "POST"] == ["/api/deploys"]
+    assert not fake.runs["run-1"].cancelled
+
+
+async def _polled(fake: FakeDeployer) -> bool:
+    return any(r.method == "GET" for r in fake.requests)
+
+
 async def test_blue_green_switches_traffic_with_set_weight(
         launch, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
     fake, base = deployer
