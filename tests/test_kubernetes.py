@@ -235,7 +235,42 @@ async def test_cancel_undoes_the_rollout_and_the_run_says_so(kube: FakeKubernete
     assert (status.state, status.detail) == (
         RunState.FAILED, "was cancelled and rolled back to the previous revision")
     await provider.cancel(run_id)  # already ended: nothing more
-    assert len(kube.patches()) == 3
+    assert len(kube.patches()) == 2  # the start; the undo with the cancel's mark
+
+
+def crashing_at(kube: FakeKubernetes, nth_patch: int) -> httpx.MockTransport:
+    """The fake API, except that the ``nth_patch``-th PATCH from now never arrives: the
+    bot died (or lost the connection) just before that write."""
+    count = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal count
+        if request.method == "PATCH":
+            count += 1
+            if count == nth_patch:
+                raise httpx.ConnectError("the bot was killed here", request=request)
+        return kube.handler(request)
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("dies_at", [1, 2])
+async def test_a_cancel_cut_short_between_its_writes_still_undoes_on_its_repeat(
+        kube: FakeKubernetes, dies_at: int) -> None:
+    run_id = await make(kube).start(job("slow-2"))
+    kube.tick()
+    dying = KubernetesProvider(config(), options=HttpOptions(transport=crashing_at(kube, dies_at)),
+                               environ={"K8S_TOKEN": TOKEN})
+    try:
+        await dying.cancel(run_id)
+    except IntegrationError:
+        pass  # the write that never arrived
+    provider = make(kube)  # the next process repeats the cancel
+    await provider.cancel(run_id)
+    assert kube.image() == f"{IMAGE}:v1"
+    status = await provider.poll(run_id)
+    assert (status.state, status.detail) == (
+        RunState.FAILED, "was cancelled and rolled back to the previous revision")
 
 
 async def test_cancel_of_a_finished_rollout_changes_nothing(kube: FakeKubernetes) -> None:
