@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
+from integrations.base import IntegrationError, JobSpec, NoUndo, RunState, RunStatus
 from integrations.http import HttpOptions, NotFound, Rejected, TokenRefused
 from integrations.kubernetes import KubernetesProvider
 from integrations.kubernetes_config import KubernetesConfig
@@ -211,14 +211,29 @@ async def test_rollback_prefers_the_revision_running_the_version_to_return_to(
     await provider.rollback(job("v1", key="undo-1"))
     assert kube.patches()[-1][1][0]["value"]["spec"]["containers"][0]["image"] == \
         f"{IMAGE}:v1"
-    # without a version that ran here, kubectl's choice: the revision before this one
-    await provider.rollback(job("v0", key="undo-2"))
-    assert kube.patches()[-1][1][0]["value"]["spec"]["containers"][0]["image"] == \
-        f"{IMAGE}:ok-3"
+
+
+async def test_a_version_no_kept_revision_runs_is_not_undone_to_another(
+        kube: FakeKubernetes) -> None:
+    """v1's ReplicaSet is gone (revisionHistoryLimit): the revision before this one runs
+    ok-2, not v1, so the undo says so instead of restoring it (the engine then deploys
+    v1 with start)."""
+    provider = make(kube)
+    for n, version in enumerate(("ok-2", "ok-3"), start=1):
+        await follow(kube, provider, await provider.start(job(version, key=f"k-{n}")))
+    [v1] = [name for name, rs in kube.replica_sets.items()
+            if rs["spec"]["template"]["spec"]["containers"][0]["image"] == f"{IMAGE}:v1"]
+    del kube.replica_sets[v1]
+    with pytest.raises(NoUndo) as info:
+        await provider.rollback(job("v1", key="undo"))
+    assert str(info.value) == (
+        f"no revision of Deployment api that Kubernetes kept runs {IMAGE}:v1 (kept: "
+        f"revisions 2, 3): Shipbot deploys v1 again instead of kubectl rollout undo")
+    assert len(kube.patches()) == 2 and kube.image() == f"{IMAGE}:ok-3"  # nothing undone
 
 
 async def test_no_earlier_revision_is_a_clear_error(kube: FakeKubernetes) -> None:
-    with pytest.raises(IntegrationError) as info:
+    with pytest.raises(NoUndo) as info:  # the engine deploys v0 with start instead
         await make(kube).rollback(job("v0"))
     assert str(info.value) == ("Deployment api has no earlier revision to roll back to "
                                "(only revision 1 is kept): deploy the earlier version instead")
