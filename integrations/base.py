@@ -32,6 +32,11 @@ class RateLimited(TransientError):
         self.wait_seconds = max(0.0, wait_seconds)
 
 
+class NoUndo(IntegrationError):
+    """A target's own undo cannot return to the version asked for (the revision that ran
+    it is no longer kept): the engine deploys that version with ``start`` instead."""
+
+
 class Capability(StrEnum):
     """What a provider can do beyond start/poll; the config check and the engine ask."""
 
@@ -288,8 +293,9 @@ class HealthTarget(Protocol):
 class RollbackTarget(Protocol):
     """A deploy target with its own undo (``kubectl rollout undo``, Argo's abort...).
 
-    Rollbacks use it when present; otherwise they deploy the earlier version with
-    ``start``. The run is polled and cancelled with the target's ``poll``/``cancel``.
+    Rollbacks use it when present; otherwise, or when it raises ``NoUndo``, they deploy
+    the earlier version with ``start``. The run is polled and cancelled with the target's
+    ``poll``/``cancel``.
     """
 
     async def rollback(self, job: JobSpec) -> str: ...

@@ -37,7 +37,7 @@ from integrations.http import (
     send,
     snippet,
 )
-from integrations.kube_config import Credentials, KubeConnection, resolve
+from integrations.kube_config import Credentials, KubeConnection, TLSCache, resolve
 
 PatchType = Literal["strategic", "merge", "json"]
 CONTENT_TYPES: dict[PatchType, str] = {
@@ -81,13 +81,15 @@ class KubeRef:
 
 class KubeAPI:
     """JSON calls to one API server; each call reads the credentials again (rotated
-    service-account tokens) and uses a short-lived client."""
+    service-account tokens) and uses a short-lived client. A kubeconfig's TLS context
+    (its client key) is kept while the kubeconfig is unchanged."""
 
     def __init__(self, conn: KubeConnection, *, provider: str = "kubernetes",
                  options: HttpOptions | None = None,
                  environ: Mapping[str, str] = os.environ) -> None:
         self._conn, self._provider = conn, provider
         self._options, self._environ = options or HttpOptions(), environ
+        self._tls: TLSCache = {}  # this client's kubeconfig TLS context (resolve)
 
     async def get(self, ref: KubeRef, **params: str) -> dict[str, Any]:
         return await self._json("GET", ref, params=params)
@@ -129,7 +131,7 @@ class KubeAPI:
     async def _json(self, method: str, ref: KubeRef, *, subresource: str | None = None,
                     **kwargs: Any) -> dict[str, Any]:
         # Files (tokens, kubeconfig, certificates) are read off the event loop.
-        creds = await asyncio.to_thread(resolve, self._conn, self._environ)
+        creds = await asyncio.to_thread(resolve, self._conn, self._environ, self._tls)
         path = ref.path + (f"/{subresource}" if subresource else "")
         async with new_client(self._provider, creds.server, headers=creds.headers,
                               timeout_seconds=self._conn.request_timeout_seconds,

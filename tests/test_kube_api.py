@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -243,7 +245,8 @@ async def https_api(pki: Path) -> AsyncIterator[tuple[int, list[str]]]:
 
     async def deployment(request: web.Request) -> web.Response:
         peer = request.transport.get_extra_info("peercert") if request.transport else None
-        seen.append(str(peer["subject"]) if peer else "none")
+        seen.append((str(peer["subject"]) if peer else "none") + " " +
+                    request.headers.get("Authorization", "no token"))
         return web.json_response({"kind": "Deployment", "metadata": {"name": "api"}})
 
     app = web.Application()
@@ -285,3 +288,64 @@ async def test_a_server_certificate_from_another_ca_is_refused(
     with pytest.raises(ProviderUnavailable, match="could not reach"):
         await KubeAPI(KubeConnection(kubeconfig=path)).get(DEPLOYMENT)
     assert seen == []
+
+
+async def test_kubeconfig_paths_are_relative_to_the_kubeconfigs_directory(
+        tmp_path: Path, pki: Path, https_api: tuple[int, list[str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As kubectl reads them: ``certs/ca.crt`` next to ``~/.kube/config`` is
+    ``~/.kube/certs/ca.crt``, wherever the bot was started."""
+    port, seen = https_api
+    kube_dir = tmp_path / "kube"
+    (kube_dir / "certs").mkdir(parents=True)
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (kube_dir / "certs" / name).write_bytes((pki / name).read_bytes())
+    (kube_dir / "token").write_text("file-token")
+    path = kubeconfig(kube_dir, {"client-certificate": "certs/client.crt",
+                                 "client-key": "certs/client.key", "tokenFile": "token"},
+                      {"server": f"https://127.0.0.1:{port}",
+                       "certificate-authority": "certs/ca.crt"})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    body = await KubeAPI(KubeConnection(kubeconfig=path)).get(DEPLOYMENT)
+    assert body["metadata"]["name"] == "api"
+    assert "deployers" in seen[0] and seen[0].endswith(" Bearer file-token")
+
+
+async def test_the_client_key_is_written_out_once_per_kubeconfig_version(
+        tmp_path: Path, pki: Path, https_api: tuple[int, list[str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssl loads a client key from a file only: it is written to a private temporary
+    directory once per kubeconfig (path, mtime, context), not on every call, while a
+    rotated tokenFile is still read on every call."""
+    port, seen = https_api
+    written: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def recording(*args: Any, **kwargs: Any) -> tempfile.TemporaryDirectory[str]:
+        made = real(*args, **kwargs)
+        written.append(made.name)
+        return made
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recording)
+    (tmp_path / "token").write_text("first-token")
+    user = {"client-certificate-data": b64(pki / "client.crt"),
+            "client-key-data": b64(pki / "client.key"),
+            "tokenFile": str(tmp_path / "token")}
+    cluster = {"server": f"https://127.0.0.1:{port}",
+               "certificate-authority-data": b64(pki / "ca.crt")}
+    path = kubeconfig(tmp_path, user, cluster)
+    client = KubeAPI(KubeConnection(kubeconfig=path))
+    await client.get(DEPLOYMENT)
+    (tmp_path / "token").write_text("second-token")  # rotated
+    await client.get(DEPLOYMENT)
+    await client.get(DEPLOYMENT)
+    assert len(written) == 1
+    assert [s.rsplit(" ", 1)[-1] for s in seen] == ["first-token", "second-token",
+                                                    "second-token"]
+    kubeconfig(tmp_path, user, cluster)  # the file changed (a new mtime): read anew
+    os.utime(path, ns=(1, 1))
+    await client.get(DEPLOYMENT)
+    assert len(written) == 2 and len(seen) == 4
+    await KubeAPI(KubeConnection(kubeconfig=path)).get(DEPLOYMENT)  # nothing shared
+    assert len(written) == 3
