@@ -57,6 +57,16 @@ def thread(bot: LocalBot, index: int = -1) -> list[str]:
     return [r["text"] for r in bot.slack.messages("#deploys-api")[index]["replies"]]
 
 
+async def thread_once(bot: LocalBot, says: str) -> list[str]:
+    """The newest card's thread once a reply says ``says``: the database row is finished
+    before the notifier has delivered its last words."""
+    async def check() -> list[str] | None:
+        texts = thread(bot)
+        return texts if any(says in t for t in texts) else None
+
+    return list(await eventually(check, timeout=10))
+
+
 def canary_pods(fake: FakeKubernetes) -> list[int]:
     """The canary's replica counts Shipbot asked for, in order."""
     return [json.loads(r.content)["spec"]["replicas"] for r in fake.requests
@@ -96,7 +106,7 @@ async def test_a_canary_survives_a_restart_and_a_rollback_undoes_it(
             for r in fake.requests if r.method == "PATCH" and "metadata" in
             json.loads(r.content) and r.url.path in (CANARY, STABLE)]
     assert len(keys) == len(set(keys)), keys  # no step was applied twice across the restart
-    *steps, live = thread(second)
+    *steps, live = await thread_once(second, "is live on staging")
     assert live.startswith(":white_check_mark: *api v2 is live on staging* — total ")
     assert steps == [
         ":rocket: Deploying `v2` to staging.",
@@ -115,7 +125,8 @@ async def test_a_canary_survives_a_restart_and_a_rollback_undoes_it(
                              "its way."), answer
     *_, back = await finished(second, 3)
     assert back.state == "succeeded", back.detail
-    assert thread(second)[0] == ":rewind: Rolling staging back to `v1`."
+    assert (await thread_once(second, "is live on staging"))[0] == \
+        ":rewind: Rolling staging back to `v1`."
     assert back.deploy_run_id.startswith("undo/prod/api/")
     content_type, ops = [(r.headers["content-type"], json.loads(r.content))
                          for r in fake.requests if r.method == "PATCH"
@@ -172,7 +183,7 @@ async def test_a_canary_that_misses_its_deadline_is_aborted(
     assert dep.state == "rolled_back", dep.detail
     assert canary_pods(fake) == [1, 0]  # 10 % that never became available, then none
     assert fake.image() == f"{IMAGE}:v0" and fake.deployments["api"]["spec"]["replicas"] == 10
-    said = "\n".join(thread(bot))
+    said = "\n".join(await thread_once(bot, "progress deadline"))
     new_rs = fake.rollouts["api-canary"].replica_set
     assert "10% of traffic failed: Deployment api-canary exceeded its progress deadline " \
         f'(ProgressDeadlineExceeded: ReplicaSet "{new_rs}" has timed out progressing.)' \
@@ -187,7 +198,7 @@ async def test_an_rbac_denial_reaches_the_thread_with_the_verb_and_who(
     await bot.driver.command("api staging v1 --strategy rolling")
     [dep] = await finished(bot)
     assert dep.state == "failed", dep.detail
-    assert thread(bot) == [
+    assert await thread_once(bot, "Stopped while queued") == [
         ":x: *Stopped while queued:* Kubernetes RBAC denied Shipbot (the token in K8S_TOKEN) "
         'to patch deployments in namespace prod: deployments.apps "api" is forbidden: User '
         '"system:serviceaccount:shipbot:shipbot" cannot patch resource "deployments" in API '

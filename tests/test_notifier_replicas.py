@@ -370,6 +370,8 @@ async def test_only_a_threads_oldest_undelivered_row_can_be_claimed(
     assert [r.id for r in won.rows] == [r.id for r in rows] and not won.taken_over
     assert (await b.notifier.claims.claim(rows)).rows == []  # held by pod-a
     assert (await b.notifier.claims.claim(rows[1:])).rows == []
+    # A rescan that found the whole thread delivered meanwhile claims nothing, quietly.
+    assert (await b.notifier.claims.claim([])).rows == []
 
 
 async def test_two_running_bots_post_a_deploys_thread_once(

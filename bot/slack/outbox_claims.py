@@ -84,6 +84,8 @@ class OutboxClaims:
         """Claim one group's rows (oldest first); an empty claim when another replica
         holds the thread, or the list is stale (its head was delivered, or an earlier
         row is still to deliver)."""
+        if not rows:  # a rescan found the thread delivered meanwhile: nothing to claim
+            return Claim([], False)
         head, now, earlier = rows[0], self.clock(), aliased(Outbox)
         alone = head.deployment_id is None and head.alert_thread_id is None  # announcement
         async with self.sessions() as session:  # read apart: the write below comes first
