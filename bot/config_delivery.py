@@ -68,6 +68,17 @@ class AnalysisConfig(BaseModel):
         "measure the last interval; the other judges use everything since the step started")
     pass_score: float = Field(default=95, ge=0, le=100)
     marginal_score: float = Field(default=75, ge=0, le=100)
+    warmup: Duration = Field(
+        default=timedelta(minutes=1), description="latency metrics ignore the canary's first "
+        "minutes (cold caches, JIT), at most half of the first analysed step; error rates "
+        "are judged from the first check")
+    max_extension: Duration = Field(
+        default=timedelta(minutes=15), description="a step whose sequential metrics only "
+        "lack traffic is extended up to this long, when the traffic seen says it is enough, "
+        "instead of pausing")
+    mode: Literal["enforce", "shadow"] = Field(
+        default="enforce", description="shadow: judge and report what would have been "
+        "decided, never roll back or pause (per metric: the metric's mode)")
 
 
 Step = int | Literal["pause"]

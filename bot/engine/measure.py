@@ -8,6 +8,10 @@ interval. Read at ``end`` alone, a baseline whose pods have served for days woul
 judged on its whole life against the canary's first minutes. A series with no data at
 ``start`` (the canary's pods did not exist yet) counts from zero; the sequential judge
 works on the increase between its checks.
+
+During the canary's warm-up (``warm_until``) metrics that warm up (latency by default)
+are not asked for: the judges say "warming up"; afterwards their interval starts when
+the warm-up ended, so a cold start's slow requests never enter the evidence.
 """
 
 from __future__ import annotations
@@ -29,18 +33,23 @@ log = logging.getLogger(__name__)
 
 async def measure(
     provider: MetricsProvider, analysis: AnalysisConfig, dep: Deployment, start: datetime,
-    end: datetime,
+    end: datetime, *, warm_until: datetime | None = None,
 ) -> dict[str, MetricSeries | None]:
     """Every metric of ``analysis`` for the canary and baseline tracks between start and end."""
     results = await asyncio.gather(*(
-        _one(provider, analysis, metric, dep, start, end) for metric in analysis.metrics))
+        _one(provider, analysis, metric, dep, start, end, warm_until)
+        for metric in analysis.metrics))
     return {m.name: r for m, r in zip(analysis.metrics, results, strict=True)}
 
 
 async def _one(
     provider: MetricsProvider, analysis: AnalysisConfig, metric: AnalysisMetric,
-    dep: Deployment, start: datetime, end: datetime,
+    dep: Deployment, start: datetime, end: datetime, warm_until: datetime | None = None,
 ) -> MetricSeries | None:
+    if warm_until is not None and metric.warms_up:
+        if end < warm_until:
+            return MetricSeries(name=metric.name, warming_up=True)
+        start = max(start, warm_until)
     try:
         fields: dict[str, object] = {}
         if metric.query:

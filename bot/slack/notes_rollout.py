@@ -138,3 +138,34 @@ def rollback_kept(x: f.RollbackKept) -> Note:
                 "not known to be healthy. Shipbot does not undo a rollback: that would put back "
                 f"{bad}, the version it replaced. A human decides now: fix forward with {fix}, "
                 "or deploy another known-good version the same way.", x.output)
+
+
+@renders(f.ShadowVerdict)
+def shadow_verdict(x: f.ShadowVerdict) -> Note:
+    return Note(f":ghost: *Shadow:* {escape(x.metric)} would have rolled back the {x.weight}% "
+                f"canary; it is in shadow mode, so nothing was done. {escape(x.text)}")
+
+
+def _minutes(seconds: float) -> str:
+    """Round figures: a forecast from traffic so far is no more precise than that."""
+    if seconds < 5400:
+        return f"{max(round(seconds / 60), 1)} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 36_000 else "more than 10 h"
+
+
+@renders(f.SparseTraffic)
+def sparse_traffic(x: f.SparseTraffic) -> Note:
+    names = ", ".join(escape(m) for m in x.metrics)
+    rate = f"{x.per_second:.2g} canary req/s"
+    pace = (f" At this traffic a 5× rise of the error (or slow-request) rate would show "
+            f"within ~{_minutes(x.detect_seconds)}." if x.detect_seconds is not None else "")
+    head = (f"Not enough traffic to decide at {x.weight}% ({names}): {x.seen:,} canary "
+            f"requests judged, {x.needed:,} more needed, at {rate} ~{_minutes(x.wait_seconds)}.")
+    then = {
+        "extend": f"No regression so far: extending the step (up to "
+                  f"{_minutes(x.extension_seconds)}) instead of pausing.",
+        "advance": "No regression so far: moving to the next step, where the evidence "
+                   "carries over and more traffic reaches the canary.",
+        "pause": "That is longer than the step may be extended: pausing.",
+    }[x.action]
+    return Note(f":turtle: {head}{pace} {then}")

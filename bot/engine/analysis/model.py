@@ -51,6 +51,7 @@ class MetricSeries(BaseModel):
     baseline_errors: int | None = Field(default=None, ge=0)
     canary_histogram: dict[float, int] | None = None
     baseline_histogram: dict[float, int] | None = None
+    warming_up: bool = False  # the canary's warm-up: no data asked, nothing judged
 
     @property
     def has_counts(self) -> bool:
@@ -84,10 +85,17 @@ class MetricResult(BaseModel):
     # end of the analysis window (sequential decisions, exhausted failure limits).
     final: bool = False
     p_value: float | None = None
-    ci: tuple[float, float] | None = None  # Hodges-Lehmann shift CI, canary - baseline
-    shift: float | None = None  # Hodges-Lehmann estimate, canary - baseline
+    # canary - baseline and its 95 % CI: Hodges-Lehmann (Mann-Whitney), the difference of
+    # the error rates over every step so far (sequential counts)
+    ci: tuple[float, float] | None = None
+    shift: float | None = None
     e_value: float | None = None  # evidence against "canary not worse"
     e_value_pass: float | None = None  # evidence against "canary worse than tolerated"
+    shadow: bool = False  # reported, never acted on
+    # sequential, undecided for lack of traffic: canary requests still needed before a
+    # pass, and in all for a 5x rise of the slow/error rate to reach the fail bar
+    requests_needed: int | None = None
+    detect_requests: int | None = None
 
 
 class Judgement(BaseModel):
@@ -101,6 +109,7 @@ class Judgement(BaseModel):
     marginal: bool = False
     final: bool = False
     results: tuple[MetricResult, ...] = ()
+    shadow: tuple[MetricResult, ...] = ()  # metrics in shadow mode: what they would say
     summary: str
 
 

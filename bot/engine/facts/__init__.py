@@ -85,6 +85,8 @@ from bot.engine.facts.rollout import (
     RollbackWindow,
     RolledBack,
     RollingBack,
+    ShadowVerdict,
+    SparseTraffic,
     StopFailed,
     TrafficChange,
 )
@@ -137,6 +139,8 @@ __all__ = [
     "RollingBack",
     "RollingBackForAlert",
     "RunFailed",
+    "ShadowVerdict",
+    "SparseTraffic",
     "StartedFromAlert",
     "StopFailed",
     "StoppedBeforeStart",
