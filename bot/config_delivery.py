@@ -7,9 +7,16 @@ them, so one block in the YAML says both what to measure and how to judge it.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from bot.config_analysis import JudgeKind, MetricSpec
 from bot.config_policy import Duration
@@ -18,6 +25,16 @@ from integrations.promql import PromQLTemplate
 
 StrategyKind = Literal["rolling", "canary", "blue-green"]
 STRATEGIES: tuple[StrategyKind, ...] = ("rolling", "canary", "blue-green")
+
+
+def _zero_or_duration(value: object) -> object:
+    """``0``/``0s``/``off`` turn a feature off; anything else is a duration (30s, 2m)."""
+    if isinstance(value, str) and value.strip() in ("0", "0s", "0m", "off"):
+        return timedelta(0)
+    return value
+
+
+ZeroOrDuration = Annotated[Duration, BeforeValidator(_zero_or_duration)]
 
 
 class AnalysisMetric(MetricSpec):
@@ -68,11 +85,11 @@ class AnalysisConfig(BaseModel):
         "measure the last interval; the other judges use everything since the step started")
     pass_score: float = Field(default=95, ge=0, le=100)
     marginal_score: float = Field(default=75, ge=0, le=100)
-    warmup: Duration = Field(
+    warmup: ZeroOrDuration = Field(
         default=timedelta(minutes=1), description="latency metrics ignore the canary's first "
         "minutes (cold caches, JIT), at most half of the first analysed step; error rates "
         "are judged from the first check")
-    max_extension: Duration = Field(
+    max_extension: ZeroOrDuration = Field(
         default=timedelta(minutes=15), description="a step whose sequential metrics only "
         "lack traffic is extended up to this long, when the traffic seen says it is enough, "
         "instead of pausing")

@@ -148,8 +148,10 @@ def shadow_verdict(x: f.ShadowVerdict) -> Note:
 
 def _minutes(seconds: float) -> str:
     """Round figures: a forecast from traffic so far is no more precise than that."""
+    if seconds < 60:
+        return f"{max(round(seconds), 1)} s"
     if seconds < 5400:
-        return f"{max(round(seconds / 60), 1)} min"
+        return f"{round(seconds / 60)} min"
     return f"{seconds / 3600:.1f} h" if seconds < 36_000 else "more than 10 h"
 
 
