@@ -142,6 +142,6 @@ def carry_over(state: AnalysisState) -> AnalysisState:
     are read from the step's start. Threshold counts restart per step, as in Argo."""
     kept: dict[str, MetricState] = {}
     for name, st in state.metrics.items():
-        if isinstance(st, SequentialState) and st.decided is not Verdict.FAIL:
+        if isinstance(st, SequentialState):
             kept[name] = evidence.carried(st)
     return AnalysisState(metrics=kept)

@@ -1,0 +1,204 @@
+"""The judge rules behind warm-up, pooled evidence, sparse traffic and shadow mode, one at
+a time (the whole path is in tests/test_judges_engine.py)."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from bot.config_delivery import AnalysisConfig
+from bot.engine import bake_rules
+from bot.engine.analysis import (
+    AnalysisState,
+    MetricSeries,
+    MetricSpec,
+    SequentialState,
+    ThresholdState,
+    Verdict,
+    carry_over,
+    judge,
+    sequential,
+)
+from bot.engine.analysis.evidence import detect_requests, rate_difference, wilson
+from bot.engine.analysis.model import Judgement, MetricResult
+from bot.engine.plan import Stage
+from bot.engine.shadow_report import ShadowRow, format_report
+
+ERR = MetricSpec(name="e", label="error rate", unit="ratio", judge="sequential")
+LAT = MetricSpec(name="lat", unit="seconds", judge="threshold", max=0.5)
+
+
+def counts(cr: int, ce: int, br: int, be: int) -> dict[str, MetricSeries | None]:
+    return {"e": MetricSeries(name="e", canary_requests=cr, canary_errors=ce,
+                              baseline_requests=br, baseline_errors=be)}
+
+
+# 1.6 % vs 1 % errors over a 25/50/75 % rollout: no single step shows it
+STEPS = [(2500, 40, 7500, 75), (5000, 80, 5000, 50), (7500, 120, 2500, 25)]
+
+
+def test_a_small_shift_no_step_shows_alone_is_caught_by_the_evidence_pooled_over_steps() -> None:
+    alone = [judge([ERR], counts(*s))[0].verdict for s in STEPS]
+    assert alone == [Verdict.PASS] * 3
+    state, verdicts = None, []
+    for s in STEPS:
+        j, state = judge([ERR], counts(*s), state)
+        verdicts.append(j.verdict)
+        state = carry_over(state)
+    assert verdicts == [Verdict.PASS, Verdict.PASS, Verdict.FAIL]
+    assert j.results[0].explanation.startswith(
+        "error rate 1.6% vs 1% (+0.60 pp, 95% CI [+0.34, +0.86]) — fails")
+    assert j.results[0].shift == pytest.approx(0.006)
+    lo, hi = j.results[0].ci or (0, 0)
+    assert (round(lo, 4), round(hi, 4)) == (0.0034, 0.0086)
+
+
+def test_a_new_step_keeps_the_fail_evidence_and_restarts_anchors_and_the_early_pass() -> None:
+    improved = counts(50_000, 100, 50_000, 500)  # an early final pass at step 1
+    j, st = judge([ERR], improved)
+    assert j.final and j.verdict is Verdict.PASS
+    st = AnalysisState(metrics={**st.metrics, "lat": ThresholdState(failures=1)})
+    carried = carry_over(st).metrics
+    assert set(carried) == {"e"}  # threshold counts restart per step, as in Argo
+    old, new = st.metrics["e"], carried["e"]
+    assert isinstance(old, SequentialState) and isinstance(new, SequentialState)
+    assert new.fail_llr == old.fail_llr and new.seen_canary == old.seen_canary
+    assert new.decided is None and new.last_canary == new.last_baseline == ()
+    assert all(x == 0.0 for row in new.pass_llr for x in row)
+    # the new step's counters start from 0 again: an increase, not a counter reset
+    j, after = judge([ERR], counts(100, 0, 100, 1), carry_over(st))
+    assert isinstance(after.metrics["e"], SequentialState)
+    assert after.metrics["e"].resets == 0
+    assert after.metrics["e"].seen_canary == (50_100, 100)
+    assert not j.final  # the early pass is earned again in each step
+
+
+def test_a_failed_metric_stays_failed_in_the_next_step() -> None:
+    _, st = judge([ERR], counts(1000, 90, 9000, 9))
+    assert carry_over(st).metrics["e"].decided is Verdict.FAIL  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("spec", [ERR, LAT, MetricSpec(name="mw", judge="mann-whitney")])
+def test_a_metric_warming_up_is_inconclusive_and_its_state_untouched(spec: MetricSpec) -> None:
+    state = AnalysisState(metrics={"lat": ThresholdState(failures=1, measurements=3)})
+    j, after = judge([spec], {spec.name: MetricSeries(name=spec.name, warming_up=True)}, state)
+    assert j.verdict is Verdict.INCONCLUSIVE and after == state
+    assert j.results[0].explanation == f"{spec.title}: warming up, not judged yet"
+
+
+def test_latency_warms_up_by_default_error_rates_never() -> None:
+    assert LAT.warms_up and not ERR.warms_up
+    assert ERR.model_copy(update={"warmup": True}).warms_up
+    assert not LAT.model_copy(update={"warmup": False}).warms_up
+
+
+def test_a_failing_shadow_metric_is_reported_and_the_canary_passes() -> None:
+    bad = counts(1000, 90, 9000, 9)
+    shadow = ERR.model_copy(update={"mode": "shadow"})
+    j, st = judge([shadow], bad)
+    assert j.verdict is Verdict.PASS and not j.final and j.results == ()
+    assert [(r.verdict, r.shadow) for r in j.shadow] == [(Verdict.FAIL, True)]
+    assert st.metrics["e"].decided is Verdict.FAIL  # type: ignore[union-attr]
+    j, _ = judge([ERR], bad, mode="shadow")  # the whole analysis in shadow mode
+    assert j.verdict is Verdict.PASS and j.shadow[0].verdict is Verdict.FAIL
+    enforced = ERR.model_copy(update={"mode": "enforce"})
+    j, _ = judge([enforced], bad, mode="shadow")  # the metric's own mode wins
+    assert j.verdict is Verdict.FAIL and j.shadow == ()
+    lat = MetricSeries(name="lat", canary=(0.1,), baseline=(0.1,))
+    j, _ = judge([shadow, LAT], {**bad, "lat": lat})
+    assert j.verdict is Verdict.PASS and [r.name for r in j.results] == ["lat"]
+
+
+def test_newcombe_interval_matches_the_published_example() -> None:
+    # Newcombe (1998), method 10: 56/70 vs 48/80 -> 0.2000 [0.0524, 0.3339]
+    d, lo, hi = rate_difference((56, 70), (48, 80)) or (0, 0, 0)
+    assert (round(d, 4), round(lo, 4), round(hi, 4)) == (0.2, 0.0524, 0.3339)
+    assert wilson(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert wilson(3, 0) == (0.0, 1.0) and rate_difference((0, 0), (1, 10)) is None
+
+
+def expected_log_e(n: int, rate: float, share: float) -> float:
+    canary = n * 5 * rate
+    baseline = n * (1 - share) / share * rate
+    effects = np.asarray(sequential.EFFECTS, dtype=np.float64)
+    llr = sequential.split_llr(effects, 0.0, share, canary, baseline)
+    return float(sequential.log_mean_exp(np.asarray(llr)))
+
+
+@pytest.mark.parametrize(("rate", "share"), [(0.001, 0.05), (0.01, 0.5), (0.02, 0.25)])
+def test_the_traffic_a_5x_rise_needs_is_what_the_judge_needs(rate: float, share: float) -> None:
+    n = detect_requests(rate, share, 0.01)
+    assert n is not None
+    assert expected_log_e(round(1.2 * n), rate, share) >= math.log(100)
+    assert expected_log_e(n // 2, rate, share) < math.log(100)
+    assert detect_requests(0.0, share, 0.01) is None
+    assert detect_requests(rate, 1.0, 0.01) is None
+
+
+T0 = datetime(2026, 12, 5, 7, 0, tzinfo=UTC)
+PLAN = [Stage("weight", 5), Stage("bake", 5, timedelta(minutes=2)), Stage("weight", 25),
+        Stage("bake", 25, timedelta(minutes=2)), Stage("weight", 100), Stage("promote", 100)]
+
+
+def analysis(**settings: object) -> AnalysisConfig:
+    return AnalysisConfig.model_validate({"metrics": [{
+        "name": "e", "label": "error rate", "judge": "sequential", "requests_query": "r",
+        "errors_query": "e"}], **settings})
+
+
+def test_the_warm_up_is_in_the_first_analysed_step_and_at_most_half_of_it() -> None:
+    assert bake_rules.warm_until(analysis(), PLAN, 1, T0) == T0 + timedelta(minutes=1)
+    assert bake_rules.warm_until(analysis(warmup="5m"), PLAN, 1, T0) == T0 + timedelta(minutes=1)
+    assert bake_rules.warm_until(analysis(warmup="20s"), PLAN, 1, T0) == T0 + timedelta(seconds=20)
+    assert bake_rules.warm_until(analysis(), PLAN, 3, T0) is None
+    assert bake_rules.warm_until(analysis(warmup="0s"), PLAN, 1, T0) is None
+
+
+def undecided(needed: int | None, detect: int | None = 4000) -> Judgement:
+    r = MetricResult(name="e", judge="sequential", verdict=Verdict.INCONCLUSIVE,
+                     explanation="x", requests_needed=needed, detect_requests=detect)
+    return Judgement(verdict=Verdict.INCONCLUSIVE, score=0, results=(r,), summary="x")
+
+
+def series(requests: int) -> dict[str, MetricSeries | None]:
+    return {"e": MetricSeries(name="e", canary_requests=requests, canary_errors=0,
+                              baseline_requests=10 * requests, baseline_errors=0)}
+
+
+@pytest.mark.parametrize(("index", "needed", "action"), [
+    (1, 600, "extend"),  # 1 req/s: 10 min, within the 15-minute extension
+    (1, 960, "advance"),  # 16 min: the next step brings more traffic, evidence carries
+    (3, 960, "pause"),  # and after the last analysed step a human decides
+])
+def test_a_step_lacking_only_traffic_is_extended_carried_or_paused(
+        index: int, needed: int, action: str) -> None:
+    ends = T0 + timedelta(minutes=2)
+    got = bake_rules.sparse(analysis(), undecided(needed), series(120), PLAN, index,
+                            now=ends, since=T0, ends=ends)
+    assert got is not None and got.action == action
+    assert got.fact.per_second == pytest.approx(1.0) and got.fact.needed == needed
+    assert got.fact.seen == 1000 - needed
+    assert got.fact.wait_seconds == pytest.approx(needed)
+    assert got.fact.detect_seconds == pytest.approx(4000 - (1000 - needed))
+
+
+def test_other_undecided_steps_follow_the_usual_rules() -> None:
+    ends = T0 + timedelta(minutes=2)
+
+    def decide(j: Judgement, requests: int = 120) -> object:
+        return bake_rules.sparse(analysis(), j, series(requests), PLAN, 1, now=ends, since=T0,
+                                 ends=ends)
+
+    assert decide(undecided(None)) is None  # not for lack of traffic
+    assert decide(undecided(600), requests=0) is None  # no canary traffic at all
+    assert decide(undecided(600).model_copy(update={"marginal": True})) is None
+    assert decide(undecided(600).model_copy(update={"verdict": Verdict.PASS})) is None
+
+
+def test_the_report_explains_how_to_start_when_nothing_is_in_shadow_mode() -> None:
+    assert "Set `mode: shadow`" in format_report([], 30)
+    text = format_report([ShadowRow("p99", rollouts=4, would_roll_back=1, rolled_back=1)], 7)
+    assert "last 7 days" in text and "1 (25%)" in text
