@@ -219,7 +219,8 @@ async def run_canary(sc: PlanScenario, name: str, seed: int) -> Outcome:
                                  interval=timedelta(seconds=STEP), analysis=analysis))
     prom, dep, state = SimPrometheus(sc, seed), _dep(), None
     pooled = hasattr(analysis_pkg, "carry_over")
-    warm_arg = "warm_until" in inspect.signature(measure).parameters
+    warm_arg = "warmup" in inspect.signature(measure).parameters
+    warm = bake_rules.warmup(analysis, T0) if bake_rules else None
     now = T0
     for index, stage in enumerate(stages):
         if stage.kind == "weight":
@@ -228,17 +229,16 @@ async def run_canary(sc: PlanScenario, name: str, seed: int) -> Outcome:
         if stage.kind != "bake":
             continue
         started, ends = now, now + timedelta(seconds=STEP)
-        warm = bake_rules.warm_until(analysis, stages, index, started) if bake_rules else None
         while True:
             now += timedelta(seconds=CHECK)
-            kw = {"warm_until": warm} if warm_arg else {}
+            kw = {"warmup": warm} if warm_arg else {}
             series = await measure(prom, analysis, dep, started, now, **kw)  # type: ignore[arg-type]
             verdict, state = _judge(analysis.metrics, series, state, analysis)
             minutes = (now - T0).total_seconds() / 60
             if verdict.verdict is Verdict.FAIL:
                 return Outcome("rolled_back", minutes)
             sparse = bake_rules.sparse(analysis, verdict, series, stages, index, now=now,
-                                       since=max(started, warm or started), ends=ends) \
+                                       since=started, ends=ends, warm=warm) \
                 if bake_rules and now >= ends else None
             if sparse is not None and sparse.action == "extend":
                 continue

@@ -86,9 +86,10 @@ class AnalysisConfig(BaseModel):
     pass_score: float = Field(default=95, ge=0, le=100)
     marginal_score: float = Field(default=75, ge=0, le=100)
     warmup: ZeroOrDuration = Field(
-        default=timedelta(minutes=1), description="latency metrics ignore the canary's first "
-        "minutes (cold caches, JIT), at most half of the first analysed step; error rates "
-        "are judged from the first check")
+        default=timedelta(minutes=3), description="the canary's warm-up, from the first "
+        "analysed step's start: latency metrics are not asked for in its first third, and "
+        "until its end fail only if the canary is not getting faster (cold caches, JIT); "
+        "error rates are judged from the first check")
     max_extension: ZeroOrDuration = Field(
         default=timedelta(minutes=15), description="a step whose sequential metrics only "
         "lack traffic is extended up to this long, when the traffic seen says it is enough, "

@@ -12,25 +12,25 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
 from bot.config_delivery import AnalysisConfig
 from bot.engine import facts
 from bot.engine.analysis import MetricSeries, Verdict
 from bot.engine.analysis.model import Judgement, MetricResult
+from bot.engine.measure import Warmup
 from bot.engine.plan import Stage
 from bot.store.models import Deployment
 
 
-def warm_until(analysis: AnalysisConfig, stages: Sequence[Stage], index: int,
-               started: datetime) -> datetime | None:
-    """The end of the canary's warm-up: in the first analysed step only, at most half of
-    it, so that step always judges its second half."""
-    first = next((i for i, s in enumerate(stages) if s.kind == "bake"), None)
-    if first != index or not analysis.warmup:
+def warmup(analysis: AnalysisConfig, canary_since: datetime) -> Warmup | None:
+    """The canary's warm-up, from the first analysed step's start: its first third is
+    quiet (latency not asked for), the rest judges latency only if it is not improving."""
+    if not analysis.warmup:
         return None
-    return started + min(analysis.warmup, (stages[index].duration or timedelta()) / 2)
+    return Warmup(since=canary_since, quiet_until=canary_since + analysis.warmup / 3,
+                  until=canary_since + analysis.warmup)
 
 
 def shadow_fails(dep: Deployment, verdict: Judgement, weight: int) -> list[facts.ShadowVerdict]:
@@ -58,36 +58,53 @@ def _canary_requests(series: MetricSeries | None) -> int:
 
 def sparse(analysis: AnalysisConfig, verdict: Judgement,
            series: Mapping[str, MetricSeries | None], stages: Sequence[Stage], index: int,
-           *, now: datetime, since: datetime, ends: datetime) -> Sparse | None:
+           *, now: datetime, since: datetime, ends: datetime,
+           warm: Warmup | None = None) -> Sparse | None:
     """At a step's end: when every undecided metric is a sequential one that only lacks
-    traffic (no regression shown, canary traffic flowing), extend the step if the traffic
-    seen reaches the bar within ``max_extension``, else move on to the next analysed step
-    carrying the evidence, else (the last one) pause. None: the usual rules apply."""
+    traffic (no regression shown, canary traffic flowing) or one still warming up, extend
+    the step if the traffic seen (and the warm-up) are done within ``max_extension``, else
+    move on to the next analysed step carrying the evidence, else (the last one) pause.
+    None: the usual rules apply."""
     undecided = [r for r in verdict.results if r.verdict is Verdict.INCONCLUSIVE]
+    warming = [r for r in undecided if r.warming_up]
+    lacking = [r for r in undecided if not r.warming_up and r.requests_needed is not None]
     if verdict.verdict is not Verdict.INCONCLUSIVE or verdict.marginal or not undecided \
-            or any(r.requests_needed is None for r in undecided):
+            or len(warming) + len(lacking) < len(undecided):
         return None
-    elapsed = max((now - since).total_seconds(), 1.0)
-    per_second = min(_canary_requests(series.get(r.name)) for r in undecided) / elapsed
-    if per_second <= 0:
+    specs = {m.name: m for m in analysis.metrics}
+
+    def rate(r: MetricResult) -> float:  # latency is read from the warm-up's end on
+        start = max(since, min(warm.until, now)) if warm and specs[r.name].warms_up \
+            else since
+        return _canary_requests(series.get(r.name)) / max((now - start).total_seconds(), 1.0)
+
+    per_second = min((rate(r) for r in lacking), default=0.0)
+    if lacking and per_second <= 0:
         return None
-    needed = max(r.requests_needed or 0 for r in undecided)
-    wait = needed / per_second
+    needed = max((r.requests_needed or 0 for r in lacking), default=0)
+    done = now.timestamp() + (needed / per_second if lacking else 0.0)
+    if warming and warm is not None:
+        done = max(done, warm.until.timestamp())
     allowed = analysis.max_extension.total_seconds()
-    if now.timestamp() + wait <= ends.timestamp() + allowed:
-        action: Literal["extend", "advance", "pause"] = "extend"
-    elif any(s.kind == "bake" for s in stages[index + 1:]):
+    later = any(s.kind == "bake" for s in stages[index + 1:])
+    if not lacking and later:  # warming up only: the next step judges it
+        action: Literal["extend", "advance", "pause"] = "advance"
+    elif done <= ends.timestamp() + allowed:
+        action = "extend"
+    elif later:
         action = "advance"
     else:
         action = "pause"
-    specs = {m.name: m for m in analysis.metrics}
-    seen = min(specs[r.name].min_requests - (r.requests_needed or 0) for r in undecided)
-    detect = _detect_seconds(undecided, seen, per_second)
+    seen = min((specs[r.name].min_requests - (r.requests_needed or 0) for r in lacking),
+               default=0)
     return Sparse(action, facts.SparseTraffic(
         action=action, weight=stages[index].weight or 0,
-        metrics=tuple(specs[r.name].title for r in undecided), seen=max(seen, 0),
-        needed=needed, per_second=per_second, wait_seconds=wait, detect_seconds=detect,
-        extension_seconds=allowed))
+        metrics=tuple(specs[r.name].title for r in lacking), seen=max(seen, 0),
+        needed=needed, per_second=per_second,
+        wait_seconds=needed / per_second if lacking else 0.0,
+        detect_seconds=_detect_seconds(lacking, seen, per_second) if lacking else None,
+        extension_seconds=allowed, warming=tuple(specs[r.name].title for r in warming),
+        warm_until=warm.until if warming and warm is not None else None))
 
 
 def _detect_seconds(undecided: Sequence[MetricResult], seen: int,

@@ -201,10 +201,10 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
     if ctx.now < min(due, ends):
         dep.next_action_at = min(due, ends)
         return
-    warm = bake_rules.warm_until(analysis, stages, dep.stage, started)
-    series = await measure(ctx.metrics, analysis, dep, started, ctx.now, warm_until=warm)
     state = AnalysisState.model_validate_json(dep.analysis_state) if dep.analysis_state \
-        else None
+        else AnalysisState(canary_since=started)
+    warm = bake_rules.warmup(analysis, as_utc(state.canary_since or started))
+    series = await measure(ctx.metrics, analysis, dep, started, ctx.now, warmup=warm)
     verdict, new_state = judge(analysis.metrics, series, state,
                                pass_score=analysis.pass_score,
                                marginal_score=analysis.marginal_score, mode=analysis.mode)
@@ -214,7 +214,7 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
     _log(dep, stage, verdict, series, ctx.now)
     sparse = None if ctx.now < ends else bake_rules.sparse(
         analysis, verdict, series, stages, dep.stage, now=ctx.now,
-        since=max(started, warm or started), ends=ends)
+        since=started, ends=ends, warm=warm)
     if verdict.verdict is Verdict.FAIL:
         why = verdict.summary.split(" — ")[0].removeprefix("FAIL: ")  # e.g. score 50/100 ...
         await roll_back(ctx, dep, f"canary analysis failed at {stage.weight}% ({why})",

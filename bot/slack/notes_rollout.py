@@ -157,17 +157,25 @@ def _minutes(seconds: float) -> str:
 
 @renders(f.SparseTraffic)
 def sparse_traffic(x: f.SparseTraffic) -> Note:
-    names = ", ".join(escape(m) for m in x.metrics)
-    rate = f"{x.per_second:.2g} canary req/s"
-    pace = (f" At this traffic a 5× rise of the error (or slow-request) rate would show "
-            f"within ~{_minutes(x.detect_seconds)}." if x.detect_seconds is not None else "")
-    head = (f"Not enough traffic to decide at {x.weight}% ({names}): {x.seen:,} canary "
-            f"requests judged, {x.needed:,} more needed, at {rate} ~{_minutes(x.wait_seconds)}.")
-    then = {
+    parts = []
+    if x.metrics:
+        names = ", ".join(escape(m) for m in x.metrics)
+        rate = f"{x.per_second:.2g} canary req/s"
+        parts.append(f"Not enough traffic to decide at {x.weight}% ({names}): {x.seen:,} "
+                     f"canary requests judged, {x.needed:,} more needed, at {rate} "
+                     f"~{_minutes(x.wait_seconds)}.")
+        if x.detect_seconds is not None:
+            parts.append(f"At this traffic a 5× rise of the error (or slow-request) rate "
+                         f"would show within ~{_minutes(x.detect_seconds)}.")
+    if x.warming:
+        until = f" until {hhmm(x.warm_until)}" if x.warm_until else ""
+        parts.append(f"Still warming up at {x.weight}%{until}: "
+                     f"{', '.join(escape(m) for m in x.warming)}.")
+    parts.append({
         "extend": f"No regression so far: extending the step (up to "
                   f"{_minutes(x.extension_seconds)}) instead of pausing.",
         "advance": "No regression so far: moving to the next step, where the evidence "
                    "carries over and more traffic reaches the canary.",
         "pause": "That is longer than the step may be extended: pausing.",
-    }[x.action]
-    return Note(f":turtle: {head}{pace} {then}")
+    }[x.action])
+    return Note(":turtle: " + " ".join(parts))

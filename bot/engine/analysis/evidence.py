@@ -87,3 +87,28 @@ def size_and_pace(st: SequentialState, alpha: float, min_requests: int
     rates = [(e + 0.5) / (sb[0] + 1) for e in sb[1:]]
     rate = rates[0] if st.test == "counts" else min(rates, key=lambda r: abs(r - 0.01))
     return size, needed, detect_requests(rate, sc[0] / (sc[0] + sb[0]), alpha)
+
+
+def improving(early: dict[float, int], total: dict[float, int], baseline: dict[float, int],
+              z: float = 2.0) -> bool:
+    """Whether the canary got significantly faster from the first half of the interval
+    (``early``) to the second (``total - early``): a cold start, not a regression. Tested
+    on the share of requests slower than the boundary nearest the baseline's p90, with a
+    one-sided two-proportion z-test."""
+    inf = math.inf
+    bounds = sorted(b for b in total if math.isfinite(b))
+    n_base = baseline.get(inf, 0)
+    if not bounds or n_base <= 0:
+        return False
+    le = min(bounds, key=lambda b: abs(1 - baseline.get(b, 0) / n_base - 0.1))
+    n1, n = early.get(inf, 0), total.get(inf, 0)
+    n2 = n - n1
+    if n1 <= 0 or n2 <= 0:
+        return False
+    slow1 = n1 - early.get(le, 0)
+    slow2 = (n - total.get(le, 0)) - slow1
+    p = (slow1 + slow2) / n
+    if p <= 0 or p >= 1:
+        return False
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    return (slow1 / n1 - slow2 / n2) / se >= z

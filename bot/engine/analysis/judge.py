@@ -47,9 +47,7 @@ def judge_metric(spec: MetricSpec, series: MetricSeries | None,
                  state: MetricState | None) -> tuple[MetricResult, MetricState | None]:
     """Dispatch one metric to its judge; returns the result and the state to persist."""
     if series is not None and series.warming_up:  # cold caches are not held against it
-        return MetricResult(name=spec.name, judge=spec.judge, verdict=Verdict.INCONCLUSIVE,
-                            explanation=f"{spec.title}: warming up, not judged yet",
-                            critical=spec.is_critical, weight=spec.weight), state
+        return _warming(spec, series), state
     if spec.judge is JudgeKind.THRESHOLD:
         ts = state if isinstance(state, ThresholdState) else None
         return threshold.evaluate(spec, series, ts)
@@ -57,6 +55,28 @@ def judge_metric(spec: MetricSpec, series: MetricSeries | None,
         ss = state if isinstance(state, SequentialState) else None
         return sequential.evaluate(spec, series, ss)
     return mann_whitney.evaluate(spec, series), None
+
+
+def _warming(spec: MetricSpec, series: MetricSeries) -> MetricResult:
+    """During the warm-up a latency regression fails only when the canary is not getting
+    faster (a persistent shift, not a cold start); the evidence is not kept: the test
+    after the warm-up starts afresh."""
+    held = MetricResult(name=spec.name, judge=spec.judge, verdict=Verdict.INCONCLUSIVE,
+                        explanation=f"{spec.title}: warming up, not judged yet",
+                        critical=spec.is_critical, weight=spec.weight, warming_up=True)
+    early_c, total_c = series.early_canary_histogram, series.canary_histogram
+    if spec.judge is not JudgeKind.SEQUENTIAL or not early_c or not total_c \
+            or not series.baseline_histogram:
+        return held
+    result, _ = sequential.evaluate(spec, series.model_copy(update={"warming_up": False}))
+    if result.verdict is not Verdict.FAIL:
+        return held
+    if evidence.improving(early_c, total_c, series.baseline_histogram):
+        return held.model_copy(update={"explanation": (
+            f"{spec.title}: warming up — slower than the baseline but getting faster, "
+            "not judged yet")})
+    return result.model_copy(update={"explanation": result.explanation.replace(
+        " — fails: ", " — fails (warming up, and not getting faster): ", 1)})
 
 
 def aggregate(results: Sequence[MetricResult], *, pass_score: float = PASS_SCORE,
@@ -132,7 +152,9 @@ def judge(specs: Sequence[MetricSpec], series_by_metric: Mapping[str, MetricSeri
     else:
         judgement = Judgement(verdict=Verdict.PASS, score=100.0,
                               summary="PASS: every metric is in shadow mode.")
-    return judgement.model_copy(update={"shadow": tuple(shadow)}), AnalysisState(metrics=new)
+    since = states.canary_since if states is not None else None
+    return judgement.model_copy(update={"shadow": tuple(shadow)}), AnalysisState(
+        metrics=new, canary_since=since)
 
 
 def carry_over(state: AnalysisState) -> AnalysisState:
@@ -144,4 +166,4 @@ def carry_over(state: AnalysisState) -> AnalysisState:
     for name, st in state.metrics.items():
         if isinstance(st, SequentialState):
             kept[name] = evidence.carried(st)
-    return AnalysisState(metrics=kept)
+    return AnalysisState(metrics=kept, canary_since=state.canary_since)

@@ -7,6 +7,7 @@ and hand it back on the next check; the judges never mutate their inputs.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -51,7 +52,11 @@ class MetricSeries(BaseModel):
     baseline_errors: int | None = Field(default=None, ge=0)
     canary_histogram: dict[float, int] | None = None
     baseline_histogram: dict[float, int] | None = None
-    warming_up: bool = False  # the canary's warm-up: no data asked, nothing judged
+    # The canary's warm-up: nothing is judged, except a sequential latency test that
+    # fails only if the canary is not getting faster (``early_canary_histogram``: the
+    # interval's first half, to compare with the second).
+    warming_up: bool = False
+    early_canary_histogram: dict[float, int] | None = None
 
     @property
     def has_counts(self) -> bool:
@@ -92,6 +97,7 @@ class MetricResult(BaseModel):
     e_value: float | None = None  # evidence against "canary not worse"
     e_value_pass: float | None = None  # evidence against "canary worse than tolerated"
     shadow: bool = False  # reported, never acted on
+    warming_up: bool = False  # not judged yet: the canary's warm-up
     # sequential, undecided for lack of traffic: canary requests still needed before a
     # pass, and in all for a 5x rise of the slow/error rate to reach the fail bar
     requests_needed: int | None = None
@@ -160,6 +166,7 @@ class AnalysisState(BaseModel):
     model_config = _FROZEN
 
     metrics: dict[str, MetricState] = Field(default_factory=dict)
+    canary_since: datetime | None = None  # the first analysed step's start (warm-up)
 
 
 def _num(x: float) -> str:

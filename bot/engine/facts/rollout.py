@@ -158,10 +158,12 @@ class SparseTraffic(Fact):
     kind = "sparse_traffic"
     action: Literal["extend", "advance", "pause"]
     weight: int
-    metrics: tuple[Untrusted, ...]
-    seen: int  # canary requests judged so far (the least among the metrics)
-    needed: int  # before a pass
-    per_second: float  # canary requests per second in the step
-    wait_seconds: float  # to reach ``needed`` at this traffic
+    metrics: tuple[Untrusted, ...]  # lacking traffic
+    seen: int = 0  # canary requests judged so far (the least among the metrics)
+    needed: int = 0  # before a pass
+    per_second: float = 0.0  # canary requests per second in the step
+    wait_seconds: float = 0.0  # to reach ``needed`` at this traffic
     detect_seconds: float | None = None  # until a 5x rise would have shown
     extension_seconds: float = 0.0  # the extension allowed
+    warming: tuple[Untrusted, ...] = ()  # metrics still in the canary's warm-up
+    warm_until: datetime | None = None
