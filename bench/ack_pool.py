@@ -23,13 +23,14 @@ from typing import Any
 from sqlmodel import func, select
 
 from bot.devtools.local import LocalBot
-from bot.engine import runner as runner_module
 from bot.engine.machine import State
 from bot.store.models import Deployment
 from integrations.base import RunState, RunStatus
 from tests.conftest import eventually
 from tests.postgres_fixture import create_database, running_postgres
 from tests.test_runner_safety import QUIET, insert, no_ci
+
+STEPS = 20  # due deployments whose steps wait on the target at once
 
 
 async def ack_query(bot: LocalBot) -> float:
@@ -44,7 +45,7 @@ async def measure(database_url: str, rounds: int, tmp: Path) -> tuple[list[float
                    tick_seconds=QUIET)
     await bot.start()
     try:
-        for i in range(2 * runner_module.BATCH):
+        for i in range(2 * STEPS):
             await insert(bot, state=State.DEPLOYING, deploy_run_id=f"run-{i}",
                          active_slot=f"api/dev-{i}")
         for _ in range(20):  # warm up: the pool opens its first connections
@@ -59,7 +60,7 @@ async def measure(database_url: str, rounds: int, tmp: Path) -> tuple[list[float
         bot.bot.providers["api"].target.poll = slow_poll  # type: ignore[method-assign]
         pool: Any = bot.bot.db.pool
         tick = asyncio.create_task(bot.bot.runner.tick())
-        await eventually(lambda: asyncio.sleep(0, pool.checkedout() >= runner_module.BATCH))
+        await eventually(lambda: asyncio.sleep(0, pool.checkedout() >= STEPS))
         busy = [await ack_query(bot) for _ in range(rounds)]
         release.set()
         await tick
@@ -79,7 +80,7 @@ def main() -> None:
     rounds = parser.parse_args().rounds
     with running_postgres() as server, tempfile.TemporaryDirectory() as tmp:
         busy, idle = asyncio.run(measure(create_database(server), rounds, Path(tmp)))
-    print(line(f"ack, {runner_module.BATCH} steps holding connections", busy))
+    print(line(f"ack, {STEPS} steps holding connections", busy))
     print(line("ack, idle pool (baseline)", idle))
 
 

@@ -33,6 +33,8 @@ from bot.engine.analysis import Verdict, judge
 from bot.engine.measure import measure
 from bot.engine.plan import plan
 from bot.store.models import Deployment
+from integrations.metrics import CumulativeCounters, Sample
+from integrations.promql import render_query
 
 try:  # absent before the warm-up / sparse rules existed
     from bot.engine import bake_rules
@@ -109,9 +111,11 @@ def _probs(sc: PlanScenario, multiplier: float, tail: float) -> np.ndarray:
     return np.asarray(_bucket_probs(can[None, :])[0])
 
 
-class SimPrometheus:
+class SimPrometheus(CumulativeCounters):
     """Per-second counters of both tracks, grown as the rollout advances; answers the
     engine's instant, bucket and range queries like Prometheus would."""
+
+    render_query = staticmethod(render_query)
 
     def __init__(self, sc: PlanScenario, seed: int) -> None:
         self.sc, self.rng = sc, np.random.default_rng(seed)
@@ -155,7 +159,6 @@ class SimPrometheus:
 
     async def query_range(self, query: str, start: datetime, end: datetime,
                           step: float) -> list[Any]:
-        from integrations.metrics import Sample
         out = []
         t = start
         while t <= end:

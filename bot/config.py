@@ -20,7 +20,7 @@ from bot.config_policy import ApprovalConfig, FreezeWindowConfig, Roles
 from integrations.base import Capability
 from integrations.github_actions_config import GitHubActionsConfig
 from integrations.github_deployments import GitHubDeploymentsConfig, lent_by_ci
-from integrations.prometheus import PrometheusConfig
+from integrations.metrics_registry import METRICS_PROVIDERS, MetricsConfig, provider_of
 from integrations.registry import PROVIDERS, CIConfig, DeployConfig
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -111,8 +111,9 @@ class ShipbotConfig(BaseModel):
     services: dict[str, ServiceConfig] = Field(min_length=1)
     poll_interval_seconds: float = Field(default=2.0, gt=0, le=300)
     freeze_windows: list[FreezeWindowConfig] = []
-    metrics: PrometheusConfig | None = Field(
-        default=None, description="Metrics provider for canary analysis")
+    metrics: MetricsConfig | None = Field(
+        default=None, description="Metrics provider for canary analysis: prometheus (the "
+                                  "default when provider is omitted) or datadog")
     announce_channel: str | None = Field(
         default=None, description="Where freeze windows and locks are announced")
     alerts: AlertsConfig = Field(default_factory=AlertsConfig,
@@ -240,6 +241,7 @@ def _location(parts: tuple[Any, ...]) -> str:
     """Dotted path, without the provider tag pydantic adds inside a discriminated union."""
     kept = [p for i, p in enumerate(parts)
             if not (i and parts[i - 1] in ("ci", "deploy") and p in PROVIDERS)
+            and not (i == 1 and parts[0] == "metrics" and p in METRICS_PROVIDERS)
             and not (isinstance(p, str) and _UNION_MEMBER.match(p))]
     return ".".join(str(p) for p in kept)
 
@@ -261,8 +263,11 @@ def _format_error(err: Any) -> str:
 
 
 def parse_config(data: Any) -> ShipbotConfig:
+    # Analysis queries are checked in the metrics provider's own query language.
+    metrics = data.get("metrics") if isinstance(data, dict) else None
+    context = {"metrics_provider": provider_of(metrics)} if metrics is not None else None
     try:
-        return ShipbotConfig.model_validate(data)
+        return ShipbotConfig.model_validate(data, context=context)
     except ValidationError as exc:
         raise ConfigError([_format_error(e) for e in exc.errors()]) from None
 

@@ -1,7 +1,8 @@
 """Config for progressive delivery: strategies, canary analysis metrics, HTTP checks.
 
-Metrics reuse the judges' own settings (``MetricSpec``) and add the PromQL that feeds
-them, so one block in the YAML says both what to measure and how to judge it.
+Metrics reuse the judges' own settings (``MetricSpec``) and add the query that feeds them
+(PromQL, or the metrics provider's own language), so one block in the YAML says both what
+to measure and how to judge it.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -21,8 +24,16 @@ from pydantic import (
 from bot.config_analysis import JudgeKind, MetricSpec
 from bot.config_policy import Duration
 from integrations.http_check import HttpCheckConfig
-from integrations.promql import PromQLTemplate
+from integrations.metrics_registry import check_query
 
+
+def _query(template: str, info: ValidationInfo) -> str:
+    """Checked in the language of the config's metrics provider (PromQL by default)."""
+    provider = (info.context or {}).get("metrics_provider", "prometheus")
+    return check_query(provider, template, info.field_name or "query")
+
+
+QueryTemplate = Annotated[str, AfterValidator(_query)]
 StrategyKind = Literal["rolling", "canary", "blue-green"]
 STRATEGIES: tuple[StrategyKind, ...] = ("rolling", "canary", "blue-green")
 
@@ -40,13 +51,13 @@ ZeroOrDuration = Annotated[Duration, BeforeValidator(_zero_or_duration)]
 class AnalysisMetric(MetricSpec):
     """One metric: how to query it (per track) and how to judge it."""
 
-    query: PromQLTemplate | None = Field(
+    query: QueryTemplate | None = Field(
         default=None, description="A value per point in time, e.g. an error ratio; {track}")
-    requests_query: PromQLTemplate | None = Field(
+    requests_query: QueryTemplate | None = Field(
         default=None, description="Cumulative request count (sequential judge)")
-    errors_query: PromQLTemplate | None = Field(
+    errors_query: QueryTemplate | None = Field(
         default=None, description="Cumulative error count (sequential judge)")
-    histogram_query: PromQLTemplate | None = Field(
+    histogram_query: QueryTemplate | None = Field(
         default=None, description="Cumulative bucket counts by le, e.g. sum by (le) "
         "(..._bucket{track=\"{track}\"}) (sequential judge: latency test)")
 

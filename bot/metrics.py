@@ -15,11 +15,17 @@ class Metrics:
             ["state"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.step_lag_seconds = Histogram(
+            "shipbot_step_lag_seconds", "How late a deployment's step started after it was "
+            "due: the runner keeping up (or not)", registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+        )
         self.slack_errors = Counter(
             "shipbot_slack_api_errors_total", "Slack Web API calls that failed",
             ["method", "error"], registry=self.registry)
         self.provider_requests = Counter(
-            "shipbot_provider_requests_total", "HTTP requests to CI and deploy providers, by "
+            "shipbot_provider_requests_total", "HTTP requests to providers (CI, deploy, "
+            "deployments mirror, metrics, HTTP checks), by "
             "outcome (status class, or error: no answer)", ["provider", "method", "outcome"],
             registry=self.registry)
 

@@ -31,7 +31,7 @@ SECRET_SETTINGS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN",
                    "SHIPBOT_WEBHOOK_TOKEN")
 # Config fields whose value names environment variables holding secrets.
 SECRET_ENV_FIELDS = ("secret_env", "bearer_token_env", "token_env",
-                     "trigger_token_env", "private_key_env")
+                     "trigger_token_env", "private_key_env", "api_key_env", "app_key_env")
 
 _KEY_BLOCK = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
 _KEY_END = r"-----END [A-Z0-9 ]*PRIVATE KEY-----"

@@ -47,7 +47,7 @@ from bot.store.writers import WriterQueue
 from commands.catalog import Catalog
 from commands.handlers import CommandHandlers
 from integrations.http import HttpOptions
-from integrations.prometheus import PrometheusProvider
+from integrations.metrics_registry import build_metrics
 from integrations.registry import ProviderContext
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,10 @@ class Shipbot:
         # The one redaction step: Slack calls and acks, the audit trail and the log handlers.
         self.redactor = Redactor.for_bot(settings, config, os.environ)
         self.db = create_engine(settings.DATABASE_URL)
-        self.providers = build_providers(config, ProviderContext(
-            state_dir=settings.SHIPBOT_STATE_DIR,
-            http=HttpOptions(observe=self.metrics.count_provider_request)))
+        # Every outbound provider request (CI, deploy, metrics, HTTP checks) is counted.
+        self.http = HttpOptions(observe=self.metrics.count_provider_request)
+        context = ProviderContext(state_dir=settings.SHIPBOT_STATE_DIR, http=self.http)
+        self.providers = build_providers(config, context)
         # Sessions know the mirrored services: their state changes queue MirrorEvents.
         self.sessions = session_factory(self.db, self.redactor, frozenset(
             name for name, p in self.providers.items() if p.mirror is not None))
@@ -72,7 +73,6 @@ class Shipbot:
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL,
                                        self.redactor)
-        self.mirrors = MirrorDelivery(self.sessions, self.providers, clock, self.writers)
         self.directory = SlackDirectory(self.client)
         self.policy = Policy(config, self.directory)
         self.notifier = Notifier(self.sessions, self.client, clock, self.metrics, self.policy,
@@ -83,14 +83,16 @@ class Shipbot:
         # This process, in leases and claims; ``start`` prefixes it with the replica's id.
         self._process_id = uuid.uuid4().hex[:8]
         owner = f"shipbot-{self._process_id}"
+        self.mirrors = MirrorDelivery(self.sessions, self.providers, clock, self.writers,
+                                      owner=owner)
         lease = timedelta(seconds=settings.SHIPBOT_LEASE_SECONDS)
         self.heartbeat = Heartbeat(self.sessions, clock, lease, self.writers)
         self.runner = Runner(
             self.sessions, self.providers, clock, self.metrics, self.policy,
             owner=owner,
             poll_seconds=config.poll_interval_seconds, on_change=self._changed,
-            metrics_provider=PrometheusProvider(config.metrics) if config.metrics else None,
-            writers=self.writers, lease=lease,
+            metrics_provider=build_metrics(config.metrics, context) if config.metrics else None,
+            writers=self.writers, lease=lease, http=self.http,
         )
         self.service = DeployService(
             self.sessions, self.policy, self.providers, clock, on_change=self.wake,
@@ -127,7 +129,7 @@ class Shipbot:
         # otherwise): alert threads are posted in a few milliseconds, not a TCP handshake.
         self.client.session = aiohttp.ClientSession()
         tick = self.settings.SHIPBOT_TICK_SECONDS
-        self._every(tick, "tick", self.runner.tick)
+        self._every(tick, "tick", self._start_tick)
         self._every(self.settings.SHIPBOT_LEASE_SECONDS / 3, "heartbeat", self.heartbeat.beat)
         self._every(30, "freeze-windows", self._announce)
         # Clicks another process acknowledged and died before acting on (or telling).
@@ -162,7 +164,7 @@ class Shipbot:
         replica, self._state_lock = await asyncio.to_thread(replicas.identity, state_dir)
         owner = f"{replica}/{self._process_id}"
         self.runner.replica = self.heartbeat.replica = replica
-        self.runner.owner = self.inbox.owner = owner
+        self.runner.owner = self.inbox.owner = self.mirrors.owner = owner
         if self._state_lock is None:
             log.warning("another running Shipbot uses %s, so this one runs as replica %s "
                         "until it stops: give each replica its own SHIPBOT_STATE_DIR",
@@ -170,6 +172,11 @@ class Shipbot:
         else:
             await replicas.release_dead_leases(self.sessions, self.writers, replica, owner)
         await self.heartbeat.beat()
+
+    async def _start_tick(self) -> None:
+        """The scheduler's tick starts the runner's claim and returns: a slow step must
+        not make the scheduler skip the next ticks (``max_instances=1``)."""
+        self.runner.start_tick()
 
     async def _drain_inbox(self) -> None:
         await self.handlers.drain(functools.partial(tell_user, self.client))

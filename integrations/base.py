@@ -101,6 +101,9 @@ class JobSpec(BaseModel):
     artifact: str | None = Field(
         None, description="What the build produced (an image reference or digest): deploy "
         "steps put this on the environment, so every environment runs the same build")
+    strategy: str = Field("rolling", description="how the engine rolls this version out "
+                          "(rolling, canary, blue-green): a target that splits traffic "
+                          "itself replaces the stable version at start only when rolling")
 
 
 class RunStatus(BaseModel):
@@ -191,6 +194,9 @@ class MirrorUpdate(BaseModel):
     description: str = ""
     log_url: str | None = None  # the Slack thread
     mirror_id: str | None = None  # the mirror's deployment, once created
+    # An earlier attempt may have reached the mirror (a replica died delivering it, or
+    # the answer was lost): look before sending it again.
+    maybe_sent: bool = False
 
 
 class DeploymentMirror(Protocol):

@@ -6,7 +6,9 @@ statuses, so the repository's Environments page tells the same story as the chan
 off, no required contexts, Shipbot's id in the payload) when it has no id yet, finding
 the one it already created first (a crash between GitHub's answer and saving its id must
 not leave two), then posts the status (``POST .../deployments/{id}/statuses``) with the
-Slack thread as ``log_url``. ``auto_inactive`` lets GitHub mark the deployment a success
+Slack thread as ``log_url``; a status that may have been sent already (a replica died
+before recording it) is posted only when it is not the deployment's latest (``GET
+.../statuses``). ``auto_inactive`` lets GitHub mark the deployment a success
 supersedes inactive.
 """
 
@@ -75,7 +77,10 @@ class GitHubDeployments:
             request_timeout_seconds=config.request_timeout_seconds)
 
     async def report(self, update: MirrorUpdate) -> str:
-        mirror_id = update.mirror_id or await self._find(update) or await self._create(update)
+        found = update.mirror_id or await self._find(update)
+        mirror_id = found or await self._create(update)
+        if found and update.maybe_sent and await self._latest_is(mirror_id, update):
+            return mirror_id  # the attempt that died had sent it
         body: dict[str, Any] = {"state": update.state.value, "environment": update.env,
                                 "description": _short(update.description),
                                 "auto_inactive": True}
@@ -100,6 +105,20 @@ class GitHubDeployments:
                     and item.get("id") is not None:
                 return str(item["id"])
         return None
+
+    async def _latest_is(self, mirror_id: str, update: MirrorUpdate) -> bool:
+        """Whether the deployment's newest status is ``update`` (its state and words)."""
+        response = await self._call(
+            "GET", f"/repos/{self._repo}/deployments/{mirror_id}/statuses",
+            f"deployment {mirror_id} in {self._repo}", params={"per_page": "100"})
+        found = _json(response)
+        statuses = [s for s in found if isinstance(s, dict) and isinstance(s.get("id"), int)] \
+            if isinstance(found, list) else []
+        if not statuses:
+            return False
+        latest = max(statuses, key=lambda s: int(s["id"]))  # the order is not documented
+        return (latest.get("state"), latest.get("description")) == (
+            update.state.value, _short(update.description))
 
     async def _create(self, update: MirrorUpdate) -> str:
         body = {"ref": update.version, "task": "deploy", "auto_merge": False,

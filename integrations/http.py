@@ -106,17 +106,18 @@ async def send(client: httpx.AsyncClient, provider: str, label: str, options: Ht
     try:
         return await client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:
-        _count_failure(options, provider, method)
+        count_no_answer(options, provider, method)
         seconds = client.timeout.read or client.timeout.connect or 0
         raise ProviderUnavailable(f"{label} did not answer within {seconds:g} s") from exc
     except httpx.TransportError as exc:
-        _count_failure(options, provider, method)
+        count_no_answer(options, provider, method)
         reason = snippet(str(exc), 200) or type(exc).__name__
         raise ProviderUnavailable(f"could not reach {label} at {client.base_url.host}: "
                                   f"{reason}") from exc
 
 
-def _count_failure(options: HttpOptions, provider: str, method: str) -> None:
+def count_no_answer(options: HttpOptions, provider: str, method: str) -> None:
+    """Count a request that got no HTTP answer (the response hook never saw it)."""
     log.debug("%s %s: no answer", provider, method)
     if options.observe is not None:
         options.observe(provider, method, NO_ANSWER)

@@ -20,8 +20,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from integrations.command_templates import ProviderEnvName
+from integrations.http import HttpOptions, count_no_answer, new_client
 from integrations.http_auth import PlainHeaders, check_http_url, with_bearer
 
+PROVIDER = "http_check"  # its label in /metrics' provider request counts
 PLACEHOLDERS = ("service", "env", "version")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MAX_BODY_BYTES = 1024 * 1024  # enough for any health page; a huge download is a mistake
@@ -95,19 +97,23 @@ async def run_check(
     config: HttpCheckConfig, *, service: str, env: str, version: str,
     client: httpx.AsyncClient | None = None, environ: Mapping[str, str] = os.environ,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    options: HttpOptions | None = None,
 ) -> CheckResult:
-    """Try the check up to ``1 + retries`` times; pass on the first attempt that passes."""
+    """Try the check up to ``1 + retries`` times; pass on the first attempt that passes.
+    Without a ``client`` (tests inject one) the shared ``new_client`` makes the requests,
+    so each is counted in ``/metrics`` through ``options`` and logged without its query."""
     url = render_url(config.url, {"service": service, "env": env, "version": version})
     headers = with_bearer(config.headers, config.bearer_token_env, environ)
     if isinstance(headers, str):
         return CheckResult(name=config.name, passed=False, attempts=0, detail=headers)
-    own = client is None
-    http = client or httpx.AsyncClient(follow_redirects=False)
+    own, options = client is None, options or HttpOptions()
+    http = client or new_client(PROVIDER, "", headers={}, options=options,
+                                timeout_seconds=config.timeout_seconds)
     try:
         attempts = 0
         while True:
             attempts += 1
-            outcome = await _attempt(http, config, url, headers)
+            outcome = await _attempt(http, config, url, headers, options)
             if outcome.passed or attempts > config.retries:
                 break
             await sleep(config.retry_interval_seconds)
@@ -123,23 +129,18 @@ async def run_check(
 
 
 async def _attempt(http: httpx.AsyncClient, config: HttpCheckConfig, url: str,
-                   headers: dict[str, str]) -> _Attempt:
-    request = f"{config.method} {url}"
+                   headers: dict[str, str], options: HttpOptions) -> _Attempt:
+    request, answered = f"{config.method} {url}", False
     try:
         async with asyncio.timeout(config.timeout_seconds):  # in all, not per read
             async with http.stream(config.method, url, headers=headers,
                                    timeout=config.timeout_seconds) as response:
+                answered = True  # the response hook has counted it
                 body = await _read_capped(response) if config.method == "GET" else b""
-    except (TimeoutError, httpx.TimeoutException):
-        return _Attempt(passed=False, counted=False,
-                        what=f"{request} timed out after {config.timeout_seconds:g} s")
-    except httpx.ConnectError as exc:
-        why = str(exc).strip() or "connection failed"
-        return _Attempt(passed=False, what=f"{request}: could not connect ({why[:120]})")
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol):
-        return _Attempt(passed=False, what=f"{request}: not a valid URL")
-    except httpx.HTTPError as exc:
-        return _Attempt(passed=False, what=f"{request} failed ({type(exc).__name__})")
+    except (TimeoutError, httpx.HTTPError, httpx.InvalidURL) as exc:
+        if not answered and not isinstance(exc, _NOT_SENT):
+            count_no_answer(options, PROVIDER, config.method)
+        return _failed(exc, config, request)
     code = response.status_code
     text = body.decode(errors="replace")
     if code not in config.expect_status:
@@ -149,6 +150,22 @@ async def _attempt(http: httpx.AsyncClient, config: HttpCheckConfig, url: str,
         return _Attempt(passed=False, status_code=code, body=text, what=f"{request} → {code} "
                         f"but the body did not contain '{config.body_contains}'")
     return _Attempt(passed=True, status_code=code, what=f"{request} → {code}")
+
+
+_NOT_SENT = (httpx.InvalidURL, httpx.UnsupportedProtocol)
+
+
+def _failed(exc: Exception, config: HttpCheckConfig, request: str) -> _Attempt:
+    """The attempt that got no usable answer, in words."""
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return _Attempt(passed=False, counted=False,
+                        what=f"{request} timed out after {config.timeout_seconds:g} s")
+    if isinstance(exc, httpx.ConnectError):
+        why = str(exc).strip() or "connection failed"
+        return _Attempt(passed=False, what=f"{request}: could not connect ({why[:120]})")
+    if isinstance(exc, _NOT_SENT):
+        return _Attempt(passed=False, what=f"{request}: not a valid URL")
+    return _Attempt(passed=False, what=f"{request} failed ({type(exc).__name__})")
 
 
 async def _read_capped(response: httpx.Response) -> bytes:

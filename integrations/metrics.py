@@ -8,9 +8,11 @@ of several it was meant to look at. The one exception is a histogram
 
 from __future__ import annotations
 
+import asyncio
+import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from integrations.base import IntegrationError
 
@@ -53,7 +55,19 @@ class Samples(list[Sample]):
 
 
 class MetricsProvider(Protocol):
-    """Answers PromQL-like queries that aggregate to a single series."""
+    """Answers queries in its own language (PromQL, Datadog's) that aggregate to a single
+    series."""
+
+    def render_query(self, template: str, **values: Any) -> str:
+        """``template`` with ``{service}``, ``{env}``, ``{track}``, ``{version}`` and
+        ``{window}`` filled by the rules of this provider's query language."""
+        ...
+
+    async def increase(self, query: str, start: datetime, end: datetime) -> float | None:
+        """How much the counter ``query`` grew from ``start`` to ``end`` (the sequential
+        judge's requests and errors, both tracks over the same interval); None without
+        data at ``end``. Negative when the counter went down (its pods restarted)."""
+        ...
 
     async def query_range(
         self, query: str, start: datetime, end: datetime, step: float
@@ -75,3 +89,18 @@ class MetricsProvider(Protocol):
         series without ``le``, a repeated ``le`` or a NaN value is a ``MetricsError``.
         """
         ...
+
+
+class CumulativeCounters:
+    """``increase`` where counters only grow (Prometheus's): the value at ``end`` minus the
+    value at ``start``; no series at ``start`` counts from zero (the canary's pods did not
+    exist yet)."""
+
+    async def query(self, query: str, at: datetime | None = None) -> float | None:
+        raise NotImplementedError
+
+    async def increase(self, query: str, start: datetime, end: datetime) -> float | None:
+        before, after = await asyncio.gather(self.query(query, start), self.query(query, end))
+        if after is None or not math.isfinite(after):
+            return None
+        return after - (before if before is not None and math.isfinite(before) else 0.0)

@@ -14,8 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from integrations.http import snippet
-from integrations.metrics import MetricsError, Sample, Samples
+from integrations.metrics import CumulativeCounters, MetricsError, Sample, Samples
 from integrations.prometheus_http import PrometheusConfig, PrometheusHTTP
+from integrations.promql import render_query
 
 __all__ = ["PrometheusConfig", "PrometheusProvider"]
 
@@ -39,8 +40,11 @@ def _le_text(bound: float) -> str:
     return "+Inf" if bound == math.inf else f"{bound:g}"
 
 
-class PrometheusProvider(PrometheusHTTP):
+class PrometheusProvider(CumulativeCounters, PrometheusHTTP):
     """Implements ``MetricsProvider`` against Prometheus's HTTP API (v1)."""
+
+    def render_query(self, template: str, **values: Any) -> str:
+        return render_query(template, **values)
 
     async def query_range(
         self, query: str, start: datetime, end: datetime, step: float

@@ -26,12 +26,12 @@ from tenacity import (
 )
 
 from integrations.command_templates import ProviderEnvName
-from integrations.http import snippet
+from integrations.http import HttpOptions, count_no_answer, new_client, snippet
 from integrations.http_auth import PlainHeaders, check_http_url, with_bearer
 from integrations.metrics import MetricsError
 
 log = logging.getLogger(__name__)
-
+PROVIDER = "prometheus"  # its label in /metrics' provider request counts
 
 
 class PrometheusConfig(BaseModel):
@@ -73,9 +73,11 @@ _RETRYABLE_TRANSPORT = (
 class PrometheusHTTP:
     """Calls to Prometheus's HTTP API (v1): auth headers, retries, errors as messages.
 
-    Without a ``client`` each call uses its own short-lived ``httpx.AsyncClient``: the
-    analysis queries every few seconds at most, and this way the provider owns nothing
-    that needs closing or that is bound to one event loop.
+    Without a ``client`` (tests inject one) each call uses its own short-lived client
+    from ``integrations.http.new_client``: counted in ``/metrics`` through ``options`` and
+    logged without query or headers like every provider's. The analysis queries every few
+    seconds at most, and this way the provider owns nothing that needs closing or that is
+    bound to one event loop.
     """
 
     RETRY_ATTEMPTS = 3
@@ -84,11 +86,12 @@ class PrometheusHTTP:
 
     def __init__(
         self, config: PrometheusConfig, *, client: httpx.AsyncClient | None = None,
-        environ: Mapping[str, str] = os.environ,
+        environ: Mapping[str, str] = os.environ, options: HttpOptions | None = None,
     ) -> None:
         self._config = config
         self._client = client
         self._environ = environ
+        self._options = options or HttpOptions()
 
     @property
     def url(self) -> str:
@@ -138,8 +141,14 @@ class PrometheusHTTP:
             request = {"method": "GET", "url": url, "params": params}
         if self._client is not None:
             return await self._client.request(**request, headers=headers, timeout=timeout)
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            return await client.request(**request, headers=headers)
+        async with new_client(PROVIDER, self.url, headers=headers,
+                              timeout_seconds=self._config.timeout_seconds,
+                              options=self._options) as client:
+            try:
+                return await client.request(**request)
+            except httpx.TransportError:
+                count_no_answer(self._options, PROVIDER, request["method"])
+                raise
 
     async def _once(
         self, endpoint: str, params: dict[str, str], headers: dict[str, str]

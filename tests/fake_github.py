@@ -175,6 +175,11 @@ class FakeGitHub:
                 return self._list_deployments(request.url.params)
             case "POST", ["deployments", deployment_id, "statuses"]:
                 return self._deployment_status(deployment_id, json.loads(request.content))
+            case "GET", ["deployments", deployment_id, "statuses"]:
+                found = self.deployment_statuses.get(int(deployment_id)
+                                                     if deployment_id.isdigit() else 0)
+                return _not_found() if found is None else \
+                    httpx.Response(200, json=found[::-1])  # the newest first
             case "GET", ["compare", basehead]:
                 return self._compare(basehead, request.url.params)
         return _not_found()

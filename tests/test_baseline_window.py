@@ -16,7 +16,8 @@ from bot.config import ShipbotConfig
 from bot.config_delivery import AnalysisConfig
 from bot.engine.measure import measure
 from bot.store.models import Deployment
-from integrations.metrics import Sample
+from integrations.metrics import CumulativeCounters, Sample
+from integrations.promql import render_query
 from tests.test_deploy_flow import finished
 from tests.test_latency_analysis import thread_of
 from tests.test_progressive import actions_run, canary_config
@@ -69,8 +70,10 @@ async def test_a_canary_worse_than_the_baseline_now_is_still_caught(
     assert "canary analysis failed at 50%" in why
 
 
-class RangeLog:
+class RangeLog(CumulativeCounters):
     """A MetricsProvider that records each range query's interval and answers one point."""
+
+    render_query = staticmethod(render_query)
 
     def __init__(self) -> None:
         self.ranges: list[tuple[str, datetime, datetime]] = []

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot.config import ConfigError, parse_config
 from bot.devtools.local import LocalBot
@@ -95,6 +95,23 @@ async def test_a_deployment_created_before_a_crash_is_found_not_created_again(gh
     assert len(gh.deployments) == 1 and gh.states(1) == ["queued", "in_progress"]
 
 
+async def test_a_status_that_may_have_been_sent_is_looked_up_first(gh, clock) -> None:
+    """A replica died after posting it (or the answer was lost): GitHub's latest status
+    says whether it arrived; only a status that is not there is posted."""
+    provider = mirror(gh, clock)
+    mirror_id = await provider.report(UPDATE)
+    retry = UPDATE.model_copy(update={"mirror_id": mirror_id, "maybe_sent": True})
+    assert await provider.report(retry) == mirror_id
+    assert gh.states(1) == ["queued"]  # it was there: not posted again
+    assert gh.sent("GET")[-1] == ("GET", "/repos/acme/api/deployments/1/statuses?per_page=100")
+
+    later = retry.model_copy(update={"state": MirrorState.IN_PROGRESS,
+                                     "description": "Shipbot #7: deploying"})
+    await provider.report(later)
+    await provider.report(later.model_copy(update={"description": "Shipbot #7: verifying"}))
+    assert gh.states(1) == ["queued", "in_progress", "in_progress"]  # new words: posted
+
+
 async def test_github_down_is_a_retryable_error(gh, clock) -> None:
     gh.deployments_down = True
     with pytest.raises(ProviderUnavailable):
@@ -168,7 +185,7 @@ def mirrored_config(tmp_path: Path, base_url: str) -> Any:
 
 async def mirror_rows(bot: LocalBot) -> list[MirrorEvent]:
     async with bot.bot.sessions() as session:
-        return list((await session.exec(select(MirrorEvent).order_by(MirrorEvent.id))).all())
+        return list((await session.exec(select(MirrorEvent).order_by(col(MirrorEvent.id)))).all())
 
 
 async def statuses(gh: FakeGitHub, deployment: int, count: int) -> list[dict[str, Any]] | None:

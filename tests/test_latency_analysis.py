@@ -19,7 +19,8 @@ from bot.engine.analysis import Verdict
 from bot.engine.analysis.judge import judge_metric
 from bot.engine.measure import measure
 from bot.store.models import Deployment
-from integrations.metrics import MetricsError, Sample
+from integrations.metrics import CumulativeCounters, MetricsError, Sample
+from integrations.promql import render_query
 from tests.conftest import eventually
 from tests.test_deploy_flow import finished
 from tests.test_progressive import ERROR_RATE, actions_run, canary_config
@@ -100,8 +101,10 @@ def test_sequential_metrics_take_counters_or_a_histogram(tmp_path: Path) -> None
         latency_config(tmp_path, url, histogram_query='sum by (le) (x{track="{trak}"})')
 
 
-class FakeBuckets:
+class FakeBuckets(CumulativeCounters):
     """A MetricsProvider answering ``query_buckets`` per track; records the queries."""
+
+    render_query = staticmethod(render_query)
 
     def __init__(self, start: datetime | None = None,
                  at_start: dict[str, dict[float, float]] | None = None,

@@ -295,3 +295,36 @@ async def test_outbox_facts_upgrade_and_downgrade(engine: AsyncEngine) -> None:
         await conn.run_sync(to("head"))
     assert await revision(engine) == head()
     assert await differences(engine) == []
+
+
+async def test_mirror_claims_upgrade_and_downgrade(engine: AsyncEngine) -> None:
+    """0009 adds the mirror rows' claim; going back drops it and keeps the rows queued."""
+    await create_schema(engine)
+    await add_rows(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO mirrorevent (deployment_id, state, description, created_at, "
+            "attempts, claimed_by, claim_until) VALUES (1, 'queued', 'Shipbot #1: queued', "
+            ":at, 0, 'pod-a/1', :at)"), {"at": NOW})
+
+    def to(target: str) -> Callable[[Connection], None]:
+        return lambda conn: (command.downgrade if target == "0008" else command.upgrade)(
+            migrations.alembic_config(conn), target)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(to("0008"))
+    assert await revision(engine) == "0008"
+    async with engine.connect() as conn:
+        columns = await conn.run_sync(
+            lambda c: {col["name"] for col in sa_inspect(c).get_columns("mirrorevent")})
+        rows = (await conn.execute(text(
+            "SELECT state, delivered_at FROM mirrorevent"))).all()
+    assert not {"claimed_by", "claim_until"} & columns
+    assert [tuple(r) for r in rows] == [("queued", None)]
+    async with engine.begin() as conn:
+        await conn.run_sync(to("head"))
+        claims = (await conn.execute(text(
+            "SELECT claimed_by, claim_until FROM mirrorevent"))).all()
+    assert [tuple(r) for r in claims] == [(None, None)]  # unclaimed: any replica sends it
+    assert await revision(engine) == head()
+    assert await differences(engine) == []

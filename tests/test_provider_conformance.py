@@ -22,11 +22,17 @@ from integrations.base import CIProvider, DeployTarget, IntegrationError, JobSpe
 from integrations.command import CommandConfig
 from integrations.github_actions_config import GitHubActionsConfig
 from integrations.gitlab_config import GitLabConfig
+from integrations.helm_config import HelmConfig
 from integrations.http import HttpOptions
+from integrations.kubernetes_config import KubernetesConfig
 from integrations.registry import ProviderContext, build_ci, build_deploy
+from integrations.webhook_config import WebhookConfig
+from tests.fake_deployer import FakeDeployer
 from tests.fake_github import FakeGitHub
 from tests.fake_gitlab import FakeGitLab
+from tests.fake_kubernetes import FakeKubernetes
 from tests.fakes_providers import FakeCI, FakeTarget, FakeWorld
+from tests.helm_fixture import install_fake_helm
 from tests.processes import cancel_runs
 
 OUTCOME = str(Path(__file__).parent / "scripts" / "outcome.py")
@@ -104,6 +110,55 @@ def gitlab_harness(tmp_path: Path, role: str, trigger: bool = False) -> Harness:
     return Harness(make, lambda: len(gl.pipelines), tick=tick)
 
 
+def helm_harness(tmp_path: Path) -> Harness:
+    """helm upgrade through the stand-in helm (tests/scripts/fake_helm.py)."""
+    fake = install_fake_helm(tmp_path)
+    config = HelmConfig(release="{service}-{env}", chart="./charts/api", namespace="apps",
+                        binary=str(fake.binary), kubeconfig=str(fake.kubeconfig),
+                        timeout_seconds=30)
+    ctx = ProviderContext(state_dir=tmp_path / "state")
+    state = tmp_path / "state" / "helm"
+    return Harness(lambda: build_deploy(config, ctx).target,
+                   lambda: len(list(state.glob("*/spec.json"))),
+                   cleanup=[lambda: cancel_runs(state)])
+
+
+def webhook_harness(tmp_path: Path) -> Harness:
+    """A signed webhook to a fake deployer whose runs move on one state per poll."""
+    secret = "whsec-" + "c" * 30
+    fake = FakeDeployer(secret=secret)
+    base = "https://deployer.example.com"
+    config = WebhookConfig(url=f"{base}/api/deploys", signature={"secret_env": "DEPLOY_HMAC"},
+                           status_url_field="links.status", status_field="state",
+                           message_field="result.message", id_field="id",
+                           cancel_url=f"{base}/api/runs/{{id}}/cancel")
+    ctx = ProviderContext(state_dir=tmp_path, environ={"DEPLOY_HMAC": secret},
+                          http=HttpOptions(transport=httpx.MockTransport(fake.handler)))
+    return Harness(lambda: build_deploy(config, ctx).target, lambda: len(fake.runs))
+
+
+def kubernetes_harness(tmp_path: Path) -> Harness:
+    """A Deployment over a fake API server whose controller moves one stage per tick; a
+    run started is a strategic-merge patch of its image."""
+    token = "k8s-" + "c" * 30
+    kube = FakeKubernetes(token=token)
+    kube.add_deployment(image="registry.example.com/api:ok-0")
+    config = KubernetesConfig(
+        namespace="prod", deployment="api", container="api",
+        image="registry.example.com/api:{version}",
+        cluster={"server": "https://k8s.example.com:6443", "token_env": "K8S_TOKEN"})
+    ctx = ProviderContext(state_dir=tmp_path, environ={"K8S_TOKEN": token},
+                          http=HttpOptions(transport=httpx.MockTransport(kube.handler)))
+
+    async def tick() -> None:
+        kube.tick()
+
+    def started() -> int:
+        return sum(1 for kind, _ in kube.patches() if "strategic" in kind)
+
+    return Harness(lambda: build_deploy(config, ctx).target, started, tick=tick)
+
+
 HARNESSES: dict[str, Callable[[Path], Harness]] = {
     "command-ci": lambda tmp: command_harness(tmp, "ci"),
     "command-deploy": lambda tmp: command_harness(tmp, "deploy"),
@@ -114,6 +169,9 @@ HARNESSES: dict[str, Callable[[Path], Harness]] = {
     "gitlab-ci": lambda tmp: gitlab_harness(tmp, "ci"),
     "gitlab-ci-trigger-token": lambda tmp: gitlab_harness(tmp, "ci", trigger=True),
     "gitlab-deploy": lambda tmp: gitlab_harness(tmp, "deploy"),
+    "helm-deploy": helm_harness,
+    "kubernetes-deploy": kubernetes_harness,
+    "webhook-deploy": webhook_harness,
 }
 
 

@@ -40,6 +40,9 @@ def test_the_registry_declares_roles_and_capabilities() -> None:
                                        "traffic"]),  # a program cannot compare or check
         "github_actions": (("ci", "deploy"), ["cancel", "checks", "compare", "latest_version"]),
         "gitlab": (("ci", "deploy"), ["cancel", "compare", "latest_version"]),
+        "helm": (("deploy",), ["cancel", "health", "rollback"]),
+        "kubernetes": (("deploy",), ["cancel", "health", "rollback", "traffic"]),
+        "webhook": (("deploy",), ["cancel", "rollback", "traffic"]),
     }
 
 

@@ -282,10 +282,13 @@ async def test_a_restarted_replica_takes_back_at_once_what_its_dead_process_held
 
     second = await make_bot(config, tick_seconds=QUIET)
     assert second.bot.runner.replica == replica_id
-    await second.bot.runner.tick()  # (the start-up wake-up may have ticked already)
+    await second.bot.runner.tick()  # (the start-up wake-up may have claimed it already)
 
-    resumed = await get(second, ours)  # claimed at once: deploying, or even done by now
-    assert resumed.state in (State.DEPLOYING, State.SUCCEEDED), resumed.detail
+    async def moved_on() -> Deployment | None:  # claimed at once: deploying, or even done
+        dep = await get(second, ours)
+        return dep if dep.state in (State.DEPLOYING, State.SUCCEEDED) else None
+
+    resumed = await eventually(moved_on, timeout=10)
     assert resumed.lease_owner != f"{replica_id}/dead0001"
     untouched = await get(second, theirs)
     assert (untouched.state, untouched.lease_owner) == (State.QUEUED,

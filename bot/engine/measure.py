@@ -29,7 +29,6 @@ from bot.config_delivery import AnalysisConfig, AnalysisMetric
 from bot.engine.analysis.model import MetricSeries
 from bot.store.models import Deployment
 from integrations.metrics import MetricsError, MetricsProvider
-from integrations.promql import render_query
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +111,17 @@ async def _warming(provider: MetricsProvider, template: str, name: str, dep: Dep
                         early_canary_histogram=early, warming_up=True)
 
 
-def _render(template: str, dep: Deployment, track: str, window: object) -> str:
+def _render(provider: MetricsProvider, template: str, dep: Deployment, track: str,
+            window: object) -> str:
     version = dep.version if track == "canary" else (dep.previous_version or dep.version)
-    return render_query(template, service=dep.service, env=dep.env, track=track,
-                        version=version, window=window)  # type: ignore[arg-type]
+    return provider.render_query(template, service=dep.service, env=dep.env, track=track,
+                                 version=version, window=window)
 
 
 async def _range(provider: MetricsProvider, analysis: AnalysisConfig, template: str,
                  dep: Deployment, track: str, start: datetime,
                  end: datetime) -> tuple[float | None, ...]:
-    query = _render(template, dep, track, analysis.window)
+    query = _render(provider, template, dep, track, analysis.window)
     samples = await provider.query_range(query, start, end,
                                          analysis.resolution.total_seconds())
     return tuple(s.value for s in samples)
@@ -130,19 +130,17 @@ async def _range(provider: MetricsProvider, analysis: AnalysisConfig, template: 
 async def _count(provider: MetricsProvider, template: str, dep: Deployment, track: str,
                  start: datetime, end: datetime) -> int | None:
     """The counter's increase from ``start`` to ``end``; None without data at ``end``. A
-    counter that went down (its pods restarted) comes out negative: the judge re-anchors."""
-    query = _render(template, dep, track, "1m")
-    before, after = await asyncio.gather(provider.query(query, start), provider.query(query, end))
-    if after is None or not math.isfinite(after):
-        return None
-    return round(after) - (round(before) if before is not None and math.isfinite(before) else 0)
+    counter that went down (its pods restarted) comes out negative: the judge re-anchors.
+    Per-interval counts (Datadog's ``.as_count()``) are summed from ``start``."""
+    grew = await provider.increase(_render(provider, template, dep, track, "1m"), start, end)
+    return None if grew is None or not math.isfinite(grew) else round(grew)
 
 
 async def _buckets(provider: MetricsProvider, template: str, dep: Deployment, track: str,
                    start: datetime, end: datetime) -> dict[float, int] | None:
     """Each ``le``'s increase from ``start`` to ``end``; None without data at ``end``, so
     the judge says inconclusive."""
-    query = _render(template, dep, track, "1m")
+    query = _render(provider, template, dep, track, "1m")
     before, after = await asyncio.gather(provider.query_buckets(query, start),
                                          provider.query_buckets(query, end))
     return {le: round(value) - round(before.get(le, 0.0)) for le, value in after.items()} \

@@ -7,6 +7,15 @@ call is retried with backoff (as long as a rate limit asks), and a row is given 
 after ``GIVE_UP_AFTER``, or at once when GitHub refuses it (422: the version is no ref
 in the repository), logged and kept with its error. The first status waits a little for
 the Slack card to be posted, so that it links the thread (``log_url``).
+
+Every replica runs this loop over the same rows, so a row is claimed before it is sent:
+a compare-and-set on its lease (``claimed_by``, ``claim_until``), as the inbox claims
+requests, renewed while GitHub answers. Only a deployment's oldest row still to deliver
+can be claimed, so of two replicas one delivers a deployment's statuses, in order. A
+replica that dies holding a claim is taken over once the lease has run out (at once by
+its own next process, ``replicas.release_dead_leases``); if it died after GitHub created
+the deployment, the provider finds that deployment by its key instead of adding one, and
+a status that may have reached GitHub (``maybe_sent``) is looked up before it is sent.
 """
 
 from __future__ import annotations
@@ -14,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timedelta
 from itertools import groupby
 
-from sqlalchemy import update
+from sqlalchemy import exists, or_, update
+from sqlalchemy.orm import aliased
 from sqlmodel import col, select
 
 from bot.clock import Clock, as_utc
@@ -35,13 +46,19 @@ IDLE_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 600.0
 GIVE_UP_AFTER = timedelta(hours=24)
 CARD_WAIT = timedelta(seconds=30)  # how long the first status waits for the thread's link
+# A claim lapses this long after its last renewal (each third of it): a replica that
+# stopped renewing is dead, and another one delivers the row.
+LEASE = timedelta(seconds=30)
 
 
 class MirrorDelivery:
     def __init__(self, sessions: Sessions, providers: Mapping[str, ServiceProviders],
-                 clock: Clock, writers: WriterQueue | None = None) -> None:
+                 clock: Clock, writers: WriterQueue | None = None, *, owner: str = "",
+                 lease: timedelta = LEASE) -> None:
         self.sessions, self.providers, self.clock = sessions, providers, clock
         self.writers = writers or WriterQueue("")
+        # Who holds a claim: the bot sets its process's id ("replica/process") on start.
+        self.owner, self.lease = owner or f"mirror-{uuid.uuid4().hex[:8]}", lease
         self.first_backoff = 2.0  # seconds; doubled at each failed attempt
         self._wake = asyncio.Event()
 
@@ -76,12 +93,74 @@ class MirrorDelivery:
             for row in group:
                 if row.next_attempt_at is not None and as_utc(row.next_attempt_at) > now:
                     break  # backing off: the later rows wait behind it
-                if not await self._deliver(row):
-                    break
+                won, maybe_sent = await self._claim(row)
+                if not won:
+                    break  # another replica is delivering this deployment's rows
+                async with self._renewing(row):
+                    if not await self._deliver(row, maybe_sent=maybe_sent):
+                        break
                 delivered += 1
         return delivered
 
-    async def _deliver(self, row: MirrorEvent) -> bool:
+    async def _claim(self, row: MirrorEvent) -> tuple[bool, bool]:
+        """Compare-and-set on the row's lease: of two replicas, one updates it; whether
+        this one won, and whether the row may have been sent before (a holder whose claim
+        lapsed, or a failed attempt whose answer may have been lost). Only the deployment's
+        oldest undelivered row is claimable, so a replica reading a stale list never
+        sends a later status before an earlier one."""
+        now, earlier = self.clock(), aliased(MirrorEvent)
+        async with self.writers(), self.sessions() as session:
+            held = (await session.exec(select(MirrorEvent.claimed_by)
+                                       .where(col(MirrorEvent.id) == row.id))).first()
+            result = await session.exec(
+                update(MirrorEvent).where(
+                    col(MirrorEvent.id) == row.id, col(MirrorEvent.delivered_at).is_(None),
+                    col(MirrorEvent.claimed_by).is_not_distinct_from(held),
+                    or_(col(MirrorEvent.claim_until).is_(None),
+                        col(MirrorEvent.claim_until) < now),
+                    or_(col(MirrorEvent.next_attempt_at).is_(None),
+                        col(MirrorEvent.next_attempt_at) <= now),
+                    ~exists().where(col(earlier.deployment_id) == col(MirrorEvent.deployment_id),
+                                    col(earlier.id) < col(MirrorEvent.id),
+                                    col(earlier.delivered_at).is_(None)))
+                .values(claimed_by=self.owner, claim_until=now + self.lease)
+                .returning(col(MirrorEvent.attempts)))
+            won = result.first()  # type: ignore[attr-defined]
+            await session.commit()
+        if won is None:
+            return False, False
+        row.attempts = int(won[0])  # another replica's failed attempts count too
+        return True, held is not None or row.attempts > 0
+
+    @contextlib.asynccontextmanager
+    async def _renewing(self, row: MirrorEvent) -> AsyncIterator[None]:
+        """Keep the claim while GitHub answers (three calls, each up to its timeout).
+        A cancelled task (the process dying) leaves the claim to lapse: no release."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.lease.total_seconds() / 3)
+                try:
+                    async with self.writers(), self.sessions() as session:
+                        await session.exec(update(MirrorEvent).where(
+                            col(MirrorEvent.id) == row.id,
+                            col(MirrorEvent.claimed_by) == self.owner,
+                            col(MirrorEvent.delivered_at).is_(None))
+                            .values(claim_until=self.clock() + self.lease))
+                        await session.commit()
+                except Exception:  # the database may be back before the lease runs out
+                    log.warning("deployment %s: renewing the mirror claim failed",
+                                row.deployment_id, exc_info=True)
+
+        task = asyncio.get_running_loop().create_task(renew())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _deliver(self, row: MirrorEvent, *, maybe_sent: bool) -> bool:
         now = self.clock()
         async with self.sessions() as session:
             dep = await session.get(Deployment, row.deployment_id)
@@ -98,7 +177,8 @@ class MirrorDelivery:
         update_ = MirrorUpdate(key=job(dep, "mirror").key, deployment_id=row.deployment_id,
                                service=dep.service, env=dep.env, version=dep.version,
                                state=MirrorState(row.state), description=row.description,
-                               log_url=link, mirror_id=dep.github_deployment_id)
+                               log_url=link, mirror_id=dep.github_deployment_id,
+                               maybe_sent=maybe_sent)
         try:
             mirror_id = await mirror.report(update_)
         except (IntegrationError, OSError, TimeoutError) as exc:
@@ -126,7 +206,9 @@ class MirrorDelivery:
 
     async def _later(self, row: MirrorEvent, when: datetime, *, attempt: bool,
                      error: str | None = None) -> None:
-        values: dict[str, object] = {"next_attempt_at": when}
+        # Released: nobody holds it (any replica may try it once it is due).
+        values: dict[str, object] = {"next_attempt_at": when, "claimed_by": None,
+                                     "claim_until": None}
         if attempt:
             values.update(attempts=row.attempts + 1, last_error=(error or "")[:500])
             row.attempts += 1
@@ -141,7 +223,7 @@ class MirrorDelivery:
         touching its row version, so a step running meanwhile is not disturbed."""
         async with self.writers(), self.sessions() as session:
             await session.exec(update(MirrorEvent).where(col(MirrorEvent.id) == row.id)
-                               .values(delivered_at=self.clock(),
+                               .values(delivered_at=self.clock(), claim_until=None,
                                        last_error=error[:500] if error else None))
             if mirror_id is not None:
                 await session.exec(update(Deployment)

@@ -171,7 +171,8 @@ async def _action(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[
 
 async def _checks(ctx: StepContext, dep: Deployment, stages: list[Stage]) -> None:
     assert dep.version is not None
-    results = [await run_check(check, service=dep.service, env=dep.env, version=dep.version)
+    results = [await run_check(check, service=dep.service, env=dep.env, version=dep.version,
+                               options=ctx.http)
                for check in strategy_of(ctx, dep).checks]
     lines = tuple(facts.Line(outcome="pass" if r.passed else "fail", text=f"{r.name}: {r.detail}")
                   for r in results)

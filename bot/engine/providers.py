@@ -81,4 +81,5 @@ def job(dep: Deployment, step: str) -> JobSpec:
     # The request key is unique forever, ids are not (a fresh database starts at 1 again).
     request = hashlib.sha256(dep.request_key.encode()).hexdigest()[:12]
     return JobSpec(key=f"deployment-{dep.id}-{request}-{step}", service=dep.service,
-                   env=dep.env, version=dep.version, artifact=dep.artifact)
+                   env=dep.env, version=dep.version, artifact=dep.artifact,
+                   strategy=dep.strategy)

@@ -25,11 +25,12 @@ from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bot.clock import Clock
-from bot.engine import facts, machine, replicas, rollout_stops
+from bot.clock import Clock, as_utc
+from bot.engine import facts, replicas, rollout_stops
 from bot.engine.context import StepContext
+from bot.engine.giving_up import MAX_STEP_ATTEMPTS, give_up
 from bot.engine.machine import IN_FLIGHT, State
-from bot.engine.outbox import note, refresh_approval
+from bot.engine.outbox import note
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.steps import STEPS
@@ -40,22 +41,24 @@ from bot.store.db import Sessions
 from bot.store.models import Deployment
 from bot.store.writers import WriterQueue
 from integrations.base import IntegrationError, RateLimited
+from integrations.http import HttpOptions
 from integrations.metrics import MetricsProvider
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)  # the default; SHIPBOT_LEASE_SECONDS
-MAX_STEP_ATTEMPTS = 5
 MAX_RATE_LIMIT_WAIT = timedelta(hours=1)  # GitHub's limits reset hourly
-# Deployments claimed, and advanced concurrently, per tick. Each holds a pooled database
-# connection, inside an open transaction, for its whole step, including the target's
-# and the metrics' I/O. Kept well below the PostgreSQL pool (bot/store/db.py: 10 + 30)
-# so that a slash command's ack, the notifier and the webhooks always find a connection
-# while the runner waits on a slow target. Claimed ones all start at once, so none waits
-# for a turn while its lease runs out; the rest are due at the next tick (about 1 s).
-BATCH = 10
+# Steps under way at once (each a task; a step waiting on a target holds no database
+# connection: ``advance`` ends its read transaction before the step's I/O). A tick claims
+# what is due up to this many, starts their steps and returns to claiming at the next
+# tick or wake-up, so one slow target never holds up the others.
+MAX_STEPS = 200
+CLAIM_BATCH = 100  # due deployments claimed per tick (one UPDATE)
+COUNT_EVERY = 5.0  # seconds between refreshes of the per-state gauge (a GROUP BY)
 
 
 class Runner:
+    _give_up = staticmethod(give_up)  # a step that failed MAX_STEP_ATTEMPTS times
+
     def __init__(
         self,
         sessions: Sessions,
@@ -71,9 +74,10 @@ class Runner:
         writers: WriterQueue | None = None,
         lease: timedelta = LEASE,
         replica: str | None = None,
+        http: HttpOptions | None = None,
     ) -> None:
         self.writers = writers or WriterQueue("")
-        self.metrics_provider = metrics_provider
+        self.metrics_provider, self.http = metrics_provider, http  # for the steps' context
         self.sessions, self.providers = sessions, providers
         self.clock, self.metrics, self.policy = clock, metrics, policy
         self.owner, self.poll_seconds, self.on_change = owner, poll_seconds, on_change
@@ -83,42 +87,59 @@ class Runner:
         self._waiting = False
         self._draining = False
         self._steps: set[asyncio.Task[None]] = set()
+        self._ticks: set[asyncio.Task[int]] = set()
+        self._counted_at = float("-inf")
         self.turns = Turns()  # tests wait for a whole tick with ``turns.next()``
 
     async def tick(self) -> int:
-        """Advance every due deployment once; return how many were advanced."""
-        if self._waiting or self._draining:  # queued behind the running tick, or stopping
+        """Claim every due deployment (up to ``MAX_STEPS`` under way), advance each once
+        and return how many were advanced. Only the claim is serialised; the steps run as
+        tasks of their own, so further ticks claim other deployments while a slow target
+        holds one up (the scheduler starts ticks without waiting: ``start_tick``)."""
+        if self._waiting or self._draining:  # queued behind the running claim, or stopping
             return 0
-        async with self._queued():
-            with self.turns.turn():
-                return await self._tick()
+        with self.turns.turn():
+            async with self._queued():
+                steps = await self._claim_due()
+            if not steps:
+                return 0
+            results = await asyncio.gather(*steps.values(), return_exceptions=True)
+            for dep_id, result in zip(steps, results, strict=True):
+                if isinstance(result, Exception):  # one deployment must not stop the others
+                    log.error("deployment %s: advancing it failed", dep_id, exc_info=result)
+            await self._count_states()
+            self.on_change()
+            return len(steps)
 
-    async def _tick(self) -> int:
+    def start_tick(self) -> None:
+        """A tick in the background: for the scheduler, which must not wait for steps."""
+        task = asyncio.get_running_loop().create_task(self.tick())
+        self._ticks.add(task)
+        task.add_done_callback(self._ticks.discard)
+
+    async def _claim_due(self) -> dict[int, asyncio.Task[None]]:
+        room = min(CLAIM_BATCH, MAX_STEPS - len(self._steps))
+        if room <= 0:
+            return {}
         now = self.clock()
         async with self.sessions() as session:
             due = (await session.exec(
                 select(Deployment.id)
                 .where(_due(now), replicas.claimable(self.replica, now))
                 .order_by(col(Deployment.next_action_at))
-                .limit(BATCH)
+                .limit(room)
             )).all()
         claimed = await self._claim([i for i in due if i is not None])
         if self._draining:  # shutdown began while claiming: leave them to the others
             for dep_id in claimed:
                 await self._release(dep_id)
-            return 0
-        steps = [asyncio.get_running_loop().create_task(self.advance(i)) for i in claimed]
-        self._steps.update(steps)
-        for task in steps:
+            return {}
+        loop = asyncio.get_running_loop()
+        steps = {i: loop.create_task(self.advance(i)) for i in claimed}
+        self._steps.update(steps.values())
+        for task in steps.values():
             task.add_done_callback(self._steps.discard)
-        results = await asyncio.gather(*steps, return_exceptions=True)
-        for dep_id, result in zip(claimed, results, strict=True):
-            if isinstance(result, Exception):  # one deployment must not stop the others
-                log.error("deployment %s: advancing it failed", dep_id, exc_info=result)
-        await self._count_states()
-        if claimed:
-            self.on_change()
-        return len(claimed)
+        return steps
 
     async def drain(self, grace: float) -> None:
         """Shutdown: claim nothing more; steps under way get ``grace`` seconds to finish,
@@ -139,7 +160,8 @@ class Runner:
     async def idle(self) -> None:
         """Wait until no tick is running (at shutdown, before the database goes away)."""
         async with self._lock:
-            return
+            pass
+        await asyncio.gather(*self._ticks, return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def _queued(self) -> AsyncIterator[None]:
@@ -187,6 +209,13 @@ class Runner:
             state = State(dep.state)
             now = self.clock()
             started = asyncio.get_running_loop().time()
+            if dep.next_action_at is not None:  # due time -> step started: the runner's lag
+                self.metrics.step_lag_seconds.observe(
+                    max(0.0, (now - as_utc(dep.next_action_at)).total_seconds()))
+            # End the read transaction: its connection goes back to the pool while the step
+            # waits on the target (the row stays loaded; the lease keeps it ours, and the
+            # row version catches a person's change at the commit).
+            await session.commit()
             try:
                 async with replicas.renewing(self.sessions, self.writers, self.clock, self.lease,
                                              dep_id, self.owner):
@@ -217,7 +246,7 @@ class Runner:
             dep.next_action_at = None
             return
         ctx = StepContext(session, self.providers[dep.service], now, self.poll_seconds,
-                          self.policy, self.metrics_provider)
+                          self.policy, self.metrics_provider, self.http)
         with session.no_autoflush:  # writes wait in the writer queue, not in SQLite
             if dep.stop_run is not None:  # what a cancel or abort left going, first
                 await rollout_stops.stop_left_run(ctx, dep)
@@ -284,36 +313,6 @@ class Runner:
             session.add(dep)
             await session.commit()
 
-    def _give_up(self, session: AsyncSession, dep: Deployment, state: State, reason: str,
-                 now: datetime) -> None:
-        """The step failed MAX_STEP_ATTEMPTS times in a row: end it where nothing is left
-        half-done. A rollout under way (traffic split, or a new version out) is rolled
-        back; a rollback that cannot finish calls a human; a request not yet approved
-        expires; anything earlier, which has not touched the target's traffic, fails."""
-        gave_up = f"Gave up after {MAX_STEP_ATTEMPTS} attempts: {reason}"
-        if state is State.ROLLING_BACK:
-            machine.transition(session, dep, State.ROLLBACK_FAILED, actor="shipbot",
-                               now=now, detail=gave_up)
-            note(session, dep, rollout_stops.rollback_failed(dep, reason), now=now)
-        elif state in (State.VERIFYING, State.PROMOTING, State.PAUSED):
-            # Canary and blue-green: the stable version still runs, so traffic goes back to
-            # it. Rolling (it replaced the old version): the old version is deployed again.
-            rollout_stops.begin_rollback(session, dep, now, f"the {state.value} step failed "
-                                f"{MAX_STEP_ATTEMPTS} times in a row ({reason})")
-        elif state is State.AWAITING_APPROVAL:
-            machine.transition(session, dep, State.EXPIRED, actor="shipbot", now=now,
-                               detail=f"{gave_up}. Nothing was deployed.")
-            refresh_approval(session, dep, now=now)
-            note(session, dep, facts.ExpiredUnhandled(
-                reason=reason, attempts=MAX_STEP_ATTEMPTS, service=dep.service, env=dep.env,
-                version=dep.version), now=now)
-        else:
-            machine.transition(session, dep, State.FAILED, actor="shipbot", now=now,
-                               detail=gave_up)
-            note(session, dep, facts.GaveUp(state=state.value, reason=reason,
-                                            service=dep.service, env=dep.env,
-                                            version=dep.version), now=now)
-
     async def _push_back(self, dep_id: int, state: State) -> None:
         """Try again in a while (unless a person moved it on meanwhile); free the lease."""
         later = self.clock() + timedelta(seconds=60)
@@ -336,6 +335,12 @@ class Runner:
             log.exception("deployment %s: %s it failed", dep_id, what)
 
     async def _count_states(self) -> None:
+        """The per-state gauge, at most every ``COUNT_EVERY`` seconds: a GROUP BY over
+        every deployment is not worth running after each of many ticks a second."""
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time - self._counted_at < COUNT_EVERY:
+            return
+        self._counted_at = loop_time
         async with self.sessions() as session:
             rows = (await session.exec(
                 select(Deployment.state, func.count()).group_by(Deployment.state)

@@ -33,8 +33,8 @@ def create_engine(database_url: str) -> AsyncEngine:
         # connections are cheap, and the pool keeps 20 of them open between bursts.
         engine = create_async_engine(url, pool_size=20, max_overflow=-1)
     else:
-        # Sized for the runner, which holds a connection across each step's I/O for up to
-        # runner.BATCH (10) deployments at once, plus the notifier, the web handlers and
+        # Sized for the runner's steps (each holds a connection only while it reads and
+        # writes, never across the target's I/O), the notifier, the web handlers and
         # slash-command acks (SQLAlchemy's default, 5 + 10, made an ack wait behind the
         # slowest step). Each replica may open 40 of the server's max_connections (100 by
         # default); one finding none fails after 10 s rather than SQLAlchemy's 30 s.

@@ -237,6 +237,10 @@ class MirrorEvent(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts())
     last_error: str | None = Field(default=None, max_length=500)
+    # The replica delivering it, while its lease runs: the others leave the deployment's
+    # rows alone, so GitHub gets each status once (``mirror_delivery``).
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claim_until: datetime | None = Field(default=None, sa_column=_ts())
 
 
 _alert_row_version = Column("row_version", Integer, nullable=False)

@@ -1,0 +1,113 @@
+"""`/deploy`, `/rollback` and a blue-green switch through the whole app with a webhook
+deploy target: a fake deployer on loopback verifies each request's HMAC signature and
+records what it was asked; the thread and the database say what users see."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import parse_config
+from bot.devtools.local import LocalBot
+from tests.conftest import FakeClock, eventually, make_config, serving
+from tests.fake_deployer import FakeDeployer
+from tests.test_deploy_flow import finished
+
+SECRET = "whsec-" + "E" * 30
+
+
+@pytest.fixture
+async def deployer(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[FakeDeployer, str]]:
+    monkeypatch.setenv("DEPLOYER_HMAC", SECRET)
+    fake = FakeDeployer(secret=SECRET)
+    async with serving(fake.app()) as port:
+        yield fake, f"http://127.0.0.1:{port}"
+
+
+def webhook(base: str) -> dict[str, Any]:
+    return {"provider": "webhook", "url": f"{base}/api/deploys",
+            "signature": {"secret_env": "DEPLOYER_HMAC"},
+            "status_url_field": "links.status", "status_field": "state",
+            "message_field": "result.message", "link_field": "links.html", "id_field": "id",
+            "cancel_url": f"{base}/api/runs/{{id}}/cancel",
+            "rollback_url": f"{base}/api/rollbacks", "set_weight_url": f"{base}/api/weights",
+            "promote_url": f"{base}/api/promotions", "abort_url": f"{base}/api/aborts",
+            "timeout_seconds": 60}
+
+
+async def thread(bot: LocalBot, words: str) -> list[str]:
+    """The replies of the deployment card whose thread says ``words``, once it does."""
+    async def check() -> list[str] | None:
+        for root in bot.slack.messages("#deploys-api"):
+            texts = [r["text"] for r in root["replies"]]
+            if any(words in t for t in texts):
+                return texts
+        return None
+
+    return list(await eventually(check))
+
+
+async def test_deploy_then_rollback_through_the_webhook(
+        make_bot, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+    fake, base = deployer
+    bot = await make_bot(make_config(tmp_path, deploy=webhook(base)))
+    for n, version in enumerate(("v1.4.1", "v1.4.2"), start=1):
+        await bot.driver.command(f"api staging {version}")
+        [*_, dep] = await finished(bot, n)
+        assert dep.state == "succeeded", dep.detail
+    first = fake.started("deploy")[0]
+    assert first.body["version"] == "v1.4.1" and first.body["service"] == "api"
+    assert first.key.startswith("deployment-1-") and first.key == first.body["key"]
+    texts = await thread(bot, "v1.4.2 is live on staging")
+    assert any(t.startswith(":rocket: Deploying `v1.4.2` to staging") for t in texts)
+
+    await bot.driver.command("api staging", command="/rollback")
+    deps = await finished(bot, 3)
+    assert (deps[2].kind, deps[2].version, deps[2].state) == ("rollback", "v1.4.1",
+                                                             "succeeded")
+    [rollback] = fake.started("rollback")
+    assert rollback.body["version"] == "v1.4.1"
+    assert len(fake.started("deploy")) == 2  # the native undo, not a third deploy
+    assert fake.refused == []  # every request carried a good signature
+    sent = json.dumps([c.params for c in bot.slack.calls_to("chat.postMessage")])
+    assert SECRET not in sent
+
+
+async def test_a_failed_run_shows_the_deployers_message(
+        make_bot, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+    _, base = deployer
+    bot = await make_bot(make_config(tmp_path, deploy=webhook(base)))
+    await bot.driver.command("api staging fail-2.0")
+    [dep] = await finished(bot)
+    assert dep.state == "failed"
+    assert "the deployer reports failed: pods for fail-2.0 never became ready" in (
+        dep.detail or "")
+    await thread(bot, "pods for fail-2.0 never became ready")
+    [card] = bot.slack.messages("#deploys-api")
+    assert "<https://deployer.example.com/runs/run-1|Open the run>" in json.dumps(
+        card["replies"])  # the deployer's page for the run (link_field)
+
+
+async def test_blue_green_switches_traffic_with_set_weight(
+        launch, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+    fake, base = deployer
+    data = make_config(tmp_path, deploy=webhook(base)).model_dump(mode="json")
+    data["services"]["api"]["ci"] = None
+    data["services"]["api"]["strategy"] = {"kind": "blue-green", "rollback_window": "10m"}
+    clock = FakeClock()
+    bot = await launch(parse_config(data), clock=clock)
+    await bot.driver.command("api staging v1.0.0 --strategy rolling")
+    await finished(bot, 1)
+    await bot.driver.command("api staging v2.0.0")
+    await thread(bot, "rollback window")
+    [switch] = fake.started("set_weight")
+    assert switch.body["weight"] == 100 and switch.body["version"] == "v2.0.0"
+    clock.advance(minutes=11)
+    _, dep = await finished(bot, 2)
+    assert dep.state == "succeeded", dep.detail
+    assert [r.kind for r in fake.runs.values()] == ["deploy", "deploy", "set_weight",
+                                                    "promote"]
