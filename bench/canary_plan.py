@@ -223,7 +223,7 @@ async def run_canary(sc: PlanScenario, name: str, seed: int) -> Outcome:
     prom, dep, state = SimPrometheus(sc, seed), _dep(), None
     pooled = hasattr(analysis_pkg, "carry_over")
     warm_arg = "warmup" in inspect.signature(measure).parameters
-    warm = bake_rules.warmup(analysis, T0) if bake_rules else None
+    warm = bake_rules.warmup(analysis, T0, stages) if bake_rules else None
     now = T0
     for index, stage in enumerate(stages):
         if stage.kind == "weight":

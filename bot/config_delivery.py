@@ -102,7 +102,7 @@ class AnalysisConfig(BaseModel):
         "until its end fail only if the canary is not getting faster (cold caches, JIT); "
         "error rates are judged from the first check")
     max_extension: ZeroOrDuration = Field(
-        default=timedelta(minutes=15), description="a step whose sequential metrics only "
+        default=timedelta(minutes=30), description="a step whose sequential metrics only "
         "lack traffic is extended up to this long, when the traffic seen says it is enough, "
         "instead of pausing")
     mode: Literal["enforce", "shadow"] = Field(

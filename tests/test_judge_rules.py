@@ -19,6 +19,7 @@ from bot.engine.analysis import (
     ThresholdState,
     Verdict,
     carry_over,
+    evidence,
     judge,
     sequential,
 )
@@ -146,15 +147,57 @@ PLAN = [Stage("weight", 5), Stage("bake", 5, timedelta(minutes=2)), Stage("weigh
 def analysis(**settings: object) -> AnalysisConfig:
     return AnalysisConfig.model_validate({"metrics": [{
         "name": "e", "label": "error rate", "judge": "sequential", "requests_query": "r",
-        "errors_query": "e"}], **settings})
+        "errors_query": "e", "min_requests": 3000}], **settings})
 
 
-def test_the_warm_up_is_in_the_first_analysed_step_and_at_most_half_of_it() -> None:
-    assert bake_rules.warm_until(analysis(), PLAN, 1, T0) == T0 + timedelta(minutes=1)
-    assert bake_rules.warm_until(analysis(warmup="5m"), PLAN, 1, T0) == T0 + timedelta(minutes=1)
-    assert bake_rules.warm_until(analysis(warmup="20s"), PLAN, 1, T0) == T0 + timedelta(seconds=20)
-    assert bake_rules.warm_until(analysis(), PLAN, 3, T0) is None
-    assert bake_rules.warm_until(analysis(warmup="0s"), PLAN, 1, T0) is None
+def test_the_warm_up_runs_from_the_canarys_start_quiet_for_its_first_third() -> None:
+    w = bake_rules.warmup(analysis(), T0)
+    assert w is not None
+    assert (w.since, w.quiet_until, w.until) == (T0, T0 + timedelta(minutes=1),
+                                                 T0 + timedelta(minutes=3))
+    assert bake_rules.warmup(analysis(warmup="0s"), T0) is None
+    short = bake_rules.warmup(analysis(), T0, PLAN)  # two 2-minute steps: at most half
+    assert short is not None and short.until == T0 + timedelta(minutes=2)
+    assert short.quiet_until == T0 + timedelta(seconds=40)
+    assert analysis().max_extension == timedelta(minutes=30)
+
+
+BOUNDS = (0.05, 0.1, 0.2, math.inf)
+
+
+def hist(*per_bucket: int) -> dict[float, int]:
+    return dict(zip(BOUNDS, np.cumsum(per_bucket).tolist(), strict=True))
+
+
+def test_a_canary_getting_faster_is_improving_a_steady_one_is_not() -> None:
+    early = hist(100, 200, 150, 50)  # the first half: slow
+    assert evidence.improving(early, hist(400, 350, 200, 50))  # second half 300/150/50/0
+    assert not evidence.improving(early, hist(200, 400, 300, 100))  # the same again
+    assert not evidence.improving(hist(300, 150, 50, 0), hist(400, 350, 200, 50))  # slower
+    assert not evidence.improving(early, early)  # nothing in the second half
+    assert not evidence.improving({0.1: 3, math.inf: 5}, hist(1, 1, 1, 1))
+
+
+def warming(early: tuple[int, ...], total: tuple[int, ...]) -> MetricSeries:
+    return MetricSeries(name="lat", warming_up=True, early_canary_histogram=hist(*early),
+                        canary_histogram=hist(*total), baseline_histogram=hist(900, 80, 15, 5))
+
+
+SEQ_LAT = MetricSpec(name="lat", label="latency", unit="seconds", judge="sequential")
+
+
+def test_in_the_warm_up_a_slow_canary_fails_only_if_it_is_not_getting_faster() -> None:
+    state = AnalysisState()
+    j, after = judge([SEQ_LAT], {"lat": warming((10, 40, 40, 10), (20, 80, 80, 20))}, state)
+    assert j.verdict is Verdict.FAIL and after == state  # the evidence is not kept
+    assert " — fails (warming up, and not getting faster): " in j.results[0].explanation
+    j, _ = judge([SEQ_LAT], {"lat": warming((10, 40, 40, 10), (100, 110, 60, 10))}, state)
+    assert j.verdict is Verdict.INCONCLUSIVE and j.results[0].warming_up
+    assert j.results[0].explanation == ("latency: warming up — slower than the baseline but "
+                                        "getting faster, not judged yet")
+    j, _ = judge([SEQ_LAT], {"lat": warming((45, 4, 1, 0), (90, 8, 2, 0))}, state)
+    assert j.verdict is Verdict.INCONCLUSIVE  # as fast as the baseline: nothing to hold
+    assert j.results[0].explanation == "latency: warming up, not judged yet"
 
 
 def undecided(needed: int | None, detect: int | None = 4000) -> Judgement:
@@ -169,9 +212,9 @@ def series(requests: int) -> dict[str, MetricSeries | None]:
 
 
 @pytest.mark.parametrize(("index", "needed", "action"), [
-    (1, 600, "extend"),  # 1 req/s: 10 min, within the 15-minute extension
-    (1, 960, "advance"),  # 16 min: the next step brings more traffic, evidence carries
-    (3, 960, "pause"),  # and after the last analysed step a human decides
+    (1, 600, "extend"),  # 1 req/s: 10 min, within the 30-minute extension
+    (1, 1920, "advance"),  # 32 min: the next step brings more traffic, evidence carries
+    (3, 1920, "pause"),  # and after the last analysed step a human decides
 ])
 def test_a_step_lacking_only_traffic_is_extended_carried_or_paused(
         index: int, needed: int, action: str) -> None:
@@ -180,22 +223,41 @@ def test_a_step_lacking_only_traffic_is_extended_carried_or_paused(
                             now=ends, since=T0, ends=ends)
     assert got is not None and got.action == action
     assert got.fact.per_second == pytest.approx(1.0) and got.fact.needed == needed
-    assert got.fact.seen == 1000 - needed
+    assert got.fact.seen == 3000 - needed
     assert got.fact.wait_seconds == pytest.approx(needed)
-    assert got.fact.detect_seconds == pytest.approx(4000 - (1000 - needed))
+    assert got.fact.detect_seconds == pytest.approx(4000 - (3000 - needed))
 
 
 def test_other_undecided_steps_follow_the_usual_rules() -> None:
     ends = T0 + timedelta(minutes=2)
 
     def decide(j: Judgement, requests: int = 120) -> object:
-        return bake_rules.sparse(analysis(), j, series(requests), PLAN, 1, now=ends, since=T0,
-                                 ends=ends)
+            return bake_rules.sparse(analysis(), j, series(requests), PLAN, 1, now=ends,
+                                 since=T0, ends=ends)
 
     assert decide(undecided(None)) is None  # not for lack of traffic
     assert decide(undecided(600), requests=0) is None  # no canary traffic at all
     assert decide(undecided(600).model_copy(update={"marginal": True})) is None
     assert decide(undecided(600).model_copy(update={"verdict": Verdict.PASS})) is None
+
+
+@pytest.mark.parametrize(("index", "warm_minutes", "action"), [
+    (1, 5, "advance"),  # the next step judges it
+    (3, 5, "extend"),  # the last step waits for it, within max_extension
+    (3, 40, "pause"),
+])
+def test_a_step_whose_latency_still_warms_up_moves_on_or_waits(
+        index: int, warm_minutes: int, action: str) -> None:
+    ends = T0 + timedelta(minutes=2)
+    lat = MetricResult(name="e", judge="sequential", verdict=Verdict.INCONCLUSIVE,
+                       explanation="x", warming_up=True)
+    j = Judgement(verdict=Verdict.INCONCLUSIVE, score=0, results=(lat,), summary="x")
+    warm = bake_rules.warmup(analysis(warmup=f"{warm_minutes}m"), T0)
+    got = bake_rules.sparse(analysis(), j, {}, PLAN, index, now=ends, since=T0, ends=ends,
+                            warm=warm)
+    assert got is not None and got.action == action
+    assert got.fact.warming == ("error rate",) and got.fact.metrics == ()
+    assert got.fact.warm_until == T0 + timedelta(minutes=warm_minutes)
 
 
 def test_the_report_explains_how_to_start_when_nothing_is_in_shadow_mode() -> None:

@@ -42,6 +42,14 @@ def errors(**extra: Any) -> dict[str, Any]:
             "requests_query": REQUESTS, "errors_query": ERRORS, "min_requests": 150, **extra}
 
 
+async def done(bot: Any, timeout: float = 60) -> Any:
+    async def check() -> Any:
+        deps = await deployments(bot)
+        return deps[0] if deps and deps[0].finished_at is not None else None
+
+    return await eventually(check, timeout=timeout)
+
+
 async def bake_started(bot: Any, stage: int = 1) -> None:
     async def check() -> bool:
         return any(d.stage >= stage for d in await deployments(bot))
@@ -49,23 +57,44 @@ async def bake_started(bot: Any, stage: int = 1) -> None:
     await eventually(check, timeout=30)
 
 
-@pytest.mark.parametrize(("warmup", "state"), [("3s", "succeeded"), ("0s", "rolled_back")])
+@pytest.mark.parametrize(("warmup", "state"), [("9s", "succeeded"), ("0s", "rolled_back")])
 async def test_a_cold_start_is_forgiven_during_the_warm_up(
         make_bot: Any, tmp_path: Path, prometheus: Any, warmup: str, state: str) -> None:
-    # The canary is 10x slower until its caches are warm, just after the step starts.
+    # The canary is 10x slower until its caches are warm, 1.5 s into the step: the warm-up
+    # (9 s, its first 3 s quiet) sees it getting faster and holds its verdict.
     exporter = prometheus.exporter
     exporter.set_traffic("baseline", rps=200, latency_ms=40)
     exporter.set_traffic("canary", rps=200, latency_ms=400)
-    bot = await make_bot(config(tmp_path, prometheus.url, latency(), warmup=warmup))
+    bot = await make_bot(config(tmp_path, prometheus.url, latency(), interval="18s",
+                                warmup=warmup))
     await bot.driver.command("api staging v3.0.0")
     await bake_started(bot)
+    await asyncio.sleep(1.5)
     exporter.set_traffic("canary", rps=200, latency_ms=40)
-    [dep] = await finished(bot, 1)
-    assert dep.state == state, dep.detail
+    dep = await done(bot)
+    assert dep.state == state, dep.analysis_log
     if state == "succeeded":
         assert ["promote", "api"] in actions_run(tmp_path)
         log = json.loads(dep.analysis_log)
         assert log[0]["metrics"]["latency"]["canary"] is None  # the first check: warming up
+
+
+async def test_a_canary_slow_and_not_getting_faster_fails_inside_the_warm_up(
+        make_bot: Any, tmp_path: Path, prometheus: Any) -> None:
+    exporter = prometheus.exporter
+    exporter.set_traffic("baseline", rps=200, latency_ms=40)
+    exporter.set_traffic("canary", rps=200, latency_ms=400)
+    bot = await make_bot(config(tmp_path, prometheus.url, latency(), interval="20s",
+                                warmup="9s"))
+    await bot.driver.command("api staging v3.0.0")
+    [dep] = await finished(bot, 1)
+    assert dep.state == "rolled_back", dep.detail
+    checks = json.loads(dep.analysis_log)
+    assert checks[0]["metrics"]["latency"]["canary"] is None  # the quiet first third
+    assert len(checks) < 9  # failed before the warm-up's end
+    thread = await thread_of(bot, "Rolled back in")
+    why = next(t for t in thread if "Rolling back api on staging" in t)
+    assert "fails (warming up, and not getting faster)" in why
 
 
 async def test_an_error_burst_is_caught_during_the_warm_up(

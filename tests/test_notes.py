@@ -184,6 +184,14 @@ def test_sparse_traffic_says_how_long_it_will_take_and_what_happens_meanwhile() 
     assert text.endswith("That is longer than the step may be extended: pausing.")
 
 
+def test_sparse_traffic_says_which_metrics_still_warm_up() -> None:
+    text, _ = notes.render(facts.SparseTraffic(
+        action="advance", weight=5, metrics=(), warming=("latency",), warm_until=AT))
+    assert text == (f":turtle: Still warming up at 5% until {AT:%H:%M} UTC: latency. No "
+                    "regression so far: moving to the next step, where the evidence carries "
+                    "over and more traffic reaches the canary.")
+
+
 def test_shadow_verdict_says_nothing_was_done() -> None:
     text, _ = notes.render(facts.ShadowVerdict(weight=25, metric="p99", text="p99 40 ms vs 20 ms"))
     assert text == (":ghost: *Shadow:* p99 would have rolled back the 25% canary; it is in "

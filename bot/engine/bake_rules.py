@@ -12,7 +12,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from bot.config_delivery import AnalysisConfig
@@ -24,13 +24,18 @@ from bot.engine.plan import Stage
 from bot.store.models import Deployment
 
 
-def warmup(analysis: AnalysisConfig, canary_since: datetime) -> Warmup | None:
-    """The canary's warm-up, from the first analysed step's start: its first third is
-    quiet (latency not asked for), the rest judges latency only if it is not improving."""
-    if not analysis.warmup:
+def warmup(analysis: AnalysisConfig, canary_since: datetime,
+           stages: Sequence[Stage] = ()) -> Warmup | None:
+    """The canary's warm-up, from the first analysed step's start, at most half of the
+    analysed steps: its first third is quiet (latency not asked for), the rest judges
+    latency only if it is not getting faster."""
+    analysed = sum((s.duration or timedelta() for s in stages if s.kind == "bake"),
+                   timedelta())
+    length = min(analysis.warmup, analysed / 2) if analysed else analysis.warmup
+    if not length:
         return None
-    return Warmup(since=canary_since, quiet_until=canary_since + analysis.warmup / 3,
-                  until=canary_since + analysis.warmup)
+    return Warmup(since=canary_since, quiet_until=canary_since + length / 3,
+                  until=canary_since + length)
 
 
 def shadow_fails(dep: Deployment, verdict: Judgement, weight: int) -> list[facts.ShadowVerdict]:
@@ -78,7 +83,7 @@ def sparse(analysis: AnalysisConfig, verdict: Judgement,
             else since
         return _canary_requests(series.get(r.name)) / max((now - start).total_seconds(), 1.0)
 
-    per_second = min((rate(r) for r in lacking), default=0.0)
+    per_second = max((rate(r) for r in lacking), default=0.0)  # the same canary traffic
     if lacking and per_second <= 0:
         return None
     needed = max((r.requests_needed or 0 for r in lacking), default=0)

@@ -204,7 +204,7 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
         return
     state = AnalysisState.model_validate_json(dep.analysis_state) if dep.analysis_state \
         else AnalysisState(canary_since=started)
-    warm = bake_rules.warmup(analysis, as_utc(state.canary_since or started))
+    warm = bake_rules.warmup(analysis, as_utc(state.canary_since or started), stages)
     series = await measure(ctx.metrics, analysis, dep, started, ctx.now, warmup=warm)
     verdict, new_state = judge(analysis.metrics, series, state,
                                pass_score=analysis.pass_score,

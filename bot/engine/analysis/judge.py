@@ -71,7 +71,7 @@ def _warming(spec: MetricSpec, series: MetricSeries) -> MetricResult:
     result, _ = sequential.evaluate(spec, series.model_copy(update={"warming_up": False}))
     if result.verdict is not Verdict.FAIL:
         return held
-    if evidence.improving(early_c, total_c, series.baseline_histogram):
+    if evidence.improving(early_c, total_c):
         return held.model_copy(update={"explanation": (
             f"{spec.title}: warming up — slower than the baseline but getting faster, "
             "not judged yet")})

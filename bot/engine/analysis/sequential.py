@@ -312,7 +312,7 @@ def _explain(spec: MetricSpec, st: SequentialState, code: int) -> MetricResult:
         canary_value=cv, baseline_value=bv, critical=spec.is_critical, weight=spec.weight,
         final=final, e_value=e_fail, e_value_pass=e_pass,
         shift=size[0] if size else None, ci=(size[1], size[2]) if size else None,
-        requests_needed=needed if code == CODE_INCONCLUSIVE and sc[0] else None,
+        requests_needed=needed if code == CODE_INCONCLUSIVE else None,
         detect_requests=detect)
 
 
