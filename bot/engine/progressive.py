@@ -223,6 +223,7 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
     elif sparse is not None and sparse.action != "pause":
         _sparse(ctx, dep, sparse, ends, analysis.check_every)
         if sparse.action == "advance":
+            _report(ctx, dep, stage, verdict)
             await advance_stage(ctx, dep, stages)
     elif ctx.now >= ends or verdict.final:
         _report(ctx, dep, stage, verdict)
