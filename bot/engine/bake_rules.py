@@ -43,7 +43,8 @@ def shadow_fails(dep: Deployment, verdict: Judgement, weight: int) -> list[facts
     rollout (the analysis log keeps what each shadow metric said at each check)."""
     before = {name for h in json.loads(dep.analysis_log or "[]")
               for name, said in h.get("shadow", {}).items() if said == "fail"}
-    return [facts.ShadowVerdict(weight=weight, metric=r.name, text=r.explanation)
+    return [facts.ShadowVerdict(weight=weight, metric=r.name,
+                                text=r.explanation.removesuffix(" — safe to roll back now"))
             for r in verdict.shadow if r.verdict is Verdict.FAIL and r.name not in before]
 
 
