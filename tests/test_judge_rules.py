@@ -119,6 +119,8 @@ def test_newcombe_interval_matches_the_published_example() -> None:
     assert (round(d, 4), round(lo, 4), round(hi, 4)) == (0.2, 0.0524, 0.3339)
     assert wilson(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
     assert wilson(3, 0) == (0.0, 1.0) and rate_difference((0, 0), (1, 10)) is None
+    z2 = 1.959964 ** 2
+    assert wilson(1, 1) == (pytest.approx(1 / (1 + z2)), pytest.approx(1.0))
 
 
 def expected_log_e(n: int, rate: float, share: float) -> float:
@@ -195,9 +197,32 @@ def test_in_the_warm_up_a_slow_canary_fails_only_if_it_is_not_getting_faster() -
     assert j.verdict is Verdict.INCONCLUSIVE and j.results[0].warming_up
     assert j.results[0].explanation == ("latency: warming up — slower than the baseline but "
                                         "getting faster, not judged yet")
+    assert j.results[0].critical
     j, _ = judge([SEQ_LAT], {"lat": warming((45, 4, 1, 0), (90, 8, 2, 0))}, state)
     assert j.verdict is Verdict.INCONCLUSIVE  # as fast as the baseline: nothing to hold
     assert j.results[0].explanation == "latency: warming up, not judged yet"
+
+
+@pytest.mark.parametrize("missing", ["early_canary_histogram", "canary_histogram",
+                                     "baseline_histogram", "judge"])
+def test_without_both_halves_and_a_baseline_the_warm_up_only_holds(missing: str) -> None:
+    series = warming((10, 40, 40, 10), (20, 80, 80, 20))
+    spec = SEQ_LAT
+    if missing == "judge":
+        spec = MetricSpec(name="lat", unit="seconds", judge="mann-whitney")
+    else:
+        series = series.model_copy(update={missing: None})
+    j, _ = judge([spec], {"lat": series})
+    assert j.verdict is Verdict.INCONCLUSIVE and j.results[0].warming_up
+    assert j.results[0].critical is (missing != "judge")
+
+
+def test_the_canarys_start_is_kept_by_every_check_and_every_step() -> None:
+    state = AnalysisState(canary_since=T0)
+    _, after = judge([ERR], counts(10, 0, 10, 0), state)
+    assert after.canary_since == T0 and carry_over(after).canary_since == T0
+    j, _ = judge([ERR.model_copy(update={"mode": "shadow"})], counts(10, 0, 10, 0))
+    assert j.summary == "PASS: every metric is in shadow mode."
 
 
 def undecided(needed: int | None, detect: int | None = 4000) -> Judgement:
@@ -264,3 +289,71 @@ def test_the_report_explains_how_to_start_when_nothing_is_in_shadow_mode() -> No
     assert "Set `mode: shadow`" in format_report([], 30)
     text = format_report([ShadowRow("p99", rollouts=4, would_roll_back=1, rolled_back=1)], 7)
     assert "last 7 days" in text and "1 (25%)" in text
+
+
+def expand(per_bucket: list[int]) -> list[int]:
+    return [i for i, n in enumerate(per_bucket) for _ in range(n)]
+
+
+@pytest.mark.parametrize(("early", "second"), [
+    ((100, 200, 150, 50), (300, 150, 50, 0)),
+    ((30, 5, 0, 1), (10, 20, 7, 3)),  # faster first: negative
+    ((0, 7, 0, 2), (4, 0, 3, 0)),
+])
+def test_the_slowdown_z_is_mann_whitney_on_the_binned_halves(
+        early: tuple[int, ...], second: tuple[int, ...]) -> None:
+    from scipy import stats
+    total = tuple(a + b for a, b in zip(early, second, strict=True))
+    got = evidence.slowdown_z(hist(*early), hist(*total))
+    res = stats.mannwhitneyu(expand(list(early)), expand(list(second)), alternative="greater",
+                             use_continuity=False, method="asymptotic")
+    assert got == pytest.approx(float(stats.norm.isf(res.pvalue)), rel=1e-9)
+    assert evidence.improving(hist(*early), hist(*total)) is (got >= 1.0)
+    assert evidence.improving(hist(*early), hist(*total), z=-10.0)
+
+
+def test_the_slowdown_z_needs_both_halves_and_the_same_buckets() -> None:
+    assert evidence.slowdown_z(hist(1, 1, 1, 1), hist(1, 1, 1, 1)) is None
+    assert evidence.slowdown_z(hist(0, 0, 0, 0), hist(1, 1, 1, 1)) is None
+    assert evidence.slowdown_z({0.1: 1, math.inf: 2}, hist(1, 1, 1, 1)) is None
+    assert evidence.slowdown_z(hist(2, 0, 0, 0), hist(3, 0, 0, 0)) is None  # all tied
+    # five requests in the 3rd bucket, then five in the 1st: U = 25, var = 25/12 (11 - 240/90)
+    early, total = hist(0, 0, 5, 0), hist(5, 0, 5, 0)
+    assert evidence.slowdown_z(early, total) == pytest.approx(
+        12.5 / math.sqrt(25 / 12 * (11 - 240 / 90)))
+
+
+def test_a_difference_of_rates_is_signed_even_at_zero() -> None:
+    assert evidence.pp(0.0) == "+0.00" and evidence.pp(-0.0024) == "−0.24"
+    d, lo, hi = rate_difference((1, 1), (0, 4)) or (0, 0, 0)
+    assert d == 1.0 and lo > 0 and hi == 1.0
+    assert rate_difference((1, 2), (0, 0)) is None
+
+
+def test_the_traffic_for_a_5x_rise_caps_the_canary_rate_at_every_request() -> None:
+    q1 = 0.5 * 5 / (0.5 * 5 + 0.5)
+    kl = q1 * math.log(q1 / 0.5) + (1 - q1) * math.log((1 - q1) / 0.5)
+    assert detect_requests(0.5, 0.5, 0.01) == math.ceil(
+        (math.log(100) + math.log(20)) / (kl * (1.0 + 0.5)))
+
+
+def seq_state(test: str, seen_canary: tuple[int, ...], seen_baseline: tuple[int, ...]
+              ) -> SequentialState:
+    return SequentialState.model_validate({"test": test, "seen_canary": seen_canary,
+                                           "seen_baseline": seen_baseline})
+
+
+def test_size_and_pace_read_the_pooled_counts() -> None:
+    size, needed, detect = evidence.size_and_pace(seq_state("counts", (100, 3), (10, 1)),
+                                                  0.01, 1000)
+    assert size == rate_difference((3, 100), (1, 10)) and needed == 900
+    assert detect == detect_requests(1.5 / 11, 100 / 110, 0.01)
+    _, needed, _ = evidence.size_and_pace(seq_state("counts", (1000, 3), (10, 1)), 0.01, 1000)
+    assert needed is None
+    assert evidence.size_and_pace(seq_state("counts", (), ()), 0.01, 1000) == (None, None, None)
+    assert evidence.size_and_pace(seq_state("counts", (5, 0), (0, 0)), 0.01, 10)[2] is None
+    # latency: the rise is of the share slower than the boundary nearest 1 % of the baseline
+    lat = seq_state("latency", (500, 250, 50, 6, 1), (1000, 500, 100, 12, 1))
+    size, needed, detect = evidence.size_and_pace(lat, 0.01, 1000)
+    assert size is None and needed == 500
+    assert detect == detect_requests(12.5 / 1001, 500 / 1500, 0.01)

@@ -30,7 +30,7 @@ def wilson(events: int, total: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, centre - half), centre + half  # never above 1 (the score bound)
 
 
 def rate_difference(canary: tuple[int, int], baseline: tuple[int, int]
@@ -78,11 +78,11 @@ def size_and_pace(st: SequentialState, alpha: float, min_requests: int
     of the error rate (counts) or of the share of requests slower than the boundary
     nearest the baseline's p99 (latency)."""
     sc, sb = st.seen_canary, st.seen_baseline
-    if not sc or not sb:
+    if not sc:  # set together with seen_baseline by the first check with evidence
         return None, None, None
     size = rate_difference((sc[1], sc[0]), (sb[1], sb[0])) if st.test == "counts" else None
     needed = max(min_requests - sc[0], 0) or None
-    if sb[0] <= 0 or sc[0] + sb[0] <= 0:
+    if sb[0] <= 0:
         return size, needed, None
     rates = [(e + 0.5) / (sb[0] + 1) for e in sb[1:]]
     rate = rates[0] if st.test == "counts" else min(rates, key=lambda r: abs(r - 0.01))
@@ -97,24 +97,30 @@ def _per_bucket(cumulative: dict[float, int]) -> list[int]:
     return counts
 
 
-def improving(early: dict[float, int], total: dict[float, int], z: float = 1.0) -> bool:
-    """Whether the canary got faster from the first half of the interval (``early``) to
-    the second (``total - early``): a cold start, not a regression. A Mann-Whitney test
-    on the binned latencies of the two halves (ties by bucket), one-sided at z >= 1: a
-    hint is enough, as holding a latency verdict in the warm-up costs a check and a
-    false rollback costs a rollout."""
+def slowdown_z(early: dict[float, int], total: dict[float, int]) -> float | None:
+    """How much slower the first half of the interval (``early``) was than the second
+    (``total - early``): the z of a one-sided Mann-Whitney test on the binned latencies of
+    the two halves (ties by bucket, no continuity correction). None without data."""
     if sorted(early) != sorted(total):
-        return False
+        return None
     first = _per_bucket(early)
     second = [max(t - e, 0) for t, e in zip(_per_bucket(total), first, strict=True)]
     n1, n2 = sum(first), sum(second)
     n = n1 + n2
     if n1 <= 0 or n2 <= 0:
-        return False
+        return None
     u, below = 0.0, 0
     for a, b in zip(first, second, strict=True):  # first-half requests slower than second
         u += a * (below + b / 2)
         below += b
     ties = sum((a + b) ** 3 - (a + b) for a, b in zip(first, second, strict=True))
     var = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))
-    return var > 0 and (u - n1 * n2 / 2) / math.sqrt(var) >= z
+    return (u - n1 * n2 / 2) / math.sqrt(var) if var > 0 else None
+
+
+def improving(early: dict[float, int], total: dict[float, int], z: float = 1.0) -> bool:
+    """Whether the canary got faster from the first half of the interval to the second: a
+    cold start, not a regression. One-sided at z >= 1: a hint is enough, as holding a
+    latency verdict in the warm-up costs a check and a false rollback costs a rollout."""
+    found = slowdown_z(early, total)
+    return found is not None and found >= z

@@ -68,7 +68,7 @@ def _warming(spec: MetricSpec, series: MetricSeries) -> MetricResult:
     if spec.judge is not JudgeKind.SEQUENTIAL or not early_c or not total_c \
             or not series.baseline_histogram:
         return held
-    result, _ = sequential.evaluate(spec, series.model_copy(update={"warming_up": False}))
+    result, _ = sequential.evaluate(spec, series)
     if result.verdict is not Verdict.FAIL:
         return held
     if evidence.improving(early_c, total_c):
@@ -76,7 +76,7 @@ def _warming(spec: MetricSpec, series: MetricSeries) -> MetricResult:
             f"{spec.title}: warming up — slower than the baseline but getting faster, "
             "not judged yet")})
     return result.model_copy(update={"explanation": result.explanation.replace(
-        " — fails: ", " — fails (warming up, and not getting faster): ", 1)})
+        " — fails: ", " — fails (warming up, and not getting faster): ")})
 
 
 def aggregate(results: Sequence[MetricResult], *, pass_score: float = PASS_SCORE,
