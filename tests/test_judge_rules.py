@@ -357,3 +357,12 @@ def test_size_and_pace_read_the_pooled_counts() -> None:
     size, needed, detect = evidence.size_and_pace(lat, 0.01, 1000)
     assert size is None and needed == 500
     assert detect == detect_requests(12.5 / 1001, 500 / 1500, 0.01)
+
+
+def test_the_pace_is_only_told_when_known_and_only_for_a_missing_pass() -> None:
+    no_baseline = counts(500, 1, 0, 0)
+    r, _ = sequential.evaluate(ERR, no_baseline["e"])
+    assert r.verdict is Verdict.INCONCLUSIVE and r.detect_requests is None
+    assert r.requests_needed == 500 and r.explanation.endswith("e=1 < 100)")
+    r, _ = sequential.evaluate(ERR, counts(100, 30, 9000, 9)["e"])
+    assert r.verdict is Verdict.FAIL and r.requests_needed is None
