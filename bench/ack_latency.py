@@ -132,9 +132,19 @@ async def _serve_shipbot(conn: Connection, services: list[str], database: str | 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def serve(conn: Connection, target: str, services: list[str], database: str | None) -> None:
-    """Child process entry point: serve ``target`` until the parent says stop."""
-    if target == "shipbot":
+def serve(conn: Connection, target: str, services: list[str], database: str | None,
+          profile: str | None = None) -> None:
+    """Child process entry point: serve ``target`` until the parent says stop. With
+    ``profile``, Shipbot's process is sampled by pyinstrument (``pip install
+    pyinstrument``) and the report written there: where the event loop's time goes."""
+    if target == "shipbot" and profile:
+        from pyinstrument import Profiler
+        profiler = Profiler(interval=0.0005, async_mode="disabled")
+        with profiler:
+            asyncio.run(_serve_shipbot(conn, services, database))
+        Path(profile).write_text(profiler.output_text(unicode=False, color=False,
+                                                      show_all=False))
+    elif target == "shipbot":
         asyncio.run(_serve_shipbot(conn, services, database))
     else:
         asyncio.run(_serve_bare(conn, before_response=target == "bare-pbr"))
@@ -194,7 +204,8 @@ async def measure(target: str, client: httpx.AsyncClient, args: argparse.Namespa
     """Start ``target`` in its own process, fire the warm-up then the measured plan at it."""
     ours, theirs = multiprocessing.get_context("spawn").Pipe()
     proc = multiprocessing.get_context("spawn").Process(
-        target=serve, args=(theirs, target, services, args.database), daemon=True)
+        target=serve, args=(theirs, target, services, args.database, args.profile),
+        daemon=True)
     proc.start()
     theirs.close()
     try:
@@ -267,6 +278,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500, help="measured requests per app")
     parser.add_argument("--concurrency", type=int, default=20, help="requests in flight")
     parser.add_argument("--database", help="Shipbot's DATABASE_URL (default: a temp SQLite)")
+    parser.add_argument("--profile", help="write a pyinstrument profile of Shipbot's "
+                        "process to this file")
     parser.add_argument("--warmup", type=int, nargs="?", const=50, default=0,
                         help="unmeasured requests first (default 50 when given alone)")
     sys.exit(asyncio.run(run(parser.parse_args())))

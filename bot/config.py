@@ -171,6 +171,9 @@ class ShipbotConfig(BaseModel):
                                                 f"{how})" if how else
                                                 f"(the {svc.deploy.provider} provider cannot; "
                                                 "use the rolling strategy)"))
+                refused = svc.deploy.strategy_refusal(strategy.kind, bool(strategy.analysis))
+                if refused:
+                    raise ValueError(f"services.{name}.{where}: {refused}")
                 if strategy.analysis and self.metrics is None:
                     raise ValueError(f"services.{name}.{where}.analysis: configure a metrics "
                                      "provider (top-level `metrics:`) first")

@@ -83,6 +83,7 @@ class Shipbot:
         # This process, in leases and claims; ``start`` prefixes it with the replica's id.
         self._process_id = uuid.uuid4().hex[:8]
         owner = f"shipbot-{self._process_id}"
+        self.notifier.owner = owner
         self.mirrors = MirrorDelivery(self.sessions, self.providers, clock, self.writers,
                                       owner=owner)
         lease = timedelta(seconds=settings.SHIPBOT_LEASE_SECONDS)
@@ -165,6 +166,7 @@ class Shipbot:
         owner = f"{replica}/{self._process_id}"
         self.runner.replica = self.heartbeat.replica = replica
         self.runner.owner = self.inbox.owner = self.mirrors.owner = owner
+        self.notifier.owner = owner
         if self._state_lock is None:
             log.warning("another running Shipbot uses %s, so this one runs as replica %s "
                         "until it stops: give each replica its own SHIPBOT_STATE_DIR",
@@ -229,6 +231,10 @@ class Shipbot:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
+        try:  # Slack threads this process was posting: the others go on at once
+            await self.notifier.claims.hand_back()
+        except Exception:  # its claims lapse instead
+            log.exception("shutting down: handing the Slack outbox back failed")
         if self.client.session is not None:
             await self.client.session.close()
         await self.db.dispose()

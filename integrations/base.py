@@ -32,6 +32,11 @@ class RateLimited(TransientError):
         self.wait_seconds = max(0.0, wait_seconds)
 
 
+class NoUndo(IntegrationError):
+    """A target's own undo cannot return to the version asked for (the revision that ran
+    it is no longer kept): the engine deploys that version with ``start`` instead."""
+
+
 class Capability(StrEnum):
     """What a provider can do beyond start/poll; the config check and the engine ask."""
 
@@ -60,6 +65,11 @@ class ProviderConfig(BaseModel):
 
     def capabilities(self) -> frozenset[Capability]:
         return self.CAPABILITIES
+
+    def strategy_refusal(self, kind: str, analysis: bool) -> str | None:
+        """Why this target cannot run a Shipbot strategy of ``kind`` (with Shipbot's canary
+        analysis or not), beyond its capabilities; None: it can."""
+        return None
 
     def settings_for(self, capability: Capability) -> str | None:
         """The settings that turn ``capability`` on, for a message saying what to add;
@@ -106,6 +116,17 @@ class JobSpec(BaseModel):
                           "itself replaces the stable version at start only when rolling")
 
 
+class Finding(BaseModel):
+    """A check the target ran on its own (an Argo AnalysisRun) and how it ended: the
+    engine shows it in the thread when the run that saw it ends or waits."""
+
+    name: str
+    phase: str  # the target's word: "Successful", "Failed", "Inconclusive"
+    passed: bool | None  # None: could not decide
+    message: str = ""
+    lines: list[str] = Field(default_factory=list)  # per metric: phase, measured values
+
+
 class RunStatus(BaseModel):
     """Where a started run stands. ``detail`` is a human sentence for the thread."""
 
@@ -118,6 +139,11 @@ class RunStatus(BaseModel):
     # this build instead of building again ("build once, promote the artifact").
     artifact: str | None = None
     commit: str | None = None
+    # A RUNNING deploy that waits for a human (an Argo ``pause: {}`` step): why, in words.
+    # The engine pauses the deployment; Promote calls the target's ``promote`` to go on.
+    waiting: str | None = None
+    position: str | None = None  # where the target's own rollout stands, for the card
+    findings: list[Finding] = Field(default_factory=list)  # its own checks that ended
 
 
 class Commit(BaseModel):
@@ -194,6 +220,9 @@ class MirrorUpdate(BaseModel):
     description: str = ""
     log_url: str | None = None  # the Slack thread
     mirror_id: str | None = None  # the mirror's deployment, once created
+    # The commit being deployed when known (the build reported it, or the reused build
+    # did): the mirror's deployment is created for it rather than for the version's name.
+    commit: str | None = None
     # An earlier attempt may have reached the mirror (a replica died delivering it, or
     # the answer was lost): look before sending it again.
     maybe_sent: bool = False
@@ -264,8 +293,9 @@ class HealthTarget(Protocol):
 class RollbackTarget(Protocol):
     """A deploy target with its own undo (``kubectl rollout undo``, Argo's abort...).
 
-    Rollbacks use it when present; otherwise they deploy the earlier version with
-    ``start``. The run is polled and cancelled with the target's ``poll``/``cancel``.
+    Rollbacks use it when present; otherwise, or when it raises ``NoUndo``, they deploy
+    the earlier version with ``start``. The run is polled and cancelled with the target's
+    ``poll``/``cancel``.
     """
 
     async def rollback(self, job: JobSpec) -> str: ...

@@ -19,6 +19,12 @@ What the judges need, in Datadog terms:
   interval counts from the step's start (a fixed origin, kept in the database) to the
   check: the difference between two checks is then exactly the requests in between,
   and data that arrives late is counted at the next check instead of being lost.
+  Datadog picks the interval (it grows with the range) and aligns it to its own
+  multiples, so the first point's interval may begin before the step's start: a point
+  timestamped before ``start`` is dropped, never counted, so no request from before the
+  step is; the price is up to one interval just after ``start`` left out (its size may
+  change between checks as the range grows, so two checks' difference can be off by
+  that much: the requests of the step's first seconds, never of another version).
 - ``query_buckets``: Datadog distributions have no ``le`` buckets; refused (the config
   check refuses ``histogram_query`` with Datadog already).
 """
@@ -98,7 +104,9 @@ class DatadogProvider(DatadogHTTP):
         series = self._one_series(await self._query(query, start_s, max(start_s, end_s)))
         if series is None:
             return None
-        points = self._points(series)
+        # A point's interval may begin before start (Datadog aligns intervals to its
+        # rollup, which grows with the range): it would count requests from before it.
+        points = [p for p in self._points(series) if p.timestamp.timestamp() >= start_s]
         return math.fsum(p.value for p in points) if points else None
 
     async def query_buckets(self, query: str, at: datetime | None = None) -> dict[float, float]:

@@ -25,7 +25,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from integrations.base import IntegrationError, MirrorUpdate
 from integrations.github_auth import GitHubAccess, GitHubCredentials
-from integrations.http import HttpOptions
+from integrations.http import HttpOptions, Rejected
 from integrations.http_auth import check_http_url
 
 PROVIDER = "github_deployments"
@@ -97,7 +97,8 @@ class GitHubDeployments:
         """The deployment created for ``update.key`` before (its payload says so)."""
         response = await self._call(
             "GET", f"/repos/{self._repo}/deployments", f"repository {self._repo}",
-            params={"environment": update.env, "ref": update.version, "per_page": "100"})
+            # Not by ref: the commit may have become known since it was created (by name).
+            params={"environment": update.env, "per_page": "100"})
         found = _json(response)
         for item in found if isinstance(found, list) else []:
             payload = item.get("payload") if isinstance(item, dict) else None
@@ -121,15 +122,25 @@ class GitHubDeployments:
             update.state.value, _short(update.description))
 
     async def _create(self, update: MirrorUpdate) -> str:
-        body = {"ref": update.version, "task": "deploy", "auto_merge": False,
+        """For the version's name (a tag: what people read on the Environments page); when
+        GitHub knows no such ref (an image tag, a build number) and the build reported its
+        commit, for that commit."""
+        try:
+            return await self._create_for(update, update.version)
+        except Rejected as exc:
+            if exc.status != 422 or not update.commit or update.commit == update.version:
+                raise
+            return await self._create_for(update, update.commit)
+
+    async def _create_for(self, update: MirrorUpdate, ref: str) -> str:
+        body = {"ref": ref, "task": "deploy", "auto_merge": False,
                 "required_contexts": [], "environment": update.env,
                 "description": _short(f"Shipbot #{update.deployment_id}: {update.service} "
                                       f"{update.version} to {update.env}"),
                 "payload": {"shipbot_deployment_id": update.deployment_id,
                             "shipbot_key": update.key}}
         response = await self._call("POST", f"/repos/{self._repo}/deployments",
-                                    f"repository {self._repo} (or ref {update.version})",
-                                    json=body)
+                                    f"repository {self._repo} (or ref {ref})", json=body)
         data = _json(response)
         if response.status_code != 201 or not isinstance(data, dict) or "id" not in data:
             said = data.get("message") if isinstance(data, dict) else None

@@ -30,6 +30,7 @@ from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
 from integrations.command import CommandConfig, CommandProvider, provider_env
 from integrations.command_templates import render, run_id_for
 from integrations.helm_config import HelmConfig
+from integrations.helm_output import helm_error, release_health, without_notes
 
 HELM_GRACE_SECONDS = 120.0  # after helm's --timeout: time for --atomic to undo the upgrade
 HISTORY_TIMEOUT_SECONDS = 60.0
@@ -121,15 +122,21 @@ class HelmProvider:
         verb = argv[1] if len(argv) > 1 else "helm"
         at = 3 if verb == "upgrade" else 2
         release = argv[at] if len(argv) > at else "the release"
+        log, helm_failed = self._runner.run_dir(run_id) / "output.log", \
+            status.state is RunState.FAILED
+        if verb == "status":  # its JSON holds the values and the manifest: never shown
+            status = await asyncio.to_thread(release_health, status, release, log)
+        else:  # the chart's NOTES may render values
+            status = await asyncio.to_thread(without_notes, status, log,
+                                             self._config.output_lines)
         if status.state is RunState.RUNNING:
             return status.model_copy(update={"detail": f"helm {verb} of {release} is running"})
-        if status.state is RunState.FAILED:
+        if helm_failed:
             said = helm_error(status.output_tail)
             detail = f"helm {verb} of {release} {status.detail}" + (f": {said}" if said else "")
             return status.model_copy(update={"detail": detail})
         if verb == "status":
-            log = self._runner.run_dir(run_id) / "output.log"
-            return await asyncio.to_thread(_release_health, status, release, log)
+            return status
         return status.model_copy(update={"detail": f"helm {verb} of {release} succeeded"})
 
     async def _history(self, release: str, flags: list[str]) -> list[dict[str, Any]]:
@@ -180,12 +187,6 @@ def _version_of(entry: dict[str, Any], by_revision: dict[int, dict[str, Any]]) -
     return None
 
 
-def helm_error(output: str) -> str:
-    """helm's own last ``Error: ...`` line, the part worth showing."""
-    lines = [line.strip() for line in output.splitlines() if line.strip().startswith("Error:")]
-    return lines[-1][:300] if lines else ""
-
-
 async def run_helm(argv: list[str], env: dict[str, str], workdir: str | None,
                    label: str) -> str:
     """A short read-only helm command; its stdout, or IntegrationError with helm's error."""
@@ -216,20 +217,3 @@ def _read_spec(rundir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _release_health(status: RunStatus, release: str, log: Path) -> RunStatus:
-    """``helm status -o json`` printed the release: healthy when its status is deployed."""
-    info: Any = {}
-    with contextlib.suppress(OSError, ValueError):  # helm's warnings may come around it
-        text = log.read_text(errors="replace")
-        data = json.loads(text[text.find("{"): text.rfind("}") + 1])
-        info = data.get("info") if isinstance(data, dict) else {}
-    info = info if isinstance(info, dict) else {}
-    state = str(info.get("status") or "unknown")
-    if state == "deployed":
-        return status.model_copy(update={"detail": f"release {release} is deployed"})
-    said = str(info.get("description") or "")[:200]
-    return status.model_copy(update={
-        "state": RunState.FAILED,
-        "detail": f"release {release} is {state}, not deployed" + (f": {said}" if said else "")})

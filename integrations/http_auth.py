@@ -7,6 +7,7 @@ request time so a rotated secret is picked up without a restart.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Annotated
@@ -58,3 +59,14 @@ def check_http_url(url: str) -> httpx.URL:
     if parsed.userinfo:
         raise ValueError("url must not contain credentials; use bearer_token_env")
     return parsed
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): where plain http may carry
+    a credential, since it never leaves the machine."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

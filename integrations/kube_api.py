@@ -37,7 +37,7 @@ from integrations.http import (
     send,
     snippet,
 )
-from integrations.kube_config import Credentials, KubeConnection, resolve
+from integrations.kube_config import Credentials, KubeConnection, TLSCache, resolve
 
 PatchType = Literal["strategic", "merge", "json"]
 CONTENT_TYPES: dict[PatchType, str] = {
@@ -81,13 +81,15 @@ class KubeRef:
 
 class KubeAPI:
     """JSON calls to one API server; each call reads the credentials again (rotated
-    service-account tokens) and uses a short-lived client."""
+    service-account tokens) and uses a short-lived client. A kubeconfig's TLS context
+    (its client key) is kept while the kubeconfig is unchanged."""
 
     def __init__(self, conn: KubeConnection, *, provider: str = "kubernetes",
                  options: HttpOptions | None = None,
                  environ: Mapping[str, str] = os.environ) -> None:
         self._conn, self._provider = conn, provider
         self._options, self._environ = options or HttpOptions(), environ
+        self._tls: TLSCache = {}  # this client's kubeconfig TLS context (resolve)
 
     async def get(self, ref: KubeRef, **params: str) -> dict[str, Any]:
         return await self._json("GET", ref, params=params)
@@ -129,14 +131,15 @@ class KubeAPI:
     async def _json(self, method: str, ref: KubeRef, *, subresource: str | None = None,
                     **kwargs: Any) -> dict[str, Any]:
         # Files (tokens, kubeconfig, certificates) are read off the event loop.
-        creds = await asyncio.to_thread(resolve, self._conn, self._environ)
+        creds = await asyncio.to_thread(resolve, self._conn, self._environ, self._tls)
         path = ref.path + (f"/{subresource}" if subresource else "")
         async with new_client(self._provider, creds.server, headers=creds.headers,
                               timeout_seconds=self._conn.request_timeout_seconds,
                               options=self._options, verify=creds.verify) as client:
             response = await send(client, self._provider, self._server_label(creds),
                                   self._options, method, path, **kwargs)
-        raise_for_kube_status(response, ref, creds, VERBS.get(method, method.lower()))
+        raise_for_kube_status(response, ref, creds, VERBS.get(method, method.lower()),
+                              subresource)
         try:
             body = response.json()
         except ValueError:
@@ -163,8 +166,9 @@ def status_message(response: httpx.Response) -> str:
 
 
 def raise_for_kube_status(response: httpx.Response, ref: KubeRef, creds: Credentials,
-                          verb: str) -> None:
-    """Nothing below 400; else the error that says what Kubernetes refused and why."""
+                          verb: str, subresource: str | None = None) -> None:
+    """Nothing below 400; else the error that says what Kubernetes refused and why (RBAC
+    grants a subresource such as ``rollouts/status`` apart from its resource)."""
     code = response.status_code
     if code < 400:
         return
@@ -177,8 +181,9 @@ def raise_for_kube_status(response: httpx.Response, ref: KubeRef, creds: Credent
         raise TokenRefused(f"the Kubernetes API server did not accept {creds.who} (HTTP "
                            "401): check that it is valid and not expired", code)
     if code == 403:
+        resource = f"{ref.resource}/{subresource}" if subresource else ref.resource
         raise TokenRefused(f"Kubernetes RBAC denied Shipbot ({creds.who}) to {verb} "
-                           f"{ref.resource} in namespace {ref.namespace}: {said}. Grant "
+                           f"{resource} in namespace {ref.namespace}: {said}. Grant "
                            "the verb in Shipbot's Role (see the README)", code)
     if code == 404:
         raise NotFound(f"{ref.label} was not found (HTTP 404): check the namespace and "

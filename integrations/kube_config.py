@@ -20,11 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from integrations.base import IntegrationError
+from integrations.http_auth import is_loopback
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -53,6 +55,11 @@ class KubeConnection(BaseModel):
             raise ValueError("give either kubeconfig: or token_env:, not both")
         if self.token_env is not None and self.server is None:
             raise ValueError("token_env: needs server: (the API server's URL)")
+        server = self.server or ""
+        if self.token_env and server.startswith("http://") and \
+                not is_loopback(urlsplit(server).hostname or ""):
+            raise ValueError("server: must be https:// with token_env: (plain http only on "
+                             "loopback): the token would cross the network in cleartext")
         return self
 
 
@@ -66,10 +73,18 @@ class Credentials:
     who: str  # for messages: "the service account token", "kubeconfig user 'ci'"
 
 
-def resolve(conn: KubeConnection, environ: Mapping[str, str]) -> Credentials:
-    """The credentials ``conn`` describes, read now; IntegrationError says what is missing."""
+TLSCache = dict[tuple[Any, ...], ssl.SSLContext | bool]
+
+
+def resolve(conn: KubeConnection, environ: Mapping[str, str], tls: TLSCache | None = None
+            ) -> Credentials:
+    """The credentials ``conn`` describes, read now; IntegrationError says what is missing.
+
+    ``tls`` (one per API client) keeps a kubeconfig's TLS context while the kubeconfig and
+    the files it names are unchanged (path, mtime, context): a client key is then written
+    to a temporary file once, not on every call. Tokens are read again on every call."""
     if conn.kubeconfig is not None:
-        return _from_kubeconfig(conn)
+        return _from_kubeconfig(conn, tls)
     if conn.token_env is not None:
         token = environ.get(conn.token_env)
         if not token:
@@ -131,10 +146,11 @@ def _load_cert(context: ssl.SSLContext, cert: bytes, key: bytes) -> None:
         context.load_cert_chain(cert_path, key_path)
 
 
-def _from_kubeconfig(conn: KubeConnection) -> Credentials:
+def _from_kubeconfig(conn: KubeConnection, tls: TLSCache | None) -> Credentials:
     assert conn.kubeconfig is not None
     path = Path(conn.kubeconfig).expanduser()
     try:
+        version = (str(path.absolute()), path.stat().st_mtime_ns)  # before the read
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise IntegrationError(f"cannot read the kubeconfig {path}: "
@@ -149,7 +165,8 @@ def _from_kubeconfig(conn: KubeConnection) -> Credentials:
     cluster = _named(doc, "clusters", "cluster", str(context.get("cluster")), path)
     user = _named(doc, "users", "user", str(context.get("user")), path) \
         if context.get("user") else {}
-    return _credentials(conn, path, cluster, user, str(context.get("user") or ""))
+    return _credentials(conn, path, cluster, user, str(context.get("user") or ""),
+                        (tls, (*version, str(name))))
 
 
 def _named(doc: dict[str, Any], section: str, key: str, name: str, path: Path
@@ -162,7 +179,8 @@ def _named(doc: dict[str, Any], section: str, key: str, name: str, path: Path
 
 
 def _credentials(conn: KubeConnection, path: Path, cluster: dict[str, Any],
-                 user: dict[str, Any], user_name: str) -> Credentials:
+                 user: dict[str, Any], user_name: str,
+                 cache: tuple[TLSCache | None, tuple[Any, ...]]) -> Credentials:
     server = conn.server or cluster.get("server")
     if not isinstance(server, str) or not server:
         raise IntegrationError(f"the kubeconfig {path}'s cluster has no server")
@@ -172,21 +190,48 @@ def _credentials(conn: KubeConnection, path: Path, cluster: dict[str, Any],
             "which Shipbot does not run: use a service account token (token or tokenFile)")
     headers = _bearer(_user_token(user, path)) if ("token" in user or "tokenFile" in user) \
         else {"Accept": "application/json", "User-Agent": "shipbot"}
+    tls, version = cache
+    named = ((user, "client-certificate"), (user, "client-key"),
+             (cluster, "certificate-authority"))
+    key = (*version, *(_mtime(_near(path, where[k])) for where, k in named if where.get(k)))
+    verify = tls[key] if tls is not None and key in tls else _tls(conn, path, cluster, user)
+    if tls is not None and key not in tls:
+        tls.clear()  # only the kubeconfig as it is now
+        tls[key] = verify
+    return Credentials(server, headers, verify, f"kubeconfig user {user_name!r}")
+
+
+def _tls(conn: KubeConnection, path: Path, cluster: dict[str, Any], user: dict[str, Any]
+         ) -> ssl.SSLContext | bool:
     cert = _pem(user, "client-certificate", path)
     key = _pem(user, "client-key", path)
     skip = conn.insecure_skip_tls_verify or bool(cluster.get("insecure-skip-tls-verify"))
-    verify = _verify(conn.model_copy(update={"insecure_skip_tls_verify": skip}),
-                     cluster.get("certificate-authority"),
-                     _pem(cluster, "certificate-authority", path, file_too=False),
-                     (cert, key) if cert and key else None)
-    return Credentials(server, headers, verify, f"kubeconfig user {user_name!r}")
+    ca = cluster.get("certificate-authority")
+    return _verify(conn.model_copy(update={"insecure_skip_tls_verify": skip}),
+                   str(_near(path, ca)) if ca else None,
+                   _pem(cluster, "certificate-authority", path, file_too=False),
+                   (cert, key) if cert and key else None)
+
+
+def _near(kubeconfig: Path, named: Any) -> Path:
+    """A path a kubeconfig names, as kubectl reads it: relative to the kubeconfig's
+    directory, not to where the bot was started."""
+    found = Path(str(named)).expanduser()
+    return found if found.is_absolute() else kubeconfig.parent / found
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None  # reading it says what is wrong
 
 
 def _user_token(user: dict[str, Any], path: Path) -> str:
     if "token" in user:
         return str(user["token"])
     try:
-        return Path(str(user["tokenFile"])).expanduser().read_text()
+        return _near(path, user["tokenFile"]).read_text()
     except OSError:
         raise IntegrationError(f"cannot read the tokenFile named in {path}") from None
 
@@ -202,7 +247,7 @@ def _pem(section: dict[str, Any], key: str, path: Path, *, file_too: bool = True
             raise IntegrationError(f"{key}-data in {path} is not base64") from None
     if file_too and section.get(key):
         try:
-            return Path(str(section[key])).expanduser().read_bytes()
+            return _near(path, section[key]).read_bytes()
         except OSError:
             raise IntegrationError(f"cannot read {key} named in {path}") from None
     return None

@@ -11,7 +11,8 @@ with nothing in memory.
 ``cancel`` of a rollout does what an on-call engineer does when a rollout must stop:
 ``kubectl rollout undo`` to the revision before it (a paused half-rollout would leave
 old and new pods serving side by side until someone resumes it). The run is marked
-(``shipbot.io/cancelled``) so its poll says it was cancelled. A rollback, a health check
+(``shipbot.io/cancelled``) in the same patch as the undo, so its poll says it was
+cancelled only once it was. A rollback, a health check
 or a traffic step is only marked: undoing a rollback would put back the version it
 replaced, and the engine follows a stopped traffic step with ``abort``.
 """
@@ -139,13 +140,16 @@ class KubernetesProvider:
         run = self._parse(run_id)
         if (await self.poll(run_id)).state is not RunState.RUNNING:
             return
-        ref = self._ref(run.name, run.namespace)
-        await self._api.patch(ref, {"metadata": {"annotations": {CANCELLED: run.key}}})
-        if self._undoes(run):
-            if not _paused(await self._api.get(ref)):  # else left to whoever paused it
-                await self._undo(ref, run.key + "-cancel", None, "cancelled")
+        # One write: the mark and what it stands for land together, so a cancel cut
+        # short is repeated whole, never found marked with nothing undone.
+        ref, mark = self._ref(run.name, run.namespace), {CANCELLED: run.key}
+        if self._undoes(run) and not _paused(await self._api.get(ref)):
+            await self._undo(ref, run.key + "-cancel", None, "cancelled", mark=mark)
         elif run.kind == "rollout" and run.name == self._config.canary_name:
-            await self._api.patch(ref, {"spec": {"replicas": 0}})  # a canary being prepared
+            await self._api.patch(ref, {"metadata": {"annotations": mark},  # being prepared
+                                        "spec": {"replicas": 0}})
+        else:  # paused: left to whoever paused it
+            await self._api.patch(ref, {"metadata": {"annotations": mark}})
 
     # -- health and rollback -----------------------------------------------------------
 
@@ -172,7 +176,8 @@ class KubernetesProvider:
         return str(RunRef("undo", ref.namespace, ref.name or "", generation(done), job.key))
 
     async def _undo(self, ref: KubeRef, key: str, image: str | None, what: str,
-                    dep: dict[str, Any] | None = None) -> dict[str, Any]:
+                    dep: dict[str, Any] | None = None, *,
+                    mark: dict[str, str] | None = None) -> dict[str, Any]:
         dep = dep or await self._api.get(ref)
         if _paused(dep):
             raise IntegrationError(f"{ref.label} is paused (kubectl rollout pause): resume "
@@ -185,7 +190,8 @@ class KubernetesProvider:
         cause = f"shipbot: rollback of {what} to revision {number} by deployment key {key}"
         ops: list[dict[str, Any]] = [{"op": "replace", "path": "/spec/template",
                                       "value": template}]
-        ops += annotation_ops(dep, {KEY: key, IMAGE: restored, CHANGE_CAUSE: cause})
+        ops += annotation_ops(dep, {KEY: key, IMAGE: restored, CHANGE_CAUSE: cause,
+                                    **(mark or {})})
         return await self._api.patch(ref, ops, "json")
 
     # -- traffic (with canary:) ---------------------------------------------------------

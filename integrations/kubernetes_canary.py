@@ -2,7 +2,9 @@
 
 The new version runs in a second Deployment, ``<deployment>-canary``, made from the
 stable one's spec: the same selector and pod labels plus ``track: canary`` (overriding a
-``track`` label the stable pods may have), and the new image.
+``track`` label the stable pods may have), and the new image. A canary Deployment an
+earlier release left is given the stable one's whole pod template of now again (env,
+sidecars, resources changed since), so the canary runs what promote will ship.
 
 - ``mode: replicas``: a Service selecting the labels both share (not ``track``) sends
   each pod an equal share, so the canary's share of the pods is its share of the
@@ -34,6 +36,7 @@ from integrations.kubernetes_rollout import (
     KEY,
     TOTAL,
     RunRef,
+    annotation_ops,
     generation,
     image_patch,
     keyed_patch,
@@ -98,10 +101,23 @@ class Canary:
         if canary is None:
             done = await self._api.create(
                 self._collection, self._new_canary(stable, image, replicas, notes))
-        else:
-            done = await self._api.patch(self._canary, image_patch(
-                self._config.container, image, notes, replicas), "strategic")
+        else:  # an earlier release's: its whole pod template is the stable one's of now
+            ops: list[dict[str, Any]] = [
+                {"op": "replace", "path": "/spec/template",
+                 "value": self._canary_template(stable, image)},
+                {"op": "add", "path": "/spec/replicas", "value": replicas}]
+            done = await self._api.patch(self._canary, ops + annotation_ops(canary, notes),
+                                         "json")
         return self._run("rollout", self._canary, generation(done), job.key)
+
+    def _canary_template(self, stable: dict[str, Any], image: str) -> dict[str, Any]:
+        """The stable Deployment's pod template with the new image and ``track: canary``."""
+        template = copy.deepcopy(stable.get("spec", {}).get("template") or {})
+        template.setdefault("metadata", {}).setdefault("labels", {})[TRACK] = "canary"
+        for container in template.get("spec", {}).get("containers") or []:
+            if container.get("name") == self._config.container:
+                container["image"] = image
+        return template
 
     def _new_canary(self, stable: dict[str, Any], image: str, replicas: int,
                     notes: dict[str, str]) -> dict[str, Any]:
@@ -109,11 +125,7 @@ class Canary:
         spec.pop("paused", None)
         spec["replicas"] = replicas
         spec.setdefault("selector", {}).setdefault("matchLabels", {})[TRACK] = "canary"
-        template = spec.setdefault("template", {})
-        template.setdefault("metadata", {}).setdefault("labels", {})[TRACK] = "canary"
-        for container in template.get("spec", {}).get("containers") or []:
-            if container.get("name") == self._config.container:
-                container["image"] = image
+        spec["template"] = self._canary_template(stable, image)
         meta = {k: v for k, v in stable.get("metadata", {}).items() if k not in _DROP}
         kept = {k: v for k, v in notes_of(stable).items()
                 if not k.startswith(("deployment.kubernetes.io/", "shipbot.io/"))}

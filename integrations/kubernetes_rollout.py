@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
+from integrations.base import IntegrationError, JobSpec, NoUndo, RunState, RunStatus
 from integrations.kube_api import CONFLICT_ATTEMPTS, Conflict
 
 if TYPE_CHECKING:
@@ -171,20 +171,34 @@ def previous_template(dep: dict[str, Any], history: list[dict[str, Any]], contai
                       image: str | None) -> tuple[int, dict[str, Any]]:
     """The revision to go back to and its pod template. kubectl takes the one before the
     current revision; when ``image`` (the version to return to) is known, the newest
-    earlier revision running it is preferred."""
+    earlier revision running it, and ``NoUndo`` when none does (the engine then deploys
+    that version again)."""
     current = revision(dep) or (revision(history[0]) if history else 0)
     earlier = [rs for rs in history if revision(rs) != current]
+    name = dep.get("metadata", {}).get("name", "?")
     if not earlier:
-        name = dep.get("metadata", {}).get("name", "?")
-        raise IntegrationError(
+        raise NoUndo(
             f"Deployment {name} has no earlier revision to roll back to (only revision "
             f"{current} is kept): deploy the earlier version instead")
-    matching = [rs for rs in earlier
-                if image is not None and image_of(_template(rs), container) == image]
-    chosen = (matching or earlier)[0]
+    if image is not None:  # only its revision: another would bring back another version
+        earlier = [rs for rs in earlier if image_of(_template(rs), container) == image]
+        if not earlier:
+            kept = ", ".join(str(n) for n in sorted(revision(rs) for rs in history))
+            raise NoUndo(
+                f"no revision of Deployment {name} that Kubernetes kept runs {image} (kept: "
+                f"revisions {kept}): Shipbot deploys {_tag(image)} again instead of kubectl "
+                "rollout undo")
+    chosen = earlier[0]
     template = copy.deepcopy(_template(chosen))
     template.get("metadata", {}).get("labels", {}).pop(HASH_LABEL, None)
     return revision(chosen), template
+
+
+def _tag(image: str) -> str:
+    """The version in an image reference (what follows the last ``:`` after the last
+    ``/``), else the whole reference."""
+    name, _, tag = image.rpartition("/")[2].partition("@")[0].rpartition(":")
+    return tag if name else image
 
 
 def _template(rs: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar, Uni
 
 from pydantic import Field
 
+from integrations.argo_rollouts import ArgoRolloutsProvider
+from integrations.argo_rollouts_config import ArgoRolloutsConfig
 from integrations.base import (
     Capability,
     CIBundle,
@@ -108,6 +110,11 @@ def _gitlab_deploy(config: GitLabConfig, ctx: ProviderContext) -> DeployBundle:
     return DeployBundle(target=_gitlab(config, ctx))  # start, poll, cancel: nothing more
 
 
+def _argo_deploy(config: ArgoRolloutsConfig, ctx: ProviderContext) -> DeployBundle:
+    return DeployBundle.of(ArgoRolloutsProvider(config, options=ctx.http, environ=ctx.environ),
+                           config.capabilities())
+
+
 def _helm_deploy(config: HelmConfig, ctx: ProviderContext) -> DeployBundle:
     helm, on = HelmProvider(config, ctx.state_dir / "helm"), config.capabilities()
     return DeployBundle(target=helm, health=helm if Capability.HEALTH in on else None,
@@ -132,6 +139,7 @@ _ENTRIES: tuple[ProviderEntry[Any], ...] = (
     ProviderEntry("helm", HelmConfig, deploy=_helm_deploy),
     ProviderEntry("kubernetes", KubernetesConfig, deploy=_kubernetes_deploy),
     ProviderEntry("webhook", WebhookConfig, deploy=_webhook_deploy),
+    ProviderEntry("argo_rollouts", ArgoRolloutsConfig, deploy=_argo_deploy),
 )
 REGISTRY: dict[str, ProviderEntry[Any]] = {e.name: e for e in _ENTRIES}
 PROVIDERS = tuple(REGISTRY)

@@ -90,8 +90,9 @@ class WebhookProvider:
         raw = json.dumps(fill_body(body, values), separators=(",", ":")).encode()
         answer = await self._request("POST", url, raw, job.key)
         run = {"s": self._status_url(answer, url, job), "k": job.key}
-        if self._config.id_field:
-            run["i"] = str(dig(answer, self._config.id_field))
+        found = dig(answer, self._config.id_field) if self._config.id_field else None
+        if found is not None and not isinstance(found, dict | list) and str(found) != "":
+            run["i"] = str(found)  # no id: no "None" for cancel_url's {id}
         return encode_run(run)
 
     def _status_url(self, answer: Any, url: str, job: JobSpec) -> str:
@@ -113,10 +114,11 @@ class WebhookProvider:
 
     def _followable(self, url: str) -> str:
         """Only http(s) on a host we were given is polled (a run id could be forged)."""
-        if httpx.URL(url).scheme not in ("http", "https") or not self._allowed(url):
+        if not self._allowed(url):
             raise IntegrationError(
-                f"the webhook receiver's status URL is not on a host of the configured URLs "
-                f"({snippet(url, 100)}), so Shipbot will not poll it: check the receiver")
+                "the webhook receiver's status URL is not on a scheme, host and port of the "
+                f"configured URLs ({snippet(url, 100)}), so Shipbot will not poll it (each "
+                "poll carries the credentials): check the receiver")
         return url
 
     async def poll(self, run_id: str) -> RunStatus:
@@ -161,6 +163,11 @@ class WebhookProvider:
             log.info("webhook run %s: no cancel_url configured, the run is not stopped",
                      run["k"])
             return
+        if "{id}" in self._config.cancel_url and not run.get("i"):
+            raise IntegrationError(
+                f"the receiver's answer had no id, so Shipbot cannot cancel the run (its "
+                f"cancel_url needs {{id}}); stop it at the deployer: check id_field "
+                f"({self._config.id_field})")
         url = fill_url(self._config.cancel_url, {"id": run.get("i", "")})
         raw = json.dumps({"id": run.get("i"), "key": run["k"]}).encode()
         await self._request("POST", url, raw, f"{run['k']}:cancel")
@@ -173,11 +180,16 @@ class WebhookProvider:
         return run
 
     def _allowed(self, url: str) -> bool:
-        """A status URL must be on a host of the URLs we were given (hosts are literal)."""
+        """A status URL must be on the scheme, host and port of a URL we were given (hosts
+        are literal): each poll carries the auth header or signature, so neither plain
+        http nor another service on that host may get it."""
         c = self._config
         given = (c.url, c.status_url, c.rollback_url, c.set_weight_url, c.promote_url,
                  c.abort_url, c.cancel_url)
-        return httpx.URL(url).host in {httpx.URL(fill_url(u, {})).host for u in given if u}
+        try:
+            return _origin(url) in {_origin(fill_url(u, {})) for u in given if u}
+        except httpx.InvalidURL:
+            return False
 
     async def _request(self, method: str, url: str, raw: bytes, key: str | None) -> Any:
         target = httpx.URL(url)
@@ -263,6 +275,13 @@ def decode_run(run_id: str) -> dict[str, Any] | None:
     ok = isinstance(run, dict) and isinstance(run.get("s"), str) and \
         isinstance(run.get("k"), str)
     return run if ok else None
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the scheme's default port when none is written)."""
+    parsed = httpx.URL(url)
+    default = {"http": 80, "https": 443}.get(parsed.scheme)
+    return parsed.scheme, parsed.host, parsed.port or default
 
 
 def _seconds(value: Any) -> float | None:

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from integrations.base import Capability, ProviderConfig
 from integrations.command_templates import ProviderEnvName, check_placeholders
-from integrations.http_auth import check_http_url
+from integrations.http_auth import check_http_url, is_loopback
 
 BODY_PLACEHOLDERS = ("service", "env", "version", "artifact", "key")
 URL_PLACEHOLDERS = ("service", "env")
@@ -94,16 +101,16 @@ class WebhookConfig(ProviderConfig):
 
     @field_validator("url", "rollback_url", "set_weight_url", "promote_url", "abort_url")
     @classmethod
-    def _action_url(cls, value: str | None) -> str | None:
+    def _action_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            _check_url(value, URL_PLACEHOLDERS)
+            _check_url(value, URL_PLACEHOLDERS, str(info.field_name))
         return value
 
     @field_validator("status_url", "cancel_url")
     @classmethod
-    def _run_url(cls, value: str | None) -> str | None:
+    def _run_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            _check_url(value, (*URL_PLACEHOLDERS, "id"))
+            _check_url(value, (*URL_PLACEHOLDERS, "id"), str(info.field_name))
         return value
 
     @model_validator(mode="after")
@@ -143,12 +150,16 @@ class WebhookConfig(ProviderConfig):
         return self.signature.secret_env
 
 
-def _check_url(value: str, allowed: tuple[str, ...]) -> None:
-    """http(s) with a literal host (the host decides what Shipbot may poll)."""
-    check_http_url(value.replace("{", "").replace("}", ""))
+def _check_url(value: str, allowed: tuple[str, ...], name: str) -> None:
+    """http(s) with a literal host (the host decides what Shipbot may poll); https unless
+    the host is loopback, since every request carries the auth header or signature."""
+    parsed = check_http_url(value.replace("{", "").replace("}", ""))
     check_placeholders([value], allowed)
     if "{" in value.split("/")[2]:
         raise ValueError("placeholders are allowed in the path only, not in the host")
+    if parsed.scheme == "http" and not is_loopback(parsed.host):
+        raise ValueError(f"{name} must be https:// (plain http is allowed on loopback "
+                         "only): every request carries the auth header or signature")
 
 
 def _check_body(body: Any, allowed: tuple[str, ...]) -> None:

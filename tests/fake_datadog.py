@@ -67,6 +67,9 @@ class FakeDatadog:
     faults: list[Fault] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    # Datadog aligns intervals to multiples of the rollup, so the first point's interval
+    # may begin before ``from`` (it then counts requests from before it): True answers so.
+    floor_buckets: bool = False
 
     def set_traffic(self, track: str, **values: Any) -> None:
         self.tracks[track] = Traffic(**values)
@@ -108,7 +111,8 @@ class FakeDatadog:
         if len(parts) > 2:
             raise ValueError("only A / B is understood here")
         step = max(self.interval, math.ceil((end - start) / 300))
-        times = range(math.ceil(start / step) * step, int(end) + 1, step)
+        first = (math.floor if self.floor_buckets else math.ceil)(start / step) * step
+        times = range(first, int(end) + 1, step)
         values = [self._values(p, times, step) for p in parts]
         if any(v is None for v in values):
             return []

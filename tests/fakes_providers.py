@@ -3,7 +3,9 @@
 A ``FakeWorld`` holds every run, so a second ``FakeCI``/``FakeTarget`` over the same
 world is a restarted bot: it finds the runs the first one started. The version says how
 a run ends: ``fail...`` fails, ``slow...`` runs until cancelled, anything else succeeds
-after ``polls`` polls. Queue errors with ``world.fail_next`` to see how callers cope.
+after ``polls`` polls; a deploy of ``wait...`` waits for a person (``RunStatus.waiting``,
+with a finished check of its own) until the target is asked to promote. Queue errors
+with ``world.fail_next`` to see how callers cope.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from integrations.base import (
     Commit,
     Comparison,
+    Finding,
     IntegrationError,
     JobSpec,
     RunState,
@@ -104,6 +107,18 @@ class FakeTarget(FakeCI):
     """A deploy target with every capability (``FullTarget``), each call a keyed run."""
 
     name = "fake-target"
+
+    WAITING = "The target waits for a person at its step 2 (weight 10 %)."
+
+    async def poll(self, run_id: str) -> RunStatus:
+        run = self._run(run_id)
+        if run.action == "start" and run.job.version.startswith("wait") and \
+                not self.world.started("promote"):
+            self.world.calls.append(("poll", run_id))
+            return RunStatus(state=RunState.RUNNING, detail="is waiting", waiting=self.WAITING,
+                             findings=[Finding(name="smoke-check", phase="Successful",
+                                               passed=True, lines=["latency: 120 ms"])])
+        return await super().poll(run_id)
 
     async def set_weight(self, job: JobSpec, weight: int) -> str:
         return await self._start(job, f"set_weight {weight}")

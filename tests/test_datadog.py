@@ -100,8 +100,9 @@ async def test_no_series_is_no_data_not_an_error() -> None:
 
 async def test_null_points_are_skipped_and_counted() -> None:
     body = fixture("query.json")
-    body["series"][0]["pointlist"] = [[1.0e12, 1.5], [1.0e12 + 1000, None],
-                                      [1.0e12 + 2000, 2.5], [1.0e12 + 3000, None]]
+    t0 = (NOW - timedelta(minutes=1)).timestamp() * 1000  # in the range asked for
+    body["series"][0]["pointlist"] = [[t0, 1.5], [t0 + 1000, None],
+                                      [t0 + 2000, 2.5], [t0 + 3000, None]]
     handler, _ = replying(ok(body))
     dd = provider(handler)
     samples = await dd.query_range(HITS, NOW, NOW, 1)
@@ -135,6 +136,21 @@ async def test_interval_counts_add_up_from_the_step_start() -> None:
     # Longer ranges come in coarser intervals (Datadog's rollup): the total is the same.
     day = await dd.increase(HITS, NOW - timedelta(hours=1), NOW)
     assert day == pytest.approx(12.5 * 3600, rel=0.01)
+
+
+async def test_an_interval_that_begins_before_the_step_start_is_not_counted() -> None:
+    """Datadog's rollup grows with the range and aligns to its multiples, so the first
+    point's interval may begin before the step started: it is dropped, never counted."""
+    fake = FakeDatadog(started=0, floor_buckets=True)
+    fake.set_traffic("canary", rps=12.5)
+    dd = provider(fake.handler)
+    step_start = NOW - timedelta(seconds=1001)  # 4 s intervals; the first begins 3 s early
+    total = await dd.increase(HITS, step_start, NOW)
+    [answer] = fake.requests
+    assert answer.url.params["from"] == str(int(step_start.timestamp()))
+    # no more than was served from step_start to the end of the last interval (NOW + 4 s)
+    assert total is not None and total <= 12.5 * (1001 + 4)
+    assert total == 12.5 * 4 * 251  # the intervals from step_start + 1 s to NOW
 
 
 async def test_histogram_buckets_are_refused_with_what_to_do() -> None:

@@ -59,7 +59,7 @@ async def test_the_first_report_creates_the_deployment_then_its_status(gh, clock
     assert await provider.report(UPDATE) == "1"
 
     assert gh.sent("GET") == [("GET", "/repos/acme/api/deployments?environment=staging&"
-                                      "ref=v1.4.2&per_page=100")]
+                                      "per_page=100")]
     [(create_path, create), (status_path, status)] = bodies(gh)
     assert create_path == "/repos/acme/api/deployments"
     assert create == {"ref": "v1.4.2", "task": "deploy", "auto_merge": False,
@@ -73,6 +73,20 @@ async def test_the_first_report_creates_the_deployment_then_its_status(gh, clock
                       "log_url": UPDATE.log_url,
                       "environment_url": "https://staging.acme.dev"}
     assert gh.states(1) == ["queued"]
+
+
+async def test_a_version_that_is_no_ref_is_deployed_as_the_commit_its_build_reported(
+        gh, clock) -> None:
+    sha = "9f2c1e0a7b6d5c4e3f2a1b0c9d8e7f6a5b4c3d2e"
+    provider = mirror(gh, clock)
+    await provider.report(UPDATE.model_copy(update={"commit": sha}))  # v1.4.2: a tag
+    await provider.report(UPDATE.model_copy(update={"key": "deployment-8-x-mirror",
+                                                    "version": "noref-build-88",
+                                                    "commit": sha}))
+    creates = [body for path, body in bodies(gh) if path.endswith("/deployments")]
+    assert [c["ref"] for c in creates] == ["v1.4.2", "noref-build-88", sha]
+    assert [d["ref"] for d in gh.deployments.values()] == ["v1.4.2", sha]
+    assert creates[-1]["description"] == "Shipbot #7: api noref-build-88 to staging"
 
 
 async def test_later_reports_only_post_statuses(gh, clock) -> None:
@@ -279,6 +293,11 @@ async def test_a_version_github_does_not_know_is_given_up_at_once(
         rows = await mirror_rows(bot)
         return rows if len(rows) == 3 and all(r.delivered_at for r in rows) else None
     rows = await eventually(given_up)
-    assert {r.last_error for r in rows} == {"gave up: GitHub at 127.0.0.1 refused the request "
-                                            "(HTTP 422): No ref found for: noref-1"}
-    assert gh.deployments == {}
+    # The queued status named a version that is no ref, before the build reported its
+    # commit: refused, given up at once. Then the deployment is created for the commit.
+    refused = ("gave up: GitHub at 127.0.0.1 refused the request (HTTP 422): No ref found "
+               "for: noref-1")
+    errors = [r.last_error for r in rows]
+    assert errors[0] == refused and errors[-1] is None, errors
+    [created] = gh.deployments.values()
+    assert created["ref"] == dep.commit_sha and dep.commit_sha

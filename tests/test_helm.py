@@ -20,6 +20,7 @@ from integrations.helm_config import HelmConfig
 from integrations.registry import ProviderContext, build_deploy
 from tests.helm_fixture import FakeHelm, install_fake_helm
 from tests.processes import cancel_runs
+from tests.scripts.fake_helm import SECRET_DATA, VALUES_SECRET
 
 
 @pytest.fixture
@@ -313,3 +314,27 @@ def test_the_readme_example_loads() -> None:
     stanza = yaml.safe_load(block.group(1))["services"]["api"]["deploy"]
     assert HelmConfig(**stanza).capabilities() == {
         Capability.CANCEL, Capability.ROLLBACK, Capability.HEALTH}
+
+
+async def test_helm_output_never_carries_values_or_manifests(helm: FakeHelm,
+                                                            tmp_path: Path) -> None:
+    """``helm status -o json`` prints the values and the manifest (a Secret's data), and
+    NOTES may render values: the output kept for the thread has none of it."""
+    target = provider(helm, tmp_path, health=True)
+    upgrade = await done(target, await target.start(job("v1")))
+    assert "STATUS: deployed" in upgrade.output_tail
+    health = await done(target, await target.health(job("v1", key="deployment-1-health")))
+    assert health.state is RunState.SUCCEEDED
+    assert health.output_tail == "release api-staging, revision 1: deployed (Shipbot " \
+        "deploy of api to staging: version=v1)"
+    rollback = await done(target, await target.rollback(job("v1", key="deployment-2-rb")))
+    history = helm.history("api-staging")
+    history[-1].update(status="failed", description="Upgrade failed: timed out waiting")
+    helm.set_history("api-staging", history)
+    sick = await done(target, await target.health(job("v1", key="deployment-3-health")))
+    assert sick.state is RunState.FAILED
+    assert sick.output_tail == ("release api-staging, revision 2: failed (Upgrade failed: "
+                                "timed out waiting)")
+    for status in (upgrade, health, rollback, sick):
+        for secret in (SECRET_DATA, VALUES_SECRET, "kind: Secret", '"config"'):
+            assert secret not in status.output_tail and secret not in status.detail

@@ -7,9 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sqlmodel import select
+
 from bot.devtools.local import LocalBot
+from bot.store.models import AuditEvent, Deployment, Outbox
 from tests.conftest import eventually, make_config
 from tests.helm_fixture import FakeHelm, install_fake_helm
+from tests.scripts.fake_helm import SECRET_DATA, VALUES_SECRET
 from tests.test_deploy_flow import deployments, finished
 
 
@@ -52,6 +56,35 @@ async def test_deploy_and_rollback_with_helm(make_bot, tmp_path: Path) -> None:
     assert fake.history("api-staging")[-1]["description"] == "Rollback to 1"
     assert len(fake.calls("upgrade")) == 2  # the rollback ran no upgrade
     assert all("SLACK_BOT_TOKEN" not in c["env"] for c in fake.calls())
+
+
+async def stored(bot: LocalBot) -> str:
+    """Every deployment, audit and outbox row, as text."""
+    async with bot.bot.sessions() as session:
+        rows = [r.model_dump() for model in (Deployment, AuditEvent, Outbox)
+                for r in (await session.exec(select(model))).all()]
+    return json.dumps(rows, default=str)
+
+
+async def test_helm_status_values_and_secrets_stay_out_of_thread_and_db(
+        make_bot, tmp_path: Path) -> None:
+    fake = install_fake_helm(tmp_path)
+    bot = await make_bot(make_config(tmp_path, deploy=helm_deploy(fake, health=True)))
+    await bot.driver.command("api staging v1.4.1")
+    [dep] = await finished(bot)
+    assert dep.state == "succeeded", dep.detail
+    assert len(fake.calls("status")) == 1
+
+    async def healthy() -> str | None:
+        said = json.dumps(bot.slack.messages("#deploys-api"))
+        return said if "reports `v1.4.1` healthy" in said else None
+
+    thread = await eventually(healthy)
+    assert "release api-staging, revision 1: deployed" in thread
+    db = await stored(bot)
+    for secret in (VALUES_SECRET, SECRET_DATA, "kind: Secret", "manifest"):
+        assert secret not in thread, secret
+        assert secret not in db, secret
 
 
 async def test_a_failed_helm_upgrade_shows_helms_error(make_bot, tmp_path: Path) -> None:

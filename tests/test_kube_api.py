@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import ssl
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,17 @@ async def test_rbac_denial_names_the_verb_resource_namespace_and_user() -> None:
     text = str(info.value)
     assert "RBAC denied" in text and "to patch deployments in namespace prod" in text
     assert SA in text and "the token in K8S_TOKEN" in text and "t0k3n" not in text
+
+
+async def test_rbac_denial_of_a_subresource_names_the_subresource() -> None:
+    """Granting "patch deployments" does not grant "patch deployments/status": say which."""
+    message = (f'deployments.apps "api" is forbidden: User "{SA}" cannot patch resource '
+               '"deployments/status" in API group "apps" in the namespace "prod"')
+    client = api(lambda r: status(403, "Forbidden", message, name="api", group="apps",
+                                  kind="deployments"))
+    with pytest.raises(TokenRefused) as info:
+        await client.patch(DEPLOYMENT, {"status": {}}, "merge", subresource="status")
+    assert "to patch deployments/status in namespace prod" in str(info.value)
 
 
 @pytest.mark.parametrize(("code", "reason", "kind", "words"), [
@@ -136,6 +149,15 @@ def test_config_refuses_half_given_ways() -> None:
         KubeConnection(context="prod")
     with pytest.raises(ValueError, match="not both"):
         KubeConnection(kubeconfig="/k", token_env="T", server="https://x")
+
+
+def test_a_token_is_never_sent_over_plain_http_but_to_loopback() -> None:
+    with pytest.raises(ValueError, match=r"server: must be https:// with token_env: "
+                                         r"\(plain http only on loopback\)"):
+        KubeConnection(server="http://k8s.example.com:8080", token_env="K8S_TOKEN")
+    for server in ("http://127.0.0.1:8001", "http://localhost:8001", "http://[::1]:8001"):
+        assert KubeConnection(server=server, token_env="K8S_TOKEN").server == server
+    assert KubeConnection(server="http://k8s.example.com:8080").token_env is None
 
 
 async def test_in_cluster_reads_the_rotated_token_on_every_call(tmp_path: Path) -> None:
@@ -223,7 +245,8 @@ async def https_api(pki: Path) -> AsyncIterator[tuple[int, list[str]]]:
 
     async def deployment(request: web.Request) -> web.Response:
         peer = request.transport.get_extra_info("peercert") if request.transport else None
-        seen.append(str(peer["subject"]) if peer else "none")
+        seen.append((str(peer["subject"]) if peer else "none") + " " +
+                    request.headers.get("Authorization", "no token"))
         return web.json_response({"kind": "Deployment", "metadata": {"name": "api"}})
 
     app = web.Application()
@@ -265,3 +288,64 @@ async def test_a_server_certificate_from_another_ca_is_refused(
     with pytest.raises(ProviderUnavailable, match="could not reach"):
         await KubeAPI(KubeConnection(kubeconfig=path)).get(DEPLOYMENT)
     assert seen == []
+
+
+async def test_kubeconfig_paths_are_relative_to_the_kubeconfigs_directory(
+        tmp_path: Path, pki: Path, https_api: tuple[int, list[str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As kubectl reads them: ``certs/ca.crt`` next to ``~/.kube/config`` is
+    ``~/.kube/certs/ca.crt``, wherever the bot was started."""
+    port, seen = https_api
+    kube_dir = tmp_path / "kube"
+    (kube_dir / "certs").mkdir(parents=True)
+    for name in ("ca.crt", "client.crt", "client.key"):
+        (kube_dir / "certs" / name).write_bytes((pki / name).read_bytes())
+    (kube_dir / "token").write_text("file-token")
+    path = kubeconfig(kube_dir, {"client-certificate": "certs/client.crt",
+                                 "client-key": "certs/client.key", "tokenFile": "token"},
+                      {"server": f"https://127.0.0.1:{port}",
+                       "certificate-authority": "certs/ca.crt"})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    body = await KubeAPI(KubeConnection(kubeconfig=path)).get(DEPLOYMENT)
+    assert body["metadata"]["name"] == "api"
+    assert "deployers" in seen[0] and seen[0].endswith(" Bearer file-token")
+
+
+async def test_the_client_key_is_written_out_once_per_kubeconfig_version(
+        tmp_path: Path, pki: Path, https_api: tuple[int, list[str]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ssl loads a client key from a file only: it is written to a private temporary
+    directory once per kubeconfig (path, mtime, context), not on every call, while a
+    rotated tokenFile is still read on every call."""
+    port, seen = https_api
+    written: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def recording(*args: Any, **kwargs: Any) -> tempfile.TemporaryDirectory[str]:
+        made = real(*args, **kwargs)
+        written.append(made.name)
+        return made
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recording)
+    (tmp_path / "token").write_text("first-token")
+    user = {"client-certificate-data": b64(pki / "client.crt"),
+            "client-key-data": b64(pki / "client.key"),
+            "tokenFile": str(tmp_path / "token")}
+    cluster = {"server": f"https://127.0.0.1:{port}",
+               "certificate-authority-data": b64(pki / "ca.crt")}
+    path = kubeconfig(tmp_path, user, cluster)
+    client = KubeAPI(KubeConnection(kubeconfig=path))
+    await client.get(DEPLOYMENT)
+    (tmp_path / "token").write_text("second-token")  # rotated
+    await client.get(DEPLOYMENT)
+    await client.get(DEPLOYMENT)
+    assert len(written) == 1
+    assert [s.rsplit(" ", 1)[-1] for s in seen] == ["first-token", "second-token",
+                                                    "second-token"]
+    kubeconfig(tmp_path, user, cluster)  # the file changed (a new mtime): read anew
+    os.utime(path, ns=(1, 1))
+    await client.get(DEPLOYMENT)
+    assert len(written) == 2 and len(seen) == 4
+    await KubeAPI(KubeConnection(kubeconfig=path)).get(DEPLOYMENT)  # nothing shared
+    assert len(written) == 3

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
+from integrations.base import IntegrationError, JobSpec, NoUndo, RunState, RunStatus
 from integrations.http import HttpOptions, NotFound, Rejected, TokenRefused
 from integrations.kubernetes import KubernetesProvider
 from integrations.kubernetes_config import KubernetesConfig
@@ -211,14 +211,29 @@ async def test_rollback_prefers_the_revision_running_the_version_to_return_to(
     await provider.rollback(job("v1", key="undo-1"))
     assert kube.patches()[-1][1][0]["value"]["spec"]["containers"][0]["image"] == \
         f"{IMAGE}:v1"
-    # without a version that ran here, kubectl's choice: the revision before this one
-    await provider.rollback(job("v0", key="undo-2"))
-    assert kube.patches()[-1][1][0]["value"]["spec"]["containers"][0]["image"] == \
-        f"{IMAGE}:ok-3"
+
+
+async def test_a_version_no_kept_revision_runs_is_not_undone_to_another(
+        kube: FakeKubernetes) -> None:
+    """v1's ReplicaSet is gone (revisionHistoryLimit): the revision before this one runs
+    ok-2, not v1, so the undo says so instead of restoring it (the engine then deploys
+    v1 with start)."""
+    provider = make(kube)
+    for n, version in enumerate(("ok-2", "ok-3"), start=1):
+        await follow(kube, provider, await provider.start(job(version, key=f"k-{n}")))
+    [v1] = [name for name, rs in kube.replica_sets.items()
+            if rs["spec"]["template"]["spec"]["containers"][0]["image"] == f"{IMAGE}:v1"]
+    del kube.replica_sets[v1]
+    with pytest.raises(NoUndo) as info:
+        await provider.rollback(job("v1", key="undo"))
+    assert str(info.value) == (
+        f"no revision of Deployment api that Kubernetes kept runs {IMAGE}:v1 (kept: "
+        f"revisions 2, 3): Shipbot deploys v1 again instead of kubectl rollout undo")
+    assert len(kube.patches()) == 2 and kube.image() == f"{IMAGE}:ok-3"  # nothing undone
 
 
 async def test_no_earlier_revision_is_a_clear_error(kube: FakeKubernetes) -> None:
-    with pytest.raises(IntegrationError) as info:
+    with pytest.raises(NoUndo) as info:  # the engine deploys v0 with start instead
         await make(kube).rollback(job("v0"))
     assert str(info.value) == ("Deployment api has no earlier revision to roll back to "
                                "(only revision 1 is kept): deploy the earlier version instead")
@@ -235,7 +250,42 @@ async def test_cancel_undoes_the_rollout_and_the_run_says_so(kube: FakeKubernete
     assert (status.state, status.detail) == (
         RunState.FAILED, "was cancelled and rolled back to the previous revision")
     await provider.cancel(run_id)  # already ended: nothing more
-    assert len(kube.patches()) == 3
+    assert len(kube.patches()) == 2  # the start; the undo with the cancel's mark
+
+
+def crashing_at(kube: FakeKubernetes, nth_patch: int) -> httpx.MockTransport:
+    """The fake API, except that the ``nth_patch``-th PATCH from now never arrives: the
+    bot died (or lost the connection) just before that write."""
+    count = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal count
+        if request.method == "PATCH":
+            count += 1
+            if count == nth_patch:
+                raise httpx.ConnectError("the bot was killed here", request=request)
+        return kube.handler(request)
+
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("dies_at", [1, 2])
+async def test_a_cancel_cut_short_between_its_writes_still_undoes_on_its_repeat(
+        kube: FakeKubernetes, dies_at: int) -> None:
+    run_id = await make(kube).start(job("slow-2"))
+    kube.tick()
+    dying = KubernetesProvider(config(), options=HttpOptions(transport=crashing_at(kube, dies_at)),
+                               environ={"K8S_TOKEN": TOKEN})
+    try:
+        await dying.cancel(run_id)
+    except IntegrationError:
+        pass  # the write that never arrived
+    provider = make(kube)  # the next process repeats the cancel
+    await provider.cancel(run_id)
+    assert kube.image() == f"{IMAGE}:v1"
+    status = await provider.poll(run_id)
+    assert (status.state, status.detail) == (
+        RunState.FAILED, "was cancelled and rolled back to the previous revision")
 
 
 async def test_cancel_of_a_finished_rollout_changes_nothing(kube: FakeKubernetes) -> None:

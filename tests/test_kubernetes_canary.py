@@ -182,6 +182,33 @@ async def test_a_new_canary_takes_back_what_an_abandoned_one_left(
     assert patched[-2:] == ["api", "api-canary"]  # stable back up before the canary goes
 
 
+async def test_a_reused_canary_runs_the_stable_pod_spec_of_now(kube: FakeKubernetes) -> None:
+    """The canary Deployment left by an earlier release is brought to the stable one's pod
+    template of now (its env, sidecars, resources) with the new image: what it tests is
+    what promote ships."""
+    provider = await started(kube, canary={"mode": "replicas"})
+    await follow(kube, provider, await provider.promote(job("promote")))
+    stable = kube.deployments["api"]["spec"]["template"]
+    stable["spec"]["containers"][0].update(  # the manifest changed since (kubectl apply)
+        env=[{"name": "FEATURE_X", "value": "on"}], resources={"limits": {"memory": "1Gi"}})
+    stable["spec"]["containers"][1]["image"] = "registry.example.com/log-shipper:2.4"
+    stable["spec"]["containers"].append({"name": "proxy", "image": "envoy:1.30"})
+    stable["metadata"]["annotations"] = {"checksum/config": "abc"}
+    run_id = await make(kube, canary={"mode": "replicas"}).start(
+        JobSpec(key="deployment-5-def-deploy", service="api", env="production",
+                version="ok-3", strategy="canary"))
+    canary = kube.deployments["api-canary"]["spec"]["template"]
+    want = {**stable, "metadata": {**stable["metadata"],
+                                   "labels": {"app": "api", "track": "canary"}}}
+    want["spec"] = {**stable["spec"], "containers": [
+        {**stable["spec"]["containers"][0], "image": f"{IMAGE}:ok-3"},
+        *stable["spec"]["containers"][1:]]}
+    assert canary == want
+    assert kube.deployments["api"]["spec"]["template"]["spec"]["containers"][0][
+        "image"] == f"{IMAGE}:ok-2"  # the stable one is untouched
+    assert (await follow(kube, provider, run_id))[-1].state is RunState.SUCCEEDED
+
+
 async def test_an_abandoned_gateway_canary_gets_no_traffic_from_the_next_deploy(
         kube: FakeKubernetes) -> None:
     provider = await started(kube, canary=GATEWAY)

@@ -132,6 +132,37 @@ def _req(dep: Any) -> str:
     return hashlib.sha256(dep.request_key.encode()).hexdigest()[:12]
 
 
+async def test_a_rollback_to_a_revision_kubernetes_dropped_deploys_the_version_again(
+        launch: Any, tmp_path: Path, kube: tuple[FakeKubernetes, str]) -> None:
+    """v1's ReplicaSet is gone (revisionHistoryLimit): ``kubectl rollout undo`` would
+    restore v0, the revision before; Shipbot sets v1's image instead, so the thread's
+    "back on v1" is true."""
+    fake, server = kube
+    bot = await launch(config(tmp_path, server))
+    for n, version in enumerate(("v1", "v2"), start=1):
+        await bot.driver.command(f"api staging {version} --strategy rolling")
+        *_, dep = await finished(bot, n)
+        assert dep.state == "succeeded", dep.detail
+    assert fake.history() == [(1, f"{IMAGE}:v0"), (2, f"{IMAGE}:v1"), (3, f"{IMAGE}:v2")]
+    [v1] = [name for name, rs in fake.replica_sets.items()
+            if rs["spec"]["template"]["spec"]["containers"][0]["image"] == f"{IMAGE}:v1"]
+    del fake.replica_sets[v1]
+    await bot.driver.command("rollback api staging v1")
+    *_, back = await finished(bot, 3)
+    assert (back.state, back.version) == ("succeeded", "v1"), back.detail
+    assert back.deploy_run_id == f"rollout/prod/api/4/deployment-3-{_req(back)}-deploy"
+    assert fake.image() == f"{IMAGE}:v1"
+    assert fake.history() == [(1, f"{IMAGE}:v0"), (3, f"{IMAGE}:v2"), (4, f"{IMAGE}:v1")]
+    async def told() -> list[str] | None:
+        return thread(bot) if len(thread(bot)) == 2 else None
+
+    said = await eventually(told, timeout=10)
+    assert said[0] == ":rewind: Rolling staging back to `v1`.", said
+    assert said[1].startswith(":white_check_mark: *api v1 is live on staging*"), said
+    assert not [r for r in fake.requests if r.method == "PATCH" and
+                r.headers["content-type"] == "application/json-patch+json"]  # no undo
+
+
 async def test_a_canary_that_misses_its_deadline_is_aborted(
         launch: Any, tmp_path: Path, kube: tuple[FakeKubernetes, str]) -> None:
     fake, server = kube

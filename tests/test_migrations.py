@@ -328,3 +328,33 @@ async def test_mirror_claims_upgrade_and_downgrade(engine: AsyncEngine) -> None:
     assert [tuple(r) for r in claims] == [(None, None)]  # unclaimed: any replica sends it
     assert await revision(engine) == head()
     assert await differences(engine) == []
+
+
+async def test_outbox_claims_upgrade_and_downgrade(engine: AsyncEngine) -> None:
+    """0010 adds the outbox rows' claim; going back drops it and keeps the rows queued."""
+    await create_schema(engine)
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO outbox (kind, text, blocks, created_at, attempts, claimed_by, "
+            "claim_until) VALUES ('announce', 'hello', '[]', :at, 0, 'pod-a/1', :at)"),
+            {"at": NOW})
+
+    def to(target: str) -> Callable[[Connection], None]:
+        return lambda conn: (command.downgrade if target == "0009" else command.upgrade)(
+            migrations.alembic_config(conn), target)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(to("0009"))
+    assert await revision(engine) == "0009"
+    async with engine.connect() as conn:
+        columns = await conn.run_sync(
+            lambda c: {col["name"] for col in sa_inspect(c).get_columns("outbox")})
+        rows = (await conn.execute(text("SELECT text, delivered_at FROM outbox"))).all()
+    assert not {"claimed_by", "claim_until"} & columns
+    assert [tuple(r) for r in rows] == [("hello", None)]
+    async with engine.begin() as conn:
+        await conn.run_sync(to("head"))
+        claims = (await conn.execute(text("SELECT claimed_by, claim_until FROM outbox"))).all()
+    assert [tuple(r) for r in claims] == [(None, None)]  # unclaimed: any replica posts it
+    assert await revision(engine) == head()
+    assert await differences(engine) == []

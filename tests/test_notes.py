@@ -62,6 +62,11 @@ SAMPLES: list[Fact] = [
     facts.Live(service="api", version="v1.4.2", env="staging", seconds=72, output="ok"),
     facts.RollbackWindow(version="v1.4.2", previous_version=None, until=AT, seconds=900),
     facts.TrafficChange(step="weight", blue_green=False, weight=25, version="v1.4.2"),
+    facts.TargetAnalysis(name=f"api-6cf78c66c5-2-1 {HOSTILE}", phase=f"Failed {HOSTILE}",
+                         outcome="fail", message=f'Metric "success-rate" {HOSTILE}',
+                         results=(facts.Line(outcome="fail", text="success-rate: Failed, "
+                                             f"measured [0.412] {HOSTILE}"),)),
+    facts.TargetPosition(position=f"Argo step 4/8, canary weight 25 %, Paused {HOSTILE}"),
     facts.ChecksPassed(results=LINES),
     facts.NoAnalysis(weight=50, seconds=300),
     facts.CheckReport(weight=25, blue_green=False, verdict="pass", score=100, results=(
@@ -69,6 +74,7 @@ SAMPLES: list[Fact] = [
     facts.Paused(why="Manual gate: press Promote to continue.", analysis=UNDECIDED,
                  deadline=AT, service="api", env="staging"),
     facts.Pressed(by="U0BOB", action="promote"),
+    facts.TargetWentOn(position=HOSTILE),
     facts.StopFailed(error=HOSTILE),
     facts.RollingBack(service="api", env="staging", why="post-deploy checks failed",
                       results=LINES, output="abort"),

@@ -18,15 +18,18 @@ from typing import Any
 import httpx
 import pytest
 
+from integrations.argo_rollouts_config import ArgoRolloutsConfig
 from integrations.base import CIProvider, DeployTarget, IntegrationError, JobSpec, RunState
 from integrations.command import CommandConfig
 from integrations.github_actions_config import GitHubActionsConfig
 from integrations.gitlab_config import GitLabConfig
 from integrations.helm_config import HelmConfig
 from integrations.http import HttpOptions
+from integrations.kube_config import KubeConnection
 from integrations.kubernetes_config import KubernetesConfig
 from integrations.registry import ProviderContext, build_ci, build_deploy
 from integrations.webhook_config import WebhookConfig
+from tests.fake_argo import FakeArgo
 from tests.fake_deployer import FakeDeployer
 from tests.fake_github import FakeGitHub
 from tests.fake_gitlab import FakeGitLab
@@ -159,7 +162,28 @@ def kubernetes_harness(tmp_path: Path) -> Harness:
     return Harness(lambda: build_deploy(config, ctx).target, started, tick=tick)
 
 
+def argo_harness(tmp_path: Path) -> Harness:
+    """Argo Rollouts over a fake Rollouts API whose controller moves one step per tick;
+    a run is counted when a start records its key on the Rollout."""
+    argo = FakeArgo()
+    config = ArgoRolloutsConfig(
+        provider="argo_rollouts", namespace="prod", rollout="api", container="api",
+        image="registry.example.com/api:{version}",
+        cluster=KubeConnection(server="https://k8s.example.com", token_env="K8S_TOKEN"))
+    ctx = ProviderContext(state_dir=tmp_path, environ={"K8S_TOKEN": argo.token},
+                          http=HttpOptions(transport=httpx.MockTransport(argo.handler)))
+
+    async def tick() -> None:
+        argo.reconcile()
+
+    def started() -> int:
+        return sum(1 for _, _, body in argo.writes() if "deploy-key" in str(body))
+
+    return Harness(lambda: build_deploy(config, ctx).target, started, tick=tick)
+
+
 HARNESSES: dict[str, Callable[[Path], Harness]] = {
+    "argo-rollouts-deploy": argo_harness,
     "command-ci": lambda tmp: command_harness(tmp, "ci"),
     "command-deploy": lambda tmp: command_harness(tmp, "deploy"),
     "fake-ci": lambda tmp: fake_harness(FakeCI),

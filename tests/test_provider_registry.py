@@ -43,6 +43,7 @@ def test_the_registry_declares_roles_and_capabilities() -> None:
         "helm": (("deploy",), ["cancel", "health", "rollback"]),
         "kubernetes": (("deploy",), ["cancel", "health", "rollback", "traffic"]),
         "webhook": (("deploy",), ["cancel", "rollback", "traffic"]),
+        "argo_rollouts": (("deploy",), ["cancel", "health", "rollback", "traffic"]),
     }
 
 

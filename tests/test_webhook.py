@@ -244,8 +244,49 @@ async def test_an_answer_without_the_status_field_is_a_clear_error() -> None:
 async def test_a_status_url_on_another_host_is_not_followed() -> None:
     fake = FakeDeployer(secret=SECRET, faults=[httpx.Response(
         201, json={"id": "r1", "links": {"status": "https://elsewhere.example.net/r1"}})])
-    with pytest.raises(IntegrationError, match="not on a host of the configured URLs"):
+    with pytest.raises(IntegrationError, match="not on a scheme, host and port of the"):
         await make(fake).start(job("v1"))
+
+
+@pytest.mark.parametrize("status_url", [
+    "http://deployer.example.com/api/runs/r1",  # the token would go in cleartext
+    "https://deployer.example.com:8443/api/runs/r1",  # another service on that host
+])
+async def test_a_status_url_on_another_scheme_or_port_is_not_followed(
+        status_url: str) -> None:
+    fake = FakeDeployer(secret=SECRET, faults=[httpx.Response(
+        201, json={"id": "r1", "links": {"status": status_url}})])
+    with pytest.raises(IntegrationError, match="not on a scheme, host and port of the "
+                                               "configured URLs"):
+        await make(fake).start(job("v1"))
+    assert len(fake.requests) == 1  # the POST; nothing was polled
+    forged = encode_run({"s": status_url, "k": "deployment-1-abc-deploy", "i": "r1"})
+    with pytest.raises(IntegrationError, match="unknown webhook run"):
+        await make(fake).poll(forged)
+    assert len(fake.requests) == 1
+
+
+async def test_same_scheme_host_and_port_is_followed() -> None:
+    fake = FakeDeployer(secret=SECRET, faults=[httpx.Response(
+        201, json={"id": "run-1", "links": {"status": f"{BASE}:443/api/runs/run-1"}}),
+        httpx.Response(200, json={"state": "running"})])
+    run_id = await make(fake).start(job("v1"))
+    assert (await make(fake).poll(run_id)).state is RunState.RUNNING
+    assert str(fake.requests[-1].url) == f"{BASE}/api/runs/run-1"
+
+
+async def test_an_answer_without_an_id_cannot_be_cancelled() -> None:
+    """status_url_field finds the run; with no id in the answer, cancel_url's {id} is
+    unknown: cancel says so and posts nothing (never .../runs/None/cancel)."""
+    fake = FakeDeployer(secret=SECRET, faults=[httpx.Response(
+        201, json={"links": {"status": f"{BASE}/api/runs/run-9"}})])
+    target = make(fake)
+    run_id = await target.start(job("v1"))
+    with pytest.raises(IntegrationError, match="the receiver's answer had no id, so Shipbot "
+                                               "cannot cancel the run"):
+        await target.cancel(run_id)
+    assert [r.method for r in fake.requests] == ["POST"]
+    assert all("None" not in str(r.url) for r in fake.requests)
 
 
 @pytest.mark.parametrize("run_id", [
@@ -299,6 +340,12 @@ def test_the_body_is_built_as_json_never_by_concatenation() -> None:
     ({"body": {"v": "{verison}"}}, "unknown placeholder {verison}"),
     ({"body": {"w": "{weight}"}}, "{weight} is only allowed in weight_body"),
     ({"url": "ftp://deployer"}, "must be http:// or https://"),
+    ({"url": "http://deployer.example.com/x"}, "url must be https://"),
+    ({"status_url_field": None, "status_url": "http://deployer.example.com/r/{id}"},
+     "status_url must be https://"),
+    ({"cancel_url": "http://10.0.0.7/runs/{id}/cancel"}, "cancel_url must be https://"),
+    ({"auth": {"token_env": "DEPLOYER_TOKEN"}, "signature": None,
+      "abort_url": "http://deployer.example.com/a"}, "abort_url must be https://"),
     ({"url": "https://{env}.deployer.example.com/x"}, "in the path only, not in the host"),
     ({"url": "https://u:p@deployer/x"}, "must not contain credentials"),
     ({"signature": {"secret_env": "SLACK_SIGNING_SECRET"}}, "one of Shipbot's own settings"),
@@ -312,6 +359,13 @@ def test_bad_config_is_refused_clearly(overrides: dict[str, Any], error: str) ->
         WebhookConfig(**settings(**overrides))
     assert error in str(caught.value)
     assert "dtok-abc" not in str(caught.value)
+
+
+def test_plain_http_is_allowed_on_loopback_only() -> None:
+    for base in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"):
+        loop = {k: v.replace(BASE, base) if isinstance(v, str) else v
+                for k, v in settings().items()}
+        assert WebhookConfig(**loop).url == f"{base}/api/deploys"
 
 
 def test_the_readme_example_loads() -> None:

@@ -4,6 +4,7 @@ records what it was asked; the thread and the database say what users see."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -92,6 +93,31 @@ async def test_a_failed_run_shows_the_deployers_message(
         card["replies"])  # the deployer's page for the run (link_field)
 
 
+async def test_a_run_without_an_id_past_its_deadline_is_not_cancelled_blindly(
+        make_bot, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+    """The answer has a status URL but no run_id: stopping the run at the deadline posts
+    nothing (never to .../runs/None/cancel) and the deployment says why."""
+    fake, base = deployer
+    clock = FakeClock()
+    bot = await make_bot(make_config(tmp_path, deploy={**webhook(base), "id_field": "run_id"}),
+                         clock=clock)
+    await bot.driver.command("api staging slow-1.0")
+    await eventually(lambda: _polled(fake))
+    for _ in range(8):  # past the deadline, then through the step's retries
+        clock.advance(minutes=5)
+        await asyncio.sleep(0.3)
+    [dep] = await finished(bot)
+    assert dep.state == "failed", dep.state
+    said = "the receiver's answer had no id, so Shipbot cannot cancel the run"
+    await thread(bot, said)
+    assert [r.url.path for r in fake.requests if r.method == "POST"] == ["/api/deploys"]
+    assert not fake.runs["run-1"].cancelled
+
+
+async def _polled(fake: FakeDeployer) -> bool:
+    return any(r.method == "GET" for r in fake.requests)
+
+
 async def test_blue_green_switches_traffic_with_set_weight(
         launch, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
     fake, base = deployer
@@ -111,3 +137,37 @@ async def test_blue_green_switches_traffic_with_set_weight(
     assert dep.state == "succeeded", dep.detail
     assert [r.kind for r in fake.runs.values()] == ["deploy", "deploy", "set_weight",
                                                     "promote"]
+
+
+async def test_a_canary_through_the_webhook_survives_a_restart_and_rolls_back(
+        launch, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+    """The bot stops mid-canary and a new one carries on: no traffic step is sent twice
+    (each idempotency key is POSTed once); Abort mid-canary rolls back through abort_url."""
+    fake, base = deployer
+    data = make_config(tmp_path, deploy=webhook(base)).model_dump(mode="json")
+    data["services"]["api"]["ci"] = None
+    data["services"]["api"]["strategy"] = {"kind": "canary", "steps": [20, 50, 100],
+                                           "interval": "1s"}
+    config = parse_config(data)
+    bot = await launch(config)
+    await bot.driver.command("api staging v1.0.0 --strategy rolling")
+    await finished(bot, 1)
+    await bot.driver.command("api staging v2.0.0")
+    await eventually(lambda: asyncio.sleep(0, fake.started("set_weight")))  # mid-canary
+    await bot.stop()
+    bot = await launch(config)
+    _, dep = await finished(bot, 2)
+    assert dep.state == "succeeded", dep.detail
+    assert [r.body["weight"] for r in fake.started("set_weight")] == [20, 50, 100]
+    assert len(fake.started("promote")) == 1
+    posted = [r.headers["idempotency-key"] for r in fake.requests if r.method == "POST"
+              and "idempotency-key" in r.headers]
+    assert len(posted) == len(set(posted)), posted  # nothing sent twice across the restart
+
+    await bot.driver.command("api staging v3.0.0")
+    await eventually(lambda: asyncio.sleep(0, len(fake.started("set_weight")) > 3))
+    await bot.driver.command("abort api staging")
+    *_, bad = await finished(bot, 3)
+    assert bad.state == "rolled_back", bad.detail
+    [abort] = fake.started("abort")
+    assert abort.body["version"] == "v3.0.0"

@@ -7,6 +7,7 @@ same permission checks (abort needs the rollback role, the others the deploy rol
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -48,7 +49,7 @@ class ControlService:
             ctx = StepContext(session, self.providers[dep.service], now, 0.0, self.policy)
             stages = progressive.stages_of(ctx, dep)
             stage = stages[dep.stage] if dep.stage < len(stages) else None
-            event = lifecycle.normalise(Event(cmd.action), stage)
+            event = lifecycle.normalise(Event(cmd.action), stage, dep)
             if lifecycle.state_refusal(dep, event) is not None:
                 return _not_now(dep, Event(cmd.action), stage)
             allowed = await self.policy.may(user, LIFECYCLE[event].role, dep.env)
@@ -80,9 +81,12 @@ class ControlService:
             return f"Paused deployment #{dep.id}."
         if event is Event.RESUME:
             return _resume(ctx, dep, stage, user)
+        if lifecycle.waits_in_deploy(dep):
+            return _go_on(ctx, dep, user)
         if State(dep.state) is State.PAUSED:
             machine.transition(ctx.session, dep, State.VERIFYING, actor=user, now=ctx.now,
                                detail=f"{asked} by <@{user}>", action=asked)
+            dep.paused_reason = None
         note(ctx.session, dep, facts.Pressed(by=user, action=asked), now=ctx.now)
         await progressive.advance_stage(ctx, dep, stages, by=user)
         if asked == "resume":
@@ -115,6 +119,19 @@ def _refusal(dep: Deployment, blocked: Blocked, stage: Stage | None) -> str:
             "to deploy it again. Nothing changed.")
 
 
+def _go_on(ctx: StepContext, dep: Deployment, user: str) -> str:
+    """Promote at the deploy target's own wait: back to DEPLOYING, where the next poll
+    asks the target to go on (``target_reports.wait_for_human``). ``paused_reason`` stays:
+    it names the wait promoted past (cleared in ``step_deploying`` once the run ends;
+    a rollback before that keeps it only from a wait: ``begin_rollback``)."""
+    machine.transition(ctx.session, dep, State.DEPLOYING, actor=user, now=ctx.now,
+                       detail=f"promote by <@{user}>", action="promote")
+    note(ctx.session, dep, facts.Pressed(by=user, action="promote"), now=ctx.now)
+    dep.next_action_at = ctx.now
+    dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.deploy_timeout)
+    return f"Promoted deployment #{dep.id}: the deploy goes on past the wait."
+
+
 def _resume(ctx: StepContext, dep: Deployment, stage: Stage | None, user: str) -> str:
     """Re-enter the current stage where it stopped: checks run, a traffic change started
     before the pause is polled. Only an analysis starts over (a pause breaks its series)."""
@@ -122,7 +139,7 @@ def _resume(ctx: StepContext, dep: Deployment, stage: Stage | None, user: str) -
     machine.transition(ctx.session, dep, State.PROMOTING if promoting else State.VERIFYING,
                        actor=user, now=ctx.now, detail=f"resume by <@{user}>", action="resume")
     note(ctx.session, dep, facts.Pressed(by=user, action="resume"), now=ctx.now)
-    dep.next_action_at = ctx.now
+    dep.next_action_at, dep.paused_reason = ctx.now, None
     if stage is not None and stage.kind == "bake":
         dep.stage_started_at, dep.analysis_state, dep.last_check_at = ctx.now, "", None
         return f"Resumed deployment #{dep.id}: the current step starts over."

@@ -79,14 +79,9 @@ class DeployService:
         active-slot index, so checking first and writing second stays safe.
         """
         now = self.clock()
-        if cmd.strategy and cmd.strategy != "rolling" and \
-                self.providers[cmd.service].traffic is None:
-            how = self.policy.config.services[cmd.service].deploy.settings_for(
-                Capability.TRAFFIC)
-            return (f"{cmd.service}'s deploy target cannot shift traffic, so `--strategy "
-                    f"{cmd.strategy}` is not possible; nothing was started. Deploy without "
-                    "--strategy" + (f", or give the target {how} in shipbot.yml." if how
-                                    else "."))
+        refused = self._strategy_refused(cmd)
+        if refused:
+            return refused
         async with self.sessions() as session:
             seen = await self._by_key(request_key, session)
             if seen is not None:
@@ -121,6 +116,22 @@ class DeployService:
             f"{approval_note} Progress is posted in {channel_mention(self.channels[cmd.service])}; "
             f"cancel with `/deploy cancel {cmd.service} {cmd.env}` before the deploy starts."
         )
+
+    def _strategy_refused(self, cmd: Deploy) -> str | None:
+        """``--strategy`` the service's deploy target cannot run, in words."""
+        if not cmd.strategy:
+            return None
+        deploy = self.policy.config.services[cmd.service].deploy
+        if cmd.strategy != "rolling" and self.providers[cmd.service].traffic is None:
+            how = deploy.settings_for(Capability.TRAFFIC)
+            return (f"{cmd.service}'s deploy target cannot shift traffic, so `--strategy "
+                    f"{cmd.strategy}` is not possible; nothing was started. Deploy without "
+                    "--strategy" + (f", or give the target {how} in shipbot.yml." if how
+                                    else "."))
+        chosen = self.policy.config.strategy_for(cmd.service, cmd.env, cmd.strategy)
+        refused = deploy.strategy_refusal(chosen.kind, bool(chosen.analysis))
+        return f"`--strategy {cmd.strategy}` is not possible for {cmd.service}: {refused}. " \
+            "Nothing was started." if refused else None
 
     async def _insert(self, dep: Deployment, actor: str, now: datetime, detail: str,
                       action: str) -> bool:
@@ -191,19 +202,12 @@ class DeployService:
     ) -> list[SlotStatus]:
         """Per service and environment: what runs there now, and what is in progress."""
         services = [cmd.service] if cmd.service else sorted(environments)
-        # The newest success of each slot (one slot runs one deployment at a time, so the
-        # highest id finished last), however many other deployments came after it.
-        # All services: no IN list of a thousand names; slots not configured are skipped.
-        newest = (select(func.max(Deployment.id))
-                  .where(col(Deployment.state) == State.SUCCEEDED)
-                  .group_by(col(Deployment.service), col(Deployment.env)))
-        if cmd.service:
-            newest = newest.where(col(Deployment.service) == cmd.service)
+        pairs = [(s, e) for s in services for e in environments[s]]
         # Two queries, not one with OR: each is answered from its own index.
         columns = sa.select(*SLOT_COLUMNS)
         async with self.sessions() as session:
             rows = [*(await session.exec(columns.where(  # type: ignore[call-overload]
-                        col(Deployment.id).in_(newest)))).all(),
+                        col(Deployment.id).in_(_newest_successes(pairs))))).all(),
                     *(await session.exec(columns.where(  # type: ignore[call-overload]
                         col(Deployment.state).in_([s.value for s in IN_FLIGHT])))).all()]
         slots = {(s, e): SlotStatus(s, e) for s in services for e in environments[s]}
@@ -225,3 +229,19 @@ class DeployService:
                 stmt = stmt.where(Deployment.env == cmd.env)
             stmt = stmt.order_by(col(Deployment.id).desc()).limit(limit)
             return list((await session.exec(stmt)).all())
+
+
+def _newest_successes(pairs: Sequence[tuple[str, str]]) -> sa.Select[tuple[int | None]]:
+    """The id of each (service, env)'s newest success (one slot runs one deployment at a
+    time, so the highest id finished last), however many came after it: one max() per
+    slot, each a single step down the index (state, service, env, id), instead of grouping
+    every success there ever was (PostgreSQL has no loose index scan)."""
+    if not pairs:
+        return sa.select(sa.null())
+    wanted = sa.values(sa.column("service", sa.String), sa.column("env", sa.String),
+                       name="slot").data(list(pairs)).cte("slot")
+    return sa.select(sa.select(func.max(Deployment.id))
+                     .where(col(Deployment.state) == State.SUCCEEDED,
+                            col(Deployment.service) == wanted.c.service,
+                            col(Deployment.env) == wanted.c.env)
+                     .scalar_subquery()).select_from(wanted)

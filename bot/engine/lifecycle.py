@@ -49,8 +49,17 @@ Guard = Callable[[Deployment, Stage | None], Blocked | None]
 WAITS = ("bake", "gate", "window")  # steps that only wait: Promote may skip them
 
 
+def waits_in_deploy(dep: Deployment) -> bool:
+    """Paused inside the deploy step, before the rollout's stages began: the deploy
+    target waits for a human (an Argo ``pause: {}``; ``target_reports``)."""
+    return State(dep.state) is S.PAUSED and dep.stage_started_at is None and \
+        dep.deploy_run_id is not None
+
+
 def _waiting(dep: Deployment, stage: Stage | None) -> Blocked | None:
     """Promote only skips a wait; it never skips a traffic change or the checks."""
+    if waits_in_deploy(dep):
+        return None
     return None if stage is not None and stage.kind in WAITS else Blocked.NOT_WAITING
 
 
@@ -62,8 +71,10 @@ def _old_version_runs(dep: Deployment, stage: Stage | None) -> Blocked | None:
 
 def _not_at_gate(dep: Deployment, stage: Stage | None) -> Blocked | None:
     """At a manual gate Resume and Promote would do the same: only Promote is offered
-    (a typed `/deploy resume` there is read as promote, see ``normalise``)."""
-    return Blocked.NOT_NOW if stage is not None and stage.kind == "gate" else None
+    (a typed `/deploy resume` there is read as promote, see ``normalise``); so at a
+    deploy target's own wait."""
+    gate = stage is not None and stage.kind == "gate"
+    return Blocked.NOT_NOW if gate or waits_in_deploy(dep) else None
 
 
 @dataclass(frozen=True)
@@ -111,8 +122,9 @@ def enabled_events(dep: Deployment, stage: Stage | None = None) -> list[Event]:
     return [event for event in LIFECYCLE if refusal(dep, event, stage) is None]
 
 
-def normalise(event: Event, stage: Stage | None) -> Event:
-    """`/deploy resume` at a manual gate means go on past it: Promote."""
-    if event is Event.RESUME and stage is not None and stage.kind == "gate":
+def normalise(event: Event, stage: Stage | None, dep: Deployment | None = None) -> Event:
+    """`/deploy resume` at a manual gate (or a target's own wait) means go on: Promote."""
+    gate = stage is not None and stage.kind == "gate"
+    if event is Event.RESUME and (gate or (dep is not None and waits_in_deploy(dep))):
         return Event.PROMOTE
     return event

@@ -50,7 +50,8 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     S.DEPLOYING: frozenset({S.VERIFYING, S.SUCCEEDED, S.FAILED, S.PAUSED, S.ROLLING_BACK}),
     S.VERIFYING: frozenset({S.VERIFYING, S.PROMOTING, S.SUCCEEDED, S.PAUSED, S.ROLLING_BACK,
                             S.FAILED}),  # SUCCEEDED: a rolling deploy's checks passed
-    S.PAUSED: frozenset({S.VERIFYING, S.PROMOTING, S.ROLLING_BACK, S.CANCELLED}),
+    S.PAUSED: frozenset({S.VERIFYING, S.PROMOTING, S.ROLLING_BACK, S.CANCELLED,
+                         S.DEPLOYING}),  # DEPLOYING: promoted at a target's own wait
     S.PROMOTING: frozenset({S.PROMOTING, S.SUCCEEDED, S.FAILED, S.ROLLING_BACK}),
     S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),
     S.SUCCEEDED: frozenset(),

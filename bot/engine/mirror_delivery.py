@@ -178,6 +178,7 @@ class MirrorDelivery:
                                service=dep.service, env=dep.env, version=dep.version,
                                state=MirrorState(row.state), description=row.description,
                                log_url=link, mirror_id=dep.github_deployment_id,
+                               commit=dep.commit_sha,
                                maybe_sent=maybe_sent)
         try:
             mirror_id = await mirror.report(update_)

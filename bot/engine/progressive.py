@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from bot.clock import as_utc, human_duration
 from bot.config import ShipbotConfig
 from bot.config_delivery import StrategyConfig
-from bot.engine import bake_rules, facts, machine
+from bot.engine import bake_rules, facts, machine, target_reports
 from bot.engine.analysis import AnalysisState, Verdict, carry_over, judge
 from bot.engine.analysis.model import Judgement
 from bot.engine.lifecycle import Event, enabled_events
@@ -54,16 +54,18 @@ def enabled_now(config: ShipbotConfig, dep: Deployment) -> list[Event]:
 
 
 def progress(config: ShipbotConfig, dep: Deployment) -> str | None:
-    """The card's progress bar for canary and blue-green rollouts."""
+    """The card's progress bar for canary and blue-green rollouts, and where the target's
+    own rollout stands when it reports that (``target_reports``)."""
+    where = target_reports.position_of(dep)
     if dep.strategy == "rolling":
-        return None
+        return where
     stages = plan(config.strategy_for(dep.service, dep.env, dep.strategy))
     index = min(dep.stage, len(stages) - 1)
     bar = progress_bar(stages, index) if stages else ""
     text = f"{dep.strategy}: {bar}" if bar else dep.strategy
     if stages and stages[index].kind == "window" and State(dep.state) is State.PROMOTING:
         text += f" · rollback window until {window_end(dep, stages[index]):%H:%M} UTC"
-    return text
+    return f"{text}\n{where}" if where else text
 
 
 def window_end(dep: Deployment, stage: Stage) -> datetime:
@@ -160,13 +162,19 @@ async def _action(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[
         return
     status = await target.poll(dep.action_run_id)
     if status.state is RunState.RUNNING:
+        target_reports.show_position(ctx, dep, status)
         ctx.later(dep)
-    elif status.state is RunState.FAILED:
+        return
+    target_reports.report(ctx, dep, status)
+    if status.state is RunState.FAILED:
         dep.action_run_id = None  # it ended: nothing left to stop
         await roll_back(ctx, dep, f"{stage.label()} failed: {escape(status.detail)}",
                         detail=status.output_tail)
-    else:
-        await advance_stage(ctx, dep, stages)
+        return
+    await advance_stage(ctx, dep, stages)
+    if status.position and State(dep.state) in (State.VERIFYING, State.PROMOTING):
+        note(ctx.session, dep, facts.TargetPosition(position=status.position), now=ctx.now)
+        target_reports.show_position(ctx, dep, status)
 
 
 async def _checks(ctx: StepContext, dep: Deployment, stages: list[Stage]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
 from bot.config import ShipbotConfig
@@ -16,12 +17,14 @@ from integrations.base import (
     HealthTarget,
     IntegrationError,
     JobSpec,
+    NoUndo,
     RollbackTarget,
     TrafficTarget,
 )
 from integrations.registry import ProviderContext, build_ci, build_deploy, build_mirror
 
 STEP_GRACE_SECONDS = 120.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,13 @@ class ServiceProviders:
         return self.traffic
 
     async def start_deploy(self, job: JobSpec, *, rollback: bool) -> str:
-        """Start a deploy run; a rollback uses the target's own undo when it has one."""
+        """Start a deploy run; a rollback uses the target's own undo when it has one and
+        that undo can return to ``job.version`` (else the version is deployed again)."""
         if rollback and self.rollback is not None:
-            return await self.rollback.rollback(job)
+            try:
+                return await self.rollback.rollback(job)
+            except NoUndo as exc:
+                log.info("%s %s: %s", job.service, job.env, exc)
         return await self.target.start(job)
 
 

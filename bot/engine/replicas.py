@@ -39,7 +39,7 @@ from bot.engine import facts
 from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.store.db import Sessions
-from bot.store.models import Deployment, InboundRequest, MirrorEvent, Replica
+from bot.store.models import Deployment, InboundRequest, MirrorEvent, Outbox, Replica
 from bot.store.writers import WriterQueue
 
 if TYPE_CHECKING:
@@ -93,8 +93,8 @@ def lock_state_dir(state_dir: Path) -> int | None:
 async def release_dead_leases(sessions: Sessions, writers: WriterQueue, replica: str,
                               owner: str) -> int:
     """This replica's earlier process is dead (we hold its lock): free the deployments,
-    clicks and mirror statuses it had claimed, so they go on now rather than after a
-    lease."""
+    clicks, mirror statuses and Slack messages it had claimed, so they go on now rather
+    than after a lease."""
     prefix = f"{replica}/"
     async with writers(), sessions() as session:
         freed = await session.exec(update(Deployment)  # type: ignore[call-overload]
@@ -108,11 +108,12 @@ async def release_dead_leases(sessions: Sessions, writers: WriterQueue, replica:
                                prefix, autoescape=True),
                                   col(InboundRequest.claimed_by) != owner)
                            .values(claim_until=None))
-        await session.exec(update(MirrorEvent)  # type: ignore[call-overload]
-                           .where(col(MirrorEvent.claimed_by).startswith(
-                               prefix, autoescape=True),
-                                  col(MirrorEvent.claimed_by) != owner)
-                           .values(claim_until=None))
+        for claims in (MirrorEvent, Outbox):
+            await session.exec(update(claims)  # type: ignore[call-overload]
+                               .where(col(claims.claimed_by).startswith(prefix, autoescape=True),
+                                      col(claims.claimed_by) != owner,
+                                      col(claims.delivered_at).is_(None))
+                               .values(claim_until=None))
         await session.commit()
     if freed.rowcount:
         log.warning("replica %s restarted: took back %d deployment(s) its last process had "

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bot.clock import as_utc, human_duration
-from bot.engine import builds, facts, machine
+from bot.engine import builds, facts, lifecycle, machine
 from bot.engine.machine import State
 from bot.engine.outbox import note
 from bot.engine.providers import job
@@ -20,7 +21,7 @@ from bot.store.models import Deployment, Outbox
 from integrations.base import IntegrationError, RunState
 
 if TYPE_CHECKING:
-    from datetime import datetime, timedelta
+    from datetime import datetime
 
     from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -51,8 +52,28 @@ async def step_paused(ctx: StepContext, dep: Deployment) -> None:
     due (before it read it here) has a later deadline: then this is not due, and waits."""
     if dep.next_action_at is not None and as_utc(dep.next_action_at) > ctx.now:
         return
+    if lifecycle.waits_in_deploy(dep) and await _went_on(ctx, dep):
+        return
     waited = human_duration(_pause_timeout(ctx, dep).total_seconds())
     await roll_back(ctx, dep, f"paused for {waited} with no decision")
+
+
+async def _went_on(ctx: StepContext, dep: Deployment) -> bool:
+    """At the deadline of a target's own wait, ask the deploy run first: no longer waiting
+    there (promoted outside Shipbot, e.g. ``kubectl argo rollouts promote``), a person
+    decided; follow the run again (``step_deploying``) rather than undo their choice."""
+    assert dep.deploy_run_id is not None
+    status = await ctx.providers.target.poll(dep.deploy_run_id)
+    if status.state is RunState.RUNNING and status.waiting is not None and \
+            escape(status.waiting) == dep.paused_reason:
+        return False
+    where = status.position or status.detail
+    machine.transition(ctx.session, dep, State.DEPLOYING, actor="shipbot", now=ctx.now,
+                       detail=f"went on without Shipbot: {escape(where)}", action="went_on")
+    note(ctx.session, dep, facts.TargetWentOn(position=where), now=ctx.now)
+    dep.paused_reason, dep.next_action_at = None, ctx.now
+    dep.step_deadline_at = ctx.now + timedelta(seconds=ctx.providers.deploy_timeout)
+    return True
 
 
 async def roll_back(ctx: StepContext, dep: Deployment, why: str, *,
@@ -91,6 +112,8 @@ def begin_rollback(session: AsyncSession, dep: Deployment, now: datetime, why: s
     if dep.kind == "rollback":
         _keep_rollback(session, dep, now, why, lines=lines, detail=detail)
         return
+    if not lifecycle.waits_in_deploy(dep):  # kept only from a wait inside the deploy run
+        dep.paused_reason = None  # (``step_rolling_back``: the deploy never finished)
     machine.transition(session, dep, State.ROLLING_BACK, actor="shipbot", now=now,
                        detail=f"Rolling back: {why}.")
     dep.action_run_id, dep.next_action_at = None, now
@@ -105,7 +128,13 @@ async def step_rolling_back(ctx: StepContext, dep: Deployment) -> None:
             why = (dep.detail or "").removeprefix("Rolling back: ").rstrip(".")
             _keep_rollback(ctx.session, dep, ctx.now, why or "its checks failed")
             return
-        if dep.strategy != "rolling":  # the stable version still runs: move traffic back
+        # The stable version still runs (canary, blue-green, or a deploy run that waited
+        # for a human and never finished, e.g. at an Argo pause): move traffic back. A
+        # rollback begun anywhere else (a deploy run that finished, even one promoted past
+        # a wait) has no pause reason left (``begin_rollback``): the earlier version again.
+        unfinished = dep.stage_started_at is None and dep.paused_reason is not None and \
+            dep.deploy_run_id is not None and ctx.providers.traffic is not None
+        if dep.strategy != "rolling" or unfinished:
             dep.action_run_id = await ctx.providers.need_traffic().abort(job(dep, "abort"))
         elif dep.previous_version:  # rolling replaced it: deploy it again (or native undo)
             ran = await builds.earlier(ctx.session, dep, dep.previous_version)

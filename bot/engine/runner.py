@@ -102,6 +102,7 @@ class Runner:
             async with self._queued():
                 steps = await self._claim_due()
             if not steps:
+                await self._count_states()  # the gauge exists from the first tick on
                 return 0
             results = await asyncio.gather(*steps.values(), return_exceptions=True)
             for dep_id, result in zip(steps, results, strict=True):

@@ -15,7 +15,16 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc, human_duration
-from bot.engine import builds, changes, facts, machine, progressive, quality, rollout_stops
+from bot.engine import (
+    builds,
+    changes,
+    facts,
+    machine,
+    progressive,
+    quality,
+    rollout_stops,
+    target_reports,
+)
 from bot.engine.context import StepContext
 from bot.engine.machine import State
 from bot.engine.outbox import note, refresh_approval
@@ -158,9 +167,16 @@ async def step_deploying(ctx: StepContext, dep: Deployment) -> None:
         ctx.later(dep)
         return
     status = await ctx.providers.target.poll(dep.deploy_run_id)
+    if status.state is RunState.RUNNING and status.waiting:  # the target waits for a human
+        await target_reports.wait_for_human(ctx, dep, status)
+        return
     if status.state is RunState.RUNNING:
+        target_reports.show_position(ctx, dep, status)
         await _still_running(ctx, dep, status, "deploy")
         return
+    dep.paused_reason = None  # the run ended: a wait promoted past in it is over
+    if dep.action_run_id is None:  # the first poll that saw it end (health comes next)
+        target_reports.report(ctx, dep, status)
     if status.state is RunState.FAILED:
         await _fail(ctx, dep, "deploy", status)
         return

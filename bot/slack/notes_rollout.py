@@ -87,6 +87,13 @@ def paused(x: f.Paused) -> Note:
                 f"{deploy('promote', x.service, x.env)} or {deploy('abort', x.service, x.env)}.")
 
 
+@renders(f.TargetWentOn)
+def target_went_on(x: f.TargetWentOn) -> Note:
+    return Note(":fast_forward: The deploy went on past its wait without Shipbot (promoted "
+                f"outside it): {escape(x.position)}. Shipbot follows it again instead of "
+                "rolling back.")
+
+
 @renders(f.Pressed)
 def pressed(x: f.Pressed) -> Note:
     return Note(f":arrow_forward: <@{x.by}> pressed {x.action.capitalize()}.")
@@ -179,3 +186,15 @@ def sparse_traffic(x: f.SparseTraffic) -> Note:
         "pause": "That is longer than the step may be extended: pausing.",
     }[x.action])
     return Note(":turtle: " + " ".join(parts))
+
+
+@renders(f.TargetAnalysis)
+def target_analysis(x: f.TargetAnalysis) -> Note:
+    said = f" — {escape(x.message)}" if x.message else ""
+    lines = f"\n{result_lines(x.results)}" if x.results else ""
+    return Note(f"{icon(x.outcome)} *Analysis {escape(x.name)}: {escape(x.phase)}*{said}{lines}")
+
+
+@renders(f.TargetPosition)
+def target_position(x: f.TargetPosition) -> Note:
+    return Note(f":round_pushpin: {escape(x.position)}")

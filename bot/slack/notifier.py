@@ -3,6 +3,13 @@
 
 Slack failures never touch deployment state: a failed call is logged, counted and
 retried later with backoff; the deployment carries on meanwhile.
+
+Every replica runs a notifier over the same rows: a thread's rows are claimed with a
+lease before they are posted (``outbox_claims``), so Slack gets each message once, in
+order. What a takeover after a crash may repeat: the status card, the approval request
+and an alert's root and suspect reply are posted once their ts is recorded (saved right
+after Slack answers, and checked before posting); a thread reply whose holder died
+between Slack's answer and the commit is posted again (at least once, never lost).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from itertools import groupby
@@ -29,13 +37,14 @@ from bot.mrkdwn import permalink
 from bot.slack.blocks import approval_request, status_card
 from bot.slack.notes import UnknownFact, words_of
 from bot.slack.notifier_alerts import AlertDelivery
+from bot.slack.outbox_claims import LEASE, OutboxClaims
+from bot.slack.outbox_outcomes import Outcomes
 from bot.slack.rollout_chart import rollout_chart
 from bot.store.db import Sessions
 from bot.store.models import Approval, Deployment, Outbox
 from bot.store.writers import WriterQueue
 
 log = logging.getLogger(__name__)
-MAX_ATTEMPTS = 8
 IDLE_SECONDS = 1.0
 PARALLEL_DEPLOYMENTS = 8
 
@@ -48,24 +57,35 @@ class ApprovalInfo(Protocol):
     def approvals_channel(self, env: str) -> str | None: ...
 
 
-class Notifier:
+class Notifier(Outcomes):
     def __init__(
         self, sessions: Sessions, client: AsyncWebClient, clock: Clock, metrics: Metrics,
         approval_info: ApprovalInfo,
         progress: Callable[[Deployment], str | None] = lambda _: None,
         events: Callable[[Deployment], list[Event]] = enabled_events,
         alert_settings: AlertsConfig | None = None, writers: WriterQueue | None = None,
-        urgency: Urgency | None = None,
+        urgency: Urgency | None = None, owner: str = "", lease: timedelta = LEASE,
     ) -> None:
         self.sessions, self.client, self.clock, self.metrics = sessions, client, clock, metrics
         self.approval_info, self.progress, self.events = approval_info, progress, events
         self.alerts = AlertDelivery(self, alert_settings or AlertsConfig())
         self.writers, self.urgency = writers or WriterQueue(""), urgency or Urgency()
+        self.claims = OutboxClaims(sessions, self.writers, clock, lease=lease,
+                                   owner=owner or f"notifier-{uuid.uuid4().hex[:8]}")
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(PARALLEL_DEPLOYMENTS)
         self._inflight: dict[tuple[int | None, int | None], asyncio.Task[None]] = {}
         self._skipped: set[tuple[int | None, int | None]] = set()
         self._finished = 0  # tasks ended so far: tells a scan its rows may be stale
+
+    @property
+    def owner(self) -> str:
+        """Who holds this notifier's claims: the bot sets its process's id on start."""
+        return self.claims.owner
+
+    @owner.setter
+    def owner(self, value: str) -> None:
+        self.claims.owner = value
 
     def kick(self) -> None:
         """Something was queued: deliver now rather than at the next idle check."""
@@ -118,8 +138,10 @@ class Notifier:
         try:
             await self.urgency.wait_quiet()  # a rollback on its way to the target goes first
             rows = await self._still_pending(rows) if recheck else rows
-            if rows:
-                await self._deliver_group(rows)
+            # Announcements are messages of their own, to various channels: one each.
+            for part in ([rows] if key != (None, None) else [[r] for r in rows]):
+                async with self._slots:
+                    await self._claimed(part)
         except Exception:
             log.exception("outbox delivery for %s failed; retrying", key)
             return
@@ -141,32 +163,46 @@ class Notifier:
             ))).all())
         return [r for r in rows if r.id in due]
 
-    async def _deliver_group(self, rows: list[Outbox]) -> None:
-        """Thread replies in order; repeated card or approval refreshes collapse into one."""
-        async with self._slots:
-            dep_id = rows[0].deployment_id
-            if rows[0].alert_thread_id is not None:
-                await self.alerts.deliver(rows)
-                return
-            if dep_id is None:
-                for row in rows:
-                    await self._attempt([row], self._announce(row))
-                return
-            cards = [r for r in rows if r.kind == "card"]
-            approvals = [r for r in rows if r.kind == "approval"]
-            for row in rows:
-                if row.kind == "thread":
-                    ok = await self._attempt([row], self._post_thread(dep_id, row))
-                elif row.kind == "chart":
-                    ok = await self._attempt([row], self._upload_chart(dep_id))
-                elif row is (approvals[0] if approvals else None):
-                    ok = await self._attempt(approvals, self._refresh_approval(dep_id))
-                else:
-                    continue
-                if not ok:
-                    return  # keep order: later replies wait for this one
-            if cards:
-                await self._attempt(cards, self._refresh_card(dep_id))
+    async def _claimed(self, rows: list[Outbox]) -> None:
+        """Deliver what this replica wins the claim on (none: another one posts this
+        thread), keeping the claim meanwhile; give back what is left undelivered."""
+        claim = await self.claims.claim(rows)
+        if not claim.rows:
+            return
+        if claim.taken_over:
+            log.warning("outbox row %s: taken over from a replica whose claim lapsed (it "
+                        "may have posted it already)", claim.rows[0].id)
+        async with self.claims.renewing(claim.rows):
+            try:
+                complete = await self._deliver_group(claim.rows)
+            except Exception:
+                await self.claims.release(claim.rows)
+                raise
+        if not complete:
+            await self.claims.release(claim.rows)
+
+    async def _deliver_group(self, rows: list[Outbox]) -> bool:
+        """Thread replies in order; repeated card or approval refreshes collapse into one.
+        False when a failure stopped the pass (the rows behind it wait)."""
+        dep_id = rows[0].deployment_id
+        if rows[0].alert_thread_id is not None:
+            return await self.alerts.deliver(rows)
+        if dep_id is None:
+            return await self._attempt(rows, self._announce(rows[0]))
+        cards = [r for r in rows if r.kind == "card"]
+        approvals = [r for r in rows if r.kind == "approval"]
+        for row in rows:
+            if row.kind == "thread":
+                ok = await self._attempt([row], self._post_thread(dep_id, row))
+            elif row.kind == "chart":
+                ok = await self._attempt([row], self._upload_chart(dep_id))
+            elif row is (approvals[0] if approvals else None):
+                ok = await self._attempt(approvals, self._refresh_approval(dep_id))
+            else:
+                continue
+            if not ok:
+                return False  # keep order: later replies wait for this one
+        return not cards or await self._attempt(cards, self._refresh_card(dep_id))
 
     async def _attempt(self, rows: list[Outbox], call: object) -> bool:
         try:
@@ -259,44 +295,4 @@ class Notifier:
         async with self.writers(), self.sessions() as session:
             await session.exec(update(Deployment).where(col(Deployment.id) == dep_id)
                                .values(**values))
-            await session.commit()
-
-    async def _failed(self, rows: list[Outbox], exc: Exception) -> None:
-        if isinstance(exc, SlackApiError):
-            error = str(exc.response.get("error", "unknown"))
-            method = exc.response.api_url.rsplit("/", 1)[-1]
-        else:
-            error, method = type(exc).__name__, "unknown"
-        self.metrics.slack_errors.labels(method, error).inc()
-        log.warning("Slack %s for deployment %s failed (%s); will retry",
-                    method, rows[0].deployment_id, error)
-        await self._mark(rows, delivered=False, error=error)
-
-    async def unknown_fact(self, rows: list[Outbox], exc: UnknownFact) -> None:
-        """Written by a newer process: retried (with backoff) so that one can post it,
-        given up after MAX_ATTEMPTS like a failing Slack call. Later replies of the thread
-        wait for it here, to keep their order."""
-        log.error("%s; this process cannot put it into words", exc)
-        await self._mark(rows, delivered=False, error=str(exc))
-
-    async def _mark(self, rows: list[Outbox], *, delivered: bool, error: str = "") -> None:
-        now = self.clock()
-        async with self.writers(), self.sessions() as session:
-            if delivered:  # the common case: one statement, not a load per row
-                await session.exec(update(Outbox).where(col(Outbox.id).in_([r.id for r in rows]))
-                                   .values(delivered_at=now, last_error=None))
-                await session.commit()
-                return
-            for row in rows:
-                fresh = await session.get(Outbox, row.id)
-                if fresh is None:
-                    continue
-                fresh.attempts += 1
-                fresh.last_error = error[:500]
-                if fresh.attempts >= MAX_ATTEMPTS:
-                    log.error("giving up on outbox row %s: %s", fresh.id, error)
-                    fresh.delivered_at = now  # dead letter: kept with its last_error
-                else:
-                    fresh.next_attempt_at = now + timedelta(seconds=2 ** fresh.attempts)
-                session.add(fresh)
             await session.commit()

@@ -1,8 +1,9 @@
 """Delivers an alert thread's outbox rows: the root message (posted once, then edited),
 the suspect reply with its buttons (likewise), and the replies under it, in order.
 
-When the root is first posted, the suspect deployment's own thread gets a link to it,
-so either story leads to the other.
+When the root is first posted, the suspect deployment's own thread gets a link to it
+(an outbox row of that thread, queued with the root's ts), so either story leads to
+the other.
 """
 
 from __future__ import annotations
@@ -64,14 +65,17 @@ class Outlet(Protocol):
 
 
 class AlertDelivery:
-    """Posts what the rows ask for, then records it all (message ts, delivered rows) in one
-    transaction: fewer writes on the hot path. A crash in between re-posts (at least once),
-    as everywhere in the outbox; a Slack error records what was done and retries the rest."""
+    """Posts what the rows ask for, then records the delivered rows in one transaction:
+    fewer writes on the hot path. A crash in between re-posts the replies (at least once),
+    as everywhere in the outbox; a Slack error records what was done and retries the rest.
+    The root and the suspect reply are recorded as soon as Slack gives their ts (once per
+    thread): a replica taking a dead one's claim over edits them, never posts a second."""
 
     def __init__(self, notifier: Outlet, settings: AlertsConfig) -> None:
         self.n, self.settings = notifier, settings
 
-    async def deliver(self, rows: list[Outbox]) -> None:
+    async def deliver(self, rows: list[Outbox]) -> bool:
+        """False when a Slack error stopped the pass (the rows behind it wait)."""
         thread_id = rows[0].alert_thread_id
         assert thread_id is not None
         snap = await self._snapshot(thread_id)
@@ -79,9 +83,8 @@ class AlertDelivery:
             log.warning("alert thread %s has no channel (set alerts.default_channel); "
                         "its messages are dropped", thread_id)
             await self.n._mark(rows, delivered=True)
-            return
+            return True
         done: list[Outbox] = []
-        before = (snap.thread.root_ts, snap.thread.suspect_ts)
         roots = [r for r in rows if r.kind == "alert_root"]
         suspects = [r for r in rows if r.kind == "alert_suspect"]
         for row in rows:
@@ -97,16 +100,15 @@ class AlertDelivery:
             try:
                 await call
             except (SlackApiError, SlackClientError, OSError, TimeoutError, UnknownFact) as exc:
-                new_root = before[0] is None and snap.thread.root_ts
-                await self._record(snap, done, before, self._link_note(snap) if new_root else None)
+                await self._record(done)
                 if isinstance(exc, UnknownFact):
                     await self.n.unknown_fact(group, exc)
                 else:
                     await self.n._failed(group, exc)
-                return
+                return False
             done += group
-        link = await self._link(snap) if before[0] is None and snap.thread.root_ts else None
-        await self._record(snap, done, before, link)
+        await self._record(done)
+        return True
 
     async def _snapshot(self, thread_id: int) -> Snapshot | None:
         async with self.n.sessions() as session:
@@ -120,38 +122,10 @@ class AlertDelivery:
                                    thread.redeploy_deployment_id)]
         return Snapshot(thread, firing, *deps)
 
-    async def _link(self, snap: Snapshot) -> Outbox | None:
-        """Link the new root from the suspect deployment's thread: posted right away when
-        that thread is known, else (or if Slack fails) queued as an outbox row."""
-        note, suspect = self._link_note(snap), snap.suspect
-        if note is None or suspect is None or not suspect.card_ts or not suspect.card_channel:
-            return note
-        try:
-            await self.n.client.chat_postMessage(
-                channel=suspect.card_channel, thread_ts=suspect.card_ts, text=note.text,
-                blocks=json.loads(note.blocks), unfurl_links=False)
-        except (SlackApiError, SlackClientError, OSError, TimeoutError):
-            return note
-        return None
-
-    async def _record(self, snap: Snapshot, done: list[Outbox],
-                      before: tuple[str | None, str | None], link: Outbox | None) -> None:
-        """Where the root and suspect reply are, which rows went out, and a link note
-        still to deliver."""
-        thread, now = snap.thread, self.n.clock()
-        async with self.n.writers(), self.n.sessions() as session:
-            if (thread.root_ts, thread.suspect_ts) != before:
-                await session.exec(update(AlertThread).where(col(AlertThread.id) == thread.id)
-                                   .values(root_channel=thread.root_channel,
-                                           root_ts=thread.root_ts, suspect_ts=thread.suspect_ts))
-            if done:
-                await session.exec(update(Outbox).where(col(Outbox.id).in_(
-                    [r.id for r in done])).values(delivered_at=now, last_error=None))
-            if link is not None:
-                session.add(link)
-            await session.commit()
-        if link is not None:
-            self.n.kick()
+    async def _record(self, done: list[Outbox]) -> None:
+        """The rows that went out, in one write."""
+        if done:
+            await self.n._mark(done, delivered=True)
 
     def _link_note(self, snap: Snapshot) -> Outbox | None:
         thread, suspect = snap.thread, snap.suspect
@@ -180,6 +154,7 @@ class AlertDelivery:
         resp = await self.n.client.chat_postMessage(channel=thread.channel, text=text,
                                                     blocks=blocks, unfurl_links=False)
         thread.root_channel, thread.root_ts = str(resp["channel"]), str(resp["ts"])
+        await self._save(thread, link=self._link_note(snap))
         return thread.root_channel, thread.root_ts
 
     async def _root_ref(self, snap: Snapshot) -> tuple[str, str]:
@@ -207,3 +182,18 @@ class AlertDelivery:
         resp = await self.n.client.chat_postMessage(channel=channel, thread_ts=ts, text=text,
                                                     blocks=blocks, unfurl_links=False)
         thread.suspect_ts = str(resp["ts"])
+        await self._save(thread)
+
+    async def _save(self, thread: AlertThread, link: Outbox | None = None) -> None:
+        """Where the root and suspect reply are, as soon as Slack says: a takeover after
+        a crash finds them and edits them instead of posting them again. A new root's
+        link from the suspect deployment's thread is queued with it, so it is not lost."""
+        async with self.n.writers(), self.n.sessions() as session:
+            await session.exec(update(AlertThread).where(col(AlertThread.id) == thread.id)
+                               .values(root_channel=thread.root_channel,
+                                       root_ts=thread.root_ts, suspect_ts=thread.suspect_ts))
+            if link is not None:
+                session.add(link)
+            await session.commit()
+        if link is not None:
+            self.n.kick()

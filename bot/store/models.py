@@ -221,6 +221,10 @@ class Outbox(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts())
     last_error: str | None = Field(default=None, max_length=500)
+    # The replica posting it, while its lease runs: the others leave the thread's rows
+    # alone, so Slack gets each message once (``bot.slack.outbox_claims``).
+    claimed_by: str | None = Field(default=None, max_length=64)
+    claim_until: datetime | None = Field(default=None, sa_column=_ts())
 
 
 class MirrorEvent(SQLModel, table=True):

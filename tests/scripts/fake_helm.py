@@ -22,6 +22,13 @@ from pathlib import Path
 from typing import Any
 
 STATE = Path(os.environ.get("KUBECONFIG", "kubeconfig")).parent
+# What a real release holds and ``helm status -o json`` prints: the user-supplied values
+# (``config``) and the rendered manifest, with a Secret's base64 data; NOTES.txt may
+# render values too. None of it may reach a Slack thread or the database.
+VALUES_SECRET = "values-db-password-7731"
+SECRET_DATA = "c2VjcmV0LWZyb20tbWFuaWZlc3Q="  # base64 of secret-from-manifest
+SECRET_MANIFEST = ("---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: api-db\n"
+                   f"type: Opaque\ndata:\n  password: {SECRET_DATA}\n")
 
 
 def _load() -> dict[str, list[dict[str, Any]]]:
@@ -76,7 +83,8 @@ def upgrade(args: list[str], releases: dict[str, list[dict[str, Any]]]) -> int:
     _save(releases)
     print(f"NAME: {release}\nLAST DEPLOYED: {entry['updated']}\n"
           f"NAMESPACE: {_flag(args, '--namespace', 'default')}\nSTATUS: deployed\n"
-          f"REVISION: {entry['revision']}\nTEST SUITE: None")
+          f"REVISION: {entry['revision']}\nTEST SUITE: None\nNOTES:\n"
+          f"Connect with password {VALUES_SECRET}")
     return 0
 
 
@@ -106,7 +114,8 @@ def status(args: list[str], releases: dict[str, list[dict[str, Any]]]) -> int:
         "info": {"first_deployed": history[0]["updated"], "last_deployed": last["updated"],
                  "deleted": "", "description": last["description"],
                  "status": last["status"], "notes": ""},
-        "config": {}, "manifest": "---\n", "version": last["revision"],
+        "config": {"image": {"tag": last.get("app_version")}, "db": {"password": VALUES_SECRET}},
+        "manifest": SECRET_MANIFEST, "version": last["revision"],
         "namespace": _flag(args, "--namespace", "default")}))
     return 0
 

@@ -88,6 +88,9 @@ from bot.engine.facts.rollout import (
     ShadowVerdict,
     SparseTraffic,
     StopFailed,
+    TargetAnalysis,
+    TargetPosition,
+    TargetWentOn,
     TrafficChange,
 )
 
@@ -145,6 +148,9 @@ __all__ = [
     "StopFailed",
     "StoppedBeforeStart",
     "TakenOver",
+    "TargetAnalysis",
+    "TargetPosition",
+    "TargetWentOn",
     "TrafficChange",
     "Undecided",
     "UndoDeploying",

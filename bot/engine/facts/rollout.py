@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from bot.engine.facts.base import Fact, Line, MetricLine, Undecided, Untrusted
+from bot.engine.facts.base import Fact, Line, MetricLine, Outcome, Undecided, Untrusted
 
 
 class Deployed(Fact):
@@ -75,6 +75,14 @@ class Paused(Fact):
     deadline: datetime
     service: str
     env: str
+
+
+class TargetWentOn(Fact):
+    """At a pause deadline: the deploy target no longer waits where the deployment paused
+    (promoted outside Shipbot), so the deploy goes on instead of rolling back."""
+
+    kind = "target_went_on"
+    position: Untrusted
 
 
 class Pressed(Fact):
@@ -167,3 +175,21 @@ class SparseTraffic(Fact):
     extension_seconds: float = 0.0  # the extension allowed
     warming: tuple[Untrusted, ...] = ()  # metrics still in the canary's warm-up
     warm_until: datetime | None = None
+
+
+class TargetAnalysis(Fact):
+    """A check the deploy target ran on its own (an Argo AnalysisRun) ended."""
+
+    kind = "target_analysis"
+    name: Untrusted
+    phase: Untrusted
+    outcome: Outcome
+    results: tuple[Line, ...] = ()
+    message: Untrusted = ""
+
+
+class TargetPosition(Fact):
+    """Where the target's own rollout stands after a traffic step (Argo's step, weight)."""
+
+    kind = "target_position"
+    position: Untrusted
