@@ -192,7 +192,8 @@ def test_in_the_warm_up_a_slow_canary_fails_only_if_it_is_not_getting_faster() -
     state = AnalysisState()
     j, after = judge([SEQ_LAT], {"lat": warming((10, 40, 40, 10), (20, 80, 80, 20))}, state)
     assert j.verdict is Verdict.FAIL and after == state  # the evidence is not kept
-    assert " — fails (warming up, and not getting faster): " in j.results[0].explanation
+    assert "ms — fails (warming up, and not getting faster): canary latency is" in \
+        j.results[0].explanation
     j, _ = judge([SEQ_LAT], {"lat": warming((10, 40, 40, 10), (100, 110, 60, 10))}, state)
     assert j.verdict is Verdict.INCONCLUSIVE and j.results[0].warming_up
     assert j.results[0].explanation == ("latency: warming up — slower than the baseline but "
@@ -215,6 +216,8 @@ def test_without_both_halves_and_a_baseline_the_warm_up_only_holds(missing: str)
     j, _ = judge([spec], {"lat": series})
     assert j.verdict is Verdict.INCONCLUSIVE and j.results[0].warming_up
     assert j.results[0].critical is (missing != "judge")
+    heavy = spec.model_copy(update={"weight": 3.0})
+    assert judge([heavy], {"lat": series})[0].results[0].weight == 3.0
 
 
 def test_the_canarys_start_is_kept_by_every_check_and_every_step() -> None:
@@ -305,11 +308,13 @@ def test_the_slowdown_z_is_mann_whitney_on_the_binned_halves(
     from scipy import stats
     total = tuple(a + b for a, b in zip(early, second, strict=True))
     got = evidence.slowdown_z(hist(*early), hist(*total))
+    assert got is not None
     res = stats.mannwhitneyu(expand(list(early)), expand(list(second)), alternative="greater",
                              use_continuity=False, method="asymptotic")
     assert got == pytest.approx(float(stats.norm.isf(res.pvalue)), rel=1e-9)
     assert evidence.improving(hist(*early), hist(*total)) is (got >= 1.0)
     assert evidence.improving(hist(*early), hist(*total), z=-10.0)
+    assert evidence.improving(hist(*early), hist(*total), z=got)  # at the bar: improving
 
 
 def test_the_slowdown_z_needs_both_halves_and_the_same_buckets() -> None:
@@ -317,6 +322,12 @@ def test_the_slowdown_z_needs_both_halves_and_the_same_buckets() -> None:
     assert evidence.slowdown_z(hist(0, 0, 0, 0), hist(1, 1, 1, 1)) is None
     assert evidence.slowdown_z({0.1: 1, math.inf: 2}, hist(1, 1, 1, 1)) is None
     assert evidence.slowdown_z(hist(2, 0, 0, 0), hist(3, 0, 0, 0)) is None  # all tied
+    assert evidence.slowdown_z(hist(1, 0, 0, 0), hist(1, 0, 0, 0)) is None  # one request
+    assert evidence.slowdown_z(hist(0, 1, 0, 0), hist(1, 1, 0, 0)) == 1.0  # var 1/4
+    assert evidence.slowdown_z(hist(0, 1, 0, 0), hist(2, 1, 0, 0)) == pytest.approx(
+        1.0 / math.sqrt(2 / 12 * (4 - 6 / 6)))
+    assert evidence.slowdown_z(hist(0, 2, 0, 0), hist(1, 2, 0, 0)) == pytest.approx(
+        1.0 / math.sqrt(2 / 12 * (4 - 6 / 6)))
     # five requests in the 3rd bucket, then five in the 1st: U = 25, var = 25/12 (11 - 240/90)
     early, total = hist(0, 0, 5, 0), hist(5, 0, 5, 0)
     assert evidence.slowdown_z(early, total) == pytest.approx(
@@ -328,6 +339,9 @@ def test_a_difference_of_rates_is_signed_even_at_zero() -> None:
     d, lo, hi = rate_difference((1, 1), (0, 4)) or (0, 0, 0)
     assert d == 1.0 and lo > 0 and hi == 1.0
     assert rate_difference((1, 2), (0, 0)) is None
+    assert rate_difference((1, 2), (0, 1)) == (0.5, pytest.approx(0.5 - math.hypot(
+        0.5 - wilson(1, 2)[0], wilson(0, 1)[1])), pytest.approx(0.5 + math.hypot(
+            wilson(1, 2)[1] - 0.5, 0.0)))
 
 
 def test_the_traffic_for_a_5x_rise_caps_the_canary_rate_at_every_request() -> None:
@@ -352,6 +366,8 @@ def test_size_and_pace_read_the_pooled_counts() -> None:
     assert needed is None
     assert evidence.size_and_pace(seq_state("counts", (), ()), 0.01, 1000) == (None, None, None)
     assert evidence.size_and_pace(seq_state("counts", (5, 0), (0, 0)), 0.01, 10)[2] is None
+    assert evidence.size_and_pace(seq_state("counts", (5, 0), (1, 0)), 0.01, 10)[2] == \
+        detect_requests(0.25, 5 / 6, 0.01)
     # latency: the rise is of the share slower than the boundary nearest 1 % of the baseline
     lat = seq_state("latency", (500, 250, 50, 6, 1), (1000, 500, 100, 12, 1))
     size, needed, detect = evidence.size_and_pace(lat, 0.01, 1000)

@@ -85,7 +85,7 @@ def size_and_pace(st: SequentialState, alpha: float, min_requests: int
     if sb[0] <= 0:
         return size, needed, None
     rates = [(e + 0.5) / (sb[0] + 1) for e in sb[1:]]
-    rate = rates[0] if st.test == "counts" else min(rates, key=lambda r: abs(r - 0.01))
+    rate = min(rates, key=lambda r: abs(r - 0.01))  # counts: the one error rate
     return size, needed, detect_requests(rate, sc[0] / (sc[0] + sb[0]), alpha)
 
 

@@ -64,14 +64,13 @@ def _warming(spec: MetricSpec, series: MetricSeries) -> MetricResult:
     held = MetricResult(name=spec.name, judge=spec.judge, verdict=Verdict.INCONCLUSIVE,
                         explanation=f"{spec.title}: warming up, not judged yet",
                         critical=spec.is_critical, weight=spec.weight, warming_up=True)
-    early_c, total_c = series.early_canary_histogram, series.canary_histogram
-    if spec.judge is not JudgeKind.SEQUENTIAL or not early_c or not total_c \
-            or not series.baseline_histogram:
+    early_c = series.early_canary_histogram
+    if spec.judge is not JudgeKind.SEQUENTIAL or not early_c:
         return held
-    result, _ = sequential.evaluate(spec, series)
+    result, _ = sequential.evaluate(spec, series)  # a fail implies both histograms
     if result.verdict is not Verdict.FAIL:
         return held
-    if evidence.improving(early_c, total_c):
+    if evidence.improving(early_c, series.canary_histogram or {}):
         return held.model_copy(update={"explanation": (
             f"{spec.title}: warming up — slower than the baseline but getting faster, "
             "not judged yet")})
