@@ -42,12 +42,17 @@ def errors(**extra: Any) -> dict[str, Any]:
             "requests_query": REQUESTS, "errors_query": ERRORS, "min_requests": 150, **extra}
 
 
-async def done(bot: Any, timeout: float = 60) -> Any:
+async def done(bot: Any, timeout: float = 90) -> Any:
     async def check() -> Any:
         deps = await deployments(bot)
         return deps[0] if deps and deps[0].finished_at is not None else None
 
-    return await eventually(check, timeout=timeout)
+    try:
+        return await eventually(check, timeout=timeout)
+    except AssertionError:
+        [dep] = await deployments(bot)
+        thread = [r["text"] for r in bot.slack.messages("#deploys-api")[0]["replies"]]
+        raise AssertionError(f"{dep.state} at stage {dep.stage}: {thread}") from None
 
 
 async def bake_started(bot: Any, stage: int = 1) -> None:
