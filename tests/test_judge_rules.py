@@ -323,6 +323,7 @@ def test_the_slowdown_z_needs_both_halves_and_the_same_buckets() -> None:
     assert evidence.slowdown_z({0.1: 1, math.inf: 2}, hist(1, 1, 1, 1)) is None
     assert evidence.slowdown_z(hist(2, 0, 0, 0), hist(3, 0, 0, 0)) is None  # all tied
     assert evidence.slowdown_z(hist(1, 0, 0, 0), hist(1, 0, 0, 0)) is None  # one request
+    assert evidence.slowdown_z(hist(0, 0, 0, 0), hist(1, 0, 0, 0)) is None  # only the second
     assert evidence.slowdown_z(hist(0, 1, 0, 0), hist(1, 1, 0, 0)) == 1.0  # var 1/4
     assert evidence.slowdown_z(hist(0, 1, 0, 0), hist(2, 1, 0, 0)) == pytest.approx(
         1.0 / math.sqrt(2 / 12 * (4 - 6 / 6)))
