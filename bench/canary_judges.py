@@ -1,6 +1,8 @@
 """Benchmark the canary judges on simulated canaries (run by hand; not a test).
 
-    .venv/bin/python bench/canary_judges.py [--seeds 500] [--check-seeds 3]
+    .venv/bin/python bench/canary_judges.py [--seeds 500] [--check-seeds 3] [--plan]
+
+``--plan`` adds the engine's query path over the whole step plan (bench/canary_plan.py).
 
 Each scenario (bench/canary_sim.py) is a fixed 10-minute analysis checked every 10 s.
 Every judge sees every check; the canary is rolled back at its first FAIL and promoted
@@ -320,6 +322,9 @@ def main() -> int:
     ap.add_argument("--check-seeds", type=int, default=3,
                     help="seeds per scenario replayed through judge() as a cross-check")
     ap.add_argument("--only", default="", help="run scenarios whose name contains this")
+    ap.add_argument("--plan", action="store_true",
+                    help="also run the engine's query path over the whole step plan")
+    ap.add_argument("--plan-seeds", type=int, default=200)
     args = ap.parse_args()
     start = time.perf_counter()
     rows: list[Row] = []
@@ -343,6 +348,10 @@ def main() -> int:
     if args.check_seeds:
         print(f"\nCross-check against judge(): {mismatches} mismatching replays")
     met = goal(rows) if not args.only else True
+    if args.plan:
+        from canary_plan import print_plan, run_plan
+
+        print_plan(run_plan(args.plan_seeds, args.only), args.plan_seeds)
     print(f"({time.perf_counter() - start:.0f}s)")
     return 0 if met and not mismatches else 1
 

@@ -45,7 +45,7 @@ RULES = "tests/test_rules.py"
 # test_kayenta_analysis and test_latency_analysis simulate whole canaries (half a minute
 # each): too slow to run per mutant. The judges' own rules are in test_judges.
 JUDGE_TESTS = ("tests/test_judges.py", "tests/test_verdicts.py", "tests/test_thresholds.py",
-               RULES)
+               "tests/test_judge_rules.py", RULES)
 MODULES: dict[str, Module] = {  # smallest first
     "windows": Module(("bot/engine/windows.py",),
                       (RULES, "tests/test_guards.py", "tests/test_windows.py")),
@@ -78,6 +78,8 @@ MODULES: dict[str, Module] = {  # smallest first
                       "tests/test_approvals.py")),
     "sequential": Module(("bot/engine/analysis/sequential.py",),
                          (*JUDGE_TESTS, "tests/test_sequential.py")),
+    "evidence": Module(("bot/engine/analysis/evidence.py",),
+                       (*JUDGE_TESTS, "tests/test_sequential.py")),
 }
 KILLED = {"killed", "timeout", "caught by type check", "segfault"}
 UNCOUNTED = {"skipped", "not checked"}  # skipped on purpose, or the run was stopped

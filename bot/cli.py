@@ -1,4 +1,5 @@
-"""`shipbot` command line: serve, console, config check/schema, audit export, db."""
+"""`shipbot` command line: serve, console, config check/schema, audit export, judges
+report, db."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     export = audit_sub.add_parser("export", help="write audit events as JSON lines")
     export.add_argument("--since", required=True, help="YYYY-MM-DD or an ISO 8601 time (UTC)")
     export.add_argument("--output", type=Path, help="file to write (default: stdout)")
+    judges = sub.add_parser("judges", help="canary judges: what shadow metrics would have done")
+    judges_sub = judges.add_subparsers(dest="judges_command", required=True)
+    report = judges_sub.add_parser("report", help="each shadow metric's would-have-rolled-back "
+                                   "rate beside what happened")
+    report.add_argument("--days", type=int, default=30, help="look back this many days")
     db = sub.add_parser("db", help="schema migrations (serve and console migrate on start)")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="migrate $DATABASE_URL to the latest revision")
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_audit_export(load_settings(), args.since, args.output))
         if args.command == "db":
             return asyncio.run(_db(args))
+        if args.command == "judges":
+            return asyncio.run(_judges_report(load_settings(), args.days))
         settings = load_settings()
         config_path = args.config or settings.SHIPBOT_CONFIG
         config = _load(config_path)
@@ -188,6 +196,26 @@ async def _audit_export(settings: Settings, since: str, output: Path | None) -> 
         print(f"wrote {len(lines)} events to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+async def _judges_report(settings: Settings, days: int) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from bot.engine.shadow_report import format_report, shadow_report
+    from bot.store.db import create_engine, session_factory
+
+    if days < 1:
+        print("shipbot: --days must be 1 or more", file=sys.stderr)
+        return 2
+    await check_database(settings.DATABASE_URL, need_schema=True)
+    engine = create_engine(settings.DATABASE_URL)
+    try:
+        async with session_factory(engine)() as session:
+            rows = await shadow_report(session, datetime.now(UTC) - timedelta(days=days))
+    finally:
+        await engine.dispose()
+    sys.stdout.write(format_report(rows, days))
     return 0
 
 

@@ -49,6 +49,12 @@ class MetricSpec(BaseModel):
     # error control), so they are critical; Mann-Whitney metrics feed the Kayenta score.
     critical: bool | None = None
     weight: float = Field(default=1.0, gt=0)
+    # shadow: judged and reported ("would have rolled back") but never acts; None: the
+    # analysis' mode. Lets a team try a rule on real rollouts before trusting it.
+    mode: Literal["enforce", "shadow"] | None = None
+    # Ignored during the canary's warm-up (cold caches, JIT). None: latency metrics
+    # (unit seconds) warm up, error rates do not: no cold start explains an error burst.
+    warmup: bool | None = None
 
     # threshold (Argo Rollouts / Flagger). max/min are absolute; max_relative and
     # max_increase compare with the baseline in the *bad* direction (for direction=higher,
@@ -75,6 +81,10 @@ class MetricSpec(BaseModel):
     @property
     def title(self) -> str:
         return self.label or self.name
+
+    @property
+    def warms_up(self) -> bool:
+        return self.warmup if self.warmup is not None else self.unit is Unit.SECONDS
 
     @property
     def is_critical(self) -> bool:

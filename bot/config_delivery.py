@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -35,6 +36,16 @@ def _query(template: str, info: ValidationInfo) -> str:
 QueryTemplate = Annotated[str, AfterValidator(_query)]
 StrategyKind = Literal["rolling", "canary", "blue-green"]
 STRATEGIES: tuple[StrategyKind, ...] = ("rolling", "canary", "blue-green")
+
+
+def _zero_or_duration(value: object) -> object:
+    """``0``/``0s``/``off`` turn a feature off; anything else is a duration (30s, 2m)."""
+    if isinstance(value, str) and value.strip() in ("0", "0s", "0m", "off"):
+        return timedelta(0)
+    return value
+
+
+ZeroOrDuration = Annotated[Duration, BeforeValidator(_zero_or_duration)]
 
 
 class AnalysisMetric(MetricSpec):
@@ -85,6 +96,18 @@ class AnalysisConfig(BaseModel):
         "measure the last interval; the other judges use everything since the step started")
     pass_score: float = Field(default=95, ge=0, le=100)
     marginal_score: float = Field(default=75, ge=0, le=100)
+    warmup: ZeroOrDuration = Field(
+        default=timedelta(minutes=3), description="the canary's warm-up, from the first "
+        "analysed step's start: latency metrics are not asked for in its first third, and "
+        "until its end fail only if the canary is not getting faster (cold caches, JIT); "
+        "error rates are judged from the first check")
+    max_extension: ZeroOrDuration = Field(
+        default=timedelta(minutes=30), description="a step whose sequential metrics only "
+        "lack traffic is extended up to this long, when the traffic seen says it is enough, "
+        "instead of pausing")
+    mode: Literal["enforce", "shadow"] = Field(
+        default="enforce", description="shadow: judge and report what would have been "
+        "decided, never roll back or pause (per metric: the metric's mode)")
 
 
 Step = int | Literal["pause"]

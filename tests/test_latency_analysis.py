@@ -64,7 +64,7 @@ async def test_slow_canary_is_rolled_back_on_latency(make_bot, tmp_path, prometh
     why = next(t for t in thread if "Rolling back api on staging" in t)
     assert "canary analysis failed at 50%" in why
     assert "latency p50 375 ms vs 37.5 ms" in why  # interpolated within the buckets
-    assert "fails: canary latency is stochastically larger" in why
+    assert "canary latency is stochastically larger" in why
     assert "safe to roll back now" in why
 
 

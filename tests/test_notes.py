@@ -82,6 +82,10 @@ SAMPLES: list[Fact] = [
     facts.RollbackFailed(reason="exit 1", output="no", **WHERE),
     facts.NothingToGoBackTo(service="api", env="staging", version="v1.4.2"),
     facts.RollbackKept(why="checks failed", results=LINES, output="x", **WHERE),
+    facts.ShadowVerdict(weight=5, metric=HOSTILE, text=HOSTILE),
+    facts.SparseTraffic(action="extend", weight=5, metrics=(HOSTILE,), seen=120, needed=880,
+                        per_second=0.1, wait_seconds=8800, detect_seconds=660,
+                        extension_seconds=900),
     facts.Locked(by="U0BOB", env="production", service="api", until=AT, reason=HOSTILE),
     facts.Unlocked(by="U0BOB", env="production"),
     facts.FreezeStarted(environments=("production", "staging"), name=HOSTILE, by="U0BOB",
@@ -165,6 +169,39 @@ def test_every_fact_renders_within_slack_limits_with_untrusted_text_escaped(fact
         assert HOSTILE in value  # the sample exercises every untrusted field
     for t in [text, *prose]:
         assert "<!here>" not in t and "<@U0MALLORY>" not in t and "<https://evil" not in t
+
+
+def test_sparse_traffic_says_how_long_it_will_take_and_what_happens_meanwhile() -> None:
+    fact = facts.SparseTraffic(action="extend", weight=5, metrics=("error rate",), seen=120,
+                               needed=180, per_second=0.5, wait_seconds=360,
+                               detect_seconds=660, extension_seconds=900)
+    text, _ = notes.render(fact)
+    assert text == (
+        ":turtle: Not enough traffic to decide at 5% (error rate): 120 canary requests judged, "
+        "180 more needed, at 0.5 canary req/s ~6 min. At this traffic a 5× rise of the error "
+        "(or slow-request) rate would show within ~11 min. No regression so far: extending "
+        "the step (up to 15 min) instead of pausing.")
+    text, _ = notes.render(fact.model_copy(update={"action": "advance",
+                                                   "detect_seconds": None}))
+    assert "within" not in text and text.endswith(
+        "moving to the next step, where the evidence carries over and more traffic reaches "
+        "the canary.")
+    text, _ = notes.render(fact.model_copy(update={"action": "pause"}))
+    assert text.endswith("That is longer than the step may be extended: pausing.")
+
+
+def test_sparse_traffic_says_which_metrics_still_warm_up() -> None:
+    text, _ = notes.render(facts.SparseTraffic(
+        action="advance", weight=5, metrics=(), warming=("latency",), warm_until=AT))
+    assert text == (f":turtle: Still warming up at 5% until {AT:%H:%M} UTC: latency. No "
+                    "regression so far: moving to the next step, where the evidence carries "
+                    "over and more traffic reaches the canary.")
+
+
+def test_shadow_verdict_says_nothing_was_done() -> None:
+    text, _ = notes.render(facts.ShadowVerdict(weight=25, metric="p99", text="p99 40 ms vs 20 ms"))
+    assert text == (":ghost: *Shadow:* p99 would have rolled back the 25% canary; it is in "
+                    "shadow mode, so nothing was done. p99 40 ms vs 20 ms")
 
 
 def test_long_untrusted_text_is_clipped_to_the_section_limit() -> None:

@@ -116,7 +116,8 @@ def test_an_improvement_builds_pass_evidence_and_passes_early() -> None:
     assert r.e_value == pytest.approx(e_fail([(5000, 60, 5000, 100)]), rel=1e-9)
     assert r.verdict is Verdict.PASS and r.final and st.decided is Verdict.PASS
     assert r.explanation == (
-        "error rate 1.2% vs 2% — passes (final): with 99% anytime-valid confidence the canary "
+        "error rate 1.2% vs 2% (−0.80 pp, 95% CI [−1.30, −0.31]) — passes (final): with 99% "
+        "anytime-valid confidence the canary "
         "is less than 1.1× worse (60 errors in 5,000 canary requests vs 100 in 5,000 baseline; "
         "e_pass=139 ≥ 100) — safe to promote now")
     # the same data against a 5 % margin is not enough for a final pass
@@ -133,7 +134,8 @@ def test_a_failure_says_how_much_worse_with_the_evidence_and_the_bar() -> None:
     e = e_fail([(1000, 30, 9000, 90)])
     assert f"{e:.3g}" == "4.92e+03"
     assert r.explanation == (
-        "error rate 3% vs 1% — fails: canary error rate is higher (30 errors in 1,000 canary "
+        "error rate 3% vs 1% (+2.00 pp, 95% CI [+1.08, +3.26]) — fails: canary error rate is "
+        "higher (30 errors in 1,000 canary "
         "requests vs 90 in 9,000 baseline; 3× baseline; e=4.92e+03 ≥ 100, anytime-valid at "
         "α=0.01) — safe to roll back now")
     assert r.name == "errors" and r.judge == "sequential" and r.critical and r.weight == 1
@@ -146,7 +148,8 @@ def test_a_pass_so_far_shows_the_evidence_below_the_bar() -> None:
     assert 1 < e < 20 and f"{e:.3g}" == "5.18"
     assert r.verdict is Verdict.PASS and not r.final and st.decided is None
     assert r.explanation == (
-        "error rate 2% vs 1% — passes: no regression detected so far (20 errors in 1,000 "
+        "error rate 2% vs 1% (+1.00 pp, 95% CI [+0.26, +2.09]) — passes: no regression detected "
+        "so far (20 errors in 1,000 "
         "canary requests vs 90 in 9,000 baseline; e=5.18 < 20); promote when the analysis "
         "window ends")
     assert not r.critical and r.weight == 2.5
@@ -158,8 +161,11 @@ def test_before_min_requests_it_is_inconclusive_and_says_how_far_along() -> None
     e = e_fail([(999, 1, 9000, 9)])
     assert r.e_value == pytest.approx(e, rel=1e-9)
     assert r.explanation == (
-        f"error rate 0.1% vs 0.1% — inconclusive: 999 of 1,000 canary requests needed before "
-        f"a pass (1 error in 999 canary requests vs 9 in 9,000 baseline; e={e:.3g} < 100)")
+        f"error rate 0.1% vs 0.1% (+0.00 pp, 95% CI [−0.12, +0.47]) — inconclusive: 999 of 1,000 "
+        f"canary requests needed before a pass (1 error in 999 canary requests vs 9 in 9,000 "
+        f"baseline; e={e:.3g} < 100; a 5× rise would show by ~2,159 canary "
+        "requests)")
+    assert (r.requests_needed, r.detect_requests) == (1, 2159)
     # one more canary request reaches min_requests (">="): a pass
     r, _ = sequential.evaluate(SEQ, counts(1000, 1, 9000, 9), st)
     assert r.verdict is Verdict.PASS
@@ -180,7 +186,8 @@ def test_a_baseline_without_errors_gives_no_ratio() -> None:
     assert r.e_value == pytest.approx(e, rel=1e-9) and r.verdict is Verdict.FAIL
     assert f"{e:.1e}" == "6.0e+07"  # 1e4 and more: one decimal, exponent
     assert r.explanation == (
-        "error rate 0.9% vs 0% — fails: canary error rate is higher (9 errors in 1,000 "
+        "error rate 0.9% vs 0% (+0.90 pp, 95% CI [+0.47, +1.70]) — fails: canary error rate is "
+        "higher (9 errors in 1,000 "
         "canary requests vs 0 in 9,000 baseline; e=6.0e+07 ≥ 100, anytime-valid at α=0.01) "
         "— safe to roll back now")
 

@@ -8,6 +8,12 @@ interval. Read at ``end`` alone, a baseline whose pods have served for days woul
 judged on its whole life against the canary's first minutes. A series with no data at
 ``start`` (the canary's pods did not exist yet) counts from zero; the sequential judge
 works on the increase between its checks.
+
+During the canary's warm-up (``Warmup``) metrics that warm up (latency by default) are
+not asked for in its quiet part; after that a sequential latency metric gets its buckets
+since the step started and at the interval's midpoint, so the judge can tell a cold
+start (getting faster) from a regression (not). After the warm-up their interval starts
+where it ended, so a cold start's slow requests never enter the evidence.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from dataclasses import dataclass
 from datetime import datetime
 
 from bot.config_analysis import JudgeKind
@@ -26,20 +33,39 @@ from integrations.metrics import MetricsError, MetricsProvider
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Warmup:
+    """The canary's warm-up from ``since``: nothing asked until ``quiet_until``; until
+    ``until`` latency fails only if it is not getting faster."""
+
+    since: datetime
+    quiet_until: datetime
+    until: datetime
+
+
 async def measure(
     provider: MetricsProvider, analysis: AnalysisConfig, dep: Deployment, start: datetime,
-    end: datetime,
+    end: datetime, *, warmup: Warmup | None = None,
 ) -> dict[str, MetricSeries | None]:
     """Every metric of ``analysis`` for the canary and baseline tracks between start and end."""
     results = await asyncio.gather(*(
-        _one(provider, analysis, metric, dep, start, end) for metric in analysis.metrics))
+        _one(provider, analysis, metric, dep, start, end, warmup)
+        for metric in analysis.metrics))
     return {m.name: r for m, r in zip(analysis.metrics, results, strict=True)}
 
 
 async def _one(
     provider: MetricsProvider, analysis: AnalysisConfig, metric: AnalysisMetric,
-    dep: Deployment, start: datetime, end: datetime,
+    dep: Deployment, start: datetime, end: datetime, warmup: Warmup | None = None,
 ) -> MetricSeries | None:
+    if warmup is not None and metric.warms_up:
+        if end >= warmup.until:
+            start = max(start, warmup.until)
+        elif end <= warmup.quiet_until or metric.histogram_query is None:
+            return MetricSeries(name=metric.name, warming_up=True)
+        else:  # since the canary started, across steps: the trend of its whole warm-up
+            return await _warming(provider, metric.histogram_query, metric.name, dep,
+                                  warmup.since, end)
     try:
         fields: dict[str, object] = {}
         if metric.query:
@@ -67,6 +93,22 @@ async def _one(
     except MetricsError as exc:
         log.warning("metric %s for deployment %s: %s", metric.name, dep.id, exc)
         return None
+
+
+async def _warming(provider: MetricsProvider, template: str, name: str, dep: Deployment,
+                   start: datetime, end: datetime) -> MetricSeries | None:
+    """Buckets since ``start`` and over the interval's first half, for the warm-up test."""
+    mid = start + (end - start) / 2
+    try:
+        canary, baseline, early = await asyncio.gather(
+            _buckets(provider, template, dep, "canary", start, end),
+            _buckets(provider, template, dep, "baseline", start, end),
+            _buckets(provider, template, dep, "canary", start, mid))
+    except MetricsError as exc:
+        log.warning("metric %s for deployment %s: %s", name, dep.id, exc)
+        return None
+    return MetricSeries(name=name, canary_histogram=canary, baseline_histogram=baseline,
+                        early_canary_histogram=early, warming_up=True)
 
 
 def _render(provider: MetricsProvider, template: str, dep: Deployment, track: str,

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from bot.clock import as_utc, human_duration
 from bot.config import ShipbotConfig
 from bot.config_delivery import StrategyConfig
-from bot.engine import facts, machine, target_reports
-from bot.engine.analysis import AnalysisState, Verdict, judge
+from bot.engine import bake_rules, facts, machine, target_reports
+from bot.engine.analysis import AnalysisState, Verdict, carry_over, judge
 from bot.engine.analysis.model import Judgement
 from bot.engine.lifecycle import Event, enabled_events
 from bot.engine.machine import State
@@ -102,7 +102,9 @@ async def advance_stage(ctx: StepContext, dep: Deployment, stages: list[Stage],
     """Move to the next stage (or finish); the card re-renders its progress bar."""
     dep.stage += 1
     dep.stage_started_at, dep.action_run_id, dep.last_check_at = ctx.now, None, None
-    dep.analysis_state = ""
+    if dep.analysis_state:  # sequential evidence pools across the steps
+        dep.analysis_state = carry_over(AnalysisState.model_validate_json(
+            dep.analysis_state)).model_dump_json()
     dep.next_action_at = ctx.now
     if dep.stage >= len(stages):
         await finish(ctx, dep)
@@ -208,27 +210,50 @@ async def _bake(ctx: StepContext, dep: Deployment, stage: Stage, stages: list[St
     if ctx.now < min(due, ends):
         dep.next_action_at = min(due, ends)
         return
-    series = await measure(ctx.metrics, analysis, dep, started, ctx.now)
     state = AnalysisState.model_validate_json(dep.analysis_state) if dep.analysis_state \
-        else None
+        else AnalysisState(canary_since=started)
+    warm = bake_rules.warmup(analysis, as_utc(state.canary_since or started), stages)
+    series = await measure(ctx.metrics, analysis, dep, started, ctx.now, warmup=warm)
     verdict, new_state = judge(analysis.metrics, series, state,
                                pass_score=analysis.pass_score,
-                               marginal_score=analysis.marginal_score)
+                               marginal_score=analysis.marginal_score, mode=analysis.mode)
     dep.analysis_state, dep.last_check_at = new_state.model_dump_json(), ctx.now
+    for shadow in bake_rules.shadow_fails(dep, verdict, stage.weight or 0):
+        note(ctx.session, dep, shadow, now=ctx.now)
     _log(dep, stage, verdict, series, ctx.now)
+    sparse = None if ctx.now < ends else bake_rules.sparse(
+        analysis, verdict, series, stages, dep.stage, now=ctx.now,
+        since=started, ends=ends, warm=warm)
     if verdict.verdict is Verdict.FAIL:
         why = verdict.summary.split(" — ")[0].removeprefix("FAIL: ")  # e.g. score 50/100 ...
         await roll_back(ctx, dep, f"canary analysis failed at {stage.weight}% ({why})",
                         lines=_explain(verdict))
+    elif sparse is not None and sparse.action != "pause":
+        _sparse(ctx, dep, sparse, ends, analysis.check_every)
+        if sparse.action == "advance":
+            _report(ctx, dep, stage, verdict)
+            await advance_stage(ctx, dep, stages)
     elif ctx.now >= ends or verdict.final:
         _report(ctx, dep, stage, verdict)
         if verdict.verdict is Verdict.PASS:
             await advance_stage(ctx, dep, stages)
         else:
+            if sparse is not None:
+                note(ctx.session, dep, sparse.fact, now=ctx.now)
             pause(ctx, dep, "The canary analysis was inconclusive; the thread says why.",
                   analysis=_undecided(verdict, analysis.pass_score))
     else:
         dep.next_action_at = min(ctx.now + analysis.check_every, ends)
+
+
+def _sparse(ctx: StepContext, dep: Deployment, sparse: bake_rules.Sparse, ends: datetime,
+            check_every: timedelta) -> None:
+    """Say once per step why it waits for traffic (or that it moves on), check again."""
+    earlier = [h for h in json.loads(dep.analysis_log or "[]")[:-1] if h["stage"] == dep.stage]
+    if sparse.action == "advance" or not any(
+            datetime.fromisoformat(h["t"]) >= ends for h in earlier):
+        note(ctx.session, dep, sparse.fact, now=ctx.now)
+    dep.next_action_at = ctx.now + check_every
 
 
 def _report(ctx: StepContext, dep: Deployment, stage: Stage, verdict: Judgement) -> None:
@@ -270,5 +295,6 @@ def _log(dep: Deployment, stage: Stage, verdict: Judgement, series: Mapping[str,
     history.append({"t": now.isoformat(), "stage": dep.stage, "weight": stage.weight,
                     "verdict": verdict.verdict.value, "metrics": {
                         r.name: {"canary": r.canary_value, "baseline": r.baseline_value}
-                        for r in verdict.results}})
+                        for r in (*verdict.results, *verdict.shadow)},
+                    "shadow": {r.name: r.verdict.value for r in verdict.shadow}})
     dep.analysis_log = json.dumps(history[-500:])

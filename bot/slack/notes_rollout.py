@@ -147,6 +147,47 @@ def rollback_kept(x: f.RollbackKept) -> Note:
                 "or deploy another known-good version the same way.", x.output)
 
 
+@renders(f.ShadowVerdict)
+def shadow_verdict(x: f.ShadowVerdict) -> Note:
+    return Note(f":ghost: *Shadow:* {escape(x.metric)} would have rolled back the {x.weight}% "
+                f"canary; it is in shadow mode, so nothing was done. {escape(x.text)}")
+
+
+def _minutes(seconds: float) -> str:
+    """Round figures: a forecast from traffic so far is no more precise than that."""
+    if seconds < 60:
+        return f"{max(round(seconds), 1)} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 36_000 else "more than 10 h"
+
+
+@renders(f.SparseTraffic)
+def sparse_traffic(x: f.SparseTraffic) -> Note:
+    parts = []
+    if x.metrics:
+        names = ", ".join(escape(m) for m in x.metrics)
+        rate = f"{x.per_second:.2g} canary req/s"
+        parts.append(f"Not enough traffic to decide at {x.weight}% ({names}): {x.seen:,} "
+                     f"canary requests judged, {x.needed:,} more needed, at {rate} "
+                     f"~{_minutes(x.wait_seconds)}.")
+        if x.detect_seconds is not None:
+            parts.append(f"At this traffic a 5× rise of the error (or slow-request) rate "
+                         f"would show within ~{_minutes(x.detect_seconds)}.")
+    if x.warming:
+        until = f" until {hhmm(x.warm_until)}" if x.warm_until else ""
+        parts.append(f"Still warming up at {x.weight}%{until}: "
+                     f"{', '.join(escape(m) for m in x.warming)}.")
+    parts.append({
+        "extend": f"No regression so far: extending the step (up to "
+                  f"{_minutes(x.extension_seconds)}) instead of pausing.",
+        "advance": "No regression so far: moving to the next step, where the evidence "
+                   "carries over and more traffic reaches the canary.",
+        "pause": "That is longer than the step may be extended: pausing.",
+    }[x.action])
+    return Note(":turtle: " + " ".join(parts))
+
+
 @renders(f.TargetAnalysis)
 def target_analysis(x: f.TargetAnalysis) -> Note:
     said = f" — {escape(x.message)}" if x.message else ""

@@ -6,7 +6,7 @@ metric to the threshold (Argo Rollouts / Flagger), Mann-Whitney (Kayenta) or seq
 ``AnalysisState`` the engine persists as JSON and hands back on the next check.
 """
 
-from bot.engine.analysis.judge import aggregate, judge, judge_metric
+from bot.engine.analysis.judge import aggregate, carry_over, judge, judge_metric
 from bot.engine.analysis.model import (
     AnalysisState,
     Direction,
@@ -34,6 +34,7 @@ __all__ = [
     "Unit",
     "Verdict",
     "aggregate",
+    "carry_over",
     "judge",
     "judge_metric",
 ]

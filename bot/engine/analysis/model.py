@@ -7,6 +7,7 @@ and hand it back on the next check; the judges never mutate their inputs.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -51,6 +52,11 @@ class MetricSeries(BaseModel):
     baseline_errors: int | None = Field(default=None, ge=0)
     canary_histogram: dict[float, int] | None = None
     baseline_histogram: dict[float, int] | None = None
+    # The canary's warm-up: nothing is judged, except a sequential latency test that
+    # fails only if the canary is not getting faster (``early_canary_histogram``: the
+    # interval's first half, to compare with the second).
+    warming_up: bool = False
+    early_canary_histogram: dict[float, int] | None = None
 
     @property
     def has_counts(self) -> bool:
@@ -84,10 +90,18 @@ class MetricResult(BaseModel):
     # end of the analysis window (sequential decisions, exhausted failure limits).
     final: bool = False
     p_value: float | None = None
-    ci: tuple[float, float] | None = None  # Hodges-Lehmann shift CI, canary - baseline
-    shift: float | None = None  # Hodges-Lehmann estimate, canary - baseline
+    # canary - baseline and its 95 % CI: Hodges-Lehmann (Mann-Whitney), the difference of
+    # the error rates over every step so far (sequential counts)
+    ci: tuple[float, float] | None = None
+    shift: float | None = None
     e_value: float | None = None  # evidence against "canary not worse"
     e_value_pass: float | None = None  # evidence against "canary worse than tolerated"
+    shadow: bool = False  # reported, never acted on
+    warming_up: bool = False  # not judged yet: the canary's warm-up
+    # sequential, undecided for lack of traffic: canary requests still needed before a
+    # pass, and in all for a 5x rise of the slow/error rate to reach the fail bar
+    requests_needed: int | None = None
+    detect_requests: int | None = None
 
 
 class Judgement(BaseModel):
@@ -101,6 +115,7 @@ class Judgement(BaseModel):
     marginal: bool = False
     final: bool = False
     results: tuple[MetricResult, ...] = ()
+    shadow: tuple[MetricResult, ...] = ()  # metrics in shadow mode: what they would say
     summary: str
 
 
@@ -151,6 +166,7 @@ class AnalysisState(BaseModel):
     model_config = _FROZEN
 
     metrics: dict[str, MetricState] = Field(default_factory=dict)
+    canary_since: datetime | None = None  # the first analysed step's start (warm-up)
 
 
 def _num(x: float) -> str:

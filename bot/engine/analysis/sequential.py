@@ -60,6 +60,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from bot.engine.analysis.evidence import pp, size_and_pace
 from bot.engine.analysis.model import (
     CODE_FAIL,
     CODE_FINAL_PASS,
@@ -285,6 +286,10 @@ def _explain(spec: MetricSpec, st: SequentialState, code: int) -> MetricResult:
         what = (f"{_n(sc[1], 'error')} in {sc[0]:,} canary requests vs {sb[1]:,} in "
                 f"{sb[0]:,} baseline")
         worse = f"canary error rate is higher ({what}; {times(cv, bv)}"
+    size, needed, detect = size_and_pace(st, spec.alpha, spec.min_requests)
+    if size is not None:  # the size of the shift, pooled over the steps so far
+        d, lo, hi = size
+        head += f" ({pp(d)} pp, 95% CI [{pp(lo)}, {pp(hi)}])"
     if code == CODE_FAIL:
         text = (f"{head} — fails: {worse}{bar}, anytime-valid at α={spec.alpha:g}) — safe "
                 "to roll back now")
@@ -298,13 +303,17 @@ def _explain(spec: MetricSpec, st: SequentialState, code: int) -> MetricResult:
     elif sc[0] == 0:
         text = f"{t}: no canary traffic yet — inconclusive"
     else:
+        pace = f"; a 5× rise would show by ~{detect:,} canary requests" if detect else ""
         text = (f"{head} — inconclusive: {sc[0]:,} of {spec.min_requests:,} canary "
-                f"requests needed before a pass ({what}; {bar})")
+                f"requests needed before a pass ({what}; {bar}{pace})")
     verdict, final = verdict_of(code)
-    return MetricResult(name=spec.name, judge=JudgeKind.SEQUENTIAL, verdict=verdict,
-                        explanation=text, canary_value=cv, baseline_value=bv,
-                        critical=spec.is_critical, weight=spec.weight, final=final,
-                        e_value=e_fail, e_value_pass=e_pass)
+    return MetricResult(
+        name=spec.name, judge=JudgeKind.SEQUENTIAL, verdict=verdict, explanation=text,
+        canary_value=cv, baseline_value=bv, critical=spec.is_critical, weight=spec.weight,
+        final=final, e_value=e_fail, e_value_pass=e_pass,
+        shift=size[0] if size else None, ci=(size[1], size[2]) if size else None,
+        requests_needed=needed if code == CODE_INCONCLUSIVE else None,
+        detect_requests=detect)
 
 
 def _n(count: int, noun: str) -> str:

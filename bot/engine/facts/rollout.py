@@ -150,6 +150,33 @@ class RollbackKept(Fact):
     output: str = ""
 
 
+class ShadowVerdict(Fact):
+    """A metric in shadow mode would have rolled the canary back; nothing was done."""
+
+    kind = "shadow_verdict"
+    weight: int
+    metric: Untrusted
+    text: Untrusted
+
+
+class SparseTraffic(Fact):
+    """A step ended with sequential metrics lacking only traffic: the step is extended,
+    or the rollout moves on carrying the evidence, or it pauses (it would take too long)."""
+
+    kind = "sparse_traffic"
+    action: Literal["extend", "advance", "pause"]
+    weight: int
+    metrics: tuple[Untrusted, ...]  # lacking traffic
+    seen: int = 0  # canary requests judged so far (the least among the metrics)
+    needed: int = 0  # before a pass
+    per_second: float = 0.0  # canary requests per second in the step
+    wait_seconds: float = 0.0  # to reach ``needed`` at this traffic
+    detect_seconds: float | None = None  # until a 5x rise would have shown
+    extension_seconds: float = 0.0  # the extension allowed
+    warming: tuple[Untrusted, ...] = ()  # metrics still in the canary's warm-up
+    warm_until: datetime | None = None
+
+
 class TargetAnalysis(Fact):
     """A check the deploy target ran on its own (an Argo AnalysisRun) ended."""
 
