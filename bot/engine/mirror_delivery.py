@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from itertools import groupby
 
@@ -35,6 +35,7 @@ from sqlmodel import col, select
 from bot.clock import Clock, as_utc
 from bot.engine.providers import ServiceProviders, job
 from bot.mrkdwn import permalink
+from bot.store import leases
 from bot.store.db import Sessions
 from bot.store.models import Deployment, MirrorEvent
 from bot.store.writers import WriterQueue
@@ -132,33 +133,15 @@ class MirrorDelivery:
         row.attempts = int(won[0])  # another replica's failed attempts count too
         return True, held is not None or row.attempts > 0
 
-    @contextlib.asynccontextmanager
-    async def _renewing(self, row: MirrorEvent) -> AsyncIterator[None]:
+    def _renewing(self, row: MirrorEvent) -> contextlib.AbstractAsyncContextManager[None]:
         """Keep the claim while GitHub answers (three calls, each up to its timeout).
         A cancelled task (the process dying) leaves the claim to lapse: no release."""
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lease.total_seconds() / 3)
-                try:
-                    async with self.writers(), self.sessions() as session:
-                        await session.exec(update(MirrorEvent).where(
-                            col(MirrorEvent.id) == row.id,
-                            col(MirrorEvent.claimed_by) == self.owner,
-                            col(MirrorEvent.delivered_at).is_(None))
-                            .values(claim_until=self.clock() + self.lease))
-                        await session.commit()
-                except Exception:  # the database may be back before the lease runs out
-                    log.warning("deployment %s: renewing the mirror claim failed",
-                                row.deployment_id, exc_info=True)
-
-        task = asyncio.get_running_loop().create_task(renew())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return leases.renewing(self.sessions, self.writers, self.lease, lambda: (
+            update(MirrorEvent).where(col(MirrorEvent.id) == row.id,
+                                      col(MirrorEvent.claimed_by) == self.owner,
+                                      col(MirrorEvent.delivered_at).is_(None))
+            .values(claim_until=self.clock() + self.lease)),
+            f"the mirror claim of deployment {row.deployment_id}")
 
     async def _deliver(self, row: MirrorEvent, *, maybe_sent: bool) -> bool:
         now = self.clock()

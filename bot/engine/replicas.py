@@ -18,14 +18,12 @@ once instead of waiting a lease out (``release_dead_leases``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +36,7 @@ from bot.clock import Clock
 from bot.engine import facts
 from bot.engine.machine import State
 from bot.engine.outbox import note
+from bot.store import leases
 from bot.store.db import Sessions
 from bot.store.models import Deployment, InboundRequest, MirrorEvent, Outbox, Replica
 from bot.store.writers import WriterQueue
@@ -201,30 +200,12 @@ def _doing(dep: Deployment) -> str:
     return "rollback" if state is State.ROLLING_BACK else "traffic change"
 
 
-@contextlib.asynccontextmanager
-async def renewing(sessions: Sessions, writers: WriterQueue, clock: Clock, lease: timedelta,
-                   dep_id: int, owner: str) -> AsyncIterator[None]:
+def renewing(sessions: Sessions, writers: WriterQueue, clock: Clock, lease: timedelta,
+             dep_id: int, owner: str) -> contextlib.AbstractAsyncContextManager[None]:
     """Keep ``owner``'s lease on the deployment while a step runs (HTTP checks with
     retries, a slow provider call), so no other replica runs the same step meanwhile.
     The row version is left alone: the step's own commit must still succeed."""
-
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(lease.total_seconds() / 3)
-            try:
-                async with writers(), sessions() as session:
-                    await session.exec(update(Deployment)  # type: ignore[call-overload]
-                                       .where(col(Deployment.id) == dep_id,
-                                              col(Deployment.lease_owner) == owner)
-                                       .values(lease_until=clock() + lease))
-                    await session.commit()
-            except Exception:  # the database may be back before the lease runs out
-                log.warning("deployment %s: renewing the lease failed", dep_id, exc_info=True)
-
-    task = asyncio.get_running_loop().create_task(renew())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return leases.renewing(sessions, writers, lease, lambda: (
+        update(Deployment).where(col(Deployment.id) == dep_id,
+                                 col(Deployment.lease_owner) == owner)
+        .values(lease_until=clock() + lease)), f"the lease on deployment {dep_id}")

@@ -28,10 +28,9 @@ request and an alert root are safe, their ts being recorded as soon as Slack ans
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,6 +40,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
+from bot.store import leases
 from bot.store.db import Sessions
 from bot.store.models import Outbox
 from bot.store.writers import WriterQueue
@@ -130,32 +130,14 @@ class OutboxClaims:
             .returning(col(Outbox.id)))).scalars().all())
         return rest if len(got) == len(rest) else None
 
-    @contextlib.asynccontextmanager
-    async def renewing(self, rows: Sequence[Outbox]) -> AsyncIterator[None]:
+    def renewing(self, rows: Sequence[Outbox]) -> contextlib.AbstractAsyncContextManager[None]:
         """Keep the claim while Slack answers (a rate-limited thread can take minutes).
         A cancelled task (the process dying) leaves the claim to lapse: no release."""
         ids = [r.id for r in rows]
-
-        async def renew() -> None:
-            while True:
-                await asyncio.sleep(self.lease.total_seconds() / 3)
-                try:
-                    async with self.writers(), self.sessions() as session:
-                        await session.exec(update(Outbox).where(  # type: ignore[call-overload]
-                            col(Outbox.id).in_(ids), col(Outbox.claimed_by) == self.owner,
-                            col(Outbox.delivered_at).is_(None))
-                            .values(claim_until=self.clock() + self.lease))
-                        await session.commit()
-                except Exception:  # the database may be back before the lease runs out
-                    log.warning("renewing the outbox claim failed", exc_info=True)
-
-        task = asyncio.get_running_loop().create_task(renew())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return leases.renewing(self.sessions, self.writers, self.lease, lambda: (
+            update(Outbox).where(col(Outbox.id).in_(ids), col(Outbox.claimed_by) == self.owner,
+                                 col(Outbox.delivered_at).is_(None))
+            .values(claim_until=self.clock() + self.lease)), "the outbox claim")
 
     async def release(self, rows: Sequence[Outbox]) -> None:
         """Give back what this pass did not deliver (rows behind a failed one, a pass cut
