@@ -15,7 +15,7 @@ from bot.config import ConfigError, load_config, parse_config
 from bot.engine.analysis import MetricSeries, MetricSpec, Verdict, judge
 from tests.alert_helpers import alert_config, alert_thread, am_alert, am_payload, deploy, post
 from tests.alert_helpers import texts as message_text
-from tests.conftest import FakeClock, make_config
+from tests.conftest import FakeClock, eventually, make_config
 from tests.test_approvals import staged
 from tests.test_deploy_flow import deployments
 from tests.test_guards import guarded_config, say
@@ -177,6 +177,11 @@ async def test_cancelling_someone_elses_deployment_needs_the_deploy_role(
     await staged(bot)
     asked = await say(bot, "api production v1.4.2")  # roles.deploy: U0ALICE, U0ONCALL
     assert "It needs 1 approval first" in asked
+
+    async def waiting() -> bool:  # the runner asks for the approval after the ack
+        return (await deployments(bot))[1].state == "awaiting_approval"
+
+    await eventually(waiting)
     refused = await say(bot, "cancel api production", user="U0MALLORY")
     assert "You lack the *deploy* role for production" in refused
     assert (await deployments(bot))[1].state == "awaiting_approval"

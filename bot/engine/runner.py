@@ -93,14 +93,18 @@ class Runner:
 
     async def tick(self) -> int:
         """Claim every due deployment (up to ``MAX_STEPS`` under way), advance each once
-        and return how many were advanced. Only the claim is serialised; the steps run as
-        tasks of their own, so further ticks claim other deployments while a slow target
+        and return how many this tick advanced. Only the claim is serialised; the steps run
+        as tasks of their own, so further ticks claim other deployments while a slow target
         holds one up (the scheduler starts ticks without waiting: ``start_tick``)."""
         if self._waiting or self._draining:  # queued behind the running claim, or stopping
             return 0
         with self.turns.turn():
             async with self._queued():
+                under_way = set(self._steps)  # claimed by earlier ticks, still running
                 steps = await self._claim_due()
+            # A tick ends when what was due at its start has been advanced, its own steps
+            # and those under way: what ``turns`` promise to tests and urgent clicks.
+            await asyncio.gather(*under_way, return_exceptions=True)
             if not steps:
                 await self._count_states()  # the gauge exists from the first tick on
                 return 0
