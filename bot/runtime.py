@@ -215,7 +215,6 @@ class Shipbot:
         if self.scheduler.running:
             self.scheduler.pause()  # nothing new starts; a running tick drains below
         await self.runner.drain(self.settings.SHIPBOT_SHUTDOWN_GRACE_SECONDS)
-        await self.inbox.settle()
         # The scheduled tick returns once its steps have: let it, before the scheduler
         # would cancel it mid-step (and log that as a crash).
         with contextlib.suppress(TimeoutError):

@@ -225,10 +225,8 @@ async def test_requests_told_long_ago_are_pruned(tmp_path: Path) -> None:
             return [r.key for r in (await session.exec(select(InboundRequest))).all()]
 
     assert await inbox.once(Request(key="old", kind="slash", user="U1"), process) == "done old"
-    await inbox.settle()  # the reply is recorded after the ack
     clock.advance(days=6)
     assert await inbox.once(Request(key="new", kind="slash", user="U1"), process) == "done new"
-    await inbox.settle()
     clock.advance(days=1, seconds=1)
     await inbox.prune()
     assert await keys() == ["new"]

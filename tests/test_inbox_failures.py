@@ -137,35 +137,3 @@ async def test_a_replay_after_the_first_processor_died_is_processed_once(session
     assert await second.once(slash(), process) == "Locked staging."
     assert await second.once(slash(), process) == "Locked staging."  # a later replay
     assert seen == ["lock staging"]
-
-
-async def test_a_reply_whose_recording_failed_after_the_ack_is_told_again_not_redone(
-        sessions, caplog: pytest.LogCaptureFixture) -> None:
-    """The reply is recorded after the ack; if that write fails (the process died), a
-    drain processes the row again, which the request key makes a no-op, and tells it."""
-    clock, told, changes = FakeClock(), [], set()
-    inbox = Inbox(sessions, clock, owner="pod-a/1")
-
-    async def lock(request: Request) -> str:  # idempotent by key, as the services are
-        changes.add(request.key)
-        return "Locked staging."
-
-    async def broken_finish(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("the process died before recording the reply")
-
-    async def tell(request: Request, reply: str) -> bool:
-        told.append(reply)
-        return True
-
-    real_finish = inbox._finish
-    inbox._finish = broken_finish  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR):
-        assert await inbox.once(slash(), lock) == "Locked staging."  # the ack
-        await inbox.settle()
-    assert any("recording a reply failed" in r.getMessage() for r in caplog.records)
-    assert (await row(sessions, "k1")).done_at is None
-    inbox._finish = real_finish  # type: ignore[method-assign]
-    clock.advance(seconds=LEASE.total_seconds() + 1)
-    assert await inbox.drain(lock, tell) == 1
-    assert told == ["Locked staging."] and changes == {"k1"}
-    assert (await row(sessions, "k1")).told_at is not None

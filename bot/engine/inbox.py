@@ -66,7 +66,6 @@ class Inbox:
                  writers: WriterQueue | None = None, lease: timedelta = LEASE) -> None:
         self.sessions, self.clock, self.owner, self.lease = sessions, clock, owner, lease
         self.writers = writers or WriterQueue("")
-        self._finishing: set[asyncio.Task[None]] = set()
 
     async def record(self, request: Request) -> Request | None:
         """Write the row, claimed by this replica, ahead of background writes. None when
@@ -86,10 +85,7 @@ class Inbox:
         return _request(row)
 
     async def once(self, request: Request, process: Process) -> str:
-        """Inline (a slash command, answered in its ack): process once, reply the same.
-        The reply is recorded after the ack, off its path: processing is idempotent (by
-        the request key), so a crash before that write costs a repeated reply from the
-        drain, never a repeated change."""
+        """Inline (a slash command, answered in its ack): process once, reply the same."""
         mine = await self.record(request) or await self._take_over(request.key)
         if mine is None:
             return await self._first_reply(request.key)
@@ -98,20 +94,8 @@ class Inbox:
         except Exception:
             log.exception("processing %s failed; the inbox drain retries it", request.key)
             return DEFERRED
-        task = asyncio.get_running_loop().create_task(
-            self._finish(mine.key, reply, told=True))
-        self._finishing.add(task)
-        task.add_done_callback(self._finished)
+        await self._finish(mine.key, reply, told=True)
         return reply
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._finishing.discard(task)
-        if not task.cancelled() and task.exception() is not None:  # the drain tells again
-            log.error("recording a reply failed", exc_info=task.exception())
-
-    async def settle(self) -> None:
-        """Shutdown: let the replies being recorded reach the database."""
-        await asyncio.gather(*self._finishing, return_exceptions=True)
 
     async def complete(self, request: Request, process: Process, tell: Tell) -> None:
         """After the ack, or for a row a drain claimed: process unless done, then tell."""
