@@ -189,7 +189,7 @@ class Shipbot:
 
     def wake(self) -> None:
         """New work was recorded: advance it now instead of at the next tick."""
-        self._spawn(self.runner.tick())
+        self.runner.start_tick()
         self.notifier.kick()
         self.mirrors.kick()
 
@@ -201,7 +201,7 @@ class Shipbot:
     def advance_first(self) -> None:
         """A rollback was recorded: reach the deploy target before posting about it (the
         runner kicks the notifier once it has advanced something)."""
-        self.urgency.until_done(self._spawn(self.runner.tick()))
+        self.urgency.until_done(self._spawn(self.runner.tick(under_way=False)))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -331,4 +331,28 @@ async def test_a_step_stuck_on_its_target_does_not_hold_up_later_ticks(
     await eventually(moved_on, timeout=10)  # advanced while the first step still waits
     assert not first.done() and (await get(bot, stuck)).state == "deploying"
     release.set()  # a tick ends once what was under way at its start has been advanced
-    assert (await first, await second) == (1, 1)
+    assert (await first, await second) == (1, 2)  # the second counts the one it waited for
+
+
+async def test_a_step_whose_lease_lapsed_is_not_started_again_by_its_own_process(
+        make_bot: Launch, tmp_path: Path) -> None:
+    """The database was away long enough for a running step's lease to lapse: another
+    tick of the same process must not start a second step of that deployment."""
+    clock = FakeClock()
+    bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET, clock=clock)
+    await insert(bot, state=State.DEPLOYING, deploy_run_id="stuck-run")
+    release, polls = asyncio.Event(), []
+
+    async def poll(run_id: str) -> RunStatus:
+        polls.append(run_id)
+        await release.wait()
+        return RunStatus(state=RunState.RUNNING)
+
+    bot.bot.providers["api"].target.poll = poll  # type: ignore[method-assign]
+    first = asyncio.create_task(bot.bot.runner.tick())
+    await eventually(lambda: asyncio.sleep(0, polls))
+    clock.advance(seconds=runner_module.LEASE.total_seconds() + 1)  # the lease lapsed
+    assert await bot.bot.runner.tick(under_way=False) == 0
+    assert polls == ["stuck-run"]  # one step, not two
+    release.set()
+    assert await first == 1

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm.exc import StaleDataError
@@ -86,44 +88,60 @@ class Runner:
         self._lock = asyncio.Lock()
         self._waiting = False
         self._draining = False
-        self._steps: set[asyncio.Task[None]] = set()
+        self._steps: dict[int, asyncio.Task[None]] = {}  # deployment id -> its step
         self._ticks: set[asyncio.Task[int]] = set()
+        self._turn: asyncio.Task[int] | None = None
         self._counted_at = float("-inf")
         self.turns = Turns()  # tests wait for a whole tick with ``turns.next()``
 
-    async def tick(self) -> int:
+    async def tick(self, *, under_way: bool = True) -> int:
         """Claim every due deployment (up to ``MAX_STEPS`` under way), advance each once
-        and return how many this tick advanced. Only the claim is serialised; the steps run
-        as tasks of their own, so further ticks claim other deployments while a slow target
-        holds one up (the scheduler starts ticks without waiting: ``start_tick``)."""
-        if self._waiting or self._draining:  # queued behind the running claim, or stopping
-            return 0
-        with self.turns.turn():
+        and return how many were advanced. Only the claim is serialised; the steps run as
+        tasks of their own, so further ticks claim other deployments while a slow target
+        holds one up. With ``under_way`` the tick also waits for (and counts) the steps
+        earlier ticks started: it is a whole turn, after which whatever was due has been
+        advanced (what ``turns`` promise); without, it waits for its own steps only."""
+        if self._draining or (self._waiting and not under_way):  # a claim queued before
+            return 0  # this one takes what is due, or stopping
+        with self.turns.turn() if under_way else contextlib.nullcontext():
             async with self._queued():
-                under_way = set(self._steps)  # claimed by earlier ticks, still running
+                earlier = [t for t in self._steps.values() if not t.done()] if under_way \
+                    else []
                 steps = await self._claim_due()
-            # A tick ends when what was due at its start has been advanced, its own steps
-            # and those under way: what ``turns`` promise to tests and urgent clicks.
-            await asyncio.gather(*under_way, return_exceptions=True)
+            await asyncio.gather(*earlier, return_exceptions=True)
             if not steps:
                 await self._count_states()  # the gauge exists from the first tick on
-                return 0
+                return len(earlier)
             results = await asyncio.gather(*steps.values(), return_exceptions=True)
             for dep_id, result in zip(steps, results, strict=True):
                 if isinstance(result, Exception):  # one deployment must not stop the others
                     log.error("deployment %s: advancing it failed", dep_id, exc_info=result)
             await self._count_states()
             self.on_change()
-            return len(steps)
+            return len(steps) + len(earlier)
 
     def start_tick(self) -> None:
-        """A tick in the background: for the scheduler, which must not wait for steps."""
-        task = asyncio.get_running_loop().create_task(self.tick())
+        """The scheduler's tick and wake-ups: claim what is due now, waiting for nothing
+        else; and at most one whole turn at a time in the background, so a slow step
+        never piles ticks up behind it."""
+        if self._turn is None or self._turn.done():
+            self._turn = self._background(self.tick())
+        else:
+            self._background(self.tick(under_way=False))
+
+    def _background(self, work: Coroutine[Any, Any, int]) -> asyncio.Task[int]:
+        task = asyncio.get_running_loop().create_task(work)
         self._ticks.add(task)
-        task.add_done_callback(self._ticks.discard)
+        task.add_done_callback(self._tick_done)
+        return task
+
+    def _tick_done(self, task: asyncio.Task[int]) -> None:
+        self._ticks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a runner tick failed", exc_info=task.exception())
 
     async def _claim_due(self) -> dict[int, asyncio.Task[None]]:
-        room = min(CLAIM_BATCH, MAX_STEPS - len(self._steps))
+        room = min(CLAIM_BATCH, MAX_STEPS - sum(not t.done() for t in self._steps.values()))
         if room <= 0:
             return {}
         now = self.clock()
@@ -134,17 +152,27 @@ class Runner:
                 .order_by(col(Deployment.next_action_at))
                 .limit(room)
             )).all()
-        claimed = await self._claim([i for i in due if i is not None])
+        # Never a second step of a deployment this process is still advancing (its lease
+        # may have lapsed while the database was away: the step goes on, and ends it).
+        claimed = await self._claim([i for i in due if i is not None and not self._busy(i)])
         if self._draining:  # shutdown began while claiming: leave them to the others
             for dep_id in claimed:
                 await self._release(dep_id)
             return {}
         loop = asyncio.get_running_loop()
         steps = {i: loop.create_task(self.advance(i)) for i in claimed}
-        self._steps.update(steps.values())
-        for task in steps.values():
-            task.add_done_callback(self._steps.discard)
+        self._steps.update(steps)
+        for dep_id, task in steps.items():
+            task.add_done_callback(functools.partial(self._step_done, dep_id))
         return steps
+
+    def _busy(self, dep_id: int) -> bool:
+        step = self._steps.get(dep_id)
+        return step is not None and not step.done()
+
+    def _step_done(self, dep_id: int, task: asyncio.Task[None]) -> None:
+        if self._steps.get(dep_id) is task:
+            del self._steps[dep_id]
 
     async def drain(self, grace: float) -> None:
         """Shutdown: claim nothing more; steps under way get ``grace`` seconds to finish,
@@ -153,7 +181,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._steps:
-            _, late = await asyncio.wait(set(self._steps),
+            _, late = await asyncio.wait(set(self._steps.values()),
                                          timeout=max(0.0, deadline - loop.time()))
             if late and loop.time() >= deadline:
                 for task in late:
