@@ -166,8 +166,10 @@ async def test_slack_outage_delays_messages_but_not_the_deployment(make_bot, tmp
     root = await eventually(all_delivered, timeout=30)
     assert len(bot.slack.messages("#deploys-api")) == 1  # the retry did not post a 2nd card
     assert "is live on staging" in root["replies"][-1]["text"]
-    failed = [c for c in bot.slack.calls if c.failed]
-    assert {c.method for c in failed} == {"chat.postMessage", "chat.update"}
+    failed = {c.method for c in bot.slack.calls if c.failed}
+    # The card's post failed and was retried; whether a card update was due while
+    # chat.update still failed depends on how far the deployment got meanwhile.
+    assert "chat.postMessage" in failed and failed <= {"chat.postMessage", "chat.update"}
     metrics = (await bot.driver.http.get(bot.url + "/metrics")).text
     assert 'shipbot_slack_api_errors_total{error="internal_error",method="chat.postMessage"}' \
         in metrics
