@@ -105,7 +105,7 @@ async def test_a_restart_mid_canary_goes_on_without_skipping_a_step(
             return dep if fake.status.get("currentStepIndex") == 4 and dep.stage >= 3 \
                 else None
 
-        await eventually(at_25)
+        await eventually(at_25, timeout=60)  # slow under a loaded CI machine
         card = await card_says(first, "Argo step 4/8, canary weight 25 %, Paused")
         assert "canary: ~5%~ ▸ *25%* ▸ 50% ▸ 100%" in card_text(card)
         await first.stop()
