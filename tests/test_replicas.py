@@ -34,8 +34,8 @@ from tests.test_strategies import config as strategy_config
 
 pytest_plugins = ["tests.postgres_fixture"]
 
-LEASE_SECONDS = 0.6
-BUILD_SECONDS = 2.5  # about four lease periods
+LEASE_SECONDS = 1.2  # a loaded 2-core CI machine stalls the loop for tenths of a second
+BUILD_SECONDS = 4.0  # more than three lease periods
 Launch = Callable[..., Awaitable[LocalBot]]
 
 

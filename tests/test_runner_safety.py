@@ -21,6 +21,7 @@ from sqlmodel import col, func, select
 from bot.clock import as_utc
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
+from bot.engine import replicas
 from bot.engine import runner as runner_module
 from bot.engine.machine import State
 from bot.engine.requests import Cancel
@@ -149,6 +150,30 @@ async def test_a_runner_whose_lease_ran_out_does_not_release_the_next_holders(
     assert await second._claim([dep_id]) == [dep_id]
     await first._release(dep_id)  # the first one's step ends: stale, it lets go
     assert (await get(bot, dep_id)).lease_owner == "shipbot-other-replica"
+
+
+async def test_a_step_whose_lease_was_taken_over_says_so_in_the_log(
+        make_bot: Launch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The loop stalled past the lease and another replica claimed the deployment: the
+    step's side effects may now happen twice, which an operator must be able to see."""
+    bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET)
+    dep_id = await insert(bot, state=State.QUEUED, lease_owner="me")
+    lease = timedelta(seconds=0.3)
+    async with replicas.renewing(bot.bot.sessions, bot.bot.writers, bot.clock, lease,
+                                 dep_id, "me"):
+        await asyncio.sleep(0.15)  # one renewal
+        renewed = as_utc((await get(bot, dep_id)).lease_until)
+        assert renewed > bot.clock()
+        async with bot.bot.sessions() as session:  # another replica claims it
+            dep = await session.get(Deployment, dep_id)
+            assert dep is not None
+            dep.lease_owner = "shipbot-other-replica"
+            session.add(dep)
+            await session.commit()
+        await asyncio.sleep(0.3)
+    lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+    assert lost == [f"the lease on deployment {dep_id} was lost: another replica took the "
+                    "work over, which may now be done twice"]
 
 
 # --- B: giving up after MAX_STEP_ATTEMPTS --------------------------------------------

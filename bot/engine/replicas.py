@@ -208,4 +208,5 @@ def renewing(sessions: Sessions, writers: WriterQueue, clock: Clock, lease: time
     return leases.renewing(sessions, writers, lease, lambda: (
         update(Deployment).where(col(Deployment.id) == dep_id,
                                  col(Deployment.lease_owner) == owner)
-        .values(lease_until=clock() + lease)), f"the lease on deployment {dep_id}")
+        .values(lease_until=clock() + lease)), f"the lease on deployment {dep_id}",
+        exclusive=True)

@@ -5,7 +5,8 @@ Each holder renews every third of its lease, so one missed renewal (the database
 for a moment) never lets the lease lapse under work that is still going on; a renewal
 that fails is logged and tried again at the next beat. Cancelling the block (the process
 dying or shutting down) stops the renewals: the lease then lapses and another replica
-takes the work over.
+takes the work over. A renewal that finds an exclusive lease in another holder's hands
+(this loop stalled past it) says so in the log and stops.
 """
 
 from __future__ import annotations
@@ -25,20 +26,27 @@ log = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def renewing(sessions: Sessions, writers: WriterQueue, lease: timedelta,
-                   renewal: Callable[[], Any], what: str) -> AsyncIterator[None]:
+                   renewal: Callable[[], Any], what: str, *,
+                   exclusive: bool = False) -> AsyncIterator[None]:
     """While the block runs, execute ``renewal()`` (an UPDATE that moves the holder's
     lease forward, built afresh each time so it reads the clock then) every third of
-    ``lease``. ``what`` names the lease in the log."""
+    ``lease``. ``what`` names the lease in the log. ``exclusive``: the block never lets
+    go of it, so a renewal that matches nothing means another holder has it."""
 
     async def renew() -> None:
         while True:
             await asyncio.sleep(lease.total_seconds() / 3)
             try:
                 async with writers(), sessions() as session:
-                    await session.exec(renewal())
+                    renewed = (await session.exec(renewal())).rowcount
                     await session.commit()
             except Exception:  # the database may be back before the lease runs out
                 log.warning("renewing %s failed", what, exc_info=True)
+                continue
+            if exclusive and not renewed:  # lapsed (a stalled loop), and another holder has it
+                log.warning("%s was lost: another replica took the work over, which may "
+                            "now be done twice", what)
+                return
 
     task = asyncio.get_running_loop().create_task(renew())
     try:
