@@ -12,6 +12,7 @@ running bots (LocalBot) on one PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,11 +54,15 @@ class Client(AsyncWebClient):
 
     hang_after: str | None = None
     hold: asyncio.Event | None = None
+    answered_late: asyncio.Event | None = None  # Slack has the post; the answer lingers
 
     async def api_call(self, api_method: str, **kwargs: Any) -> Any:  # type: ignore[override]
         if self.hold is not None:
             await self.hold.wait()
         answer = await super().api_call(api_method, **kwargs)
+        if self.answered_late is not None and api_method == "chat.postMessage":
+            self.answered_late.set()
+            await asyncio.sleep(0.2)
         sent = str((kwargs.get("json") or kwargs.get("params") or {}).get("text", ""))
         if self.hang_after and self.hang_after in sent and api_method == "chat.postMessage":
             await asyncio.Event().wait()  # hangs until the pod is killed
@@ -431,6 +436,31 @@ async def test_a_stopping_replica_hands_its_threads_back_at_once(
     assert [t for t in await card_thread(b, slack, dep_id) if "reply" in t] == [
         f"#{dep_id} reply 0.0", f"#{dep_id} reply 0.1",
         *(f"#{dep_id} reply 0.{n}" for n in range(1, REPLIES))]
+
+
+async def test_a_stopping_replica_records_the_post_slack_is_answering(
+        pods: Callable[[str], Awaitable[Pod]], clock: FakeClock, slack: FakeSlack,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """SIGTERM while Slack answers a post: the thread gets a moment to record it, so no
+    replica posts it again and the hand-back is not blocked by a half-done write."""
+    a, b = await pods("pod-a"), await pods("pod-b")
+    dep_id = await add_deployment(a, clock, 0)
+    async with a.sessions() as session:
+        session.add(Outbox(deployment_id=dep_id, kind="card", created_at=clock()))
+        await session.commit()
+    a.client.answered_late = asyncio.Event()
+    running = asyncio.get_running_loop().create_task(a.notifier.run_forever())
+    await a.client.answered_late.wait()
+    running.cancel()  # what stopping the bot does
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    await a.notifier.claims.hand_back()
+
+    [row] = await outbox(a)
+    assert row.delivered_at is not None
+    await until_delivered(b, rounds=1)
+    assert len(slack.messages(DEPLOYS)) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_a_row_another_replica_holds_in_the_middle_of_the_list_stops_the_claim(

@@ -46,6 +46,7 @@ from bot.store.writers import WriterQueue
 
 log = logging.getLogger(__name__)
 IDLE_SECONDS = 1.0
+STOP_GRACE_SECONDS = 2.0  # at shutdown, for a thread being posted to finish its row
 PARALLEL_DEPLOYMENTS = 8
 
 
@@ -101,10 +102,13 @@ class Notifier(Outcomes):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
                 self._wake.clear()
-        finally:
-            for task in self._inflight.values():
-                task.cancel()
-            await asyncio.gather(*self._inflight.values(), return_exceptions=True)
+        finally:  # stopping: threads being posted get a moment to record what went out
+            inflight = set(self._inflight.values())
+            if inflight:  # (cancelled mid-write, a SQLite connection can keep its lock)
+                _, late = await asyncio.wait(inflight, timeout=STOP_GRACE_SECONDS)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
 
     async def deliver_pending(self, wait: bool = True) -> int:
         """Start delivering each thread's pending rows; a thread still being delivered is
