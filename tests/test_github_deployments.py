@@ -6,6 +6,7 @@ late when GitHub is down, without holding anything up."""
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,12 @@ async def mirror_rows(bot: LocalBot) -> list[MirrorEvent]:
         return list((await session.exec(select(MirrorEvent).order_by(col(MirrorEvent.id)))).all())
 
 
+def delivered(bot: LocalBot) -> Callable[[], Awaitable[bool | None]]:
+    async def check() -> bool | None:
+        return all(r.delivered_at is not None for r in await mirror_rows(bot)) or None
+    return check
+
+
 async def statuses(gh: FakeGitHub, deployment: int, count: int) -> list[dict[str, Any]] | None:
     found = gh.deployment_statuses.get(deployment, [])
     return found if len(found) >= count else None
@@ -225,7 +232,7 @@ async def test_a_deploy_creates_a_github_deployment_and_mirrors_its_states(
     assert link is not None and {s["log_url"] for s in found} == {link}
     assert {s["environment_url"] for s in found} == {"https://staging.acme.dev"}
     assert dep.github_deployment_id == "1"
-    assert all(r.delivered_at is not None for r in await mirror_rows(bot))
+    await eventually(delivered(bot))  # recorded once GitHub has answered
 
     await bot.driver.command("api staging v1.4.3")  # the next one supersedes it
     await finished(bot, 2)

@@ -147,6 +147,7 @@ async def test_health_and_metrics(make_bot) -> None:
     health = await bot.driver.http.get(bot.url + "/healthz")
     assert health.status_code == 200 and health.json() == {"ok": True, "database": "ok"}
     await bot.driver.command("apu staging")
+    await bot.next_tick()  # the runner counts deployments by state at its ticks
     metrics = (await bot.driver.http.get(bot.url + "/metrics")).text
     assert 'shipbot_deployments{state="succeeded"}' in metrics
     assert "shipbot_slack_api_errors_total" in metrics

@@ -5,6 +5,7 @@ and a driver that sends it signed requests. Used by the console, tests and bench
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,10 @@ class LocalBot:
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
-            if self._task.done():
-                await self._task  # surfaces the start-up error
-                raise RuntimeError("server stopped during start-up")
+            if self._task.done():  # uvicorn logged why, and exits: say so instead
+                with contextlib.suppress(SystemExit):
+                    await self._task
+                raise RuntimeError("Shipbot failed to start (the error is logged above)")
             await asyncio.sleep(0.01)
         port = self._server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
