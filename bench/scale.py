@@ -24,11 +24,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, text
 
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
-from bot.store.models import AuditEvent, Deployment
+from tests.history_seed import insert_history
 from tests.postgres_fixture import create_database, running_postgres
 
 ENVS = ("dev", "staging", "perf", "production")
@@ -76,14 +76,9 @@ def rows(services: int, per_slot: int) -> tuple[list[dict[str, Any]], list[dict[
 
 async def seed(bot: LocalBot, services: int, per_slot: int) -> None:
     deps, audit = rows(services, per_slot)
-    async with bot.bot.sessions() as session:
-        for table, data in ((Deployment, deps), (AuditEvent, audit)):
-            for i in range(0, len(data), 1000):
-                await session.exec(insert(table).values(data[i:i + 1000]))  # type: ignore
-                await session.commit()  # short write transactions: the bot's heartbeat goes on
-        if bot.database_url.startswith("postgresql"):
-            await session.exec(text("SELECT setval('deployment_id_seq', :n)"),  # type: ignore
-                               params={"n": len(deps)})
+    await insert_history(bot.bot.sessions, deps, audit)
+    if bot.database_url.startswith("postgresql"):
+        async with bot.bot.sessions() as session:
             await session.exec(text("ANALYZE"))  # type: ignore[call-overload]
             await session.commit()
 

@@ -135,6 +135,16 @@ class Replica(SQLModel, table=True):
     alive_until: datetime = Field(sa_column=_ts(index=True, nullable=False))
 
 
+class SlotVersion(SQLModel, table=True):
+    """What runs on each slot now: its newest successful deployment, written in the
+    transaction that makes it succeed (``machine.succeed``). `/deploy status` reads these
+    rows instead of aggregating every success ever recorded."""
+
+    service: str = Field(primary_key=True, max_length=64)
+    env: str = Field(primary_key=True, max_length=64)
+    deployment_id: int = Field(foreign_key="deployment.id")
+
+
 class Approval(SQLModel, table=True):
     """One person's decision on a deployment; unique per person, so double clicks count once."""
 
