@@ -1,7 +1,10 @@
-"""`/deploy status` reads what runs on each slot from ``SlotVersion``, which the state
+"""The read commands' queries, rewritten for a long history, answer as before.
+
+`/deploy status` reads what runs on each slot from ``SlotVersion``, which the state
 machine writes as a deployment succeeds. Whatever the history (failures, rollbacks,
 cancellations, rollback deployments, work in flight), it must show exactly what the
-aggregate it replaced showed: each slot's highest-id deployment in state ``succeeded``."""
+aggregate it replaced showed: each slot's highest-id deployment in state ``succeeded``.
+`/deploy audit` merges two queries where it had one with OR."""
 
 from __future__ import annotations
 
@@ -16,11 +19,12 @@ from sqlmodel import col, func, select
 from bot.config import parse_config
 from bot.engine import machine
 from bot.engine.deploys import DeployService
+from bot.engine.guards import GuardService
 from bot.engine.machine import IN_FLIGHT, InvalidTransition, State
 from bot.engine.policy import Policy
-from bot.engine.requests import Status
+from bot.engine.requests import Audit, History, Status
 from bot.store.db import Sessions, create_engine, create_schema, session_factory
-from bot.store.models import Deployment, SlotVersion
+from bot.store.models import AuditEvent, Deployment, SlotVersion
 from tests.test_policy import Members
 
 pytest_plugins = ["tests.postgres_fixture"]
@@ -54,14 +58,17 @@ async def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     await engine.dispose()
 
 
-def service_of(sessions: Sessions) -> DeployService:
-    config = parse_config({
+def policy_of() -> Policy:
+    return Policy(parse_config({
         "environments": {"dev": {}, "staging": {}, "production": {"approval": False}},
         "services": {name: {"channel": f"#deploys-{name}", "environments": envs,
                             "deploy": {"provider": "command", "argv": ["true"]}}
                      for name, envs in ENVS.items()},
-    })
-    return DeployService(sessions, Policy(config, Members(set())), {}, lambda: NOW)
+    }), Members(set()))
+
+
+def service_of(sessions: Sessions) -> DeployService:
+    return DeployService(sessions, policy_of(), {}, lambda: NOW)
 
 
 async def deploy(sessions: Sessions, n: int, service: str, env: str, path: list[State],
@@ -177,3 +184,26 @@ async def test_succeeded_is_reached_only_through_succeed(sessions):
         assert dep is not None
         with pytest.raises(InvalidTransition, match=r"use machine\.succeed"):
             machine.transition(session, dep, S.SUCCEEDED, actor="shipbot", now=NOW)
+
+
+async def test_audit_and_history_show_the_newest_rows_of_the_service(sessions):
+    """Audit: the service's events and the environment-wide ones (``*``), newest first,
+    as one query with OR gave them; history: the slot's or the service's newest."""
+    await random_history(sessions, 3, count=30)
+    async with sessions() as session:
+        for n in range(6):  # environment-wide decisions, between the deployments' events
+            machine.record(session, service="*", env=("dev", "production")[n % 2],
+                           actor="U0CAROL", action="lock", now=NOW)
+            await session.commit()
+            await deploy(sessions, 100 + n, "api", "staging", PATHS["failed"])
+        everything = list((await session.exec(select(AuditEvent))).all())
+        deployments = list((await session.exec(select(Deployment))).all())
+    guards = GuardService(sessions, policy_of(), lambda: NOW)
+    for env in (None, "dev", "staging"):
+        shown = [e.id for e in await guards.audit(Audit(service="api", env=env), limit=20)]
+        assert shown == sorted((e.id for e in everything if e.service in ("api", "*")
+                                and env in (None, e.env)), reverse=True)[:20]
+        listed = [d.id for d in await service_of(sessions).history(History(service="api",
+                                                                           env=env))]
+        assert listed == sorted((d.id for d in deployments if d.service == "api"
+                                 and env in (None, d.env)), reverse=True)[:10]
