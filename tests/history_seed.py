@@ -17,13 +17,14 @@ Row = Mapping[str, Any]
 
 def slot_versions(deployments: Sequence[Row]) -> list[dict[str, Any]]:
     """Each slot's newest success (the highest id: one slot runs one deployment at a time)."""
-    newest: dict[tuple[str, str], int] = {}
+    newest: dict[tuple[str, str], Row] = {}
     for dep in deployments:
-        if dep["state"] == "succeeded":
-            slot = (dep["service"], dep["env"])
-            newest[slot] = max(newest.get(slot, 0), dep["id"])
-    return [{"service": service, "env": env, "deployment_id": id_}
-            for (service, env), id_ in newest.items()]
+        slot = (dep["service"], dep["env"])
+        if dep["state"] == "succeeded" and dep["id"] > newest.get(slot, {"id": 0})["id"]:
+            newest[slot] = dep
+    return [{"service": service, "env": env, "deployment_id": dep["id"],
+             **{k: dep.get(k) for k in ("version", "requester", "created_at", "finished_at")}}
+            for (service, env), dep in newest.items()]
 
 
 async def insert_history(sessions: Sessions, deployments: Sequence[Row],

@@ -377,7 +377,7 @@ async def test_slot_versions_upgrade_backfills_and_downgrade(engine: AsyncEngine
                ("web", "dev", "deploying")]
     async with session_factory(engine)() as session:
         session.add_all(Deployment(request_key=f"k{i}", service=service, env=env,
-                                   requester="U1", state=state, channel="#d",
+                                   version=f"v{i}", requester="U1", state=state, channel="#d",
                                    created_at=NOW, updated_at=NOW)
                         for i, (service, env, state) in enumerate(history))
         await session.commit()
@@ -386,8 +386,10 @@ async def test_slot_versions_upgrade_backfills_and_downgrade(engine: AsyncEngine
 
     async with engine.connect() as conn:
         rows = (await conn.execute(text(
-            "SELECT service, env, deployment_id FROM slotversion ORDER BY service, env"))).all()
-    assert [tuple(r) for r in rows] == [("api", "dev", 3), ("web", "dev", 6)]
+            "SELECT service, env, deployment_id, version, requester FROM slotversion "
+            "ORDER BY service, env"))).all()
+    assert [tuple(r) for r in rows] == [("api", "dev", 3, "v2", "U1"),
+                                        ("web", "dev", 6, "v5", "U1")]
     assert await revision(engine) == head()
     assert await differences(engine) == []
     await migrate(engine, "0010", down=True)

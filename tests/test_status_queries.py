@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
+from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,7 +79,7 @@ async def deploy(sessions: Sessions, n: int, service: str, env: str, path: list[
     async with sessions() as session:
         dep = await machine.create(session, Deployment(
             request_key=f"k{n}", service=service, env=env, version=f"v{n}", kind=kind,
-            requester="U0BOB", state="", channel="#d", created_at=at, updated_at=at),
+            requester=f"U0{n}", state="", channel="#d", created_at=at, updated_at=at),
             actor="U0BOB", now=at)
         for to in path:
             if to is S.SUCCEEDED:
@@ -133,6 +134,13 @@ async def test_status_shows_what_the_old_aggregate_showed(sessions: Sessions, se
 
     expected = await old_status(sessions)
     assert await new_status(sessions) == expected
+    async with sessions() as session:  # and it shows what that deployment was
+        for slot in await service_of(sessions).status(Status(), ENVS):
+            if slot.current is not None:
+                dep = await session.get(Deployment, slot.current.id)
+                assert dep is not None
+                assert astuple(slot.current) == (dep.id, dep.version, dep.requester, dep.state,
+                                                 dep.created_at, dep.finished_at)
     assert await new_status(sessions, "api") == await old_status(sessions, "api")
     # The history is varied enough to mean something: slots with and without a success,
     # with work in flight, and successes that are not a slot's last deployment.
@@ -166,14 +174,19 @@ async def test_a_slot_keeps_its_newest_success_against_a_stale_read(sessions):
         async with sessions() as other:  # meanwhile a newer success is committed
             row = await other.get(SlotVersion, ("api", "dev"))
             assert row is not None and stale is not None and row.deployment_id < mid
-            row.deployment_id = newer
+            copy = await other.get(SlotVersion, ("web", "dev"))
+            assert copy is not None and copy.deployment_id == newer
+            row.deployment_id, row.version = copy.deployment_id, copy.version
+            row.requester, row.created_at = copy.requester, copy.created_at
+            row.finished_at = copy.finished_at
             other.add(row)
             await other.commit()
         await machine.succeed(session, dep, actor="shipbot", now=NOW)
         await session.commit()
     async with sessions() as session:
         row = await session.get(SlotVersion, ("api", "dev"))
-        assert row is not None and row.deployment_id == newer
+        assert row is not None
+        assert (row.deployment_id, row.version, row.requester) == (newer, "v3", "U03")
 
 
 async def test_succeeded_is_reached_only_through_succeed(sessions):

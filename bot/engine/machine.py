@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import case
+from sqlalchemy import case, literal
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
 from sqlmodel import col
@@ -132,14 +132,19 @@ async def succeed(session: AsyncSession, deployment: Deployment, *, actor: str,
     _move(session, deployment, current, S.SUCCEEDED, actor=actor, now=now, detail=detail,
           action="transition")
     assert deployment.id is not None
+    runs = SlotVersion(service=deployment.service, env=deployment.env,
+                       deployment_id=deployment.id, version=deployment.version,
+                       requester=deployment.requester, created_at=deployment.created_at,
+                       finished_at=deployment.finished_at)
     row = await session.get(SlotVersion, (deployment.service, deployment.env))
     if row is None:
-        session.add(SlotVersion(service=deployment.service, env=deployment.env,
-                                deployment_id=deployment.id))
+        session.add(runs)
         return
-    newest = col(SlotVersion.deployment_id)
-    row.deployment_id = case((newest < deployment.id, deployment.id),  # type: ignore[assignment]
-                             else_=newest)
+    newer = col(SlotVersion.deployment_id) < deployment.id  # as the row stands at the UPDATE
+    for name in ("deployment_id", "version", "requester", "created_at", "finished_at"):
+        column = SlotVersion.__table__.c[name]  # type: ignore[attr-defined]
+        setattr(row, name, case((newer, literal(getattr(runs, name), column.type)),
+                                else_=column))
     session.add(row)
 
 

@@ -140,11 +140,17 @@ class Replica(SQLModel, table=True):
 class SlotVersion(SQLModel, table=True):
     """What runs on each slot now: its newest successful deployment, written in the
     transaction that makes it succeed (``machine.succeed``). `/deploy status` reads these
-    rows instead of aggregating every success ever recorded."""
+    rows alone, instead of aggregating every success ever recorded; it shows the copied
+    columns, which a finished deployment never changes (a join back to ``deployment``
+    made PostgreSQL hash all 200,000 rows of a large history)."""
 
     service: str = Field(primary_key=True, max_length=64)
     env: str = Field(primary_key=True, max_length=64)
     deployment_id: int = Field(foreign_key="deployment.id")
+    version: str | None = Field(default=None, max_length=128)
+    requester: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_ts(nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=_ts())
 
 
 class Approval(SQLModel, table=True):

@@ -22,9 +22,10 @@ depends_on: str | Sequence[str] | None = None
 
 # Each slot's newest success, as `/deploy status` computed it before this table: one slot
 # runs one deployment at a time, so the highest id finished last.
-BACKFILL = ("INSERT INTO slotversion (service, env, deployment_id) "
-            "SELECT service, env, max(id) FROM deployment WHERE state = 'succeeded' "
-            "GROUP BY service, env")
+BACKFILL = ("INSERT INTO slotversion (service, env, deployment_id, version, requester, "
+            "created_at, finished_at) SELECT service, env, id, version, requester, created_at, "
+            "finished_at FROM deployment WHERE id IN (SELECT max(id) FROM deployment "
+            "WHERE state = 'succeeded' GROUP BY service, env)")
 
 
 def upgrade() -> None:
@@ -36,6 +37,10 @@ def upgrade() -> None:
             sa.Column("service", AutoString(64), nullable=False),
             sa.Column("env", AutoString(64), nullable=False),
             sa.Column("deployment_id", sa.Integer(), nullable=False),
+            sa.Column("version", AutoString(128), nullable=True),
+            sa.Column("requester", AutoString(64), nullable=False),
+            sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+            sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
             sa.ForeignKeyConstraint(["deployment_id"], ["deployment.id"]),
             sa.PrimaryKeyConstraint("service", "env"),
         )
