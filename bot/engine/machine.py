@@ -121,7 +121,8 @@ def transition(
 async def succeed(session: AsyncSession, deployment: Deployment, *, actor: str,
                   now: datetime, detail: str = "") -> None:
     """The one way to SUCCEEDED: in the same transaction, the slot's ``SlotVersion`` row
-    names this deployment (what `/deploy status` shows as running there).
+    names this deployment and copies what `/deploy status` shows of it (a succeeded
+    deployment never changes again).
 
     The row is read here and written at the commit, like every step's writes (on SQLite
     they wait in the writer queue, never in the database). One slot runs one deployment at
@@ -136,7 +137,8 @@ async def succeed(session: AsyncSession, deployment: Deployment, *, actor: str,
                        deployment_id=deployment.id, version=deployment.version,
                        requester=deployment.requester, created_at=deployment.created_at,
                        finished_at=deployment.finished_at)
-    row = await session.get(SlotVersion, (deployment.service, deployment.env))
+    with session.no_autoflush:  # a read: this transaction's writes wait for its commit
+        row = await session.get(SlotVersion, (deployment.service, deployment.env))
     if row is None:
         session.add(runs)
         return
