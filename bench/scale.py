@@ -2,7 +2,8 @@
 
 Run by hand: ``PYTHONPATH=. .venv/bin/python bench/scale.py [--db sqlite|postgres|both]``.
 It seeds 1,000 services x 4 environments with 200,000 past deployments (50 per slot, a
-tenth of them failed) and two audit rows each, into SQLite and into a
+tenth of them failed) and two audit rows each, plus a quiet service deployed once before
+all of them (its history and audit are the oldest rows), into SQLite and into a
 throwaway PostgreSQL (started as the tests do: tests/postgres_fixture.py), then sends each
 command as Slack would (signed HTTP to the running bot, whole engine running) and prints
 milliseconds per command (median, p99, worst), the reply's length, and the query plans of
@@ -24,66 +25,70 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, text
 
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
-from bot.store.models import AuditEvent, Deployment
+from tests.history_seed import insert_history
 from tests.postgres_fixture import create_database, running_postgres
 
 ENVS = ("dev", "staging", "perf", "production")
 OUTCOMES = ("succeeded",) * 9 + ("failed",)
+QUIET = "quiet"  # deployed once, before everything else: its rows are the oldest
 
 
 def commands(services: int) -> dict[str, str]:
     svc = f"svc{services // 2:04}"
     return {"help (baseline)": "help", "status": "status", "status <svc>": f"status {svc}",
-            "history <svc> <env>": f"history {svc} production", "audit <svc>": f"audit {svc}"}
+            "history <svc> <env>": f"history {svc} production", "audit <svc>": f"audit {svc}",
+            "history <quiet> <env>": f"history {QUIET} production",
+            "audit <quiet>": f"audit {QUIET}"}
 
 
 def config(services: int) -> ShipbotConfig:
     deploy = {"provider": "command", "argv": [sys.executable, "-c", "pass"]}
     return parse_config({
         "environments": {env: {"approval": False} if env == "production" else {} for env in ENVS},
-        "services": {f"svc{i:04}": {"channel": f"#deploys-{i % 50}", "deploy": deploy}
-                     for i in range(services)},
+        "services": {name: {"channel": f"#deploys-{i % 50}", "deploy": deploy}
+                     for i, name in enumerate([QUIET, *(f"svc{i:04}" for i in range(services))])},
     })
 
 
 def rows(services: int, per_slot: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Deployments in time order (ids grow with time, as in production) and their audit."""
+    """Deployments in time order (ids grow with time, as in production) and their audit:
+    the quiet service's first, then ``per_slot`` rounds over every other slot."""
     start = datetime(2025, 1, 1, tzinfo=UTC)
-    deps, audit = [], []
-    n = 0
+    deps: list[dict[str, Any]] = []
+    audit: list[dict[str, Any]] = []
+
+    def add(service: str, env: str, version: str) -> None:
+        n = len(deps) + 1
+        at = start + timedelta(minutes=n)
+        state = OUTCOMES[(n * 7) % len(OUTCOMES)]
+        deps.append({
+            "id": n, "request_key": f"seed-{n}", "service": service, "env": env,
+            "version": version, "requester": "U0BOB", "state": state,
+            "channel": "C0DEPLOYS", "kind": "deploy", "row_version": 1,
+            "created_at": at, "updated_at": at, "finished_at": at})
+        for action, to in (("requested", "requested"), ("transition", state)):
+            audit.append({"deployment_id": n, "service": service, "env": env,
+                          "actor": "U0BOB", "action": action, "to_state": to,
+                          "detail": "", "at": at})
+
+    for env in ENVS:
+        add(QUIET, env, "v0.0")
     for round_ in range(per_slot):
         for i in range(services):
             for env in ENVS:
-                n += 1
-                at = start + timedelta(minutes=n)
-                state = OUTCOMES[(n * 7) % len(OUTCOMES)]
-                service = f"svc{i:04}"
-                deps.append({
-                    "id": n, "request_key": f"seed-{n}", "service": service, "env": env,
-                    "version": f"v{round_}.{i}", "requester": "U0BOB", "state": state,
-                    "channel": "C0DEPLOYS", "kind": "deploy", "row_version": 1,
-                    "created_at": at, "updated_at": at, "finished_at": at})
-                for action, to in (("requested", "requested"), ("transition", state)):
-                    audit.append({"deployment_id": n, "service": service, "env": env,
-                                  "actor": "U0BOB", "action": action, "to_state": to,
-                                  "detail": "", "at": at})
+                add(f"svc{i:04}", env, f"v{round_}.{i}")
     return deps, audit
 
 
 async def seed(bot: LocalBot, services: int, per_slot: int) -> None:
     deps, audit = rows(services, per_slot)
-    async with bot.bot.sessions() as session:
-        for table, data in ((Deployment, deps), (AuditEvent, audit)):
-            for i in range(0, len(data), 1000):
-                await session.exec(insert(table).values(data[i:i + 1000]))  # type: ignore
-                await session.commit()  # short write transactions: the bot's heartbeat goes on
-        if bot.database_url.startswith("postgresql"):
-            await session.exec(text("SELECT setval('deployment_id_seq', :n)"),  # type: ignore
-                               params={"n": len(deps)})
+    await insert_history(bot.bot.sessions, deps, audit)
+    if bot.database_url.startswith("postgresql"):
+        async with bot.bot.sessions() as session:
             await session.exec(text("ANALYZE"))  # type: ignore[call-overload]
             await session.commit()
 
@@ -100,8 +105,9 @@ async def run(database_url: str, label: str, args: argparse.Namespace, tmp: Path
     try:
         began = time.perf_counter()
         await seed(bot, args.services, args.per_slot)
-        print(f"\n## {label}: seeded {args.services * len(ENVS) * args.per_slot:,} deployments "
-              f"in {time.perf_counter() - began:.0f} s")
+        seeded = (args.services * args.per_slot + 1) * len(ENVS)
+        print(f"\n## {label}: seeded {seeded:,} deployments in "
+              f"{time.perf_counter() - began:.0f} s")
         captured: list[tuple[str, Any]] = []
 
         def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
@@ -151,7 +157,7 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--per-slot", type=int, default=50, help="deployments per slot")
-    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=100)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.db in ("sqlite", "both"):

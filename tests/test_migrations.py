@@ -358,3 +358,41 @@ async def test_outbox_claims_upgrade_and_downgrade(engine: AsyncEngine) -> None:
     assert [tuple(r) for r in claims] == [(None, None)]  # unclaimed: any replica posts it
     assert await revision(engine) == head()
     assert await differences(engine) == []
+
+
+async def migrate(engine: AsyncEngine, target: str, *, down: bool = False) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: (command.downgrade if down else command.upgrade)(
+            migrations.alembic_config(c), target))
+
+
+async def test_slot_versions_upgrade_backfills_and_downgrade(engine: AsyncEngine) -> None:
+    """0011 adds each slot's current version, filled from the history as `/deploy status`
+    computed it until then (the highest id in state succeeded); going back drops it."""
+    await create_schema(engine)
+    await migrate(engine, "0010", down=True)
+    history = [("api", "dev", "succeeded"), ("api", "dev", "failed"),
+               ("api", "dev", "succeeded"), ("api", "dev", "rolled_back"),
+               ("api", "production", "failed"), ("web", "dev", "succeeded"),
+               ("web", "dev", "deploying")]
+    async with session_factory(engine)() as session:
+        session.add_all(Deployment(request_key=f"k{i}", service=service, env=env,
+                                   version=f"v{i}", requester="U1", state=state, channel="#d",
+                                   created_at=NOW, updated_at=NOW)
+                        for i, (service, env, state) in enumerate(history))
+        await session.commit()
+
+    await migrate(engine, "head")
+
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT service, env, deployment_id, version, requester FROM slotversion "
+            "ORDER BY service, env"))).all()
+    assert [tuple(r) for r in rows] == [("api", "dev", 3, "v2", "U1"),
+                                        ("web", "dev", 6, "v5", "U1")]
+    assert await revision(engine) == head()
+    assert await differences(engine) == []
+    await migrate(engine, "0010", down=True)
+    async with engine.connect() as conn:
+        tables = await conn.run_sync(lambda c: c.dialect.get_table_names(c))
+    assert "slotversion" not in tables and await count(engine, "deployment") == len(history)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, func, select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
@@ -24,7 +24,7 @@ from bot.engine.providers import ServiceProviders
 from bot.engine.requests import Cancel, Deploy, History, Status
 from bot.mrkdwn import channel_mention, count, escape
 from bot.store.db import Sessions
-from bot.store.models import Deployment
+from bot.store.models import Deployment, SlotVersion
 from bot.store.writers import WriterQueue
 from integrations.base import Capability
 
@@ -202,21 +202,22 @@ class DeployService:
     ) -> list[SlotStatus]:
         """Per service and environment: what runs there now, and what is in progress."""
         services = [cmd.service] if cmd.service else sorted(environments)
-        # The newest success of each slot (one slot runs one deployment at a time, so the
-        # highest id finished last), however many other deployments came after it.
-        # All services: no IN list of a thousand names; slots not configured are skipped.
-        newest = (select(func.max(Deployment.id))
-                  .where(col(Deployment.state) == State.SUCCEEDED)
-                  .group_by(col(Deployment.service), col(Deployment.env)))
+        # What runs now: each slot's row in SlotVersion (written as a deployment succeeds,
+        # with the columns shown here), however long the history. All services: no IN list
+        # of a thousand names; slots not configured are skipped below.
+        current = sa.select(
+            col(SlotVersion.deployment_id), col(SlotVersion.service), col(SlotVersion.env),
+            col(SlotVersion.version), col(SlotVersion.requester),
+            sa.literal(State.SUCCEEDED.value), col(SlotVersion.created_at),
+            col(SlotVersion.finished_at))
         if cmd.service:
-            newest = newest.where(col(Deployment.service) == cmd.service)
-        # Two queries, not one with OR: each is answered from its own index.
-        columns = sa.select(*SLOT_COLUMNS)
+            current = current.where(col(SlotVersion.service) == cmd.service)
+        # What is in progress: the few deployments in flight, from the index on state.
+        in_flight = sa.select(*SLOT_COLUMNS).where(
+            col(Deployment.state).in_([s.value for s in IN_FLIGHT]))
         async with self.sessions() as session:
-            rows = [*(await session.exec(columns.where(  # type: ignore[call-overload]
-                        col(Deployment.id).in_(newest)))).all(),
-                    *(await session.exec(columns.where(  # type: ignore[call-overload]
-                        col(Deployment.state).in_([s.value for s in IN_FLIGHT])))).all()]
+            rows = [*(await session.exec(current)).all(),  # type: ignore[call-overload]
+                    *(await session.exec(in_flight)).all()]  # type: ignore[call-overload]
         slots = {(s, e): SlotStatus(s, e) for s in services for e in environments[s]}
         for id_, service, env, version, requester, state, created, finished in rows:
             slot = slots.get((service, env))

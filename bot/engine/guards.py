@@ -120,13 +120,19 @@ class GuardService:
         return f"Lifted {count(len(rows), 'freeze')} on {cmd.env}."
 
     async def audit(self, cmd: Audit, limit: int = 20) -> Sequence[AuditEvent]:
+        """The service's newest events and the environment-wide ones (``*``: locks and
+        freezes of every service), merged. One query each: each reads its newest rows
+        backwards from the (service, id) index; with OR, PostgreSQL walks the whole trail
+        back from its newest row until enough match, all of it for a quiet service."""
+        events: list[AuditEvent] = []
         async with self.sessions() as session:
-            stmt = select(AuditEvent).where(or_(AuditEvent.service == cmd.service,
-                                                AuditEvent.service == "*"))
-            if cmd.env:
-                stmt = stmt.where(AuditEvent.env == cmd.env)
-            stmt = stmt.order_by(col(AuditEvent.id).desc()).limit(limit)
-            return (await session.exec(stmt)).all()
+            for service in dict.fromkeys((cmd.service, "*")):
+                stmt = select(AuditEvent).where(AuditEvent.service == service)
+                if cmd.env:
+                    stmt = stmt.where(AuditEvent.env == cmd.env)
+                stmt = stmt.order_by(col(AuditEvent.id).desc()).limit(limit)
+                events += (await session.exec(stmt)).all()
+        return sorted(events, key=lambda e: e.id or 0, reverse=True)[:limit]
 
     async def current(self) -> tuple[Sequence[Lock], list[windows.Window]]:
         """Active locks and freeze windows, for `/deploy status`."""

@@ -11,14 +11,16 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy import case, literal
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc
 from bot.engine import alert_outbox, mirror_outbox
 from bot.store.db import redactor_of
-from bot.store.models import AuditEvent, Deployment, Outbox
+from bot.store.models import AuditEvent, Deployment, Outbox, SlotVersion
 from bot.store.writers import WriterQueue
 
 
@@ -108,10 +110,56 @@ def transition(
     detail: str = "",
     action: str = "transition",
 ) -> None:
-    """Move ``deployment`` to ``to`` or raise ``InvalidTransition``; audit it."""
+    """Move ``deployment`` to ``to`` or raise ``InvalidTransition``; audit it.
+    SUCCEEDED is refused here: ``succeed`` also records what the slot runs now."""
+    current = _allowed(deployment, to)
+    if to is S.SUCCEEDED:
+        raise InvalidTransition(f"deployment {deployment.id}: use machine.succeed")
+    _move(session, deployment, current, to, actor=actor, now=now, detail=detail, action=action)
+
+
+async def succeed(session: AsyncSession, deployment: Deployment, *, actor: str,
+                  now: datetime, detail: str = "") -> None:
+    """The one way to SUCCEEDED: in the same transaction, the slot's ``SlotVersion`` row
+    names this deployment and copies what `/deploy status` shows of it (a succeeded
+    deployment never changes again).
+
+    The row is read here and written at the commit, like every step's writes (on SQLite
+    they wait in the writer queue, never in the database). One slot runs one deployment at
+    a time, so two successes of a slot never race; should they, the UPDATE keeps the
+    higher id (PostgreSQL re-evaluates it on the row a concurrent commit left) and a
+    second first INSERT fails the step, which is retried and then updates."""
+    current = _allowed(deployment, S.SUCCEEDED)
+    _move(session, deployment, current, S.SUCCEEDED, actor=actor, now=now, detail=detail,
+          action="transition")
+    assert deployment.id is not None
+    runs = SlotVersion(service=deployment.service, env=deployment.env,
+                       deployment_id=deployment.id, version=deployment.version,
+                       requester=deployment.requester, created_at=deployment.created_at,
+                       finished_at=deployment.finished_at)
+    with session.no_autoflush:  # a read: this transaction's writes wait for its commit
+        row = await session.get(SlotVersion, (deployment.service, deployment.env))
+    if row is None:
+        session.add(runs)
+        return
+    newer = col(SlotVersion.deployment_id) < deployment.id  # as the row stands at the UPDATE
+    for name in ("deployment_id", "version", "requester", "created_at", "finished_at"):
+        column = SlotVersion.__table__.c[name]  # type: ignore[attr-defined]
+        setattr(row, name, case((newer, literal(getattr(runs, name), column.type)),
+                                else_=column))
+    session.add(row)
+
+
+def _allowed(deployment: Deployment, to: State) -> State:
+    """The deployment's state, if the lifecycle allows ``to`` from it."""
     current = State(deployment.state)
     if to not in TRANSITIONS[current]:
         raise InvalidTransition(f"deployment {deployment.id}: {current} -> {to} is not allowed")
+    return current
+
+
+def _move(session: AsyncSession, deployment: Deployment, current: State, to: State, *,
+          actor: str, now: datetime, detail: str, action: str) -> None:
     deployment.state = to
     deployment.updated_at = now
     deployment.step_attempts = 0

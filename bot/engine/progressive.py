@@ -89,8 +89,8 @@ async def begin(ctx: StepContext, dep: Deployment, output: str = "") -> None:
 
 async def finish(ctx: StepContext, dep: Deployment, output: str = "") -> None:
     seconds = (ctx.now - as_utc(dep.created_at)).total_seconds()
-    machine.transition(ctx.session, dep, State.SUCCEEDED, actor="shipbot", now=ctx.now,
-                       detail=f"{dep.env} runs {dep.version} (took {human_duration(seconds)}).")
+    await machine.succeed(ctx.session, dep, actor="shipbot", now=ctx.now,
+                          detail=f"{dep.env} runs {dep.version} (took {human_duration(seconds)}).")
     note(ctx.session, dep, facts.Live(service=dep.service, version=dep.version, env=dep.env,
                                       seconds=seconds, output=output), now=ctx.now)
     if json.loads(dep.analysis_log or "[]"):

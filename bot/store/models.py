@@ -51,13 +51,15 @@ class Deployment(SQLModel, table=True):
     """One request to put a version of a service on an environment."""
 
     __mapper_args__ = {"version_id_col": _row_version}
-    # Each slot's newest success without sorting the history (`/deploy status`).
-    __table_args__ = (Index("ix_deployment_state_slot", "state", "service", "env", "id"),)
+    # Each slot's newest success without sorting the history (policy, suspects); a slot's
+    # newest deployments read backwards from where they end (`/deploy history`).
+    __table_args__ = (Index("ix_deployment_state_slot", "state", "service", "env", "id"),
+                      Index("ix_deployment_slot_id", "service", "env", "id"))
     row_version: int | None = Field(default=None, sa_column=_row_version)
 
     id: int | None = Field(default=None, primary_key=True)
     request_key: str = Field(unique=True, max_length=255)
-    service: str = Field(index=True, max_length=64)
+    service: str = Field(max_length=64)
     env: str = Field(index=True, max_length=64)
     version: str | None = Field(default=None, max_length=128)
     previous_version: str | None = Field(default=None, max_length=128)
@@ -135,6 +137,22 @@ class Replica(SQLModel, table=True):
     alive_until: datetime = Field(sa_column=_ts(index=True, nullable=False))
 
 
+class SlotVersion(SQLModel, table=True):
+    """What runs on each slot now: its newest successful deployment, written in the
+    transaction that makes it succeed (``machine.succeed``). `/deploy status` reads these
+    rows alone, instead of aggregating every success ever recorded; it shows the copied
+    columns, which a finished deployment never changes (a join back to ``deployment``
+    made PostgreSQL hash all 200,000 rows of a large history)."""
+
+    service: str = Field(primary_key=True, max_length=64)
+    env: str = Field(primary_key=True, max_length=64)
+    deployment_id: int = Field(foreign_key="deployment.id")
+    version: str | None = Field(default=None, max_length=128)
+    requester: str = Field(max_length=64)
+    created_at: datetime = Field(sa_column=_ts(nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=_ts())
+
+
 class Approval(SQLModel, table=True):
     """One person's decision on a deployment; unique per person, so double clicks count once."""
 
@@ -184,9 +202,12 @@ class Announcement(SQLModel, table=True):
 class AuditEvent(SQLModel, table=True):
     """Append-only record of every decision: who, when, from which state to which."""
 
+    # A service's newest events read backwards from where they end (`/deploy audit`),
+    # however long ago the service was last deployed.
+    __table_args__ = (Index("ix_auditevent_service_id", "service", "id"),)
     id: int | None = Field(default=None, primary_key=True)
     deployment_id: int | None = Field(default=None, index=True, foreign_key="deployment.id")
-    service: str = Field(index=True, max_length=64)
+    service: str = Field(max_length=64)
     env: str = Field(max_length=64)
     actor: str = Field(max_length=64)
     action: str = Field(max_length=32)
