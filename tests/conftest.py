@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from aiohttp import web
 
 from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
+from bot.store.db import create_engine, create_schema
 from tests.processes import cancel_runs, leftovers
 
 pytest_plugins = ["tests.alertmanager_fixture", "tests.alert_helpers"]  # alert-thread fixtures
@@ -60,14 +62,34 @@ def config_factory(tmp_path: Path) -> Callable[..., ShipbotConfig]:
     return lambda **kw: make_config(tmp_path, **kw)
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to the newest revision, made once per test process:
+    ``make_bot`` starts from a copy (the bot still checks its revision at start-up)
+    instead of running every migration again. tests/test_migrations.py migrates for real."""
+    path = tmp_path_factory.mktemp("schema") / "shipbot.db"
+
+    async def migrate() -> None:
+        engine = create_engine(f"sqlite:///{path}")
+        await create_schema(engine)
+        await engine.dispose()
+
+    asyncio.run(migrate())
+    return path
+
+
 @pytest.fixture
-async def make_bot(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[LocalBot]]]:
+async def make_bot(tmp_path: Path, migrated_sqlite: Path
+                   ) -> AsyncIterator[Callable[..., Awaitable[LocalBot]]]:
     bots: list[LocalBot] = []
 
     async def factory(config: ShipbotConfig | None = None, **kwargs: Any) -> LocalBot:
+        database_url = kwargs.pop("database_url", None)
+        if database_url is None and not (tmp_path / "shipbot.db").exists():
+            shutil.copyfile(migrated_sqlite, tmp_path / "shipbot.db")
         bot = LocalBot(
             config or make_config(tmp_path),
-            database_url=kwargs.pop("database_url", f"sqlite:///{tmp_path}/shipbot.db"),
+            database_url=database_url or f"sqlite:///{tmp_path}/shipbot.db",
             state_dir=tmp_path / "state", **kwargs,
         )
         await bot.start()

@@ -58,6 +58,8 @@ async def test_a_run_whose_files_a_crash_left_corrupt_fails_with_a_reason(
     await bot.driver.command("api staging v3.3.0")
     await eventually(lambda: asyncio.sleep(0, (tmp_path / "ci-started").exists()))
     [rundir] = [p.parent for p in (tmp_path / "state").glob("ci/*/spec.json")]
+    # The program may start before its supervisor has written its pid down.
+    await eventually(lambda: asyncio.sleep(0, (rundir / "child.pid").exists()))
     supervisor = int((rundir / "pid").read_text().split()[0])
     program = int((rundir / "child.pid").read_text().split()[0])
     os.kill(supervisor, signal.SIGKILL)
