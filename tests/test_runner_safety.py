@@ -23,9 +23,10 @@ from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
 from bot.engine import replicas
 from bot.engine import runner as runner_module
+from bot.engine.giving_up import MAX_STEP_ATTEMPTS
 from bot.engine.machine import State
 from bot.engine.requests import Cancel
-from bot.engine.runner import MAX_STEP_ATTEMPTS, Runner
+from bot.engine.runner import Runner
 from bot.slack.notes import words_of
 from bot.store.db import create_engine, create_schema, session_factory
 from bot.store.models import Deployment, Outbox
