@@ -68,7 +68,7 @@ class Traffic:
 
 def handler(traffic: Traffic) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the http.server hook's name)
+        def do_GET(self) -> None:
             if self.path == "/metrics":
                 self._answer(200, traffic.exposition(), "text/plain; version=0.0.4")
             elif self.path.startswith("/healthz/"):
@@ -87,7 +87,7 @@ def handler(traffic: Traffic) -> type[BaseHTTPRequestHandler]:
             except OSError:  # the check gave up waiting (its timeout): nobody listens
                 pass
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return None
 
     return Handler
