@@ -57,6 +57,10 @@ class Advancing:
     metrics_provider: MetricsProvider | None
     http: HttpOptions | None
 
+    def _due_again(self, due: datetime | None) -> None:
+        """A step was committed and the deployment is due again at ``due`` (the runner
+        wakes then)."""
+
     async def advance(self, dep_id: int) -> None:
         """Run the step for the deployment's current state, then release the lease."""
         async with self.sessions() as session:
@@ -82,6 +86,7 @@ class Advancing:
                 session.add(dep)
                 async with self.writers():
                     await session.commit()
+                self._due_again(dep.next_action_at)
             except StaleDataError:
                 await session.rollback()
                 await self._release(dep_id)

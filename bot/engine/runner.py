@@ -17,7 +17,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import func, select
@@ -30,6 +30,7 @@ from bot.engine.machine import State
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.turns import Turns
+from bot.engine.wakeups import Wakeups
 from bot.metrics import Metrics
 from bot.store.db import Sessions
 from bot.store.models import Deployment
@@ -67,7 +68,10 @@ class Runner(Advancing):
         lease: timedelta = LEASE,
         replica: str | None = None,
         http: HttpOptions | None = None,
+        wake_when_due: bool = True,
     ) -> None:
+        """``wake_when_due``: claim a deployment this runner advanced when it is due again
+        (``Wakeups``), not only at the scheduler's ticks."""
         self.writers = writers or WriterQueue("")
         self.metrics_provider, self.http = metrics_provider, http  # for the steps' context
         self.sessions, self.providers = sessions, providers
@@ -83,6 +87,7 @@ class Runner(Advancing):
         self._turn: asyncio.Task[int] | None = None
         self._counted_at = float("-inf")
         self.turns = Turns()  # tests wait for a whole tick with ``turns.next()``
+        self.wakeups = Wakeups(clock, self.start_tick) if wake_when_due else None
 
     async def tick(self, *, under_way: bool = True) -> int:
         """Claim every due deployment (up to ``MAX_STEPS`` under way), advance each once
@@ -118,6 +123,10 @@ class Runner(Advancing):
             self._turn = self._background(self.tick())
         else:
             self._background(self.tick(under_way=False))
+
+    def _due_again(self, due: datetime | None) -> None:
+        if self.wakeups is not None and not self._draining:
+            self.wakeups.at(due)
 
     def _background(self, work: Coroutine[Any, Any, int]) -> asyncio.Task[int]:
         task = asyncio.get_running_loop().create_task(work)
@@ -161,6 +170,8 @@ class Runner(Advancing):
         """Shutdown: claim nothing more; steps under way get ``grace`` seconds to finish,
         then are cancelled, each releasing its lease (``advance``) for another replica."""
         self._draining = True
+        if self.wakeups is not None:
+            self.wakeups.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._steps:
