@@ -15,6 +15,7 @@ failures and ``raise_for_status`` turns HTTP errors into one family of
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import ssl
@@ -78,6 +79,15 @@ def snippet(text: str, limit: int = _MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@functools.cache
+def system_tls() -> ssl.SSLContext:
+    """The certificates httpx trusts by default (certifi, or ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR`` as at the first call), loaded once per process. Loaded for each
+    client, as httpx does, they cost ~17 ms of the event loop and ~1 MiB per live client,
+    and the canary analysis opens several clients per check of every canary."""
+    return httpx.create_ssl_context()
+
+
 def new_client(provider: str, base_url: str, *, headers: Mapping[str, str],
                timeout_seconds: float, options: HttpOptions,
                verify: ssl.SSLContext | bool = True) -> httpx.AsyncClient:
@@ -93,7 +103,8 @@ def new_client(provider: str, base_url: str, *, headers: Mapping[str, str],
             options.observe(provider, request.method, outcome)
 
     return httpx.AsyncClient(
-        base_url=base_url, headers=dict(headers), transport=options.transport, verify=verify,
+        base_url=base_url, headers=dict(headers), transport=options.transport,
+        verify=system_tls() if verify is True else verify,
         timeout=httpx.Timeout(timeout_seconds), follow_redirects=False,
         limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
         event_hooks={"response": [on_response]},

@@ -23,9 +23,10 @@ from bot.config import ShipbotConfig, parse_config
 from bot.devtools.local import LocalBot
 from bot.engine import replicas
 from bot.engine import runner as runner_module
+from bot.engine.giving_up import MAX_STEP_ATTEMPTS
 from bot.engine.machine import State
 from bot.engine.requests import Cancel
-from bot.engine.runner import MAX_STEP_ATTEMPTS, Runner
+from bot.engine.runner import Runner
 from bot.slack.notes import words_of
 from bot.store.db import create_engine, create_schema, session_factory
 from bot.store.models import Deployment, Outbox
@@ -381,3 +382,23 @@ async def test_a_step_whose_lease_lapsed_is_not_started_again_by_its_own_process
     assert polls == ["stuck-run"]  # one step, not two
     release.set()
     assert await first == 1
+
+
+# --- D: steps start when they are due, not at the next tick -----------------------------
+
+
+async def test_a_deployment_polling_its_target_is_advanced_when_due_without_a_tick(
+        make_bot: Launch, tmp_path: Path) -> None:
+    """A step that waits (poll the run again in 0.1 s) was due just after the tick that
+    ran it, so it waited for the tick after next: nearly a whole tick on every step. The
+    runner wakes at the due time of what it advanced, so a deployment goes on with no
+    scheduler tick at all."""
+    bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET)
+    dep_id = await insert(bot, state=State.QUEUED)
+    assert await bot.bot.runner.tick() == 1  # the deploy started; polled from here on
+
+    async def done() -> bool:
+        return (await get(bot, dep_id)).state == "succeeded"
+
+    await eventually(done, timeout=30)
+    assert actions_run(tmp_path) == [["api", "dev", "v2"]]  # deployed once

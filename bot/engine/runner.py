@@ -1,10 +1,8 @@
 """Advances due deployments. Called by the scheduler tick and woken early by new work.
 
-A deployment is claimed with a conditional UPDATE (a lease with expiry), so two
-replicas, or a tick racing a wake-up, never advance the same deployment at once. The
-claim bumps the row version, so a person's change decided on the row as it was before
-the claim (a cancel, a pause) fails with a stale-row error and is decided again, on
-the leased row, instead of overwriting a step that is already calling the target.
+This is when and which: ticks, claiming what is due (the leases' SQL is in
+``bot.engine.claims``), the steps under way, shutdown. What a step does with the
+deployment it holds, and what a failing one becomes, is ``bot.engine.advancing``.
 
 Several replicas (``bot.engine.replicas``): the lease is renewed while a step runs,
 however long it takes; a deployment waiting for a run belongs to the replica that
@@ -18,37 +16,30 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, update
-from sqlalchemy.orm.exc import StaleDataError
-from sqlmodel import col, func, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel import func, select
 
-from bot.clock import Clock, as_utc
-from bot.engine import facts, replicas, rollout_stops
-from bot.engine.context import StepContext
-from bot.engine.giving_up import MAX_STEP_ATTEMPTS, give_up
-from bot.engine.machine import IN_FLIGHT, State
-from bot.engine.outbox import note
+from bot.clock import Clock
+from bot.engine import claims
+from bot.engine.advancing import Advancing
+from bot.engine.claims import LEASE
+from bot.engine.machine import State
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
-from bot.engine.steps import STEPS
 from bot.engine.turns import Turns
+from bot.engine.wakeups import Wakeups
 from bot.metrics import Metrics
-from bot.mrkdwn import escape
 from bot.store.db import Sessions
 from bot.store.models import Deployment
 from bot.store.writers import WriterQueue
-from integrations.base import IntegrationError, RateLimited
 from integrations.http import HttpOptions
 from integrations.metrics import MetricsProvider
 
+__all__ = ["LEASE", "Runner"]
 log = logging.getLogger(__name__)
-LEASE = timedelta(seconds=60)  # the default; SHIPBOT_LEASE_SECONDS
-MAX_RATE_LIMIT_WAIT = timedelta(hours=1)  # GitHub's limits reset hourly
 # Steps under way at once (each a task; a step waiting on a target holds no database
 # connection: ``advance`` ends its read transaction before the step's I/O). A tick claims
 # what is due up to this many, starts their steps and returns to claiming at the next
@@ -58,8 +49,8 @@ CLAIM_BATCH = 100  # due deployments claimed per tick (one UPDATE)
 COUNT_EVERY = 5.0  # seconds between refreshes of the per-state gauge (a GROUP BY)
 
 
-class Runner:
-    _give_up = staticmethod(give_up)  # a step that failed MAX_STEP_ATTEMPTS times
+class Runner(Advancing):
+    """Claims what is due and starts a step (``Advancing.advance``) for each."""
 
     def __init__(
         self,
@@ -77,7 +68,10 @@ class Runner:
         lease: timedelta = LEASE,
         replica: str | None = None,
         http: HttpOptions | None = None,
+        wake_when_due: bool = True,
     ) -> None:
+        """``wake_when_due``: claim a deployment this runner advanced when it is due again
+        (``Wakeups``), not only at the scheduler's ticks."""
         self.writers = writers or WriterQueue("")
         self.metrics_provider, self.http = metrics_provider, http  # for the steps' context
         self.sessions, self.providers = sessions, providers
@@ -93,6 +87,7 @@ class Runner:
         self._turn: asyncio.Task[int] | None = None
         self._counted_at = float("-inf")
         self.turns = Turns()  # tests wait for a whole tick with ``turns.next()``
+        self.wakeups = Wakeups(clock, self.start_tick) if wake_when_due else None
 
     async def tick(self, *, under_way: bool = True) -> int:
         """Claim every due deployment (up to ``MAX_STEPS`` under way), advance each once
@@ -129,6 +124,10 @@ class Runner:
         else:
             self._background(self.tick(under_way=False))
 
+    def _due_again(self, due: datetime | None) -> None:
+        if self.wakeups is not None and not self._draining:
+            self.wakeups.at(due)
+
     def _background(self, work: Coroutine[Any, Any, int]) -> asyncio.Task[int]:
         task = asyncio.get_running_loop().create_task(work)
         self._ticks.add(task)
@@ -144,17 +143,10 @@ class Runner:
         room = min(CLAIM_BATCH, MAX_STEPS - sum(not t.done() for t in self._steps.values()))
         if room <= 0:
             return {}
-        now = self.clock()
-        async with self.sessions() as session:
-            due = (await session.exec(
-                select(Deployment.id)
-                .where(_due(now), replicas.claimable(self.replica, now))
-                .order_by(col(Deployment.next_action_at))
-                .limit(room)
-            )).all()
+        due = await claims.due_ids(self.sessions, self.replica, self.clock(), room)
         # Never a second step of a deployment this process is still advancing (its lease
         # may have lapsed while the database was away: the step goes on, and ends it).
-        claimed = await self._claim([i for i in due if i is not None and not self._busy(i)])
+        claimed = await self._claim([i for i in due if not self._busy(i)])
         if self._draining:  # shutdown began while claiming: leave them to the others
             for dep_id in claimed:
                 await self._release(dep_id)
@@ -178,6 +170,8 @@ class Runner:
         """Shutdown: claim nothing more; steps under way get ``grace`` seconds to finish,
         then are cancelled, each releasing its lease (``advance``) for another replica."""
         self._draining = True
+        if self.wakeups is not None:
+            self.wakeups.cancel()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._steps:
@@ -210,162 +204,11 @@ class Runner:
             self._lock.release()
 
     async def _claim(self, dep_ids: list[int]) -> list[int]:
-        """Lease those of ``dep_ids`` nobody holds, in one write (one turn in the writer queue).
-
-        Due and in flight are checked again: a person may have paused, aborted or
-        cancelled one since the tick selected it. The row version goes up, so whoever
-        read the row before this claim must read it again (``retry_on_conflict``)."""
+        """Lease those of ``dep_ids`` nobody holds, in one write (``claims.claim``)."""
         if not dep_ids or self._draining:
             return []
-        now = self.clock()
-        async with self.writers(), self.sessions() as session:
-            result = await session.exec(
-                update(Deployment)
-                .where(col(Deployment.id).in_(dep_ids), _due(now),
-                       or_(col(Deployment.lease_until).is_(None),
-                           col(Deployment.lease_until) < now),
-                       replicas.claimable(self.replica, now))
-                .values(lease_owner=self.owner, lease_until=now + self.lease,
-                        row_version=col(Deployment.row_version) + 1)
-                .returning(col(Deployment.id))
-            )
-            claimed = set(result.scalars().all())  # type: ignore[attr-defined]
-            await session.commit()
-        return [i for i in dep_ids if i in claimed]
-
-    async def advance(self, dep_id: int) -> None:
-        """Run the step for the deployment's current state, then release the lease."""
-        async with self.sessions() as session:
-            dep = await session.get(Deployment, dep_id)
-            if dep is None or dep.lease_owner != self.owner:
-                return
-            state = State(dep.state)
-            now = self.clock()
-            started = asyncio.get_running_loop().time()
-            if dep.next_action_at is not None:  # due time -> step started: the runner's lag
-                self.metrics.step_lag_seconds.observe(
-                    max(0.0, (now - as_utc(dep.next_action_at)).total_seconds()))
-            # End the read transaction: its connection goes back to the pool while the step
-            # waits on the target (the row stays loaded; the lease keeps it ours, and the
-            # row version catches a person's change at the commit).
-            await session.commit()
-            try:
-                async with replicas.renewing(self.sessions, self.writers, self.clock, self.lease,
-                                             dep_id, self.owner):
-                    await self._run_step(session, dep, now)
-                dep.run_owner = self.replica if replicas.live_run(dep) else None
-                dep.lease_owner, dep.lease_until = None, None
-                session.add(dep)
-                async with self.writers():
-                    await session.commit()
-            except StaleDataError:
-                await session.rollback()
-                await self._release(dep_id)
-                return
-            except Exception as exc:
-                await session.rollback()
-                await self._step_error(dep_id, state, exc)
-                return
-            except asyncio.CancelledError:  # shutting down: another replica does it
-                await self._quietly(self._hand_back(session, dep_id), dep_id, "handing back")
-                raise
-            finally:
-                self.metrics.step_seconds.labels(state.value).observe(
-                    asyncio.get_running_loop().time() - started)
-
-    async def _run_step(self, session: AsyncSession, dep: Deployment, now: datetime) -> None:
-        step = STEPS.get(State(dep.state))
-        if step is None and dep.stop_run is None:
-            dep.next_action_at = None
-            return
-        ctx = StepContext(session, self.providers[dep.service], now, self.poll_seconds,
-                          self.policy, self.metrics_provider, self.http)
-        with session.no_autoflush:  # writes wait in the writer queue, not in SQLite
-            if dep.stop_run is not None:  # what a cancel or abort left going, first
-                await rollout_stops.stop_left_run(ctx, dep)
-            if step is None:  # it ended: that was all
-                dep.next_action_at = None
-                return
-            if dep.run_owner not in (None, self.replica):  # claimed: its replica is gone
-                replicas.take_over(ctx, dep, self.replica)
-            await step(ctx, dep)
-
-    async def _hand_back(self, session: AsyncSession, dep_id: int) -> None:
-        await session.rollback()
-        await self._release(dep_id)
-
-    async def _release(self, dep_id: int) -> None:
-        """Give the lease up, unless it ran out and another runner holds it now."""
-        async with self.writers(), self.sessions() as session:
-            await session.exec(update(Deployment)
-                               .where(col(Deployment.id) == dep_id,
-                                      col(Deployment.lease_owner) == self.owner)
-                               .values(lease_owner=None, lease_until=None,
-                                       row_version=col(Deployment.row_version) + 1))
-            await session.commit()
-
-    async def _step_error(self, dep_id: int, state: State, exc: Exception) -> None:
-        """Retry a failing step with backoff; after a few attempts, give up the safe way.
-
-        Never raises: if recording the failure fails too, the deployment is pushed back
-        (due again later, lease released) and the tick goes on with the others."""
-        user_safe = isinstance(exc, IntegrationError)
-        reason = escape(str(exc)) if user_safe else f"internal error ({type(exc).__name__})"
-        log.warning("deployment %s: step %s failed: %s", dep_id, state, reason,
-                    exc_info=not user_safe)
-        wait = exc.wait_seconds if isinstance(exc, RateLimited) else None
-        try:
-            await self._record_step_error(dep_id, state, reason, wait)
-        except StaleDataError:  # a person changed it meanwhile: their change stands
-            await self._quietly(self._release(dep_id), dep_id, "releasing")
-        except Exception:
-            log.exception("deployment %s: recording the failed %s step failed; pushed back",
-                          dep_id, state)
-            await self._quietly(self._push_back(dep_id, state), dep_id, "pushing back")
-
-    async def _record_step_error(self, dep_id: int, state: State, reason: str,
-                                 wait: float | None = None) -> None:
-        """A rate limit (``wait``) is no failed attempt: the step waits as long as the
-        provider asked, and the thread says so."""
-        now = self.clock()
-        async with self.writers(), self.sessions() as session:
-            dep = await session.get(Deployment, dep_id)
-            if dep is None or dep.lease_owner != self.owner:  # another runner holds it now
-                return
-            dep.lease_owner, dep.lease_until = None, None
-            if State(dep.state) is state and wait is not None:
-                dep.next_action_at = now + min(timedelta(seconds=wait + 1), MAX_RATE_LIMIT_WAIT)
-                note(session, dep, facts.RateLimited(reason=reason, wait_seconds=wait), now=now)
-            elif State(dep.state) is state:
-                dep.step_attempts += 1
-                if dep.step_attempts >= MAX_STEP_ATTEMPTS:
-                    self._give_up(session, dep, state, reason, now)
-                else:
-                    backoff = min(60.0, self.poll_seconds * 2 ** dep.step_attempts)
-                    dep.next_action_at = now + timedelta(seconds=backoff)
-            session.add(dep)
-            await session.commit()
-
-    async def _push_back(self, dep_id: int, state: State) -> None:
-        """Try again in a while (unless a person moved it on meanwhile); free the lease."""
-        later = self.clock() + timedelta(seconds=60)
-        async with self.writers(), self.sessions() as session:
-            await session.exec(update(Deployment)
-                               .where(col(Deployment.id) == dep_id,
-                                      col(Deployment.lease_owner) == self.owner,
-                                      col(Deployment.state) == state.value)
-                               .values(next_action_at=later, lease_owner=None,
-                                       lease_until=None,
-                                       row_version=col(Deployment.row_version) + 1))
-            await session.commit()
-        await self._release(dep_id)  # moved on: only the lease
-
-    async def _quietly(self, work: Awaitable[None], dep_id: int, what: str) -> None:
-        """If the database is down too, the lease runs out and a later tick retries."""
-        try:
-            await work
-        except Exception:
-            log.exception("deployment %s: %s it failed", dep_id, what)
+        return await claims.claim(self.sessions, self.writers, dep_ids, owner=self.owner,
+                                  replica=self.replica, now=self.clock(), lease=self.lease)
 
     async def _count_states(self) -> None:
         """The per-state gauge, at most every ``COUNT_EVERY`` seconds: a GROUP BY over
@@ -382,9 +225,3 @@ class Runner:
         for state in State:
             self.metrics.deployments.labels(state.value).set(counts.get(state.value, 0))
 
-
-def _due(now: datetime) -> ColumnElement[bool]:
-    """In flight, or ended with a run left to stop (``stop_run``), and its time has come."""
-    return and_(or_(col(Deployment.state).in_([s.value for s in IN_FLIGHT]),
-                    col(Deployment.stop_run).is_not(None)),
-                col(Deployment.next_action_at) <= now)
