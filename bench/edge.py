@@ -167,7 +167,8 @@ def wrk_run(app: str, ready: dict[str, Any], scenario: str, plans: Plans,
     result = run_wrk(driver.url, path, workdir, seconds=args.seconds,
                      connections=args.concurrency)
     if result.wrapped:
-        print(f"  warning: wrk ran out of requests ({result.wrapped} replays)")
+        print(f"  warning: wrk ran out of signed requests for {app} {scenario} "
+              f"({result.wrapped} sent again: replays, or deploys to a slot in use)")
     return Run(result.requests, result.seconds, result.p50_ms, result.p99_ms, result.max_ms,
                result.errors, result.replies)
 
@@ -218,7 +219,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=600, help="each Python client run")
     parser.add_argument("--concurrency", type=int, default=20, help="connections")
     parser.add_argument("--services", type=int, default=300)
-    parser.add_argument("--max-rate", type=float, default=1500,
+    parser.add_argument("--max-rate", type=float, default=3000,
                         help="requests/s signed ahead per wrk second (more than any app does)")
     parser.add_argument("--profile", help="write a pyinstrument profile of each Shipbot run "
                         "to PROFILE-<client>-<scenario>.txt")
