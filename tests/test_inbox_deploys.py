@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,18 +22,13 @@ from bot.devtools.local import LocalBot
 from bot.engine import inbox as inbox_module
 from bot.engine.inbox import DEFERRED, LEASE
 from bot.store.models import Deployment, InboundRequest
+from tests import test_inbox
 from tests.conftest import FakeClock
 from tests.test_buttons_and_queries import ephemerals_to
 
 pytest_plugins = ["tests.postgres_fixture"]
 TRIGGER = "4242.4242.same"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/shipbot.db"
-    return str(request.getfixturevalue("postgres_url"))
+database_url = test_inbox.database_url  # the fixture: SQLite and a real PostgreSQL
 
 
 async def rows(bot: LocalBot, model: type[Any]) -> list[Any]:
