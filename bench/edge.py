@@ -57,6 +57,7 @@ class Run:
     kinds: dict[str, list[float]] = field(default_factory=dict)  # ms by kind (Python client)
     rows: int | None = None  # Shipbot's deployment rows after the run
     acked: int = 0  # deploys answered "on its way", warm-up included
+    cpu_ms: float = 0.0  # the server's CPU per request answered (warm-up included)
 
     @property
     def rate(self) -> float:
@@ -147,6 +148,7 @@ async def one_run(app: str, client: str, scenario: str, plans: Plans,
                                        args.concurrency)
             run = python_run(samples, wall)
     report = await server.stop()
+    run.cpu_ms = report["cpu_seconds"] * 1000 / (run.n + WARMUP)
     if app == "shipbot":
         run.rows = sum(report["states"].values())
         run.acked = run.replies.get("deploy", 0) + sum(
@@ -185,9 +187,10 @@ def python_run(samples: list[tuple[str, float, int, str]], wall: float) -> Run:
 
 def line(label: str, run: Run, bare: Run | None = None) -> str:
     ratio = f"{run.rate / bare.rate:6.2f}x" if bare else f"{'':>7}"
+    cpu = f"{run.cpu_ms:7.2f}" + (f" ({run.cpu_ms / bare.cpu_ms:4.1f}x)" if bare else " " * 7)
     rows = f"  rows {run.rows} (acked {run.acked})" if run.rows is not None else ""
     return (f"{label:<28}{run.n:>6}{run.rate:>8.0f}{run.p50:>9.1f}{run.p99:>9.1f}"
-            f"{run.max:>9.1f}{ratio}  {dict(sorted(run.replies.items()))}"
+            f"{run.max:>9.1f}{ratio}{cpu}  {dict(sorted(run.replies.items()))}"
             + (f"  errors {run.errors}" if run.errors else "") + rows)
 
 
@@ -195,7 +198,7 @@ async def main(args: argparse.Namespace) -> None:
     tag = secrets.token_hex(2)
     plans = Plans([f"svc{i}-{tag}" for i in range(args.services)])
     print(f"{'client scenario app':<28}{'n':>6}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
-          f"{'max ms':>9}{'ratio':>7}  replies")
+          f"{'max ms':>9}{'ratio':>7}{'CPU ms/req':>14}  replies")
     with tempfile.TemporaryDirectory(prefix="shipbot-edge-") as tmp:
         for client in args.clients:
             for scenario in args.scenarios:
@@ -208,6 +211,8 @@ async def main(args: argparse.Namespace) -> None:
                         print(f"{'':<4}{kind:<24}{len(ms):>6}{'':>8}{pct(ms, 0.5):>9.1f}"
                               f"{pct(ms, 0.99):>9.1f}{max(ms):>9.1f}")
     print("ratio: Shipbot's requests/s over the bare Bolt app's, same client and scenario. "
+          "CPU ms/req: the server process's CPU per request (its threads, background work "
+          "and warm-up included; steadier than req/s on a shared machine), and over the bare's. "
           "rows: deployments Shipbot holds after the run; acked: deploys answered 'on its "
           "way' (wrk stops with up to --concurrency requests unanswered, which may add rows)")
 
