@@ -103,10 +103,12 @@ async def _serve_bare(conn: Connection, before_response: bool) -> None:
             await asyncio.sleep(0.01)
         port = server.servers[0].sockets[0].getsockname()[1]
         conn.send({"url": f"http://127.0.0.1:{port}", "secret": secret})
+        began = time.process_time()
         await asyncio.to_thread(conn.recv)
+        cpu = time.process_time() - began
         server.should_exit = True
         await task
-    conn.send({})
+    conn.send({"cpu_seconds": cpu})
 
 
 async def _serve_shipbot(conn: Connection, services: list[str], database: str | None) -> None:
@@ -119,13 +121,16 @@ async def _serve_shipbot(conn: Connection, services: list[str], database: str | 
                        database_url=database or f"sqlite:///{tmp}/shipbot.db")
         async with bot:
             conn.send({"url": bot.url, "secret": bot.signing_secret})
+            began = time.process_time()  # this process's CPU, its threads' included
             await asyncio.to_thread(conn.recv)
+            cpu = time.process_time() - began
             async with bot.bot.sessions() as session:
                 rows = (await session.exec(
                     select(Deployment.state, func.count())
                     .where(col(Deployment.service).in_(services))
                     .group_by(Deployment.state))).all()
-        conn.send({"states": dict(rows), "log": counter.seen.most_common(5)})
+        conn.send({"states": dict(rows), "log": counter.seen.most_common(5),
+                   "cpu_seconds": cpu})
     finally:  # detached deploy runners may still be writing their result: sweep twice
         shutil.rmtree(tmp, ignore_errors=True)
         await asyncio.sleep(2)

@@ -17,12 +17,24 @@ class Catalog:
         self.services = dict(services)
         self.environments = list(environments or dict.fromkeys(
             e for envs in self.services.values() for e in envs))
+        self._hints: dict[str, str] = {}
+
+    def suggestion(self, name: str) -> str:
+        """``did_you_mean`` over the services, remembered (a few hundred names): a name
+        that is no service is looked up twice per command (a subcommand's typo? then the
+        reply), and with hundreds of services each lookup costs milliseconds."""
+        hint = self._hints.get(name)
+        if hint is None:
+            hint = did_you_mean(name, self.services)
+            if len(self._hints) < 512:
+                self._hints[name] = hint
+        return hint
 
     def service(self, name: str) -> str:
         if name in self.services:
             return name
         raise UsageError(
-            f"Unknown service '{clip(name)}'.{did_you_mean(name, self.services)}"
+            f"Unknown service '{clip(name)}'.{self.suggestion(name)}"
             f" Known: {', '.join(sorted(self.services))}."
         )
 

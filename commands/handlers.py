@@ -76,6 +76,11 @@ class CommandHandlers:
             return await self.run(command, who)
         request = Request(key=who.request_key, kind="slash", user=who.user,
                           payload={"text": text}, channel=who.channel)
+        if isinstance(command, Deploy):  # deduped by its request key: one write, not three
+            deploy = command
+            return Reply(text=await self.inbox.once_keyed(
+                request, lambda receipt: self.service.request(
+                    deploy, who.user, who.request_key, receipt), self.process))
         return Reply(text=await self.inbox.once(request, self.process))
 
     async def record(self, request: Request) -> Request | None:

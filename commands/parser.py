@@ -67,7 +67,7 @@ def _deploy(words: list[str], catalog: Catalog) -> Deploy:
 
 def _maybe_a_subcommand(word: str, catalog: Catalog) -> None:
     """`/deploy statsu`: a typo of a subcommand, not of a service, gets its own hint."""
-    if did_you_mean(word, catalog.services):
+    if catalog.suggestion(word):
         return
     close = difflib.get_close_matches(word, SUBCOMMANDS, n=1, cutoff=0.75)
     if close:

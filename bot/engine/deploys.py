@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock
 from bot.engine import facts, machine, policy
+from bot.engine.inbox import Receipt
 from bot.engine.machine import IN_FLIGHT, State
 from bot.engine.outbox import note
 from bot.engine.policy import Policy
@@ -70,20 +71,23 @@ class DeployService:
         self.channels = {n: s.channel for n, s in policy.config.services.items()}
         self.clock, self.on_change = clock, on_change
 
-    async def request(self, cmd: Deploy, actor: str, request_key: str) -> str:
+    async def request(self, cmd: Deploy, actor: str, request_key: str,
+                      receipt: Receipt | None = None) -> str:
         """Record the request (once per request_key) and let the runner take it from there.
 
         The checks read in one session; the insert waits for the writer queue in another,
         holding no connection meanwhile (waiters holding pooled connections would starve
         the queue's current writer). A request racing ours for the same slot loses on the unique
-        active-slot index, so checking first and writing second stays safe.
+        active-slot index, so checking first and writing second stays safe. With a
+        ``receipt`` (the inbox found the key new) the inbox row goes in the insert's
+        transaction, and a deployment under this key cannot exist yet: no lookup by key.
         """
         now = self.clock()
         refused = self._strategy_refused(cmd)
         if refused:
             return refused
         async with self.sessions() as session:
-            seen = await self._by_key(request_key, session)
+            seen = None if receipt else await self._by_key(request_key, session)
             if seen is not None:
                 return f"Already received: this request is deployment #{seen.id} ({seen.state})."
             decision = await self.policy.may_request(
@@ -102,10 +106,16 @@ class DeployService:
         detail = ("HOTFIX: bypasses locks, freezes and promotion order. " if cmd.hotfix
                   else "") + ("Overrides max_commits. " if cmd.allow_many_commits else "") \
             + escape(cmd.reason or "")
-        if not await self._insert(dep, actor, now, detail,
-                                  "hotfix_requested" if cmd.hotfix else "requested"):
+        reply = await self._insert(dep, actor, now, detail,
+                                   "hotfix_requested" if cmd.hotfix else "requested",
+                                   lambda: self._accepted(dep, cmd), receipt)
+        if reply is None:
             return await self._explain_conflict(request_key, cmd)
         self.on_change()
+        return reply
+
+    def _accepted(self, dep: Deployment, cmd: Deploy) -> str:
+        """The ack of a recorded deployment (its id known once inserted)."""
         what = f"`{cmd.version}`" if cmd.version else "the latest build"
         kind = "HOTFIX deployment" if cmd.hotfix else "Deployment"
         needs = count(dep.approvals_required, "approval")
@@ -134,17 +144,22 @@ class DeployService:
             "Nothing was started." if refused else None
 
     async def _insert(self, dep: Deployment, actor: str, now: datetime, detail: str,
-                      action: str) -> bool:
-        """False when a concurrent request took the slot (or the request key) first."""
+                      action: str, reply: Callable[[], str],
+                      receipt: Receipt | None) -> str | None:
+        """The reply, or None when a concurrent request took the slot (or the request key)
+        first. The receipt's row commits with the deployment: one write per ack."""
         async with self.writers(urgent=True), self.sessions() as session:
             try:
                 await machine.create(session, dep, actor=actor, now=now, detail=detail,
                                      action=action)
+                text = reply()
+                if receipt is not None:
+                    receipt.add(session, text)
                 await session.commit()
             except IntegrityError:
                 await session.rollback()
-                return False
-        return True
+                return None
+        return text
 
     async def _by_key(self, request_key: str, session: AsyncSession) -> Deployment | None:
         stmt = select(Deployment).where(Deployment.request_key == request_key)

@@ -7,6 +7,12 @@ it after. The key is unique: a replay or a retry is recorded once and answered w
 first reply, like an idempotency key. A row a crash left undone (or done but its outcome
 never told) is claimed with a lease by any replica's drain, on start and periodically,
 and completed there; processing is idempotent, as a lapsed lease can mean a slow owner.
+
+A request whose change dedupes by the request's key itself (a deployment's unique
+``request_key``) skips the separate record: its row is written by a ``Receipt`` in the
+transaction of the change (``once_keyed``), one commit instead of three. A refusal, which
+changes nothing, is recorded with its reply before the ack. Either way the ack still
+follows the row; a crash before that commit leaves nothing behind and no 200.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, or_, update
+from sqlalchemy import ColumnElement, delete, inspect, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import Clock, as_utc
 from bot.store.db import Sessions
@@ -61,6 +68,29 @@ Process = Callable[[Request], Awaitable[str]]
 Tell = Callable[[Request, str], Awaitable[bool]]  # True once the person has it
 
 
+class Receipt:
+    """The inbox row of one request, done and told, for its processor to add to the
+    transaction of its change: the change and its record commit together or not at all."""
+
+    def __init__(self, request: Request, owner: str, now: datetime, lease: timedelta) -> None:
+        self.request, self.owner, self.now, self.lease = request, owner, now, lease
+        self._row: InboundRequest | None = None
+
+    def add(self, session: AsyncSession, reply: str) -> None:
+        """Call before the commit of the change; ``reply`` is what the ack answers."""
+        self._row = _row(self.request, self.owner, self.now, self.lease,
+                         reply=reply, done_at=self.now, told_at=self.now)
+        session.add(self._row)
+
+    @property
+    def kept(self) -> bool:
+        """Committed: a rolled-back insert leaves its row without a database identity."""
+        return self._row is not None and inspect(self._row).has_identity
+
+
+Keyed = Callable[[Receipt], Awaitable[str]]
+
+
 class Inbox:
     def __init__(self, sessions: Sessions, clock: Clock, *, owner: str,
                  writers: WriterQueue | None = None, lease: timedelta = LEASE) -> None:
@@ -70,19 +100,19 @@ class Inbox:
     async def record(self, request: Request) -> Request | None:
         """Write the row, claimed by this replica, ahead of background writes. None when
         the key is known already (a replay, Slack's retry, a concurrent twin)."""
-        now = self.clock()
-        row = InboundRequest(key=request.key, kind=request.kind, user=request.user,
-                             payload=json.dumps(request.payload), channel=request.channel,
-                             received_at=now, claimed_by=self.owner,
-                             claim_until=now + self.lease, attempts=1)
+        row = _row(request, self.owner, self.clock(), self.lease)
+        return _request(row) if await self._insert(row) else None
+
+    async def _insert(self, row: InboundRequest) -> bool:
+        """False when the key is known already."""
         async with self.writers(urgent=True), self.sessions() as session:
             session.add(row)
             try:
                 await session.commit()
             except IntegrityError:
                 await session.rollback()
-                return None
-        return _request(row)
+                return False
+        return True
 
     async def once(self, request: Request, process: Process) -> str:
         """Inline (a slash command, answered in its ack): process once, reply the same."""
@@ -96,6 +126,33 @@ class Inbox:
             return DEFERRED
         await self._finish(mine.key, reply, told=True)
         return reply
+
+    async def once_keyed(self, request: Request, keyed: Keyed, process: Process) -> str:
+        """``once`` for a request whose change dedupes by ``request.key`` in its own
+        transaction: ``keyed`` adds the row there with its ``Receipt``. A twin that races it
+        loses on a unique key and gets the first reply. A reply that changed nothing (a
+        refusal) is recorded after, before the ack; a known key, or a failure, goes the way
+        of ``once`` (``process`` then runs from the row, as a drain would)."""
+        if await self._known(request.key):
+            return await self.once(request, process)
+        receipt = Receipt(request, self.owner, self.clock(), self.lease)
+        try:
+            reply = await keyed(receipt)
+        except Exception:
+            log.exception("processing %s failed; the inbox drain retries it", request.key)
+            return DEFERRED if await self.record(request) else \
+                await self._first_reply(request.key)
+        if receipt.kept:
+            return reply
+        done = _row(request, self.owner, receipt.now, self.lease, reply=reply,
+                    done_at=receipt.now, told_at=receipt.now)
+        return reply if await self._insert(done) else await self._first_reply(request.key)
+
+    async def _known(self, key: str) -> bool:
+        async with self.sessions() as session:
+            found = (await session.exec(select(InboundRequest.id).where(
+                InboundRequest.key == key))).first()
+        return found is not None
 
     async def complete(self, request: Request, process: Process, tell: Tell) -> None:
         """After the ack, or for a row a drain claimed: process unless done, then tell."""
@@ -205,6 +262,15 @@ def _claimable(now: datetime) -> ColumnElement[bool]:
     return (col(InboundRequest.told_at).is_(None)
             & or_(col(InboundRequest.claim_until).is_(None),
                   col(InboundRequest.claim_until) < now))
+
+
+def _row(request: Request, owner: str, now: datetime, lease: timedelta,
+         **outcome: Any) -> InboundRequest:
+    """A new row, claimed by ``owner``; with ``outcome`` (reply, done and told) finished."""
+    return InboundRequest(key=request.key, kind=request.kind, user=request.user,
+                          payload=json.dumps(request.payload), channel=request.channel,
+                          received_at=now, claimed_by=owner, claim_until=now + lease,
+                          attempts=1, **outcome)
 
 
 def _request(row: InboundRequest) -> Request:
