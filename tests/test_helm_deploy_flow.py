@@ -133,8 +133,12 @@ async def test_a_restarted_bot_finds_the_helm_run(make_bot, tmp_path: Path) -> N
     first = await make_bot(config)
     await first.driver.command("api staging wait-1.0")
     await eventually(lambda: _async(bool(fake.calls("upgrade"))))  # helm is running
-    [running] = await deployments(first)
-    assert running.state == "deploying" and running.finished_at is None
+
+    async def recorded() -> Deployment | None:  # the step commits once helm has started
+        [running] = await deployments(first)
+        return running if running.state == "deploying" else None
+
+    assert (await eventually(recorded)).finished_at is None
     await first.stop()  # the supervisor and helm go on without the bot
     second = await make_bot(config)
     [dep] = await finished(second)
