@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import uuid
@@ -141,6 +142,7 @@ class Shipbot:
         if self.mirrors.enabled:
             self._spawn(self.mirrors.run_forever())
         self._spawn(self._drain_inbox())
+        _freeze_startup_heap()
         self.wake()
 
     def _every(self, seconds: float, name: str,
@@ -241,3 +243,14 @@ class Shipbot:
         if self._state_lock is not None:
             os.close(self._state_lock)  # the next process of this replica may start
             self._state_lock = None
+
+
+def _freeze_startup_heap() -> None:
+    """Move what start-up made (modules, config, the app: ~200,000 objects) out of the
+    garbage collector's sight, once per process. Each full collection walked all of it,
+    ~0.1 s with the loop stopped, every few hundred requests: `/deploy status` over 1,000
+    services had one answer in eight take 150 ms instead of 25."""
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+
