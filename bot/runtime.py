@@ -23,7 +23,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.clock import Clock, system_clock
 from bot.config import ShipbotConfig
-from bot.engine import progressive, replicas
+from bot.engine import progressive, replicas, slot_versions
 from bot.engine.alerts import AlertService
 from bot.engine.approvals import ApprovalService
 from bot.engine.controls import ControlService
@@ -137,11 +137,13 @@ class Shipbot:
         # Clicks another process acknowledged and died before acting on (or telling).
         self._every(max(tick, 1), "inbox", self._drain_inbox)
         self._every(3600, "inbox-prune", self.inbox.prune)
+        self._every(3600, "slot-versions", self._mend_slot_versions)
         self.scheduler.start()
         self._spawn(self.notifier.run_forever())
         if self.mirrors.enabled:
             self._spawn(self.mirrors.run_forever())
         self._spawn(self._drain_inbox())
+        self._spawn(self._mend_slot_versions())
         _freeze_startup_heap()
         self.wake()
 
@@ -184,6 +186,18 @@ class Shipbot:
 
     async def _drain_inbox(self) -> None:
         await self.handlers.drain(functools.partial(tell_user, self.client))
+
+    async def _mend_slot_versions(self) -> None:
+        """Successes an older replica or a hand-made fix left out of ``SlotVersion``."""
+        try:
+            mended = await slot_versions.mend(self.sessions, self.writers)
+        except Exception:  # the next hour tries again; status shows an older version
+            log.exception("checking what runs on each slot failed")
+            return
+        if mended:
+            log.warning("recorded what runs now on %d slots whose newest success was not "
+                        "recorded as current (a replica on older code, or a change by hand)",
+                        mended)
 
     async def _announce(self) -> None:
         if await self.guards.announce_windows():

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlmodel import col, func, select
+from sqlmodel import col, func, select, update
 
 from bot.config import parse_config
-from bot.engine import machine
+from bot.engine import machine, slot_versions
 from bot.engine.deploys import DeployService
 from bot.engine.guards import GuardService
 from bot.engine.machine import IN_FLIGHT, InvalidTransition, State
@@ -26,6 +26,7 @@ from bot.engine.policy import Policy
 from bot.engine.requests import Audit, History, Status
 from bot.store.db import Sessions, create_engine, create_schema, session_factory
 from bot.store.models import AuditEvent, Deployment, SlotVersion
+from bot.store.writers import WriterQueue
 from tests.test_policy import Members
 
 pytest_plugins = ["tests.postgres_fixture"]
@@ -187,6 +188,29 @@ async def test_a_slot_keeps_its_newest_success_against_a_stale_read(sessions):
         row = await session.get(SlotVersion, ("api", "dev"))
         assert row is not None
         assert (row.deployment_id, row.version, row.requester) == (newer, "v3", "U03")
+
+
+async def succeed_the_old_way(sessions: Sessions, n: int, service: str, env: str) -> int:
+    """A success recorded as code before SlotVersion did (a replica not yet upgraded)."""
+    dep_id = await deploy(sessions, n, service, env, [S.QUEUED, S.DEPLOYING])
+    async with sessions() as session:
+        await session.exec(update(Deployment).where(col(Deployment.id) == dep_id).values(
+            state=S.SUCCEEDED, active_slot=None, finished_at=NOW))
+        await session.commit()
+    return dep_id
+
+
+async def test_successes_an_older_replica_recorded_are_mended(sessions):
+    await random_history(sessions, 3, count=40)  # "idle" is left alone there
+    await deploy(sessions, 89, "idle", "production", PATHS["rolling"])
+    await succeed_the_old_way(sessions, 90, "idle", "production")  # the slot had a row
+    await succeed_the_old_way(sessions, 91, "idle", "dev")  # its first success: no row
+    expected = await old_status(sessions)
+    assert await new_status(sessions) != expected
+
+    assert await slot_versions.mend(sessions, WriterQueue("")) == 2
+    assert await new_status(sessions) == expected
+    assert await slot_versions.mend(sessions, WriterQueue("")) == 0
 
 
 async def test_succeeded_is_reached_only_through_succeed(sessions):

@@ -132,6 +132,12 @@ async def succeed(session: AsyncSession, deployment: Deployment, *, actor: str,
     current = _allowed(deployment, S.SUCCEEDED)
     _move(session, deployment, current, S.SUCCEEDED, actor=actor, now=now, detail=detail,
           action="transition")
+    await record_current(session, deployment)
+
+
+async def record_current(session: AsyncSession, deployment: Deployment) -> None:
+    """Make the slot's ``SlotVersion`` row name ``deployment``, a success, unless a newer
+    one is there by the time the UPDATE runs (see ``succeed``)."""
     assert deployment.id is not None
     runs = SlotVersion(service=deployment.service, env=deployment.env,
                        deployment_id=deployment.id, version=deployment.version,
