@@ -291,8 +291,15 @@ async def test_an_unmirrored_service_writes_no_mirror_rows(
 async def test_a_version_github_does_not_know_is_given_up_at_once(
         make_bot, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
     gh, base_url = github
+    gh.auto_advance = False  # the build goes on once the queued status was refused
     bot = await make_bot(mirrored_config(tmp_path, base_url))
     await bot.driver.command("api staging noref-1")
+
+    async def first_given_up() -> bool:
+        rows = await mirror_rows(bot)
+        return bool(rows) and rows[0].delivered_at is not None
+    await eventually(first_given_up)
+    gh.auto_advance = True
     [dep] = await finished(bot)
     assert dep.state == "succeeded", dep.detail
 
