@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 
 from bot.values import UsageError
 
+LISTED_SERVICES = 30  # an unknown service's reply lists the services up to this many
+
 
 class Catalog:
     """The names a command may use: services, environments, and which go together."""
@@ -33,10 +35,15 @@ class Catalog:
     def service(self, name: str) -> str:
         if name in self.services:
             return name
-        raise UsageError(
-            f"Unknown service '{clip(name)}'.{self.suggestion(name)}"
-            f" Known: {', '.join(sorted(self.services))}."
-        )
+        raise UsageError(f"Unknown service '{clip(name)}'.{self.suggestion(name)}"
+                         f" {self._known_services()}")
+
+    def _known_services(self) -> str:
+        """The list while it helps; past a screenful, how many (a 300-name list buries
+        the suggestion, and every unknown name made a 3.6 KB reply)."""
+        if len(self.services) <= LISTED_SERVICES:
+            return f"Known: {', '.join(sorted(self.services))}."
+        return f"It is none of the {len(self.services)} services configured here."
 
     def env(self, service: str | None, name: str) -> str:
         envs = self.services[service] if service else self.environments

@@ -142,6 +142,14 @@ def test_a_mistyped_subcommand_gets_a_did_you_mean(text: str, suggested: str) ->
                               f"`{suggested}`? `/deploy help` lists the commands.")
 
 
+def test_an_unknown_service_among_hundreds_gets_the_suggestion_not_the_list() -> None:
+    many = Catalog({f"payments-{i:03}": ["dev"] for i in range(300)} | {"checkout": ["dev"]})
+    with pytest.raises(UsageError) as err:
+        parse("chekout dev", many)
+    assert str(err.value) == ("Unknown service 'chekout'. Did you mean 'checkout'? It is none "
+                              "of the 301 services configured here.")
+
+
 def test_a_mistyped_service_is_still_a_service_first() -> None:
     with pytest.raises(UsageError) as err:
         parse("apu staging", CATALOG)
