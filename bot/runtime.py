@@ -126,6 +126,7 @@ class Shipbot:
     async def start(self) -> None:
         """Create the schema, then resume whatever the database says is in flight."""
         await create_schema(self.db)
+        await self._mend_slot_versions()  # before anything else writes
         await self._become_replica()
         # One connection pool for every Web API call (slack_sdk opens a session per call
         # otherwise): alert threads are posted in a few milliseconds, not a TCP handshake.
@@ -143,7 +144,6 @@ class Shipbot:
         if self.mirrors.enabled:
             self._spawn(self.mirrors.run_forever())
         self._spawn(self._drain_inbox())
-        self._spawn(self._mend_slot_versions())
         _freeze_startup_heap()
         self.wake()
 

@@ -190,6 +190,7 @@ async def test_runner_killed_mid_run_is_reported_and_program_stopped(
     run_id = await provider.start(job())
     rundir = tmp_path / "state" / run_id
     await wait_for(lambda: (tmp_path / "program.pid").exists())
+    await wait_for(lambda: (rundir / "child.pid").exists())  # the runner wrote it down
     runner = read_pid(rundir / "pid")
     assert runner is not None
     os.kill(runner[0], signal.SIGKILL)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import select
 
@@ -185,9 +186,14 @@ async def test_rollback_and_deploy_rollback_commands(make_bot, tmp_path, quiet) 
     assert "Rollback #5 of api staging from `v1.4.1` to `v1.4.0`" in resp.json()["text"]
     deps = await finished_count(bot, 5)
     assert (deps[4].version, deps[4].reason) == ("v1.4.0", "still broken")
-    card = next(m for m in bot.slack.messages("#deploys-api") if "Deployment #5" in texts(m))
+
+    async def posted() -> dict[str, Any] | None:  # the thread is posted after the database
+        card = next(m for m in bot.slack.messages("#deploys-api") if "Deployment #5" in texts(m))
+        said = [r["text"] for r in card["replies"]]
+        return card if ":rewind: Rolling staging back to `v1.4.0`." in said else None
+
+    card = await eventually(posted)
     assert card["blocks"][0]["text"]["text"] == "⏪ ROLLBACK api → staging"
-    assert any(r["text"] == ":rewind: Rolling staging back to `v1.4.0`." for r in card["replies"])
 
 
 async def test_rollback_while_another_deployment_runs_says_so(make_bot, tmp_path, quiet):
