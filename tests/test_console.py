@@ -273,7 +273,8 @@ async def test_approval_buttons_and_the_reject_modal(tmp_path: Path) -> None:
     asked = said["/deploy api production v1"]
     in_order(asked, "== api → production ==", "  └ ✋ Approval needed",
              "    [ Approve ]  [ Reject ]\n")
-    assert "(updated) api → production\n  State: ✋ Awaiting approval (0 of 1)\n" in asked
+    # The card shows the wait, posted so or updated to it (the runner may be first).
+    assert "  State: ✋ Awaiting approval (0 of 1)\n" in asked
     assert "(still going" not in out  # waiting for an approver is not the bot being busy
     assert "(only you) You requested deployment #1, so you cannot approve it" in said["approve"]
     assert said["reject"].startswith("→ U0CAROL clicks [ Reject ] on “✋ Approval needed")

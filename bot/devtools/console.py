@@ -76,6 +76,7 @@ class Console(Commands):
             late = asyncio.get_running_loop().time() >= deadline
             work = await self.busy() if quiet or late else ["Slack calls"]
             if quiet and not work:
+                self.flush()  # a call that came in while the database was read
                 return
             if late:
                 self.emit([f"(still going after {self.settle_timeout:g}s: {'; '.join(work)}; "
