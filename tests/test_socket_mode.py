@@ -26,7 +26,7 @@ from bot.web.app import SOCKET_MODE_ONLY, build_asgi_app
 from commands.actions import ACTIONS, ActionId
 from commands.handlers import Invocation
 from tests.alert_helpers import alert_config, alert_thread, am_alert, am_payload, post, threads
-from tests.conftest import eventually, make_config
+from tests.conftest import eventually, make_config, outbox_delivered
 from tests.test_approvals import approval_message
 
 FORM = "application/x-www-form-urlencoded"
@@ -55,6 +55,8 @@ async def incident(bot: LocalBot) -> dict[str, int]:
     await post(bot, "alertmanager", am_payload(am_alert(
         {"alertname": "HighLatency", "service": "web", "env": "staging"})))
     await alert_thread(bot, "#deploys-web")
+    await bot.next_tick()  # whatever the runner had due, and all it had to say, is out
+    await outbox_delivered(bot)
     deps = await _rows(bot, Deployment)
     waiting = next(d.id for d in deps if d.state == "awaiting_approval")
     return {"deployment": waiting, "finished": deps[1].id, "thread": (await threads(bot))[0].id}
