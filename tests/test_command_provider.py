@@ -208,6 +208,7 @@ async def test_wedged_runner_is_stopped_after_timeout_and_grace(
     run_id = await provider.start(job())
     rundir = tmp_path / "state" / run_id
     await wait_for(lambda: (tmp_path / "program.pid").exists())
+    await wait_for(lambda: (rundir / "child.pid").exists())  # the runner wrote it down
     runner = read_pid(rundir / "pid")
     assert runner is not None
     os.kill(runner[0], signal.SIGSTOP)  # alive but unable to enforce the timeout

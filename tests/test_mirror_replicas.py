@@ -275,11 +275,12 @@ async def test_a_slow_delivery_keeps_its_claim(
 
     a = await pods("pod-a", slow)
     b = await pods("pod-b")
-    a.delivery.lease = timedelta(seconds=0.3)
+    # Long enough that a loaded machine's stalls (tenths of a second) never let it lapse.
+    a.delivery.lease = timedelta(seconds=1.2)
     b.delivery.lease = a.delivery.lease
     [dep_id] = await queue_deployments(a, clock, 1)
     slow_task = asyncio.get_running_loop().create_task(a.delivery.deliver_pending())
-    await asyncio.sleep(1.0)  # three leases, renewed meanwhile
+    await asyncio.sleep(3.0)  # more than two leases, renewed meanwhile
 
     assert await b.delivery.deliver_pending() == 0
     go_on.set()

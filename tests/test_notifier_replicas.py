@@ -295,14 +295,14 @@ async def test_a_slow_delivery_keeps_its_claim(
     """A replica still waiting for Slack (a rate limit, say) renews its lease over
     several lease periods: the other one leaves its threads alone."""
     a, b = await pods("pod-a"), await pods("pod-b")
-    for pod in (a, b):
-        pod.notifier.claims.lease = timedelta(seconds=0.3)
+    for pod in (a, b):  # long enough that a loaded machine's stalls never let it lapse
+        pod.notifier.claims.lease = timedelta(seconds=1.2)
     [dep_id] = [await add_deployment(a, clock, 0)]
     alert = await add_alert(a, clock)
     await queue(a, clock, [dep_id], alert, 0)
     a.client.hold = asyncio.Event()
     slow = asyncio.get_running_loop().create_task(a.notifier.deliver_pending())
-    await asyncio.sleep(1.0)  # three leases, renewed meanwhile
+    await asyncio.sleep(3.0)  # more than two leases, renewed meanwhile
 
     await b.notifier.deliver_pending()
     assert slack.calls == []  # b posted nothing: a holds both threads
