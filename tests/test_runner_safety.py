@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -158,23 +158,29 @@ async def test_a_step_whose_lease_was_taken_over_says_so_in_the_log(
     """The loop stalled past the lease and another replica claimed the deployment: the
     step's side effects may now happen twice, which an operator must be able to see."""
     bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET)
-    dep_id = await insert(bot, state=State.QUEUED, lease_owner="me")
+    dep_id = await insert(bot, state=State.QUEUED, lease_owner="me",  # not due: ours alone
+                          next_action_at=bot.clock() + timedelta(hours=1))
     lease = timedelta(seconds=0.3)
+
+    async def renewed() -> datetime | None:
+        until = (await get(bot, dep_id)).lease_until
+        return as_utc(until) if until is not None else None
+
+    def lost() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
+
     async with replicas.renewing(bot.bot.sessions, bot.bot.writers, bot.clock, lease,
                                  dep_id, "me"):
-        await asyncio.sleep(0.15)  # one renewal
-        renewed = as_utc((await get(bot, dep_id)).lease_until)
-        assert renewed > bot.clock()
+        assert await eventually(renewed) > bot.clock() - lease
         async with bot.bot.sessions() as session:  # another replica claims it
             dep = await session.get(Deployment, dep_id)
             assert dep is not None
             dep.lease_owner = "shipbot-other-replica"
             session.add(dep)
             await session.commit()
-        await asyncio.sleep(0.3)
-    lost = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
-    assert lost == [f"the lease on deployment {dep_id} was lost: another replica took the "
-                    "work over, which may now be done twice"]
+        await eventually(lambda: asyncio.sleep(0, lost()))
+    assert lost() == [f"the lease on deployment {dep_id} was lost: another replica took the "
+                      "work over, which may now be done twice"]
 
 
 # --- B: giving up after MAX_STEP_ATTEMPTS --------------------------------------------
