@@ -220,10 +220,13 @@ def report(args: argparse.Namespace, load: Load, n_warm: int, results: dict[str,
     print(line(f"shipbot, {len(load.canaries)} canaries", samples, late))
     before, after = server["before"], server["after"]
     judged = [after["judged"][c] - before["judged"].get(c, 0) for c in after["judged"]]
-    print(f"canaries in an analysis step: {before['baking']} at the window's start, "
-          f"{after['baking']} at its end; judgements during it {sum(judged)} (each canary "
-          f"{min(judged, default=0)}-{max(judged, default=0)}); states at the end "
-          f"{after['states']}; Shipbot CPU in the window {after['cpu_seconds']:.1f} s")
+    rolling = [c["states"].get(State.VERIFYING, 0) for c in (before, after)]
+    print(f"canaries rolling out (verifying): {rolling[0]} at the window's start, "
+          f"{rolling[1]} at its end (in an analysis step right then: {before['baking']}, "
+          f"{after['baking']}; else shifting traffic); Prometheus judgements during it "
+          f"{sum(judged)}, each canary {min(judged, default=0)}-{max(judged, default=0)}; "
+          f"states at the end {after['states']}; Shipbot CPU in the window "
+          f"{after['cpu_seconds']:.1f} s")
     acked = sum(1 for s in samples if s[2] == 200 and EXPECT["deploy"] in s[3])
     rows = sum(server["states"].values())
     print(f"answered 'on its way': {acked}/{len(samples)}; deployments of the /deploy "
