@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bot.config import ShipbotConfig, parse_config
+from bot.config import parse_config
 from bot.devtools.driver import SlackDriver, sign
 from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import LocalBot
@@ -51,16 +51,17 @@ Sample = tuple[str, float, int, str]  # kind, seconds, HTTP status, ack text
 Measured = tuple[list[Sample], float, dict[str, Any]]  # samples, wall seconds, server report
 
 
-def bench_config(services: list[str]) -> ShipbotConfig:
-    """Many services with a cheap ``command`` deploy step (no CI), channels shared by ten."""
+def bench_settings(services: list[str]) -> dict[str, Any]:
+    """Many services with a cheap ``command`` deploy step (no CI), channels shared by ten;
+    the raw config, for a bench that adds to it (bench/canary_ack.py)."""
     deploy = {"provider": "command", "argv": [sys.executable, "-c", "pass"]}
-    return parse_config({
+    return {
         "poll_interval_seconds": 0.1,
         # No approval: every deploy goes straight through the engine to its subprocess.
         "environments": {"dev": {}, "staging": {}, "production": {"approval": False}},
         "services": {name: {"channel": f"#deploys-{i % 10}", "deploy": deploy}
                      for i, name in enumerate(services)},
-    })
+    }
 
 
 class LogCounter(logging.Handler):
@@ -111,26 +112,31 @@ async def _serve_bare(conn: Connection, before_response: bool) -> None:
     conn.send({"cpu_seconds": cpu})
 
 
+async def deployment_states(bot: LocalBot, services: list[str]) -> dict[str, int]:
+    """How many deployments of ``services`` the bot's database holds, by state."""
+    async with bot.bot.sessions() as session:
+        rows = (await session.exec(
+            select(Deployment.state, func.count())
+            .where(col(Deployment.service).in_(services))
+            .group_by(Deployment.state))).all()
+    return dict(rows)
+
+
 async def _serve_shipbot(conn: Connection, services: list[str], database: str | None) -> None:
     """A LocalBot with ``services``; reports its deployment rows by state when told to stop."""
     counter = LogCounter()
     logging.getLogger().addHandler(counter)
     tmp = Path(tempfile.mkdtemp(prefix="shipbot-bench-"))
     try:
-        bot = LocalBot(bench_config(services), state_dir=tmp / "state",
+        bot = LocalBot(parse_config(bench_settings(services)), state_dir=tmp / "state",
                        database_url=database or f"sqlite:///{tmp}/shipbot.db")
         async with bot:
             conn.send({"url": bot.url, "secret": bot.signing_secret})
             began = time.process_time()  # this process's CPU, its threads' included
             await asyncio.to_thread(conn.recv)
             cpu = time.process_time() - began
-            async with bot.bot.sessions() as session:
-                rows = (await session.exec(
-                    select(Deployment.state, func.count())
-                    .where(col(Deployment.service).in_(services))
-                    .group_by(Deployment.state))).all()
-        conn.send({"states": dict(rows), "log": counter.seen.most_common(5),
-                   "cpu_seconds": cpu})
+            states = await deployment_states(bot, services)
+        conn.send({"states": states, "log": counter.seen.most_common(5), "cpu_seconds": cpu})
     finally:  # detached deploy runners may still be writing their result: sweep twice
         shutil.rmtree(tmp, ignore_errors=True)
         await asyncio.sleep(2)
@@ -155,6 +161,16 @@ def serve(conn: Connection, target: str, services: list[str], database: str | No
         asyncio.run(_serve_bare(conn, before_response=target == "bare-pbr"))
 
 
+async def post_command(client: httpx.AsyncClient, driver: SlackDriver,
+                       body: str) -> tuple[int, str]:
+    """POST one slash-command ``body``, signed now: the HTTP status and the ack's text
+    (the start of the body when it is not a JSON ack)."""
+    headers = {**sign(driver.secret, body), "Content-Type": "application/x-www-form-urlencoded"}
+    resp = await client.post(driver.url, content=body, headers=headers)
+    ack = resp.json().get("text", "") if resp.content and resp.status_code == 200 else ""
+    return resp.status_code, ack or resp.text[:200]
+
+
 async def fire(client: httpx.AsyncClient, ready: dict[str, Any],
                requests: list[tuple[str, str]], concurrency: int) -> tuple[list[Sample], float]:
     """Send ``requests`` (kind, text) with ``concurrency`` workers; time each until its ack."""
@@ -164,14 +180,9 @@ async def fire(client: httpx.AsyncClient, ready: dict[str, Any],
 
     async def worker() -> None:
         for kind, text in pending:
-            body = driver.command_body(text)
-            headers = {**sign(driver.secret, body),
-                       "Content-Type": "application/x-www-form-urlencoded"}
             started = time.perf_counter()
-            resp = await client.post(driver.url, content=body, headers=headers)
-            took = time.perf_counter() - started
-            ack = resp.json().get("text", "") if resp.content and resp.status_code == 200 else ""
-            samples.append((kind, took, resp.status_code, ack or resp.text[:200]))
+            status, ack = await post_command(client, driver, driver.command_body(text))
+            samples.append((kind, time.perf_counter() - started, status, ack))
 
     began = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -98,22 +98,26 @@ class Plans:
 
 
 class Server:
-    """An app in its own spawned process (bench/ack_latency.py's ``serve``)."""
+    """An app in its own spawned process: ``entry(conn, *args)``, by default
+    bench/ack_latency.py's ``serve``, which answers "stop" with its report."""
 
-    def __init__(self, target: str, services: list[str], profile: str | None = None) -> None:
+    def __init__(self, *args: Any, entry: Callable[..., None] = serve) -> None:
         ours, theirs = multiprocessing.get_context("spawn").Pipe()
         self.conn = ours
         self.proc = multiprocessing.get_context("spawn").Process(
-            target=serve, args=(theirs, target, services, None, profile), daemon=True)
+            target=entry, args=(theirs, *args), daemon=True)
         self.proc.start()
         theirs.close()
 
     async def ready(self) -> dict[str, Any]:
         return dict(await asyncio.to_thread(self.conn.recv))
 
+    async def ask(self, message: str) -> dict[str, Any]:
+        self.conn.send(message)
+        return dict(await asyncio.to_thread(self.conn.recv))
+
     async def stop(self) -> dict[str, Any]:
-        self.conn.send("stop")
-        report = await asyncio.to_thread(self.conn.recv)
+        report = await self.ask("stop")
         await asyncio.to_thread(self.proc.join, 20)
         if self.proc.is_alive():
             self.proc.terminate()
@@ -132,7 +136,7 @@ async def one_run(app: str, client: str, scenario: str, plans: Plans,
     """Start ``app``, warm it up, measure one scenario with one client, stop it."""
     plans.fresh()
     profile = args.profile and f"{args.profile}-{client}-{scenario}.txt"
-    server = Server(app, plans.services, profile if app == "shipbot" else None)
+    server = Server(app, plans.services, None, profile if app == "shipbot" else None)
     ready = await server.ready()
     limits = httpx.Limits(max_connections=args.concurrency,
                           max_keepalive_connections=args.concurrency)

@@ -142,17 +142,44 @@ def strategy(kind: str, world: World) -> dict[str, Any]:
     }[kind]
 
 
-def config(specs: list[Spec], world: World) -> ShipbotConfig:
+def service(name: str, strategy: dict[str, Any]) -> dict[str, Any]:
+    """A service's config: its own channel, a target that can shift traffic."""
     argv = [sys.executable, "-c", "pass"]  # replaced by TimedTarget after start
     deploy: dict[str, Any] = {"provider": "command", "argv": argv, "set_weight_argv": argv,
                               "promote_argv": argv, "abort_argv": argv}
+    return {"channel": f"#deploys-{name}", "deploy": deploy, "strategy": strategy}
+
+
+def config(specs: list[Spec], world: World) -> ShipbotConfig:
     return parse_config({
         "poll_interval_seconds": 1,
         "environments": {"staging": {}},
         "metrics": {"provider": "prometheus", "url": world.prometheus_url},
-        "services": {s.name: {"channel": f"#deploys-{s.name}", "deploy": deploy,
-                              "strategy": strategy(s.kind, world)} for s in specs},
+        "services": {s.name: service(s.name, strategy(s.kind, world)) for s in specs},
     })
+
+
+def install_targets(bot: LocalBot, slow: set[str]) -> None:
+    """Every service's target and traffic router in memory (``slow`` ones answer late)."""
+    for name, providers in bot.bot.providers.items():
+        target = TimedTarget(SLOW_ANSWER_SECONDS if name in slow else 0.0)
+        object.__setattr__(providers, "target", target)
+        object.__setattr__(providers, "traffic", target)
+
+
+async def queue(bot: LocalBot, specs: list[Spec], env: str = "staging") -> None:
+    """One deployment of each of ``specs``, queued and due now, as if just approved."""
+    now = bot.clock()
+    async with bot.bot.sessions() as session:
+        for i, spec in enumerate(specs):
+            session.add(Deployment(
+                request_key=f"load-{i}", service=spec.name, env=env,
+                version="v2", previous_version="v1", requester="U0LOAD",
+                state=State.QUEUED, strategy=spec.kind, channel=f"#deploys-{spec.name}",
+                created_at=now, updated_at=now, active_slot=f"{spec.name}/{env}",
+                next_action_at=now))
+        await session.commit()
+    bot.bot.wake()
 
 
 async def run(specs: list[Spec], world: World, database_url: str, tmp: Path) -> dict[str, Any]:
@@ -174,23 +201,10 @@ async def run(specs: list[Spec], world: World, database_url: str, tmp: Path) -> 
 
     runner._run_step = timed_step  # type: ignore[method-assign]
     by_name = {s.name: s for s in specs}
-    for name, providers in bot.bot.providers.items():
-        target = TimedTarget(SLOW_ANSWER_SECONDS if by_name[name].slow else 0.0)
-        object.__setattr__(providers, "target", target)
-        object.__setattr__(providers, "traffic", target)
+    install_targets(bot, {s.name for s in specs if s.slow})
     try:
         started = time.monotonic()
-        now = bot.clock()
-        async with bot.bot.sessions() as session:
-            for i, spec in enumerate(specs):
-                session.add(Deployment(
-                    request_key=f"load-{i}", service=spec.name, env="staging",
-                    version="v2", previous_version="v1", requester="U0LOAD",
-                    state=State.QUEUED, strategy=spec.kind, channel=f"#deploys-{spec.name}",
-                    created_at=now, updated_at=now, active_slot=f"{spec.name}/staging",
-                    next_action_at=now))
-            await session.commit()
-        bot.bot.wake()
+        await queue(bot, specs)
         rows = await finished(bot, [s.name for s in specs if not s.slow], started)
         elapsed = time.monotonic() - started
         return {"lags": lags, "steps": steps, "elapsed": elapsed,

@@ -10,9 +10,11 @@ Apart from the query parsing (``integrations.prometheus``) so that each stays sh
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 import httpx
@@ -83,6 +85,11 @@ class PrometheusHTTP:
     RETRY_ATTEMPTS = 3
     RETRY_WAIT_SECONDS = 0.2  # doubled per retry, capped at 2 s; tests set it to 0
     POST_ABOVE_CHARS = 2000  # longer encoded queries are sent as a POST form
+    # Queries open at once; the others wait their turn here (``_turn``). Prometheus runs
+    # 20 at a time by default (--query.max-concurrency) and queues the rest itself, while
+    # each one open here is a task on the event loop that also acks slash commands: fifty
+    # canaries judged together asked ~500 at once and held every ack for 1-2 s.
+    MAX_IN_FLIGHT = 8
 
     def __init__(
         self, config: PrometheusConfig, *, client: httpx.AsyncClient | None = None,
@@ -92,6 +99,7 @@ class PrometheusHTTP:
         self._client = client
         self._environ = environ
         self._options = options or HttpOptions()
+        self._turns = asyncio.Semaphore(self.MAX_IN_FLIGHT)
 
     @property
     def url(self) -> str:
@@ -139,16 +147,31 @@ class PrometheusHTTP:
             request: dict[str, Any] = {"method": "POST", "url": url, "data": params}
         else:
             request = {"method": "GET", "url": url, "params": params}
-        if self._client is not None:
-            return await self._client.request(**request, headers=headers, timeout=timeout)
-        async with new_client(PROVIDER, self.url, headers=headers,
-                              timeout_seconds=self._config.timeout_seconds,
-                              options=self._options) as client:
-            try:
-                return await client.request(**request)
-            except httpx.TransportError:
-                count_no_answer(self._options, PROVIDER, request["method"])
-                raise
+        async with self._turn():
+            if self._client is not None:
+                return await self._client.request(**request, headers=headers, timeout=timeout)
+            async with new_client(PROVIDER, self.url, headers=headers,
+                                  timeout_seconds=self._config.timeout_seconds,
+                                  options=self._options) as client:
+                try:
+                    return await client.request(**request)
+                except httpx.TransportError:
+                    count_no_answer(self._options, PROVIDER, request["method"])
+                    raise
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """One of ``MAX_IN_FLIGHT`` places; waiting the whole timeout for one is httpx's
+        ``PoolTimeout``, as waiting for a connection of a client's pool would be."""
+        try:
+            async with asyncio.timeout(self._config.timeout_seconds):
+                await self._turns.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout(f"{self.MAX_IN_FLIGHT} queries open already") from None
+        try:
+            yield
+        finally:
+            self._turns.release()
 
     async def _once(
         self, endpoint: str, params: dict[str, str], headers: dict[str, str]

@@ -3,6 +3,7 @@ canary scenario against a real Prometheus server (templates: tests/test_promql.p
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -209,6 +210,51 @@ async def test_connection_errors_are_retried_read_timeouts_are_not() -> None:
     with pytest.raises(MetricsError, match="did not answer within 2s") as err:
         await provider.query("up")
     assert err.value.transient and len(seen) == 1
+
+
+async def test_queries_beyond_what_prometheus_runs_at_once_wait_in_the_bot() -> None:
+    """Fifty canaries judged together ask ~500 queries at once: Prometheus runs 20 at a
+    time (``--query.max-concurrency``) and each one open in the bot is a task on the event
+    loop that also acks slash commands (bench/canary_ack.py). The rest wait their turn."""
+    limit = PrometheusProvider.MAX_IN_FLIGHT
+    in_flight, most, release = 0, 0, asyncio.Event()
+
+    async def held(_request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await release.wait()
+        in_flight -= 1
+        return httpx.Response(200, json=one_series(DOC_VECTOR))
+
+    provider, seen = make_provider(held)  # type: ignore[arg-type]
+    queries = [asyncio.ensure_future(provider.query("up")) for _ in range(3 * limit)]
+    for _ in range(20):  # every query that may start reaches Prometheus
+        await asyncio.sleep(0)
+    assert (in_flight, len(seen)) == (limit, limit)
+    release.set()
+    assert await asyncio.gather(*queries) == [1.0] * 3 * limit
+    assert (most, len(seen)) == (limit, 3 * limit)
+
+
+async def test_a_query_that_waits_its_whole_timeout_for_a_turn_fails_as_unreachable() -> None:
+    release = asyncio.Event()
+
+    async def held(_request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, json=one_series(DOC_VECTOR))
+
+    provider, seen = make_provider(held, timeout_seconds=0.05)  # type: ignore[arg-type]
+    busy = [asyncio.ensure_future(provider.query("up"))
+            for _ in range(PrometheusProvider.MAX_IN_FLIGHT)]
+    for _ in range(20):  # they reach Prometheus first
+        await asyncio.sleep(0)
+    with pytest.raises(MetricsError, match=r"could not connect to Prometheus at "
+                       r"http://prom.example:9090 \(timed out\)") as err:
+        await provider.query("up")
+    assert err.value.transient and len(seen) == PrometheusProvider.MAX_IN_FLIGHT
+    release.set()
+    assert await asyncio.gather(*busy) == [1.0] * PrometheusProvider.MAX_IN_FLIGHT
 
 
 @pytest.mark.parametrize(
