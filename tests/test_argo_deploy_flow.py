@@ -95,7 +95,8 @@ async def test_a_failed_analysisrun_rolls_back_and_names_the_metric(
 async def test_a_restart_mid_canary_goes_on_without_skipping_a_step(
         make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
-    config = argo_config(tmp_path, server, {**CANARY, "interval": 2})
+    # Each weight holds 4 s: long enough for the card to show it on a loaded machine.
+    config = argo_config(tmp_path, server, {**CANARY, "interval": 4})
     async with FakeSlack() as slack:
         first = await make_bot(config, fake_slack=slack)
         await first.driver.command("api staging v2.0.0")
