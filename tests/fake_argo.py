@@ -33,6 +33,7 @@ import httpx
 from aiohttp import web
 
 from tests.fake_argo_controller import ArgoController, fixture, pod_hash
+from tests.fake_http import serving_app
 
 ROOT = "/apis/argoproj.io/v1alpha1/namespaces"
 USER = "system:serviceaccount:shipbot:shipbot"
@@ -171,17 +172,7 @@ class FakeArgo(ArgoController):
     # -- on loopback, for a whole bot ----------------------------------------------------
 
     def app(self) -> web.Application:
-        async def serve(request: web.Request) -> web.Response:
-            forwarded = httpx.Request(request.method, str(request.url),
-                                      headers=dict(request.headers),
-                                      content=await request.read())
-            answer = self.handler(forwarded)
-            return web.Response(status=answer.status_code, body=answer.content,
-                                content_type="application/json")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", serve)
-        return app
+        return serving_app(self.handler)
 
 
 def _json_patch(obj: dict[str, Any], ops: list[dict[str, Any]]) -> str:

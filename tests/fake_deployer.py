@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from tests.fake_http import serving_app
+
 ACTIONS = {"deploys": "deploy", "rollbacks": "rollback", "weights": "set_weight",
            "promotions": "promote", "aborts": "abort"}
 MAX_SKEW_SECONDS = 300
@@ -120,18 +122,7 @@ class FakeDeployer:
                           "html": f"https://deployer.example.com/runs/{run.id}"}}
 
     def app(self) -> web.Application:
-        async def serve(request: web.Request) -> web.Response:
-            forwarded = httpx.Request(request.method, str(request.url),
-                                      headers=dict(request.headers), content=await request.read())
-            answer = self.handler(forwarded)
-            return web.Response(status=answer.status_code, body=answer.content,
-                                headers={k: v for k, v in answer.headers.items()
-                                         if k.lower() == "retry-after"},
-                                content_type="application/json")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", serve)
-        return app
+        return serving_app(self.handler, forward_headers=("retry-after",))
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:

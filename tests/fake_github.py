@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from tests.fake_http import serving_app
+
 FIXTURES = Path(__file__).parent / "fixtures" / "github"
 FIRST_RUN_ID = 30433642  # the id in GitHub's own example
 
@@ -447,16 +449,7 @@ class FakeGitHub:
     # -- on loopback, for a whole bot ----------------------------------------------------
 
     def app(self) -> web.Application:
-        async def serve(request: web.Request) -> web.Response:
-            forwarded = httpx.Request(request.method, str(request.url),
-                                      headers=dict(request.headers), content=await request.read())
-            answer = self.handler(forwarded)
-            return web.Response(status=answer.status_code, body=answer.content,
-                                content_type="application/json")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", serve)
-        return app
+        return serving_app(self.handler)
 
 
 def _unb64(text: str) -> bytes:

@@ -27,6 +27,8 @@ from urllib.parse import quote
 import httpx
 from aiohttp import web
 
+from tests.fake_http import serving_app
+
 FIXTURES = Path(__file__).parent / "fixtures" / "gitlab"
 FIRST_PIPELINE_ID = 287  # the id in GitLab's "Get a single pipeline" example
 WEB = "https://gitlab.example.com"
@@ -248,16 +250,7 @@ class FakeGitLab:
     # -- on loopback, for a whole bot ----------------------------------------------------
 
     def app(self) -> web.Application:
-        async def serve(request: web.Request) -> web.Response:
-            forwarded = httpx.Request(request.method, str(request.url),
-                                      headers=dict(request.headers), content=await request.read())
-            answer = self.handler(forwarded)
-            return web.Response(status=answer.status_code, body=answer.content,
-                                content_type="application/json")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", serve)
-        return app
+        return serving_app(self.handler)
 
 
 def commit(n: int, title: str, *, author: str = "Example User",

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from tests.fake_http import serving_app
 from tests.fake_kube_controller import REVISION, DeploymentController, Rollout, fixture, uid
 from tests.fake_kube_patch import PatchError, json_patch, merge_patch
 
@@ -247,16 +248,7 @@ class FakeKubernetes(DeploymentController):
     # -- on loopback, for a whole bot ----------------------------------------------------
 
     def app(self) -> web.Application:
-        async def serve(request: web.Request) -> web.Response:
-            forwarded = httpx.Request(request.method, str(request.url),
-                                      headers=dict(request.headers), content=await request.read())
-            answer = self.handler(forwarded)
-            return web.Response(status=answer.status_code, body=answer.content,
-                                content_type="application/json")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", serve)
-        return app
+        return serving_app(self.handler)
 
 
 def _invalid(dep: dict[str, Any]) -> str | None:
