@@ -122,7 +122,8 @@ async def deployment_states(bot: LocalBot, services: list[str]) -> dict[str, int
     return dict(rows)
 
 
-async def _serve_shipbot(conn: Connection, services: list[str], database: str | None) -> None:
+async def _serve_shipbot(conn: Connection, services: list[str], database: str | None,
+                         memory_targets: bool = False) -> None:
     """A LocalBot with ``services``; reports its deployment rows by state when told to stop."""
     counter = LogCounter()
     logging.getLogger().addHandler(counter)
@@ -131,6 +132,9 @@ async def _serve_shipbot(conn: Connection, services: list[str], database: str | 
         bot = LocalBot(parse_config(bench_settings(services)), state_dir=tmp / "state",
                        database_url=database or f"sqlite:///{tmp}/shipbot.db")
         async with bot:
+            if memory_targets:
+                from bench.engine_load import install_targets
+                install_targets(bot, slow=set())
             conn.send({"url": bot.url, "secret": bot.signing_secret})
             began = time.process_time()  # this process's CPU, its threads' included
             await asyncio.to_thread(conn.recv)
@@ -144,19 +148,21 @@ async def _serve_shipbot(conn: Connection, services: list[str], database: str | 
 
 
 def serve(conn: Connection, target: str, services: list[str], database: str | None,
-          profile: str | None = None) -> None:
+          profile: str | None = None, memory_targets: bool = False) -> None:
     """Child process entry point: serve ``target`` until the parent says stop. With
     ``profile``, Shipbot's process is sampled by pyinstrument (``pip install
-    pyinstrument``) and the report written there: where the event loop's time goes."""
+    pyinstrument``) and the report written there: where the event loop's time goes.
+    ``memory_targets``: every deploy target in memory (bench/engine_load.py) instead of
+    the ``command`` provider, whose two Python processes per deploy compete for the cores."""
     if target == "shipbot" and profile:
         from pyinstrument import Profiler
         profiler = Profiler(interval=0.0005, async_mode="disabled")
         with profiler:
-            asyncio.run(_serve_shipbot(conn, services, database))
+            asyncio.run(_serve_shipbot(conn, services, database, memory_targets))
         Path(profile).write_text(profiler.output_text(unicode=False, color=False,
                                                       show_all=False))
     elif target == "shipbot":
-        asyncio.run(_serve_shipbot(conn, services, database))
+        asyncio.run(_serve_shipbot(conn, services, database, memory_targets))
     else:
         asyncio.run(_serve_bare(conn, before_response=target == "bare-pbr"))
 

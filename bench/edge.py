@@ -136,7 +136,9 @@ async def one_run(app: str, client: str, scenario: str, plans: Plans,
     """Start ``app``, warm it up, measure one scenario with one client, stop it."""
     plans.fresh()
     profile = args.profile and f"{args.profile}-{client}-{scenario}.txt"
-    server = Server(app, plans.services, None, profile if app == "shipbot" else None)
+    database = args.new_database() if app == "shipbot" and args.new_database else None
+    server = Server(app, plans.services, database, profile if app == "shipbot" else None,
+                    args.targets == "memory")
     ready = await server.ready()
     limits = httpx.Limits(max_connections=args.concurrency,
                           max_keepalive_connections=args.concurrency)
@@ -232,10 +234,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="requests/s signed ahead per wrk second (more than any app does)")
     parser.add_argument("--profile", help="write a pyinstrument profile of each Shipbot run "
                         "to PROFILE-<client>-<scenario>.txt")
+    parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite",
+                        help="Shipbot's database: a fresh one for each run")
+    parser.add_argument("--targets", choices=("command", "memory"), default="command",
+                        help="Shipbot's deploy targets: the command provider (two Python "
+                        "processes per deploy) or in memory (what Shipbot itself costs)")
     parser.add_argument("--clients", type=listed, default=["wrk", "python"])
     parser.add_argument("--scenarios", type=listed, default=["mix", *KINDS])
     return parser.parse_args(argv)
 
 
+def run(args: argparse.Namespace) -> None:
+    args.new_database = None
+    if args.db == "sqlite":
+        asyncio.run(main(args))
+        return
+    from tests.postgres_fixture import create_database, running_postgres
+    with running_postgres() as server:
+        args.new_database = lambda: create_database(server)
+        asyncio.run(main(args))
+
+
 if __name__ == "__main__":
-    asyncio.run(main(parse_args()))
+    run(parse_args())

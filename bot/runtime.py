@@ -43,7 +43,7 @@ from bot.settings import Settings
 from bot.slack.app import build_slack_app, build_web_client, tell_user
 from bot.slack.directory import SlackDirectory
 from bot.slack.notifier import Notifier
-from bot.store.db import create_engine, create_schema, session_factory
+from bot.store.db import create_engine, create_schema, edge_engine, session_factory
 from bot.store.writers import WriterQueue
 from commands.catalog import Catalog
 from commands.handlers import CommandHandlers
@@ -62,14 +62,19 @@ class Shipbot:
         self.metrics = Metrics()
         # The one redaction step: Slack calls and acks, the audit trail and the log handlers.
         self.redactor = Redactor.for_bot(settings, config, os.environ)
-        self.db = create_engine(settings.DATABASE_URL)
+        self.db = create_engine(settings.DATABASE_URL)  # the engine's work
+        self.edge_db = edge_engine(self.db, settings.DATABASE_URL)  # what a person waits for
         # Every outbound provider request (CI, deploy, metrics, HTTP checks) is counted.
         self.http = HttpOptions(observe=self.metrics.count_provider_request)
         context = ProviderContext(state_dir=settings.SHIPBOT_STATE_DIR, http=self.http)
         self.providers = build_providers(config, context)
         # Sessions know the mirrored services: their state changes queue MirrorEvents.
-        self.sessions = session_factory(self.db, self.redactor, frozenset(
-            name for name, p in self.providers.items() if p.mirror is not None))
+        mirrored = frozenset(name for name, p in self.providers.items()
+                             if p.mirror is not None)
+        self.sessions = session_factory(self.db, self.redactor, mirrored)
+        # Commands, clicks and webhooks: never waiting for a connection behind the runner.
+        self.edge_sessions = session_factory(self.edge_db, self.redactor, mirrored)
+        edge = self.edge_sessions
         self.writers, self.urgency = WriterQueue(settings.DATABASE_URL), Urgency()
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL,
@@ -97,21 +102,21 @@ class Shipbot:
             writers=self.writers, lease=lease, http=self.http,
         )
         self.service = DeployService(
-            self.sessions, self.policy, self.providers, clock, on_change=self.wake,
+            edge, self.policy, self.providers, clock, on_change=self.wake,
             writers=self.writers)
-        self.approvals = ApprovalService(self.sessions, self.policy, clock, on_change=self.wake)
-        self.guards = GuardService(self.sessions, self.policy, clock)
-        self.controls = ControlService(self.sessions, self.policy, self.providers, clock,
+        self.approvals = ApprovalService(edge, self.policy, clock, on_change=self.wake)
+        self.guards = GuardService(edge, self.policy, clock)
+        self.controls = ControlService(edge, self.policy, self.providers, clock,
                                        on_change=self.wake)
-        self.rollbacks = RollbackService(self.sessions, self.policy, clock,
+        self.rollbacks = RollbackService(edge, self.policy, clock,
                                          on_change=self.advance_first, writers=self.writers,
                                          urgency=self.urgency)
-        self.alerts = AlertService(self.sessions, config, self.policy, clock, self.rollbacks,
+        self.alerts = AlertService(edge, config, self.policy, clock, self.rollbacks,
                                    on_change=self.notifier.kick,  # only messages to send
                                    writers=self.writers)
         catalog = Catalog({n: config.environments_of(n) for n in config.services},
                           config.environment_order)
-        self.inbox = Inbox(self.sessions, clock, owner=owner, writers=self.writers)
+        self.inbox = Inbox(edge, clock, owner=owner, writers=self.writers)
         self.handlers = CommandHandlers(self.service, self.approvals, self.guards,
                                         self.controls, catalog, clock,
                                         rollbacks=self.rollbacks, alerts=self.alerts,
@@ -254,6 +259,8 @@ class Shipbot:
         if self.client.session is not None:
             await self.client.session.close()
         await self.db.dispose()
+        if self.edge_db is not self.db:
+            await self.edge_db.dispose()
         if self._state_lock is not None:
             os.close(self._state_lock)  # the next process of this replica may start
             self._state_lock = None

@@ -68,10 +68,11 @@ def write_transactions(engine: AsyncEngine,
 async def test_a_deploy_and_its_record_commit_in_one_transaction(make_bot,
                                                                  database_url) -> None:
     bot = await make_bot(database_url=database_url)
-    # The runner claims the new deployment meanwhile (an update): only the ack's writes.
+    # The runner claims the new deployment meanwhile (an update): only the ack's writes,
+    # on the edge's own pool (the same engine on SQLite).
     ack_writes = {("INSERT", "deployment"), ("INSERT", "inboundrequest"),
                   ("UPDATE", "inboundrequest")}
-    with write_transactions(bot.bot.db, ack_writes) as seen:
+    with write_transactions(bot.bot.edge_db, ack_writes) as seen:
         reply = await bot.driver.command("api staging v1.0.0", trigger_id=TRIGGER)
         assert "Deployment #1" in reply.json()["text"]
     assert len(seen) == 1, seen  # no deployment without its record, nor the reverse

@@ -3,6 +3,7 @@ the web handlers and the engine can write concurrently."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, make_url
@@ -21,7 +22,27 @@ MIRRORED_INFO = "shipbot_mirrored_services"
 REDACTOR_INFO = "redactor"
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+@dataclass(frozen=True)
+class PoolSize:
+    """A PostgreSQL connection pool: kept open, opened beyond that, and how long a
+    session waits for one before it fails."""
+
+    size: int
+    overflow: int
+    timeout: float
+
+
+# Two pools per replica, 40 of the server's max_connections (100 by default) in all.
+# The engine's: the runner's steps (a step holds one from its first read to its commit),
+# the notifier, mirrors, heartbeats; background work waits for a connection rather than
+# fail. The edge's: slash commands, clicks and webhooks, each holding one only for a few
+# short queries, so they never wait behind the engine's work and miss Slack's 3 s.
+ENGINE_POOL = PoolSize(size=20, overflow=10, timeout=60)
+EDGE_POOL = PoolSize(size=5, overflow=5, timeout=10)
+
+
+def create_engine(database_url: str, pool: PoolSize = ENGINE_POOL) -> AsyncEngine:
+    """``pool`` sizes a PostgreSQL pool; SQLite's is unbounded (see below)."""
     url = async_database_url(database_url)
     if url.startswith("sqlite") and not _sqlite_file(url):
         # In memory: SQLAlchemy gives it a single shared connection (StaticPool), which
@@ -33,13 +54,8 @@ def create_engine(database_url: str) -> AsyncEngine:
         # connections are cheap, and the pool keeps 20 of them open between bursts.
         engine = create_async_engine(url, pool_size=20, max_overflow=-1)
     else:
-        # Sized for the runner's steps (each holds a connection only while it reads and
-        # writes, never across the target's I/O), the notifier, the web handlers and
-        # slash-command acks (SQLAlchemy's default, 5 + 10, made an ack wait behind the
-        # slowest step). Each replica may open 40 of the server's max_connections (100 by
-        # default); one finding none fails after 10 s rather than SQLAlchemy's 30 s.
-        engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=30,
-                                     pool_timeout=10)
+        engine = create_async_engine(url, pool_pre_ping=True, pool_size=pool.size,
+                                     max_overflow=pool.overflow, pool_timeout=pool.timeout)
     if url.startswith("sqlite"):
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -51,6 +67,14 @@ def create_engine(database_url: str) -> AsyncEngine:
             cur.close()
 
     return engine
+
+
+def edge_engine(engine: AsyncEngine, database_url: str) -> AsyncEngine:
+    """The edge's own pool on PostgreSQL. On SQLite, the same engine: its pool has no
+    bound to exhaust, and an in-memory database exists only on that engine's connection."""
+    if async_database_url(database_url).startswith("sqlite"):
+        return engine
+    return create_engine(database_url, EDGE_POOL)
 
 
 def _sqlite_file(url: str) -> bool:

@@ -123,7 +123,7 @@ def _readiness(bot: Shipbot, slack_link: SocketModeLink | None
 async def _database_state(bot: Shipbot) -> str:
     """"ok", or what went wrong, bounded in time so a hung database fails readiness."""
     try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS), bot.sessions() as session:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS), bot.edge_sessions() as session:
             await session.exec(text("SELECT 1"))  # type: ignore[call-overload]
     except TimeoutError:
         return f"no answer within {HEALTH_TIMEOUT_SECONDS:g}s"
