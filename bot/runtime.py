@@ -36,7 +36,7 @@ from bot.engine.providers import build_providers
 from bot.engine.replicas import Heartbeat
 from bot.engine.rollback import RollbackService
 from bot.engine.runner import Runner
-from bot.engine.urgency import Urgency
+from bot.engine.urgency import Urgency, YieldingMetrics
 from bot.metrics import Metrics
 from bot.redact import Redactor
 from bot.settings import Settings
@@ -98,8 +98,9 @@ class Shipbot:
             self.sessions, self.providers, clock, self.metrics, self.policy,
             owner=owner,
             poll_seconds=config.poll_interval_seconds, on_change=self._changed,
-            metrics_provider=build_metrics(config.metrics, context) if config.metrics else None,
-            writers=self.writers, lease=lease, http=self.http,
+            metrics_provider=YieldingMetrics(build_metrics(config.metrics, context),
+                                             self.urgency) if config.metrics else None,
+            writers=self.writers, lease=lease, http=self.http, urgency=self.urgency,
         )
         self.service = DeployService(
             edge, self.policy, self.providers, clock, on_change=self.wake,
@@ -123,7 +124,8 @@ class Shipbot:
                                         inbox=self.inbox)
         secret = settings.SLACK_SIGNING_SECRET
         self.slack: AsyncApp = build_slack_app(
-            self.client, secret.get_secret_value() if secret else None, self.handlers)
+            self.client, secret.get_secret_value() if secret else None, self.handlers,
+            self.urgency)
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._state_lock: int | None = None
@@ -222,7 +224,7 @@ class Shipbot:
     def advance_first(self) -> None:
         """A rollback was recorded: reach the deploy target before posting about it (the
         runner kicks the notifier once it has advanced something)."""
-        self.urgency.until_done(self._spawn(self.runner.tick(under_way=False)))
+        self.urgency.until_done(self._spawn(self.runner.tick(under_way=False, urgent=True)))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

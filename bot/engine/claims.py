@@ -31,13 +31,19 @@ def due(now: datetime) -> ColumnElement[bool]:
                 col(Deployment.next_action_at) <= now)
 
 
+def unleased(now: datetime) -> ColumnElement[bool]:
+    """Nobody holds it, or the holder's lease ran out."""
+    return or_(col(Deployment.lease_until).is_(None), col(Deployment.lease_until) < now)
+
+
 async def due_ids(sessions: Sessions, replica: str, now: datetime, limit: int) -> list[int]:
     """Up to ``limit`` deployments due by ``now`` that ``replica`` may claim, oldest due
-    first (a read: claiming them is ``claim``)."""
+    first (a read: claiming them is ``claim``). Leased ones are left out, so the next
+    batch of a tick is the next deployments, not the ones its last batch claimed."""
     async with sessions() as session:
         found = (await session.exec(
             select(Deployment.id)
-            .where(due(now), replicas.claimable(replica, now))
+            .where(due(now), unleased(now), replicas.claimable(replica, now))
             .order_by(col(Deployment.next_action_at))
             .limit(limit)
         )).all()
@@ -54,9 +60,7 @@ async def claim(sessions: Sessions, writers: WriterQueue, dep_ids: list[int], *,
     async with writers(), sessions() as session:
         result = await session.exec(
             update(Deployment)
-            .where(col(Deployment.id).in_(dep_ids), due(now),
-                   or_(col(Deployment.lease_until).is_(None),
-                       col(Deployment.lease_until) < now),
+            .where(col(Deployment.id).in_(dep_ids), due(now), unleased(now),
                    replicas.claimable(replica, now))
             .values(lease_owner=owner, lease_until=now + lease,
                     row_version=col(Deployment.row_version) + 1)

@@ -30,6 +30,7 @@ from bot.engine.machine import State
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.turns import Turns
+from bot.engine.urgency import Urgency
 from bot.engine.wakeups import Wakeups
 from bot.metrics import Metrics
 from bot.store.db import Sessions
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 # what is due up to this many, starts their steps and returns to claiming at the next
 # tick or wake-up, so one slow target never holds up the others.
 MAX_STEPS = 200
-CLAIM_BATCH = 100  # due deployments claimed per tick (one UPDATE)
+CLAIM_BATCH = 5  # due deployments claimed and started at once (one UPDATE each batch)
 COUNT_EVERY = 5.0  # seconds between refreshes of the per-state gauge (a GROUP BY)
 
 
@@ -69,6 +70,7 @@ class Runner(Advancing):
         replica: str | None = None,
         http: HttpOptions | None = None,
         wake_when_due: bool = True,
+        urgency: Urgency | None = None,
     ) -> None:
         """``wake_when_due``: claim a deployment this runner advanced when it is due again
         (``Wakeups``), not only at the scheduler's ticks."""
@@ -88,21 +90,22 @@ class Runner(Advancing):
         self._counted_at = float("-inf")
         self.turns = Turns()  # tests wait for a whole tick with ``turns.next()``
         self.wakeups = Wakeups(clock, self.start_tick) if wake_when_due else None
+        self.urgency = urgency or Urgency()  # acks being answered: claims wait for them
 
-    async def tick(self, *, under_way: bool = True) -> int:
+    async def tick(self, *, under_way: bool = True, urgent: bool = False) -> int:
         """Claim every due deployment (up to ``MAX_STEPS`` under way), advance each once
         and return how many were advanced. Only the claim is serialised; the steps run as
         tasks of their own, so further ticks claim other deployments while a slow target
-        holds one up. With ``under_way`` the tick also waits for (and counts) the steps
-        earlier ticks started: it is a whole turn, after which whatever was due has been
-        advanced (what ``turns`` promise); without, it waits for its own steps only."""
+        holds one up. An ``urgent`` tick (a rollback) claims at once, without letting the
+        acks being answered go first. With ``under_way`` the tick also waits for (and
+        counts) the steps earlier ticks started: it is a whole turn, after which whatever
+        was due has been advanced (what ``turns`` promise); without, it waits for its own
+        steps only."""
         if self._draining or (self._waiting and not under_way):  # a claim queued before
             return 0  # this one takes what is due, or stopping
         with self.turns.turn() if under_way else contextlib.nullcontext():
-            async with self._queued():
-                earlier = [t for t in self._steps.values() if not t.done()] if under_way \
-                    else []
-                steps = await self._claim_due()
+            earlier = [t for t in self._steps.values() if not t.done()] if under_way else []
+            steps = await self._claim_due(urgent)
             await asyncio.gather(*earlier, return_exceptions=True)
             if not steps:
                 await self._count_states()  # the gauge exists from the first tick on
@@ -139,14 +142,36 @@ class Runner(Advancing):
         if not task.cancelled() and task.exception() is not None:
             log.error("a runner tick failed", exc_info=task.exception())
 
-    async def _claim_due(self) -> dict[int, asyncio.Task[None]]:
+    async def _claim_due(self, urgent: bool) -> dict[int, asyncio.Task[None]]:
+        """Claim and start what is due, ``CLAIM_BATCH`` at a time. Before each batch, the
+        requests a person waits for that are being answered go first (``Urgency``,
+        bounded; not for an ``urgent`` tick): a hundred steps started at once would hold
+        the event loop those acks share. Only the claim holds the tick lock, so a
+        rollback's tick never waits behind this one's waiting."""
+        started: dict[int, asyncio.Task[None]] = {}
+        more = True
+        while more and not self._draining:
+            if not urgent:
+                await self.urgency.wait_quiet()
+            async with self._queued():
+                batch, more = await self._claim_batch()
+            started.update(batch)
+        return started
+
+    async def _claim_batch(self) -> tuple[dict[int, asyncio.Task[None]], bool]:
+        """Up to ``CLAIM_BATCH`` due deployments claimed and started; and whether more
+        may be due."""
         room = min(CLAIM_BATCH, MAX_STEPS - sum(not t.done() for t in self._steps.values()))
-        if room <= 0:
-            return {}
+        if room <= 0 or self._draining:
+            return {}, False
         due = await claims.due_ids(self.sessions, self.replica, self.clock(), room)
         # Never a second step of a deployment this process is still advancing (its lease
         # may have lapsed while the database was away: the step goes on, and ends it).
-        claimed = await self._claim([i for i in due if not self._busy(i)])
+        batch = await self._start(await self._claim([i for i in due if not self._busy(i)]))
+        return batch, len(due) == room and bool(batch)
+
+    async def _start(self, claimed: list[int]) -> dict[int, asyncio.Task[None]]:
+        """A step task for each claimed deployment (none once shutdown began: released)."""
         if self._draining:  # shutdown began while claiming: leave them to the others
             for dep_id in claimed:
                 await self._release(dep_id)

@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.inbox import Request
+from bot.engine.urgency import Urgency
 from bot.redact import Redactor
 from bot.slack.blocks import REJECT_CALLBACK, reject_modal
 from bot.slack.identity import BotIdentity
@@ -57,7 +58,8 @@ def build_web_client(token: str, base_url: str,
 
 
 def build_slack_app(
-    client: RedactingWebClient, signing_secret: str | None, handlers: CommandHandlers
+    client: RedactingWebClient, signing_secret: str | None, handlers: CommandHandlers,
+    urgency: Urgency | None = None,
 ) -> AsyncApp:
     identity = BotIdentity(client, client.token or "")
     if not any(isinstance(f, _ExpectedTokenWarning) for f in log.filters):
@@ -69,6 +71,7 @@ def build_slack_app(
         signing_secret=signing_secret or secrets.token_hex(32),
         authorize=identity.authorizer(),  # one workspace, one token: no auth.test per request
         logger=log,
+        urgency=urgency,
     )
 
     @app.command("/deploy")

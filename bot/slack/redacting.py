@@ -17,6 +17,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.engine.urgency import Urgency
 from bot.logs import quiet_signature_failures
 from bot.redact import Redactor
 
@@ -43,15 +44,22 @@ class RedactingWebClient(AsyncWebClient):
 
 class RedactingApp(AsyncApp):
     """A Bolt app whose responses (ack bodies: slash command replies, modal errors) are
-    redacted with its client's redactor, the same instance the Web API calls use."""
+    redacted with its client's redactor, the same instance the Web API calls use.
 
-    def __init__(self, *, client: RedactingWebClient, **kwargs: Any) -> None:
+    Every request, over HTTP or Socket Mode, is ``urgent`` until acknowledged: a person
+    waits for it, so the engine's background work holds back meanwhile (a Bolt middleware
+    would not do: the chain runs before the listener, not around it)."""
+
+    def __init__(self, *, client: RedactingWebClient, urgency: Urgency | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(client=client, **kwargs)
         self._redactor = client.redactor
+        self._urgency = urgency or Urgency()
         quiet_signature_failures()
 
     async def async_dispatch(self, req: AsyncBoltRequest) -> BoltResponse:
-        resp = await super().async_dispatch(req)
+        async with self._urgency.urgent():
+            resp = await super().async_dispatch(req)
         if resp.body:
             resp.body = self._redact_body(resp.body)
         return resp
