@@ -16,12 +16,14 @@ import pytest
 from aiohttp import web
 
 from bot.config import ShipbotConfig, parse_config
+from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import LocalBot
 from bot.store.db import create_engine, create_schema
 from tests.processes import cancel_runs, leftovers
 
 pytest_plugins = ["tests.alertmanager_fixture", "tests.alert_helpers"]  # alert-thread fixtures
 STEP = str(Path(__file__).parent / "scripts" / "step.py")
+BOTS = pytest.StashKey[list[LocalBot]]()  # the bots make_bot started for a test
 
 
 def step(log: Path, **env: Any) -> dict[str, Any]:
@@ -79,9 +81,9 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def make_bot(tmp_path: Path, migrated_sqlite: Path
+async def make_bot(request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path
                    ) -> AsyncIterator[Callable[..., Awaitable[LocalBot]]]:
-    bots: list[LocalBot] = []
+    bots = request.node.stash.setdefault(BOTS, [])
 
     async def factory(config: ShipbotConfig | None = None, **kwargs: Any) -> LocalBot:
         database_url = kwargs.pop("database_url", None)
@@ -97,12 +99,40 @@ async def make_bot(tmp_path: Path, migrated_sqlite: Path
         return bot
 
     yield factory
-    for bot in bots:
-        await bot.stop()
+    await stop_bots(request.node)
     # Runs outlive the bot by design; the test's must not outlive the test.
     await asyncio.to_thread(cancel_runs, tmp_path / "state")
     leaked = await asyncio.to_thread(leftovers, f"{tmp_path}{os.sep}")
     assert not leaked, f"processes still running after the test (now killed): {leaked}"
+
+
+async def stop_bots(node: pytest.Item) -> None:
+    """Stop the bots ``make_bot`` started for the test at ``node``, oldest first."""
+    bots = node.stash.get(BOTS, [])
+    while bots:
+        await bots.pop(0).stop()
+
+
+@pytest.fixture
+async def fake_slacks(request: pytest.FixtureRequest
+                      ) -> AsyncIterator[Callable[..., Awaitable[FakeSlack]]]:
+    """Start a fake Slack (``FakeSlack``'s arguments) to give ``make_bot(fake_slack=...)``.
+
+    Each is stopped only after the test's bots, whatever the order the test asked for the
+    fixtures in: a bot whose Slack went first spends ~2 s of its shutdown retrying the
+    posts it had under way against a closed port."""
+    slacks: list[FakeSlack] = []
+
+    async def start(**kwargs: Any) -> FakeSlack:
+        slack = FakeSlack(**kwargs)
+        await slack.start()
+        slacks.append(slack)
+        return slack
+
+    yield start
+    await stop_bots(request.node)
+    for slack in slacks:
+        await slack.stop()
 
 
 class FakeClock:

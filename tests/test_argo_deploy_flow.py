@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from bot.config import ShipbotConfig, parse_config
-from bot.devtools.fake_slack import FakeSlack
 from bot.store.models import Deployment
 from tests.conftest import eventually, make_config, serving
 from tests.fake_argo import FakeArgo
@@ -93,25 +92,25 @@ async def test_a_failed_analysisrun_rolls_back_and_names_the_metric(
 
 
 async def test_a_restart_mid_canary_goes_on_without_skipping_a_step(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        make_bot, fake_slacks, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
     # Each weight holds 4 s: long enough for the card to show it on a loaded machine.
     config = argo_config(tmp_path, server, {**CANARY, "interval": 4})
-    async with FakeSlack() as slack:
-        first = await make_bot(config, fake_slack=slack)
-        await first.driver.command("api staging v2.0.0")
+    slack = await fake_slacks()
+    first = await make_bot(config, fake_slack=slack)
+    await first.driver.command("api staging v2.0.0")
 
-        async def at_25() -> Deployment | None:
-            [dep] = await deployments(first)
-            return dep if fake.status.get("currentStepIndex") == 4 and dep.stage >= 3 \
-                else None
+    async def at_25() -> Deployment | None:
+        [dep] = await deployments(first)
+        return dep if fake.status.get("currentStepIndex") == 4 and dep.stage >= 3 \
+            else None
 
-        await eventually(at_25, timeout=60)  # slow under a loaded CI machine
-        card = await card_says(first, "Argo step 4/8, canary weight 25 %, Paused")
-        assert "canary: ~5%~ ▸ *25%* ▸ 50% ▸ 100%" in card_text(card)
-        await first.stop()
-        second = await make_bot(config, fake_slack=slack)
-        [dep] = await finished(second)
+    await eventually(at_25, timeout=60)  # slow under a loaded CI machine
+    card = await card_says(first, "Argo step 4/8, canary weight 25 %, Paused")
+    assert "canary: ~5%~ ▸ *25%* ▸ 50% ▸ 100%" in card_text(card)
+    await first.stop()
+    second = await make_bot(config, fake_slack=slack)
+    [dep] = await finished(second)
     assert dep.state == "succeeded", dep.detail
     assert clears(fake) == 3
     starts = [b for _, _, b in fake.writes() if "deploy-key" in str(b)]
