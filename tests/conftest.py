@@ -199,7 +199,11 @@ async def outbox_delivered(bot: LocalBot) -> None:
 @pytest.fixture
 def launch(make_bot, quiet) -> Callable[..., Awaitable[LocalBot]]:
     """make_bot on a fake Slack without rate limits (``quiet`` says why): rollout threads
-    are long, and pacing them at one post a second outlasts these tests' waits."""
+    are long, and pacing them at one post a second outlasts these tests' waits. Also for
+    the provider flows and what a deployment ships, whose subject is not Slack's pacing:
+    each 429 costs the client Retry-After plus up to 1 s of jitter, and the Argo, Helm,
+    webhook and GitHub flows, build-once and changelog tests spent ~70 s in them. The
+    deploy, approval and restart tests keep the limits on."""
     return lambda config, **kwargs: make_bot(config, fake_slack=quiet, **kwargs)
 
 
