@@ -8,15 +8,16 @@ mock; so these fixtures run the actual server (``prometheus_server``). Use via
 A new server's first scrape comes 5-6 s after it is ready: Prometheus hands new targets
 to its scrape loop on a 5 s tick, in discovery and again in the scrape manager (2.42 has
 no setting below 5 s: ``--scrape.discovery-reload-interval`` is floored at it). So each
-test process keeps a spare: started as soon as the collected tests show that one will be
-wanted, the next one as each is handed out, every one in a background thread. That wait
-then overlaps other tests instead of preceding each of these.
+test process keeps two spares: started as soon as the collected tests show that one will be
+wanted, another as each is handed out, every one in a background thread. That wait then
+overlaps other tests instead of preceding each of these.
 """
 
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -28,35 +29,36 @@ from tests.traffic_exporter import TrafficExporter
 
 
 class Spares:
-    """One Prometheus (and its exporter) always starting or ready, for the next test."""
+    """``DEPTH`` Prometheus servers (and exporters) always starting or ready, for the next
+    tests: two, because a worker often runs two of these tests back to back."""
+
+    DEPTH = 2
 
     def __init__(self) -> None:
         self._base = tempfile.TemporaryDirectory(prefix="shipbot-prometheus-")
-        # One thread: spares start one at a time, never two Prometheus start-ups at once.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prometheus-spare")
-        self._next: Future[PrometheusServer] | None = None
+        self._pool = ThreadPoolExecutor(self.DEPTH, thread_name_prefix="prometheus-spare")
+        self._next: deque[Future[PrometheusServer]] = deque()
 
     def prepare(self) -> None:
-        """Start the next spare, unless one is already on its way."""
-        if self._next is None:
-            self._next = self._pool.submit(self._start)
+        """Start spares until ``DEPTH`` are on their way."""
+        while len(self._next) < self.DEPTH:
+            self._next.append(self._pool.submit(self._start))
 
     def take(self) -> PrometheusServer:
-        """The spare (waiting for it if it is still starting); the next one starts now.
+        """The oldest spare (waiting for it if it is still starting); another starts now.
 
         A spare that failed to start fails (or, without the binary, skips) the test that
         takes it, as starting its own would have."""
         self.prepare()
-        taken, self._next = self._next, None
+        taken = self._next.popleft()
         self.prepare()
-        assert taken is not None
         return taken.result()
 
     def close(self) -> None:
-        """Stop the spare nobody took and remove what the spares wrote."""
-        if self._next is not None and not self._next.cancel() \
-                and self._next.exception() is None:
-            stop_prometheus(self._next.result())
+        """Stop the spares nobody took and remove what the spares wrote."""
+        for spare in self._next:
+            if not spare.cancel() and spare.exception() is None:
+                stop_prometheus(spare.result())
         self._pool.shutdown(wait=True)
         self._base.cleanup()
 
@@ -81,7 +83,7 @@ def spares_of(config: pytest.Config) -> Spares:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the first spare once it is known that a test here will want one."""
+    """Start the spares once it is known that a test here will want one."""
     if session.config.option.collectonly:
         return
     if any("prometheus" in getattr(item, "fixturenames", ()) for item in session.items):
