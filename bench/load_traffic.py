@@ -106,7 +106,7 @@ class World:
 def running_world(tmp: Path, *, canaries: list[str], bad: list[str],
                   flaky: list[str]) -> Iterator[World]:
     """This file as a subprocess, and Prometheus (1 s scrapes) as the tests start it."""
-    from tests.prometheus_fixture import _stop, start_prometheus
+    from tests.prometheus_server import _stop, start_prometheus
 
     argv = [sys.executable, __file__, "--canaries", ",".join(canaries),
             "--bad", ",".join(bad), "--flaky", ",".join(flaky)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,16 +25,13 @@ ZERO = "0001-01-01T00:00:00Z"
 
 
 @pytest.fixture
-async def quiet() -> AsyncIterator[FakeSlack]:
+async def quiet(fake_slacks: Callable[..., Awaitable[FakeSlack]]) -> FakeSlack:
     """A fake Slack without rate limits (import it to use it). Why: alert threads and
     rollouts post a dozen replies to one channel within seconds; at Slack's 1 post/s the
     bot's retry handler copes, but six of these tests then outlast their 15 s waits (tried
     on 14 files: 6 failed, the slowest that passed took 25 s). The limits have their own
     tests (test_fake_slack), and the deploy, approval and restart tests run with them on."""
-    slack = FakeSlack(rate_limits=False)
-    await slack.start()
-    yield slack
-    await slack.stop()
+    return await fake_slacks(rate_limits=False)
 
 
 def iso(when: datetime | None = None) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import LocalBot
 from bot.slack.blocks import REJECT_CALLBACK
 from bot.store.models import Approval, AuditEvent
@@ -94,21 +93,17 @@ async def test_production_waits_for_an_approver_and_then_deploys(make_bot, tmp_p
     assert "Approved by <@U0CAROL> at" in json.dumps(msg)
 
 
-async def test_user_group_members_may_approve(make_bot, tmp_path) -> None:
-    slack = FakeSlack()
-    await slack.start()
-    try:
-        slack.add_usergroup("S0SRE", "sre-leads", ["U0BOB"])
-        bot = await make_bot(fake_slack=slack)
-        await staged(bot)
-        await bot.driver.command("api production v1.4.2", user="U0ALICE")
-        message = await approval_message(bot)
-        await bot.driver.click(ActionId.APPROVE, buttons(message)[0]["value"], user="U0BOB")
-        [reply] = await ephemerals_to(bot, "U0BOB")
-        assert reply.startswith("Approved")
-        assert (await finished(bot, 2))[1].state == "succeeded"
-    finally:
-        await slack.stop()
+async def test_user_group_members_may_approve(make_bot, fake_slacks, tmp_path) -> None:
+    slack = await fake_slacks()
+    slack.add_usergroup("S0SRE", "sre-leads", ["U0BOB"])
+    bot = await make_bot(fake_slack=slack)
+    await staged(bot)
+    await bot.driver.command("api production v1.4.2", user="U0ALICE")
+    message = await approval_message(bot)
+    await bot.driver.click(ActionId.APPROVE, buttons(message)[0]["value"], user="U0BOB")
+    [reply] = await ephemerals_to(bot, "U0BOB")
+    assert reply.startswith("Approved")
+    assert (await finished(bot, 2))[1].state == "succeeded"
 
 
 async def test_two_required_approvals_with_racing_and_double_clicks(make_bot, tmp_path) -> None:
@@ -265,36 +260,33 @@ async def test_expiry_fires_after_a_restart(tmp_path: Path) -> None:
         assert deps[1].state == "expired"
 
 
-async def test_clicks_from_strangers_and_tampered_values_change_nothing(make_bot, tmp_path):
-    slack = FakeSlack(strict_users=True)
-    await slack.start()
-    try:
-        for user in ("U0ALICE", "U0CAROL"):
-            slack.add_user(user, user.lower())
-        bot = await make_bot(fake_slack=slack)
-        await staged(bot)
-        await bot.driver.command("api production v1.4.2", user="U0ALICE")
-        value = buttons(await approval_message(bot))[0]["value"]
-        await bot.driver.click(ActionId.APPROVE, value, user="U0STRANGER")
-        await bot.driver.click(ActionId.APPROVE, "2; drop table deployment", user="U0CAROL")
-        await bot.driver.click(ActionId.APPROVE, "424242", user="U0CAROL")
-        # Slack refuses anything to a user its directory does not know (strict_users): the
-        # bot tries to answer in the channel, then by DM, and records nothing else.
-        [stranger] = await ephemerals_to(bot, "U0STRANGER", delivered=False)
-        assert "not an active member of this workspace" in stranger
-        assert [c.response["error"] for c in slack.calls if c.method.startswith("chat.")
-                and "U0STRANGER" in (c.params.get("user"), c.params.get("channel"))][:2] == \
-            ["user_not_in_channel", "channel_not_found"]
-        tampered, missing = await ephemerals_to(bot, "U0CAROL", count=2)
-        assert "That button is not valid any more" in tampered
-        assert missing == "Deployment #424242 does not exist; nothing was changed."
-        assert (await deployments(bot))[1].state == "awaiting_approval"
-        # Approving something already finished changes nothing either.
-        await bot.driver.click(ActionId.APPROVE, "1", user="U0CAROL")
-        texts = await ephemerals_to(bot, "U0CAROL", count=3)
-        assert "Deployment #1 is not waiting for approval any more (succeeded)" in texts[2]
-    finally:
-        await slack.stop()
+async def test_clicks_from_strangers_and_tampered_values_change_nothing(
+        make_bot, fake_slacks, tmp_path) -> None:
+    slack = await fake_slacks(strict_users=True)
+    for user in ("U0ALICE", "U0CAROL"):
+        slack.add_user(user, user.lower())
+    bot = await make_bot(fake_slack=slack)
+    await staged(bot)
+    await bot.driver.command("api production v1.4.2", user="U0ALICE")
+    value = buttons(await approval_message(bot))[0]["value"]
+    await bot.driver.click(ActionId.APPROVE, value, user="U0STRANGER")
+    await bot.driver.click(ActionId.APPROVE, "2; drop table deployment", user="U0CAROL")
+    await bot.driver.click(ActionId.APPROVE, "424242", user="U0CAROL")
+    # Slack refuses anything to a user its directory does not know (strict_users): the
+    # bot tries to answer in the channel, then by DM, and records nothing else.
+    [stranger] = await ephemerals_to(bot, "U0STRANGER", delivered=False)
+    assert "not an active member of this workspace" in stranger
+    assert [c.response["error"] for c in slack.calls if c.method.startswith("chat.")
+            and "U0STRANGER" in (c.params.get("user"), c.params.get("channel"))][:2] == \
+        ["user_not_in_channel", "channel_not_found"]
+    tampered, missing = await ephemerals_to(bot, "U0CAROL", count=2)
+    assert "That button is not valid any more" in tampered
+    assert missing == "Deployment #424242 does not exist; nothing was changed."
+    assert (await deployments(bot))[1].state == "awaiting_approval"
+    # Approving something already finished changes nothing either.
+    await bot.driver.click(ActionId.APPROVE, "1", user="U0CAROL")
+    texts = await ephemerals_to(bot, "U0CAROL", count=3)
+    assert "Deployment #1 is not waiting for approval any more (succeeded)" in texts[2]
 
 
 async def test_the_approvals_channel_copy_is_updated_by_its_id(make_bot, tmp_path) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from bot.config import ShipbotConfig, parse_config
-from bot.devtools.fake_slack import FakeSlack
 from bot.store.models import Deployment
 from tests.conftest import eventually, make_config, serving
 from tests.fake_argo import FakeArgo
@@ -49,9 +48,9 @@ def clears(fake: FakeArgo) -> int:
 
 
 async def test_a_canary_walks_the_rollouts_steps_and_mirrors_them(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
-    bot = await make_bot(argo_config(tmp_path, server, CANARY))
+    bot = await launch(argo_config(tmp_path, server, CANARY))
     await bot.driver.command("api staging v2.0.0")
     [dep] = await finished(bot)
     assert dep.state == "succeeded", dep.detail
@@ -74,12 +73,12 @@ async def test_a_canary_walks_the_rollouts_steps_and_mirrors_them(
 
 
 async def test_a_failed_analysisrun_rolls_back_and_names_the_metric(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
     fake.set_steps([{"setWeight": 5}, {"pause": {}}, {"setWeight": 25},
                     {"analysis": {"templates": [{"templateName": "success-rate"}]}},
                     {"pause": {}}, {"setWeight": 50}, {"pause": {}}])
-    bot = await make_bot(argo_config(tmp_path, server, CANARY))
+    bot = await launch(argo_config(tmp_path, server, CANARY))
     await bot.driver.command("api staging fail-2.0")
     [dep] = await finished(bot)
     assert dep.state == "rolled_back", dep.detail
@@ -93,25 +92,24 @@ async def test_a_failed_analysisrun_rolls_back_and_names_the_metric(
 
 
 async def test_a_restart_mid_canary_goes_on_without_skipping_a_step(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
     # Each weight holds 4 s: long enough for the card to show it on a loaded machine.
     config = argo_config(tmp_path, server, {**CANARY, "interval": 4})
-    async with FakeSlack() as slack:
-        first = await make_bot(config, fake_slack=slack)
-        await first.driver.command("api staging v2.0.0")
+    first = await launch(config)
+    await first.driver.command("api staging v2.0.0")
 
-        async def at_25() -> Deployment | None:
-            [dep] = await deployments(first)
-            return dep if fake.status.get("currentStepIndex") == 4 and dep.stage >= 3 \
-                else None
+    async def at_25() -> Deployment | None:
+        [dep] = await deployments(first)
+        return dep if fake.status.get("currentStepIndex") == 4 and dep.stage >= 3 \
+            else None
 
-        await eventually(at_25, timeout=60)  # slow under a loaded CI machine
-        card = await card_says(first, "Argo step 4/8, canary weight 25 %, Paused")
-        assert "canary: ~5%~ ▸ *25%* ▸ 50% ▸ 100%" in card_text(card)
-        await first.stop()
-        second = await make_bot(config, fake_slack=slack)
-        [dep] = await finished(second)
+    await eventually(at_25, timeout=60)  # slow under a loaded CI machine
+    card = await card_says(first, "Argo step 4/8, canary weight 25 %, Paused")
+    assert "canary: ~5%~ ▸ *25%* ▸ 50% ▸ 100%" in card_text(card)
+    await first.stop()
+    second = await launch(config)  # on the same Slack
+    [dep] = await finished(second)
     assert dep.state == "succeeded", dep.detail
     assert clears(fake) == 3
     starts = [b for _, _, b in fake.writes() if "deploy-key" in str(b)]
@@ -119,9 +117,9 @@ async def test_a_restart_mid_canary_goes_on_without_skipping_a_step(
 
 
 async def test_analysis_argo_turns_argos_pauses_into_shipbot_pauses(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
-    bot = await make_bot(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
+    bot = await launch(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
     await bot.driver.command("api staging v2.0.0")
     for step in (2, 4, 7):
         card = await card_says(bot, f"Argo waits at step {step}/8")
@@ -138,9 +136,9 @@ async def test_analysis_argo_turns_argos_pauses_into_shipbot_pauses(
 
 
 async def test_analysis_argo_abort_at_a_pause_aborts_the_rollout(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
-    bot = await make_bot(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
+    bot = await launch(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
     await bot.driver.command("api staging v2.0.0")
     card = await card_says(bot, "Argo waits at step 2/8")
     roll_back = buttons(card)[1]
@@ -159,9 +157,9 @@ def _moved_past(fake: FakeArgo, step: int) -> Callable[[], Awaitable[bool]]:
 
 
 async def test_a_strategy_the_rollout_cannot_run_is_refused_before_anything_starts(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
-    bot = await make_bot(argo_config(tmp_path, server, CANARY))
+    bot = await launch(argo_config(tmp_path, server, CANARY))
     answer = (await bot.driver.command("api staging v2.0.0 --strategy rolling")).json()["text"]
     assert answer.startswith("`--strategy rolling` is not possible for api: the argo_rollouts "
                              "target drives a canary Rollout step by step")
@@ -170,9 +168,9 @@ async def test_a_strategy_the_rollout_cannot_run_is_refused_before_anything_star
 
 
 async def test_analysis_argo_a_failed_analysisrun_fails_the_deploy_with_its_reason(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     fake, server = argo
-    bot = await make_bot(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
+    bot = await launch(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
     await bot.driver.command("api staging fail-2.0")
     [dep] = await finished(bot)
     assert dep.state == "failed"
@@ -184,12 +182,12 @@ async def test_analysis_argo_a_failed_analysisrun_fails_the_deploy_with_its_reas
 
 
 async def test_analysis_argo_roll_back_after_a_promote_by_hand_says_abort_cannot(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     """Shipbot waits at an Argo pause; an SRE runs `kubectl argo rollouts promote --full`;
     then someone presses Roll back. Abort cannot bring v1 back: the thread says so,
     instead of "staging is back on v1" while v2 serves."""
     fake, server = argo
-    bot = await make_bot(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
+    bot = await launch(argo_config(tmp_path, server, {"kind": "rolling"}, "argo"))
     await bot.driver.command("api staging v2.0.0")
     card = await card_says(bot, "Argo waits at step 2/8")
     fake.status["promoteFull"] = True  # by hand, outside Shipbot
@@ -207,12 +205,12 @@ async def test_analysis_argo_roll_back_after_a_promote_by_hand_says_abort_cannot
 
 
 async def test_analysis_argo_promoted_by_hand_at_a_wait_is_followed_not_rolled_back(
-        make_bot, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
+        launch, tmp_path: Path, argo: tuple[FakeArgo, str]) -> None:
     """At the pause deadline Shipbot first asks Argo: promoted by hand meanwhile, the
     deploy goes on (a person decided), and nothing is aborted or rolled back."""
     fake, server = argo
     strategy = {"kind": "rolling", "pause_timeout": "3s"}
-    bot = await make_bot(argo_config(tmp_path, server, strategy, "argo"))
+    bot = await launch(argo_config(tmp_path, server, strategy, "argo"))
     await bot.driver.command("api staging v2.0.0")
     await card_says(bot, "Argo waits at step 2/8")
     fake.status["promoteFull"] = True  # kubectl argo rollouts promote --full

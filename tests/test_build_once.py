@@ -35,8 +35,8 @@ def thread(bot: Any, index: int) -> list[str]:
     return [r["text"] for r in bot.slack.messages("#deploys-api")[index]["replies"]]
 
 
-async def test_staging_deploys_the_build_that_ran_for_dev(make_bot, tmp_path: Path) -> None:
-    bot = await make_bot(config(tmp_path))
+async def test_staging_deploys_the_build_that_ran_for_dev(launch, tmp_path: Path) -> None:
+    bot = await launch(config(tmp_path))
     await bot.driver.command("api dev v2.0.0")
     [dev] = await finished(bot, 1)
     assert dev.state == "succeeded" and dev.built_by == dev.id
@@ -66,8 +66,8 @@ async def bot_said(bot: Any, words: str) -> str:
     return await eventually(found)
 
 
-async def test_per_environment_builds_again(make_bot, tmp_path: Path) -> None:
-    bot = await make_bot(config(tmp_path, build="per_environment"))
+async def test_per_environment_builds_again(launch, tmp_path: Path) -> None:
+    bot = await launch(config(tmp_path, build="per_environment"))
     await bot.driver.command("api dev v2.0.0")
     await finished(bot, 1)
     await bot.driver.command("api staging v2.0.0")
@@ -80,8 +80,8 @@ async def test_per_environment_builds_again(make_bot, tmp_path: Path) -> None:
     assert lines(tmp_path / "deploy.log")[-1] == ["api", "staging", "v2.0.0", staging.artifact]
 
 
-async def test_a_new_version_is_built(make_bot, tmp_path: Path) -> None:
-    bot = await make_bot(config(tmp_path))
+async def test_a_new_version_is_built(launch, tmp_path: Path) -> None:
+    bot = await launch(config(tmp_path))
     await bot.driver.command("api dev v2.0.0")
     await finished(bot, 1)
     await bot.driver.command("api dev v2.0.1")
@@ -90,11 +90,11 @@ async def test_a_new_version_is_built(make_bot, tmp_path: Path) -> None:
     assert [b[2] for b in lines(tmp_path / "ci.log")] == ["v2.0.0", "v2.0.1"]
 
 
-async def test_a_failed_build_is_not_reused(make_bot, tmp_path: Path) -> None:
+async def test_a_failed_build_is_not_reused(launch, tmp_path: Path) -> None:
     failing = config(tmp_path)
     data = failing.model_dump(mode="json", exclude_none=True)
     data["services"]["api"]["ci"]["env"]["STEP_EXIT"] = "1"
-    bot = await make_bot(type(failing).model_validate(data))
+    bot = await launch(type(failing).model_validate(data))
     await bot.driver.command("api dev v2.0.0")
     [dep] = await finished(bot, 1)
     assert dep.state == "failed" and dep.built_by is None and dep.artifact is None
@@ -106,8 +106,8 @@ async def test_a_failed_build_is_not_reused(make_bot, tmp_path: Path) -> None:
 
 
 async def test_a_rollback_deploys_the_build_of_the_version_it_returns_to(
-        make_bot, tmp_path: Path) -> None:
-    bot = await make_bot(config(tmp_path))
+        launch, tmp_path: Path) -> None:
+    bot = await launch(config(tmp_path))
     await bot.driver.command("api dev v2.0.0")
     [first] = await finished(bot, 1)
     await bot.driver.command("api dev v2.0.1")

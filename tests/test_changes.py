@@ -33,8 +33,8 @@ def use_fakes(bot: LocalBot, total: int) -> FakeWorld:
     return world
 
 
-async def launch(make_bot: Any, tmp_path: Path, total: int) -> tuple[LocalBot, FakeWorld]:
-    bot = await make_bot(make_config(tmp_path, environments=ENVS,
+async def with_fakes(launch: Any, tmp_path: Path, total: int) -> tuple[LocalBot, FakeWorld]:
+    bot = await launch(make_config(tmp_path, environments=ENVS,
                                      announce_channel="#deploy-announce"))
     return bot, use_fakes(bot, total)
 
@@ -43,8 +43,8 @@ def thread(bot: LocalBot, index: int) -> list[str]:
     return [r["text"] for r in bot.slack.messages("#deploys-api")[index].get("replies", [])]
 
 
-async def test_the_approval_request_lists_what_ships(make_bot, tmp_path: Path) -> None:
-    bot, world = await launch(make_bot, tmp_path, total=25)
+async def test_the_approval_request_lists_what_ships(launch, tmp_path: Path) -> None:
+    bot, world = await with_fakes(launch, tmp_path, total=25)
     await bot.driver.command("api staging v1.0.0", user="U0ALICE")
     first = await eventually(lambda: _approval(bot, "v1.0.0"))
     assert "*Changes*" not in first  # nothing ran there before: nothing to compare with
@@ -67,8 +67,8 @@ async def test_the_approval_request_lists_what_ships(make_bot, tmp_path: Path) -
 
 
 async def test_more_commits_than_the_environment_takes_are_refused(
-        make_bot, tmp_path: Path) -> None:
-    bot, world = await launch(make_bot, tmp_path, total=25)
+        launch, tmp_path: Path) -> None:
+    bot, world = await with_fakes(launch, tmp_path, total=25)
     await bot.driver.command("api dev v1.0.0")
     await finished(bot, 1)
     await bot.driver.command("api dev v2.0.0")
@@ -94,8 +94,8 @@ async def test_more_commits_than_the_environment_takes_are_refused(
         ("U0ALICE", deps[-1].id, "25 commits, limit 10")]
 
 
-async def test_within_the_limit_nothing_is_said(make_bot, tmp_path: Path) -> None:
-    bot, _ = await launch(make_bot, tmp_path, total=10)
+async def test_within_the_limit_nothing_is_said(launch, tmp_path: Path) -> None:
+    bot, _ = await with_fakes(launch, tmp_path, total=10)
     await bot.driver.command("api dev v1.0.0")
     await finished(bot, 1)
     await bot.driver.command("api dev v1.0.1")
@@ -107,8 +107,8 @@ async def test_within_the_limit_nothing_is_said(make_bot, tmp_path: Path) -> Non
 
 
 async def test_a_compare_error_costs_the_changelog_only_where_there_is_no_limit(
-        make_bot, tmp_path: Path) -> None:
-    bot, world = await launch(make_bot, tmp_path, total=3)
+        launch, tmp_path: Path) -> None:
+    bot, world = await with_fakes(launch, tmp_path, total=3)
     await bot.driver.command("api staging v1.0.0", user="U0ALICE")
     await eventually(lambda: _approval(bot, "v1.0.0"))
     await _approve(bot, 1)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import LocalBot
 from bot.store.models import AuditEvent, Deployment
 from tests.conftest import eventually, make_config, step
@@ -172,25 +171,22 @@ async def test_a_service_configured_by_channel_id(make_bot, tmp_path: Path) -> N
     assert {c.params["channel"] for c in bot.slack.calls_to("chat.update")} == {"C0123ABCD"}
 
 
-async def test_the_card_ends_current_when_chat_update_is_rate_limited(make_bot) -> None:
+async def test_the_card_ends_current_when_chat_update_is_rate_limited(
+        make_bot, fake_slacks) -> None:
     """chat.update is Tier 3; made small here (a burst of 1, then one call every 2 s) so a
     single deployment meets it: Slack answers 429 with Retry-After, the bot copes (its
     client waits Retry-After out; the outbox retries what still fails), and the card still
     ends showing the outcome."""
-    slack = FakeSlack(tiers={3: (30.0, 1)})
-    await slack.start()
-    try:
-        bot = await make_bot(fake_slack=slack)
-        await bot.driver.command("api staging v1.4.3")
-        [dep] = await finished(bot)
-        assert dep.state == "succeeded"
+    slack = await fake_slacks(tiers={3: (30.0, 1)})
+    bot = await make_bot(fake_slack=slack)
+    await bot.driver.command("api staging v1.4.3")
+    [dep] = await finished(bot)
+    assert dep.state == "succeeded"
 
-        async def current() -> bool:
-            return await _card_says(bot, "Succeeded")
+    async def current() -> bool:
+        return await _card_says(bot, "Succeeded")
 
-        await eventually(current, timeout=30)
-        updates = slack.calls_to("chat.update")
-        assert any(c.status == 429 for c in updates)  # the limit was met...
-        assert updates[-1].status == 200  # ...and the last refresh went through
-    finally:
-        await slack.stop()
+    await eventually(current, timeout=30)
+    updates = slack.calls_to("chat.update")
+    assert any(c.status == 429 for c in updates)  # the limit was met...
+    assert updates[-1].status == 200  # ...and the last refresh went through

@@ -215,9 +215,9 @@ async def statuses(gh: FakeGitHub, deployment: int, count: int) -> list[dict[str
 
 
 async def test_a_deploy_creates_a_github_deployment_and_mirrors_its_states(
-        make_bot, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
+        launch, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
     gh, base_url = github
-    bot = await make_bot(mirrored_config(tmp_path, base_url))
+    bot = await launch(mirrored_config(tmp_path, base_url))
     await bot.driver.command("api staging v1.4.2")
     [dep] = await finished(bot)
     assert dep.state == "succeeded", dep.detail
@@ -242,9 +242,9 @@ async def test_a_deploy_creates_a_github_deployment_and_mirrors_its_states(
 
 
 async def test_a_failed_deploy_is_a_failure_on_github(
-        make_bot, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
+        launch, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
     gh, base_url = github
-    bot = await make_bot(mirrored_config(tmp_path, base_url))
+    bot = await launch(mirrored_config(tmp_path, base_url))
     await bot.driver.command("api staging fail-2.0")
     [dep] = await finished(bot)
     assert dep.state == "failed"
@@ -254,10 +254,10 @@ async def test_a_failed_deploy_is_a_failure_on_github(
 
 
 async def test_github_down_delays_the_statuses_and_blocks_nothing(
-        make_bot, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
+        launch, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
     gh, base_url = github
     gh.deployments_down = True
-    bot = await make_bot(mirrored_config(tmp_path, base_url))
+    bot = await launch(mirrored_config(tmp_path, base_url))
     bot.bot.mirrors.first_backoff = 0.05
     await bot.driver.command("api staging v1.4.2")
     [dep] = await finished(bot)
@@ -280,19 +280,19 @@ async def test_github_down_delays_the_statuses_and_blocks_nothing(
 
 
 async def test_an_unmirrored_service_writes_no_mirror_rows(
-        make_bot, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
+        launch, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
     gh, base_url = github
-    bot = await make_bot(make_config(tmp_path, ci=github_ci(base_url)))
+    bot = await launch(make_config(tmp_path, ci=github_ci(base_url)))
     await bot.driver.command("api staging v1.4.2")
     await finished(bot)
     assert await mirror_rows(bot) == [] and gh.deployments == {}
 
 
 async def test_a_version_github_does_not_know_is_given_up_at_once(
-        make_bot, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
+        launch, tmp_path: Path, github: tuple[FakeGitHub, str]) -> None:  # noqa: F811
     gh, base_url = github
     gh.auto_advance = False  # the build goes on once the queued status was refused
-    bot = await make_bot(mirrored_config(tmp_path, base_url))
+    bot = await launch(mirrored_config(tmp_path, base_url))
     await bot.driver.command("api staging noref-1")
 
     async def first_given_up() -> bool:

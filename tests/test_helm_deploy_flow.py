@@ -32,9 +32,9 @@ async def replies(bot: LocalBot, count: int) -> list[str]:
     return list(await eventually(check))
 
 
-async def test_deploy_and_rollback_with_helm(make_bot, tmp_path: Path) -> None:
+async def test_deploy_and_rollback_with_helm(launch, tmp_path: Path) -> None:
     fake = install_fake_helm(tmp_path)
-    bot = await make_bot(make_config(tmp_path, deploy=helm_deploy(fake, health=True)))
+    bot = await launch(make_config(tmp_path, deploy=helm_deploy(fake, health=True)))
     for n, version in enumerate(("v1.4.1", "v1.4.2"), start=1):
         await bot.driver.command(f"api staging {version}")
         [*_, dep] = await finished(bot, n)
@@ -67,9 +67,9 @@ async def stored(bot: LocalBot) -> str:
 
 
 async def test_helm_status_values_and_secrets_stay_out_of_thread_and_db(
-        make_bot, tmp_path: Path) -> None:
+        launch, tmp_path: Path) -> None:
     fake = install_fake_helm(tmp_path)
-    bot = await make_bot(make_config(tmp_path, deploy=helm_deploy(fake, health=True)))
+    bot = await launch(make_config(tmp_path, deploy=helm_deploy(fake, health=True)))
     await bot.driver.command("api staging v1.4.1")
     [dep] = await finished(bot)
     assert dep.state == "succeeded", dep.detail
@@ -87,9 +87,9 @@ async def test_helm_status_values_and_secrets_stay_out_of_thread_and_db(
         assert secret not in db, secret
 
 
-async def test_a_failed_helm_upgrade_shows_helms_error(make_bot, tmp_path: Path) -> None:
+async def test_a_failed_helm_upgrade_shows_helms_error(launch, tmp_path: Path) -> None:
     fake = install_fake_helm(tmp_path)
-    bot = await make_bot(make_config(tmp_path, deploy=helm_deploy(fake)))
+    bot = await launch(make_config(tmp_path, deploy=helm_deploy(fake)))
     await bot.driver.command("api staging fail-2.0")
     [dep] = await finished(bot)
     assert dep.state == "failed"
@@ -100,9 +100,9 @@ async def test_a_failed_helm_upgrade_shows_helms_error(make_bot, tmp_path: Path)
     assert any(said in t for t in texts), texts
 
 
-async def test_a_rollback_with_no_earlier_revision_says_so(make_bot, tmp_path: Path) -> None:
+async def test_a_rollback_with_no_earlier_revision_says_so(launch, tmp_path: Path) -> None:
     fake = install_fake_helm(tmp_path)
-    bot = await make_bot(make_config(tmp_path, deploy=helm_deploy(fake)))
+    bot = await launch(make_config(tmp_path, deploy=helm_deploy(fake)))
     await bot.driver.command("api staging v1")
     await finished(bot, 1)
     await bot.driver.command("api staging v2")
@@ -127,10 +127,10 @@ async def test_a_rollback_with_no_earlier_revision_says_so(make_bot, tmp_path: P
     assert fake.calls("rollback") == []
 
 
-async def test_a_restarted_bot_finds_the_helm_run(make_bot, tmp_path: Path) -> None:
+async def test_a_restarted_bot_finds_the_helm_run(launch, tmp_path: Path) -> None:
     fake = install_fake_helm(tmp_path)
     config = make_config(tmp_path, deploy=helm_deploy(fake))
-    first = await make_bot(config)
+    first = await launch(config)
     await first.driver.command("api staging wait-1.0")
     await eventually(lambda: _async(bool(fake.calls("upgrade"))))  # helm is running
 
@@ -140,7 +140,7 @@ async def test_a_restarted_bot_finds_the_helm_run(make_bot, tmp_path: Path) -> N
 
     assert (await eventually(recorded)).finished_at is None
     await first.stop()  # the supervisor and helm go on without the bot
-    second = await make_bot(config)
+    second = await launch(config)
     [dep] = await finished(second)
     assert dep.state == "succeeded", dep.detail
     assert len(fake.calls("upgrade")) == 1  # found, not run again

@@ -21,7 +21,7 @@ from integrations.promql import render_query
 from tests.test_promql import ERROR_RATIO
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that its asserts get rewritten
-    from tests.prometheus_fixture import PrometheusServer
+    from tests.prometheus_server import PrometheusServer
 
 pytest_plugins = ["tests.prometheus_fixture"]
 

@@ -53,9 +53,9 @@ async def thread(bot: LocalBot, words: str) -> list[str]:
 
 
 async def test_deploy_then_rollback_through_the_webhook(
-        make_bot, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+        launch, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
     fake, base = deployer
-    bot = await make_bot(make_config(tmp_path, deploy=webhook(base)))
+    bot = await launch(make_config(tmp_path, deploy=webhook(base)))
     for n, version in enumerate(("v1.4.1", "v1.4.2"), start=1):
         await bot.driver.command(f"api staging {version}")
         [*_, dep] = await finished(bot, n)
@@ -79,9 +79,9 @@ async def test_deploy_then_rollback_through_the_webhook(
 
 
 async def test_a_failed_run_shows_the_deployers_message(
-        make_bot, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+        launch, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
     _, base = deployer
-    bot = await make_bot(make_config(tmp_path, deploy=webhook(base)))
+    bot = await launch(make_config(tmp_path, deploy=webhook(base)))
     await bot.driver.command("api staging fail-2.0")
     [dep] = await finished(bot)
     assert dep.state == "failed"
@@ -94,12 +94,12 @@ async def test_a_failed_run_shows_the_deployers_message(
 
 
 async def test_a_run_without_an_id_past_its_deadline_is_not_cancelled_blindly(
-        make_bot, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
+        launch, tmp_path: Path, deployer: tuple[FakeDeployer, str]) -> None:
     """The answer has a status URL but no run_id: stopping the run at the deadline posts
     nothing (never to .../runs/None/cancel) and the deployment says why."""
     fake, base = deployer
     clock = FakeClock()
-    bot = await make_bot(make_config(tmp_path, deploy={**webhook(base), "id_field": "run_id"}),
+    bot = await launch(make_config(tmp_path, deploy={**webhook(base), "id_field": "run_id"}),
                          clock=clock)
     await bot.driver.command("api staging slow-1.0")
     await eventually(lambda: _polled(fake))

@@ -42,6 +42,28 @@ def config_channels(config: ShipbotConfig) -> set[str]:
     return found
 
 
+class PromptServer(uvicorn.Server):
+    """uvicorn's server, whose ``exit()`` wakes its main loop at once: uvicorn notices
+    ``should_exit`` on its next 0.1 s tick, which every test that stops a bot waited out
+    (0.05 s on average, some 500 times a suite run)."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._wake = asyncio.Event()
+
+    def exit(self) -> None:
+        self.should_exit = True
+        self._wake.set()
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop (``on_tick`` every 0.1 s until it says to exit), woken by exit()."""
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+
+
 def invite_bot(slack: FakeSlack, config: ShipbotConfig) -> None:
     """The config's channels exist and the bot is in them, as the README's setup asks;
     a channel the test set up already (private, without the bot...) is left as it is."""
@@ -75,7 +97,7 @@ class LocalBot:
         self.webhook_token = secrets.token_hex(16) if webhook_token is None else webhook_token
         self.signing, self.app_token = signing, app_token
         self._own_slack = fake_slack is None
-        self._server: uvicorn.Server | None = None
+        self._server: PromptServer | None = None
         self._task: asyncio.Task[Any] | None = None
 
     async def __aenter__(self) -> LocalBot:
@@ -104,7 +126,7 @@ class LocalBot:
         config = uvicorn.Config(build_asgi_app(self.bot), host="127.0.0.1", port=0,
                                 log_level="warning", lifespan="on",
                                 timeout_graceful_shutdown=5)
-        self._server = uvicorn.Server(config)
+        self._server = PromptServer(config)
         self._task = asyncio.create_task(self._server.serve())
         while not self._server.started:
             if self._task.done():  # uvicorn logged why, and exits: say so instead
@@ -129,7 +151,7 @@ class LocalBot:
     async def stop(self) -> None:
         """Graceful stop: the ASGI lifespan shuts the bot down."""
         if self._server is not None and self._task is not None:
-            self._server.should_exit = True
+            self._server.exit()
             await self._task
             if hasattr(self, "driver"):
                 await self.driver.aclose()
