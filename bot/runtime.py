@@ -75,7 +75,8 @@ class Shipbot:
         # Commands, clicks and webhooks: never waiting for a connection behind the runner.
         self.edge_sessions = session_factory(self.edge_db, self.redactor, mirrored)
         edge = self.edge_sessions
-        self.writers, self.urgency = WriterQueue(settings.DATABASE_URL), Urgency()
+        self.urgency = Urgency()  # what a person waits for goes first
+        self.writers = WriterQueue(settings.DATABASE_URL, self.urgency.background_turn)
         token = settings.SLACK_BOT_TOKEN.get_secret_value() if settings.SLACK_BOT_TOKEN else ""
         self.client = build_web_client(token or "xoxb-not-configured", settings.SLACK_API_URL,
                                        self.redactor)

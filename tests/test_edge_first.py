@@ -73,3 +73,22 @@ async def test_a_rollbacks_step_does_not_wait_for_the_acks_being_answered(
     assert not answer.done()  # while the slash command was still being answered
     gate.set()
     assert "What runs where" in (await answer).json()["text"]
+
+
+async def test_a_tick_an_ack_wakes_still_lets_the_next_acks_go_first(
+        make_bot: Launch, tmp_path: Path) -> None:
+    """A recorded deploy wakes the runner from inside its ack: that tick is the engine's
+    work, not the ack's, so it holds back for acks like any other."""
+    bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET)
+    urgency = bot.bot.urgency
+    urgency.max_wait = 60
+    dep_id = await insert(bot, state=State.REQUESTED)
+    async with urgency.urgent():  # as in RedactingApp.async_dispatch
+        bot.bot.runner.start_tick()  # as DeployService's on_change does
+        await eventually(lambda: asyncio.sleep(0, urgency.waiting == 1))
+        assert (await get(bot, dep_id)).lease_owner is None
+
+    async def moved_on() -> bool:
+        return (await get(bot, dep_id)).state != State.REQUESTED
+
+    await eventually(moved_on)

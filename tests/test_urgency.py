@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.engine.urgency import MAX_WAIT, Urgency
 from bot.store.writers import WriterQueue
+from tests.conftest import eventually
 
 
 async def test_quiet_returns_without_letting_anyone_else_go_first() -> None:
@@ -78,3 +81,34 @@ async def test_write_gate_serialises_on_sqlite_only() -> None:
     postgres = WriterQueue("postgresql://u@h/db")
     await asyncio.gather(writer(postgres, "a"), writer(postgres, "b"))
     assert order == ["a+", "b+", "a-", "b-"]
+
+
+@pytest.mark.parametrize("url", ["sqlite:///x.db", "postgresql://u@h/db"])
+async def test_background_writes_wait_for_a_request_being_answered_not_its_own_writes(
+        url: str) -> None:
+    urgency = Urgency(max_wait=60)  # long: holding back is observed, not timed
+    writers = WriterQueue(url, urgency.background_turn)
+    order: list[str] = []
+    answering, answered = asyncio.Event(), asyncio.Event()
+
+    async def request() -> None:
+        async with urgency.urgent():
+            async with writers():  # its own write, not marked urgent: no waiting for itself
+                order.append("the request's write")
+            answering.set()
+            await answered.wait()
+
+    async def background() -> None:
+        async with writers():
+            order.append("background write")
+
+    serving = asyncio.create_task(request())
+    await answering.wait()
+    later = asyncio.create_task(background())
+    await eventually(lambda: asyncio.sleep(0, urgency.waiting == 1))  # it holds back
+    assert order == ["the request's write"]
+    async with writers(urgent=True):  # what the ack itself writes goes at once
+        order.append("urgent write")
+    answered.set()
+    await asyncio.gather(serving, later)
+    assert order == ["the request's write", "urgent write", "background write"]

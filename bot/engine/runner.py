@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -103,7 +104,8 @@ class Runner(Advancing):
         steps only."""
         if self._draining or (self._waiting and not under_way):  # a claim queued before
             return 0  # this one takes what is due, or stopping
-        with self.turns.turn() if under_way else contextlib.nullcontext():
+        with self.turns.turn() if under_way else contextlib.nullcontext(), \
+                self.urgency.serving() if urgent else contextlib.nullcontext():
             earlier = [t for t in self._steps.values() if not t.done()] if under_way else []
             steps = await self._claim_due(urgent)
             await asyncio.gather(*earlier, return_exceptions=True)
@@ -132,7 +134,9 @@ class Runner(Advancing):
             self.wakeups.at(due)
 
     def _background(self, work: Coroutine[Any, Any, int]) -> asyncio.Task[int]:
-        task = asyncio.get_running_loop().create_task(work)
+        """A tick of its own, from a clean context: one an ack woke is background work,
+        not the ack's (``Urgency``), so it lets the next acks go first."""
+        task = asyncio.get_running_loop().create_task(work, context=contextvars.Context())
         self._ticks.add(task)
         task.add_done_callback(self._tick_done)
         return task
@@ -152,7 +156,7 @@ class Runner(Advancing):
         more = True
         while more and not self._draining:
             if not urgent:
-                await self.urgency.wait_quiet()
+                await self.urgency.background_turn()
             async with self._queued():
                 batch, more = await self._claim_batch()
             started.update(batch)
@@ -177,7 +181,8 @@ class Runner(Advancing):
                 await self._release(dep_id)
             return {}
         loop = asyncio.get_running_loop()
-        steps = {i: loop.create_task(self.advance(i)) for i in claimed}
+        steps = {i: loop.create_task(self.advance(i), context=self.urgency.task_context())
+                 for i in claimed}
         self._steps.update(steps)
         for dep_id, task in steps.items():
             task.add_done_callback(functools.partial(self._step_done, dep_id))

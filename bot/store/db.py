@@ -16,6 +16,7 @@ from bot.store import (
     migrations,
     models,  # noqa: F401  (registers the tables)
 )
+from bot.store.sqlite_driver import one_hop_dbapi
 
 Sessions = async_sessionmaker[AsyncSession]
 MIRRORED_INFO = "shipbot_mirrored_services"
@@ -52,7 +53,8 @@ def create_engine(database_url: str, pool: PoolSize = ENGINE_POOL) -> AsyncEngin
         # Work waiting for the writer queue (bot/store/writers.py) may hold a connection; an
         # unbounded overflow means the queue's current writer can always get one. SQLite
         # connections are cheap, and the pool keeps 20 of them open between bursts.
-        engine = create_async_engine(url, pool_size=20, max_overflow=-1)
+        engine = create_async_engine(url, pool_size=20, max_overflow=-1,
+                                     module=one_hop_dbapi())
     else:
         engine = create_async_engine(url, pool_pre_ping=True, pool_size=pool.size,
                                      max_overflow=pool.overflow, pool_timeout=pool.timeout)

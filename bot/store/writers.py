@@ -7,7 +7,9 @@ first, so they queue in asyncio and never sleep in SQLite. Writes a person is wa
 for (a slash command's ack) pass ``urgent=True`` and go before queued background work
 (the runner, the notifier), which only has to be done soon, not now. Bulk work (an alert
 storm) takes their turn in short chunks, so an urgent writer never waits for more than
-one chunk. On PostgreSQL (row locks, several replicas) it does nothing.
+one chunk. On PostgreSQL (row locks, several replicas) it only does the next thing:
+background writers first wait for ``turn`` (``Urgency.background_turn``: the slash
+commands and clicks being answered go first).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 
 class WriterQueue:
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str,
+                 turn: Callable[[], Awaitable[None]] | None = None) -> None:
         self._enabled = database_url.startswith("sqlite")
+        self._turn = turn
         self._held = False
         self._queue: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
@@ -33,6 +37,8 @@ class WriterQueue:
 
     @contextlib.asynccontextmanager
     async def __call__(self, *, urgent: bool = False) -> AsyncIterator[None]:
+        if not urgent and self._turn is not None:  # before queueing: it holds nothing yet
+            await self._turn()
         if not self._enabled:
             yield
             return
