@@ -57,22 +57,28 @@ async def test_no_step_starts_while_a_slash_command_is_being_answered(
 
 async def test_a_rollbacks_step_does_not_wait_for_the_acks_being_answered(
         make_bot: Launch, tmp_path: Path) -> None:
-    """Time to recovery first: the tick a rollback click starts claims at once."""
+    """Time to recovery first: the tick a rollback click starts claims at once, and the
+    rollback's step writes at once; an ordinary deployment it claimed on the way still
+    lets the acks go first."""
     bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET)
     bot.bot.urgency.max_wait = 60
-    dep_id = await insert(bot, state=State.REQUESTED)
+    rollback = await insert(bot, state=State.REQUESTED, kind="rollback")
+    ordinary = await insert(bot, state=State.REQUESTED, env="staging",
+                            active_slot="api/staging")
     inside, gate = held_in_handler(bot)
     answer = asyncio.create_task(bot.driver.command("status"))
     await inside.wait()
     bot.bot.advance_first()  # what RollbackService calls once the rollback is recorded
 
-    async def moved_on() -> bool:
+    async def moved_on(dep_id: int) -> bool:
         return (await get(bot, dep_id)).state != State.REQUESTED
 
-    await eventually(moved_on)
+    await eventually(lambda: moved_on(rollback))
     assert not answer.done()  # while the slash command was still being answered
+    assert not await moved_on(ordinary)
     gate.set()
     assert "What runs where" in (await answer).json()["text"]
+    await eventually(lambda: moved_on(ordinary))
 
 
 async def test_a_tick_an_ack_wakes_still_lets_the_next_acks_go_first(

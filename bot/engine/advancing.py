@@ -10,6 +10,7 @@ deployment back to the other replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from bot.engine.outbox import note
 from bot.engine.policy import Policy
 from bot.engine.providers import ServiceProviders
 from bot.engine.steps import STEPS
+from bot.engine.urgency import Urgency
 from bot.metrics import Metrics
 from bot.mrkdwn import escape
 from bot.store.db import Sessions
@@ -56,6 +58,7 @@ class Advancing:
     poll_seconds: float
     metrics_provider: MetricsProvider | None
     http: HttpOptions | None
+    urgency: Urgency
 
     def _due_again(self, due: datetime | None) -> None:
         """A step was committed and the deployment is due again at ``due`` (the runner
@@ -77,30 +80,33 @@ class Advancing:
             # waits on the target (the row stays loaded; the lease keeps it ours, and the
             # row version catches a person's change at the commit).
             await session.commit()
-            try:
-                async with replicas.renewing(self.sessions, self.writers, self.clock, self.lease,
-                                             dep_id, self.owner):
-                    await self._run_step(session, dep, now)
-                dep.run_owner = self.replica if replicas.live_run(dep) else None
-                dep.lease_owner, dep.lease_until = None, None
-                session.add(dep)
-                async with self.writers():
-                    await session.commit()
-                self._due_again(dep.next_action_at)
-            except StaleDataError:
-                await session.rollback()
-                await self._release(dep_id)
-                return
-            except Exception as exc:
-                await session.rollback()
-                await self._step_error(dep_id, state, exc)
-                return
-            except asyncio.CancelledError:  # shutting down: another replica does it
-                await self._quietly(self._hand_back(session, dep_id), dep_id, "handing back")
-                raise
-            finally:
-                self.metrics.step_seconds.labels(state.value).observe(
-                    asyncio.get_running_loop().time() - started)
+            # A rollback's step is time to recovery: it never waits for the acks being
+            # answered (``Urgency``), as other background work does.
+            with self.urgency.serving() if _recovery(dep) else contextlib.nullcontext():
+                try:
+                    async with replicas.renewing(self.sessions, self.writers, self.clock,
+                                                 self.lease, dep_id, self.owner):
+                        await self._run_step(session, dep, now)
+                    dep.run_owner = self.replica if replicas.live_run(dep) else None
+                    dep.lease_owner, dep.lease_until = None, None
+                    session.add(dep)
+                    async with self.writers():
+                        await session.commit()
+                    self._due_again(dep.next_action_at)
+                except StaleDataError:
+                    await session.rollback()
+                    await self._release(dep_id)
+                    return
+                except Exception as exc:
+                    await session.rollback()
+                    await self._step_error(dep_id, state, exc)
+                    return
+                except asyncio.CancelledError:  # shutting down: another replica does it
+                    await self._quietly(self._hand_back(session, dep_id), dep_id, "handing back")
+                    raise
+                finally:
+                    self.metrics.step_seconds.labels(state.value).observe(
+                        asyncio.get_running_loop().time() - started)
 
     async def _run_step(self, session: AsyncSession, dep: Deployment, now: datetime) -> None:
         step = STEPS.get(State(dep.state))
@@ -177,3 +183,8 @@ class Advancing:
             await work
         except Exception:
             log.exception("deployment %s: %s it failed", dep_id, what)
+
+
+def _recovery(dep: Deployment) -> bool:
+    """A rollback, or a rollout being rolled back."""
+    return dep.kind == "rollback" or dep.state == State.ROLLING_BACK

@@ -102,12 +102,14 @@ class Runner(Advancing):
         counts) the steps earlier ticks started: it is a whole turn, after which whatever
         was due has been advanced (what ``turns`` promise); without, it waits for its own
         steps only."""
-        if self._draining or (self._waiting and not under_way):  # a claim queued before
-            return 0  # this one takes what is due, or stopping
+        if self._draining or (self._waiting and not under_way and not urgent):
+            return 0  # a claim queued before this one takes what is due, or stopping
         with self.turns.turn() if under_way else contextlib.nullcontext(), \
                 self.urgency.serving() if urgent else contextlib.nullcontext():
-            earlier = [t for t in self._steps.values() if not t.done()] if under_way else []
             steps = await self._claim_due(urgent)
+            own = set(steps.values())  # and every step under way now that is not its own:
+            earlier = [t for t in self._steps.values()
+                       if not t.done() and t not in own] if under_way else []
             await asyncio.gather(*earlier, return_exceptions=True)
             if not steps:
                 await self._count_states()  # the gauge exists from the first tick on
@@ -150,15 +152,17 @@ class Runner(Advancing):
         """Claim and start what is due, ``CLAIM_BATCH`` at a time. Before each batch, the
         requests a person waits for that are being answered go first (``Urgency``,
         bounded; not for an ``urgent`` tick): a hundred steps started at once would hold
-        the event loop those acks share. Only the claim holds the tick lock, so a
-        rollback's tick never waits behind this one's waiting."""
+        the event loop those acks share. Only the claim holds the tick lock, and it waits
+        for nothing more (``serving``), so a rollback's tick never waits behind this
+        one's waiting."""
         started: dict[int, asyncio.Task[None]] = {}
         more = True
         while more and not self._draining:
             if not urgent:
                 await self.urgency.background_turn()
             async with self._queued():
-                batch, more = await self._claim_batch()
+                with self.urgency.serving():  # waited above: not again at the writer queue
+                    batch, more = await self._claim_batch()
             started.update(batch)
         return started
 
@@ -181,7 +185,9 @@ class Runner(Advancing):
                 await self._release(dep_id)
             return {}
         loop = asyncio.get_running_loop()
-        steps = {i: loop.create_task(self.advance(i), context=self.urgency.task_context())
+        # A clean context: steps are background work even in a tick an ack started
+        # (``Urgency``); a rollback's step says so itself (``advance``).
+        steps = {i: loop.create_task(self.advance(i), context=contextvars.Context())
                  for i in claimed}
         self._steps.update(steps)
         for dep_id, task in steps.items():

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from datetime import datetime
@@ -25,71 +24,86 @@ MAX_WAIT = 0.25
 _SERVING: ContextVar[bool] = ContextVar("shipbot_serving_a_person", default=False)
 
 
+class _Gauge:
+    """How many of something are under way, and an event set while there are none."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.none = asyncio.Event()
+        self.none.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self.none.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self.none.set()
+
+
 class Urgency:
+    """Two kinds of urgent work: requests being answered (``urgent``), which all
+    background work lets go first, and a rollback's tick (``until_done``), which the
+    notifier lets go first (its own writes and steps are ``serving``, and the other
+    steps it claimed must not wait for it to end)."""
+
     def __init__(self, max_wait: float = MAX_WAIT) -> None:
         self.max_wait = max_wait
-        self._count = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
+        self._answering, self._any = _Gauge(), _Gauge()
         self.waiting = 0  # background work holding back right now (tests wait for it)
 
     @property
     def quiet(self) -> bool:
-        return self._quiet.is_set()
-
-    def _enter(self) -> None:
-        self._count += 1
-        self._quiet.clear()
-
-    def _leave(self) -> None:
-        self._count -= 1
-        if not self._count:
-            self._quiet.set()
+        return self._any.none.is_set()
 
     @contextlib.asynccontextmanager
     async def urgent(self) -> AsyncIterator[None]:
         """A person waits for what runs inside (and for the tasks it starts)."""
-        self._enter()
+        self._answering.enter()
+        self._any.enter()
         token = _SERVING.set(True)
         try:
             yield
         finally:
             _SERVING.reset(token)
-            self._leave()
+            self._any.leave()
+            self._answering.leave()
 
     def until_done(self, task: asyncio.Future[object]) -> None:
-        """Urgent until ``task`` (e.g. the runner tick that calls the target) ends."""
-        self._enter()
-        task.add_done_callback(lambda _: self._leave())
+        """Urgent for the notifier until ``task`` (the runner tick that calls the
+        target) ends."""
+        self._any.enter()
+        task.add_done_callback(lambda _: self._any.leave())
 
     @contextlib.contextmanager
     def serving(self) -> Iterator[None]:
-        """What runs inside is done for a person (a rollback's tick): it never waits."""
+        """What runs inside is done for a person (a rollback's tick and steps) or has
+        had its turn already: it never waits."""
         token = _SERVING.set(True)
         try:
             yield
         finally:
             _SERVING.reset(token)
-
-    @staticmethod
-    def task_context() -> contextvars.Context:
-        """For a task the engine starts: a person's work passes on (a rollback's steps);
-        anything else starts clean, so a tick an ack woke is background work."""
-        return contextvars.copy_context() if _SERVING.get() else contextvars.Context()
 
     async def background_turn(self) -> None:
         """Before a piece of background work: let the requests being answered go first,
         unless this is one of them."""
         if not _SERVING.get():
-            await self.wait_quiet()
+            await self._wait(self._answering)
 
     async def wait_quiet(self) -> None:
-        if self._quiet.is_set():
+        """The notifier, before a delivery: after requests being answered and rollbacks
+        on their way to the target."""
+        await self._wait(self._any)
+
+    async def _wait(self, gauge: _Gauge) -> None:
+        if gauge.none.is_set():
             return
         self.waiting += 1
         try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), self.max_wait)
+                await asyncio.wait_for(gauge.none.wait(), self.max_wait)
         finally:
             self.waiting -= 1
 

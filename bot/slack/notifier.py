@@ -164,7 +164,7 @@ class Notifier(Outcomes):
     async def _run_group(self, key: tuple[int | None, int | None], rows: list[Outbox],
                          recheck: bool) -> None:
         try:
-            await self.urgency.background_turn()  # a rollback, acks in flight: they go first
+            await self.urgency.wait_quiet()  # acks and a rollback on its way go first
             rows = await self._still_pending(rows) if recheck else rows
             # Announcements are messages of their own, to various channels: one each.
             for part in ([rows] if key != (None, None) else [[r] for r in rows]):
