@@ -84,6 +84,10 @@ class Runner(Advancing):
         self.lease, self.replica = lease, replica or owner
         self._lock = asyncio.Lock()
         self._waiting = False
+        # One background claim loop at a time (it claims until nothing more is due); a
+        # tick that finds one running leaves it a batch more (``_again``) and returns.
+        self._claiming = asyncio.Lock()
+        self._again = False
         self._draining = False
         self._steps: dict[int, asyncio.Task[None]] = {}  # deployment id -> its step
         self._ticks: set[asyncio.Task[int]] = set()
@@ -102,8 +106,11 @@ class Runner(Advancing):
         counts) the steps earlier ticks started: it is a whole turn, after which whatever
         was due has been advanced (what ``turns`` promise); without, it waits for its own
         steps only."""
-        if self._draining or (self._waiting and not under_way and not urgent):
-            return 0  # a claim queued before this one takes what is due, or stopping
+        if self._draining:
+            return 0
+        if not under_way and not urgent and (self._waiting or self._claiming.locked()):
+            self._again = True  # the claim under way takes what is due now, too
+            return 0
         with self.turns.turn() if under_way else contextlib.nullcontext(), \
                 self.urgency.serving() if urgent else contextlib.nullcontext():
             steps = await self._claim_due(urgent)
@@ -155,15 +162,23 @@ class Runner(Advancing):
         the event loop those acks share. Only the claim holds the tick lock, and it waits
         for nothing more (``serving``), so a rollback's tick never waits behind this
         one's waiting."""
+        if urgent:
+            return await self._claim_loop(urgent=True)
+        async with self._claiming:  # never held by a rollback's tick: it goes past
+            return await self._claim_loop(urgent=False)
+
+    async def _claim_loop(self, urgent: bool) -> dict[int, asyncio.Task[None]]:
         started: dict[int, asyncio.Task[None]] = {}
         more = True
         while more and not self._draining:
             if not urgent:
                 await self.urgency.background_turn()
+                self._again = False
             async with self._queued():
                 with self.urgency.serving():  # waited above: not again at the writer queue
                     batch, more = await self._claim_batch()
             started.update(batch)
+            more = more or (self._again and not urgent)
         return started
 
     async def _claim_batch(self) -> tuple[dict[int, asyncio.Task[None]], bool]:
