@@ -92,8 +92,13 @@ def step_failures(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def crash(bot: LocalBot) -> None:
-    """As if the pod died: no more ticks or heartbeats, nothing released."""
+    """As if the pod died: no more ticks, wake-ups or heartbeats, nothing released (a step
+    under way may still finish, as one a moment before the crash would have)."""
     bot.bot.scheduler.shutdown(wait=False)
+    runner = bot.bot.runner
+    runner._draining = True  # claims nothing more, and hands nothing back
+    if runner.wakeups is not None:
+        runner.wakeups.cancel()
 
 
 async def test_two_replicas_finish_a_long_build_exactly_once(
