@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import math
-from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from bot.engine.urgency import MAX_WAIT, Urgency, YieldingMetrics
+from bot.engine.urgency import MAX_WAIT, Urgency
 from bot.store.writers import WriterQueue
-from integrations.metrics import CumulativeCounters, Sample
 from tests.conftest import eventually
 
 
@@ -116,41 +112,3 @@ async def test_background_writes_wait_for_a_request_being_answered_not_its_own_w
     answered.set()
     await asyncio.gather(serving, later)
     assert order == ["the request's write", "urgent write", "background write"]
-
-
-class LateScrapes(CumulativeCounters):
-    """A counter whose value at the step's start rises once read: Prometheus ingested a
-    scrape stamped just before it after the first check had asked."""
-
-    def __init__(self) -> None:
-        self.start_reads = 0
-
-    def render_query(self, template: str, **values: Any) -> str:
-        return template
-
-    async def query(self, query: str, at: datetime | None = None) -> float | None:
-        if at == START:
-            self.start_reads += 1
-            return 100.0 if self.start_reads == 1 else 104.0
-        return 100.0 + (at - START).total_seconds() if at else None
-
-    async def query_range(self, query: str, start: datetime, end: datetime,
-                          step: float) -> list[Sample]:
-        return []
-
-    async def query_buckets(self, query: str, at: datetime | None = None) -> dict[float, float]:
-        value = await self.query(query, at)
-        return {math.inf: value or 0.0}
-
-
-START = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
-
-
-async def test_a_steps_start_is_read_once_so_its_counts_never_go_backwards() -> None:
-    provider = YieldingMetrics(LateScrapes(), Urgency())
-    counts = [await provider.increase("requests", START, START + timedelta(seconds=s))
-              for s in (10, 20)]
-    assert counts == [10.0, 20.0]  # not 10, then 16: "counters went backwards"
-    histogram = YieldingMetrics(LateScrapes(), Urgency())
-    buckets = [await histogram.query_buckets("latency", START) for _ in range(2)]
-    assert buckets == [{math.inf: 100.0}] * 2

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from integrations.metrics import CumulativeCounters, MetricsProvider, Sample
+from integrations.metrics import MetricsProvider, Sample
 
 MAX_WAIT = 0.25
 _SERVING: ContextVar[bool] = ContextVar("shipbot_serving_a_person", default=False)
@@ -112,31 +111,17 @@ class Urgency:
 class YieldingMetrics:
     """A metrics provider whose every query waits for ``urgency`` first: a canary check
     runs several queries, each costing the event loop milliseconds (HTTP, JSON), so a
-    judgement lets the acks being answered go between them.
-
-    It also reads a counter's value at a given past instant once (``ANCHORS`` of them
-    kept): a step's checks all subtract the value at the step's start, and Prometheus can
-    ingest a scrape stamped just before that instant after the first check read it. Read
-    again, the start rose and the canary's counts fell: "counters went backwards".
-    """
-
-    ANCHORS = 4096
+    judgement lets the acks being answered go between them."""
 
     def __init__(self, provider: MetricsProvider, urgency: Urgency) -> None:
         self.provider, self.urgency = provider, urgency
-        self._anchors: dict[tuple[str, str, datetime], Any] = {}
 
     def render_query(self, template: str, **values: Any) -> str:
         return self.provider.render_query(template, **values)
 
     async def increase(self, query: str, start: datetime, end: datetime) -> float | None:
-        if not isinstance(self.provider, CumulativeCounters):  # e.g. summed interval counts
-            await self.urgency.background_turn()
-            return await self.provider.increase(query, start, end)
-        before, after = await asyncio.gather(self.query(query, start), self.query(query, end))
-        if after is None or not math.isfinite(after):
-            return None
-        return after - (before if before is not None and math.isfinite(before) else 0.0)
+        await self.urgency.background_turn()
+        return await self.provider.increase(query, start, end)
 
     async def query_range(self, query: str, start: datetime, end: datetime,
                           step: float) -> list[Sample]:
@@ -144,26 +129,9 @@ class YieldingMetrics:
         return await self.provider.query_range(query, start, end, step)
 
     async def query(self, query: str, at: datetime | None = None) -> float | None:
-        if at is not None:
-            return await self._once(  # type: ignore[no-any-return]
-                ("value", query, at), lambda: self.provider.query(query, at))
         await self.urgency.background_turn()
         return await self.provider.query(query, at)
 
     async def query_buckets(self, query: str, at: datetime | None = None) -> dict[float, float]:
-        if at is not None:
-            return await self._once(("buckets", query, at),  # type: ignore[no-any-return]
-                                    lambda: self.provider.query_buckets(query, at))
         await self.urgency.background_turn()
         return await self.provider.query_buckets(query, at)
-
-    async def _once(self, key: tuple[str, str, datetime],
-                    read: Callable[[], Awaitable[Any]]) -> Any:
-        if key in self._anchors:
-            return self._anchors[key]
-        await self.urgency.background_turn()
-        value = await read()
-        if len(self._anchors) >= self.ANCHORS:
-            del self._anchors[next(iter(self._anchors))]  # the oldest
-        self._anchors[key] = value
-        return value
