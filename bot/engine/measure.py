@@ -143,5 +143,17 @@ async def _buckets(provider: MetricsProvider, template: str, dep: Deployment, tr
     query = _render(provider, template, dep, track, "1m")
     before, after = await asyncio.gather(provider.query_buckets(query, start),
                                          provider.query_buckets(query, end))
-    return {le: round(value) - round(before.get(le, 0.0)) for le, value in after.items()} \
-        or None
+    return increase_of(before, after)
+
+
+def increase_of(before: dict[float, float], after: dict[float, float]) -> dict[float, int] | None:
+    """Each ``le``'s increase, in whole requests; None without data at ``end``. Counters
+    can be fractional: the total and the number slower than each bound are rounded, not
+    each bucket, so a count that did not change between two checks reads the same (one
+    slow request read 1, then 0, as the total grew: "counters went backwards")."""
+    grew = {le: value - before.get(le, 0.0) for le, value in after.items()}
+    if not grew:
+        return None
+    total = grew.get(math.inf, max(grew.values()))
+    whole = round(total)
+    return {le: whole - round(total - value) for le, value in grew.items()}
