@@ -36,9 +36,11 @@ class PoolSize:
 # Two pools per replica, 40 of the server's max_connections (100 by default) in all.
 # The engine's: the runner's steps (a step holds one from its first read to its commit),
 # the notifier, mirrors, heartbeats; background work waits for a connection rather than
-# fail. The edge's: slash commands, clicks and webhooks, each holding one only for a few
-# short queries, so they never wait behind the engine's work and miss Slack's 3 s.
-ENGINE_POOL = PoolSize(size=20, overflow=10, timeout=60)
+# fail, up to 15 s: below a third of the default lease, so a replica short of connections
+# fails a renewal (retried) before its leases and heartbeat would lapse. The edge's:
+# slash commands, clicks and webhooks, each holding one only for a few short queries,
+# so they never wait behind the engine's work and miss Slack's 3 s.
+ENGINE_POOL = PoolSize(size=20, overflow=10, timeout=15)
 EDGE_POOL = PoolSize(size=5, overflow=5, timeout=10)
 
 
