@@ -17,7 +17,7 @@ import contextlib
 import contextvars
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -82,8 +82,7 @@ class Runner(Advancing):
         self.owner, self.poll_seconds, self.on_change = owner, poll_seconds, on_change
         # The lease is this process's; runs belong to the replica (its state directory).
         self.lease, self.replica = lease, replica or owner
-        self._lock = asyncio.Lock()
-        self._waiting = False
+        self._lock = asyncio.Lock()  # held while claiming one batch
         # One background claim loop at a time (it claims until nothing more is due); a
         # tick that finds one running leaves it a batch more (``_again``) and returns.
         self._claiming = asyncio.Lock()
@@ -108,7 +107,7 @@ class Runner(Advancing):
         steps only."""
         if self._draining:
             return 0
-        if not under_way and not urgent and (self._waiting or self._claiming.locked()):
+        if not under_way and not urgent and self._claiming.locked():
             self._again = True  # the claim under way takes what is due now, too
             return 0
         with self.turns.turn() if under_way else contextlib.nullcontext(), \
@@ -174,7 +173,7 @@ class Runner(Advancing):
             if not urgent:
                 await self.urgency.background_turn()
                 self._again = False
-            async with self._queued():
+            async with self._lock:
                 with self.urgency.serving():  # waited above: not again at the writer queue
                     batch, more = await self._claim_batch()
             started.update(batch)
@@ -240,19 +239,6 @@ class Runner(Advancing):
         async with self._lock:
             pass
         await asyncio.gather(*self._ticks, return_exceptions=True)
-
-    @contextlib.asynccontextmanager
-    async def _queued(self) -> AsyncIterator[None]:
-        """The tick lock; while a tick waits for it, further wake-ups need not queue."""
-        self._waiting = True
-        try:
-            await self._lock.acquire()
-        finally:
-            self._waiting = False
-        try:
-            yield
-        finally:
-            self._lock.release()
 
     async def _claim(self, dep_ids: list[int]) -> list[int]:
         """Lease those of ``dep_ids`` nobody holds, in one write (``claims.claim``)."""

@@ -62,11 +62,10 @@ class Urgency:
         """A person waits for what runs inside (and for the tasks it starts)."""
         self._answering.enter()
         self._any.enter()
-        token = _SERVING.set(True)
         try:
-            yield
+            with self.serving():
+                yield
         finally:
-            _SERVING.reset(token)
             self._any.leave()
             self._answering.leave()
 
