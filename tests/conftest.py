@@ -22,7 +22,8 @@ from bot.devtools.local import LocalBot
 from bot.store.db import create_engine, create_schema
 from tests.processes import cancel_runs, leftovers
 
-pytest_plugins = ["tests.alertmanager_fixture", "tests.alert_helpers"]  # alert-thread fixtures
+# alert-thread fixtures; hung tests fail with their stacks instead of stalling the suite
+pytest_plugins = ["tests.alertmanager_fixture", "tests.alert_helpers", "tests.hang_guard"]
 STEP = str(Path(__file__).parent / "scripts" / "step.py")
 BOTS = pytest.StashKey[list[LocalBot]]()  # the bots make_bot started for a test
 

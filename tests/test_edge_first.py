@@ -98,3 +98,41 @@ async def test_a_tick_an_ack_wakes_still_lets_the_next_acks_go_first(
         return (await get(bot, dep_id)).state != State.REQUESTED
 
     await eventually(moved_on)
+
+
+async def test_ticks_arriving_while_claims_wait_never_keep_a_whole_tick_waiting(
+        make_bot: Launch, tmp_path: Path) -> None:
+    """The scheduler (and wake-ups) keep calling while the background claim loop waits
+    for acks: each call used to leave that loop one batch more, so on a loaded machine it
+    never ended and a whole tick waited behind it for ever (a CI run hung)."""
+    bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET)
+    runner, urgency = bot.bot.runner, bot.bot.urgency
+    urgency.max_wait = 0.1  # each claim batch waits this long for the request below
+    release = asyncio.Event()
+    claim_batch = runner._claim_batch
+
+    async def slow_claim_batch() -> Any:  # a loaded machine: the claim outlasts a tick
+        await asyncio.sleep(0.05)
+        return await claim_batch()
+
+    runner._claim_batch = slow_claim_batch
+
+    async def answering() -> None:
+        async with urgency.urgent():
+            await release.wait()
+
+    async def scheduler() -> None:
+        while True:
+            runner.start_tick()
+            await asyncio.sleep(0.02)  # faster than a claim: one arrives during each
+
+    request, ticking = asyncio.create_task(answering()), asyncio.create_task(scheduler())
+    try:
+        await asyncio.sleep(0.3)
+        dep_id = await insert(bot, state=State.REQUESTED)
+        assert await asyncio.wait_for(runner.tick(), 10) >= 1
+        assert (await get(bot, dep_id)).state != State.REQUESTED
+    finally:
+        ticking.cancel()
+        release.set()
+        await request

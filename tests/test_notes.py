@@ -322,9 +322,15 @@ async def test_unknown_facts_are_delivered_from_their_fallback_or_retried(make_b
 
     assert await eventually(posted) == ["A newer Shipbot wrote this.", "Written before facts.",
                                         ":unlock: <@U0BOB> unlocked staging."]
-    async with bot.bot.sessions() as session:
-        [unknown] = (await session.exec(select(Outbox).where(
-            col(Outbox.delivered_at).is_(None)))).all()
+
+
+    async def undelivered() -> list[Outbox] | None:  # posted first, then marked delivered
+        async with bot.bot.sessions() as session:
+            rows = (await session.exec(select(Outbox).where(
+                col(Outbox.delivered_at).is_(None)))).all()
+        return list(rows) if len(rows) == 1 else None
+
+    [unknown] = await eventually(undelivered)
     assert unknown.attempts >= 1 and unknown.next_attempt_at is not None
     assert unknown.last_error == f"unknown fact kind 'from_the_future' in outbox row {unknown.id}"
     async with bot.bot.sessions() as session:  # a newer replica delivers it meanwhile

@@ -84,7 +84,8 @@ class Runner(Advancing):
         self.lease, self.replica = lease, replica or owner
         self._lock = asyncio.Lock()  # held while claiming one batch
         # One background claim loop at a time (it claims until nothing more is due); a
-        # tick that finds one running leaves it a batch more (``_again``) and returns.
+        # tick that finds one running says so (``_again``) and returns, and the loop
+        # starts one more tick once it has let go of the lock.
         self._claiming = asyncio.Lock()
         self._again = False
         self._draining = False
@@ -164,7 +165,15 @@ class Runner(Advancing):
         if urgent:
             return await self._claim_loop(urgent=True)
         async with self._claiming:  # never held by a rollback's tick: it goes past
-            return await self._claim_loop(urgent=False)
+            started = await self._claim_loop(urgent=False)
+        if self._again and not self._draining:
+            # A tick came while the last batch was claimed, which may have missed what it
+            # was for. Claimed by a tick of its own, after the lock is let go: looping here
+            # instead never ended on a loaded machine, with ticks arriving during every
+            # batch, and a whole tick waiting for the lock waited for ever.
+            self._again = False
+            self._background(self.tick(under_way=False))
+        return started
 
     async def _claim_loop(self, urgent: bool) -> dict[int, asyncio.Task[None]]:
         started: dict[int, asyncio.Task[None]] = {}
@@ -172,12 +181,12 @@ class Runner(Advancing):
         while more and not self._draining:
             if not urgent:
                 await self.urgency.background_turn()
-                self._again = False
             async with self._lock:
+                if not urgent:
+                    self._again = False  # the query below sees what was due until now
                 with self.urgency.serving():  # waited above: not again at the writer queue
                     batch, more = await self._claim_batch()
             started.update(batch)
-            more = more or (self._again and not urgent)
         return started
 
     async def _claim_batch(self) -> tuple[dict[int, asyncio.Task[None]], bool]:
