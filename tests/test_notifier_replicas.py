@@ -26,6 +26,8 @@ from sqlmodel import col, select
 from bot.devtools.fake_slack import FakeSlack
 from bot.engine.replicas import release_dead_leases
 from bot.metrics import Metrics
+from bot.slack import notifier as notifier_module
+from bot.slack.app import build_web_client
 from bot.slack.notifier import Notifier
 from bot.store.db import Sessions, create_engine, create_schema, session_factory
 from bot.store.models import AlertThread, Deployment, Outbox
@@ -479,3 +481,30 @@ async def test_a_row_another_replica_holds_in_the_middle_of_the_list_stops_the_c
         await session.commit()
     assert (await a.notifier.claims.claim(rows)).rows == []
     assert not [r for r in await outbox(a) if r.claimed_by == "pod-a/1"]  # rolled back
+
+
+async def test_a_stopping_replica_does_not_wait_out_a_rate_limit(
+        pods: Callable[[str], Awaitable[Pod]], clock: FakeClock, slack: FakeSlack,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM while a post waits out Slack's Retry-After: nothing is in flight, so the pod
+    stops at once instead of after its whole grace period, and the other replica posts it,
+    once. (The grace is made endless: waiting for it would hang the test.)"""
+    monkeypatch.setattr(notifier_module, "STOP_GRACE_SECONDS", 3600)
+    a, b = await pods("pod-a"), await pods("pod-b")
+    a.notifier.client = build_web_client("xoxb-test", slack.base_url)  # slack_sdk's retries
+    dep_id = await add_deployment(a, clock, 0)
+    async with a.sessions() as session:
+        session.add(Outbox(deployment_id=dep_id, kind="card", created_at=clock()))
+        await session.commit()
+    slack.fail_next("chat.postMessage", error="ratelimited", retry_after=600)
+    running = asyncio.get_running_loop().create_task(a.notifier.run_forever())
+    backoffs = a.notifier.client.backoffs
+    await eventually(lambda: asyncio.sleep(0, bool(backoffs.tasks)))
+    running.cancel()  # what stopping the bot does
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 30)  # a bound on a hang, not a measure of speed
+    await a.notifier.claims.hand_back()
+
+    await until_delivered(b, rounds=1)
+    assert len(slack.messages(DEPLOYS)) == 1
+    assert not backoffs.tasks

@@ -17,11 +17,6 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.engine.inbox import Request
@@ -31,6 +26,7 @@ from bot.slack.blocks import REJECT_CALLBACK, reject_modal
 from bot.slack.identity import BotIdentity
 from bot.slack.redacting import RedactingApp, RedactingWebClient
 from bot.slack.replies import reply_text
+from bot.slack.retries import Backoffs
 from commands.actions import ACTIONS, STALE, ActionId
 from commands.handlers import CommandHandlers, Invocation
 
@@ -43,17 +39,16 @@ REJECT_FORM_FAILED = ("Slack did not open the form for your reason in time; noth
 def build_web_client(token: str, base_url: str,
                      redactor: Redactor | None = None) -> RedactingWebClient:
     """Slack client with retries on 429 (honouring Retry-After), 5xx and dropped connections,
-    redacting every call (without a redactor: token shapes and the token itself)."""
+    redacting every call (without a redactor: token shapes and the token itself). The
+    client's ``backoffs`` tell which calls are waiting between attempts."""
+    backoffs = Backoffs()
     return RedactingWebClient(
         redactor=redactor or Redactor([token]),
+        backoffs=backoffs,
         token=token,
         base_url=base_url,
         timeout=10,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
+        retry_handlers=backoffs.handlers(),
     )
 
 

@@ -39,6 +39,7 @@ from bot.slack.notes import UnknownFact, words_of
 from bot.slack.notifier_alerts import AlertDelivery
 from bot.slack.outbox_claims import LEASE, OutboxClaims
 from bot.slack.outbox_outcomes import Outcomes
+from bot.slack.retries import Backoffs
 from bot.slack.rollout_chart import rollout_chart
 from bot.store.db import Sessions
 from bot.store.models import Approval, Deployment, Outbox
@@ -114,12 +115,10 @@ class Notifier(Outcomes):
                 await asyncio.sleep(began + SCAN_GAP - loop.time())
                 self._wake.clear()
         finally:  # stopping: threads being posted get a moment to record what went out
-            inflight = set(self._inflight.values())
-            if inflight:  # (cancelled mid-write, a SQLite connection can keep its lock)
-                _, late = await asyncio.wait(inflight, timeout=STOP_GRACE_SECONDS)
-                for task in late:
-                    task.cancel()
-                await asyncio.gather(*late, return_exceptions=True)
+            # (cancelled mid-write, a SQLite connection can keep its lock); one waiting to
+            # retry has nothing in flight and goes at once
+            backoffs = getattr(self.client, "backoffs", None) or Backoffs()
+            await backoffs.finish(self._inflight.values(), STOP_GRACE_SECONDS)
 
     async def deliver_pending(self, wait: bool = True) -> int:
         """Start delivering each thread's pending rows; a thread still being delivered is

@@ -20,14 +20,16 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.engine.urgency import Urgency
 from bot.logs import quiet_signature_failures
 from bot.redact import Redactor
+from bot.slack.retries import Backoffs
 
 
 class RedactingWebClient(AsyncWebClient):
     """An ``AsyncWebClient`` whose every outgoing argument is redacted, recursively."""
 
-    def __init__(self, *args: Any, redactor: Redactor, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, redactor: Redactor, backoffs: Backoffs | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.redactor = redactor
+        self.redactor, self.backoffs = redactor, backoffs or Backoffs()
 
     async def api_call(  # type: ignore[override]
         self, api_method: str, *, http_verb: str = "POST", files: dict[str, Any] | None = None,
