@@ -111,8 +111,7 @@ class Console(Commands):
             await self.run(stream)
         finally:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await asyncio.gather(watcher, return_exceptions=True)  # not our own cancel
             self.flush()
 
 

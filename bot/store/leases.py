@@ -53,5 +53,6 @@ async def renewing(sessions: Sessions, writers: WriterQueue, lease: timedelta,
         yield
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Its cancellation is collected; this block's own (shutdown) goes on up, where
+        # suppressing CancelledError here would have swallowed it too.
+        await asyncio.gather(task, return_exceptions=True)
