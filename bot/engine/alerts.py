@@ -15,6 +15,7 @@ half way is retried whole by its sender and the chunks already recorded are repe
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Callable
@@ -39,6 +40,11 @@ from integrations.alerts import Alert
 RETRIES = 5
 MAX_LABELS = 30
 CHUNK = 50  # alerts per gated transaction: a few tens of milliseconds of holding the queue
+# Chunks being recorded at once, over all deliveries. On PostgreSQL each holds one of the
+# edge pool's connections, which slash commands and clicks answer from: a storm of
+# deliveries in parallel (Alertmanager sends each group on its own) would otherwise take
+# every one of them, and acks would wait for the pool past Slack's 3 seconds.
+CONCURRENT_CHUNKS = 2
 
 
 @dataclass
@@ -90,6 +96,7 @@ class AlertService:
         self.settings, self.services = config.alerts, tuple(config.services)
         self.writers = writers or WriterQueue("")
         self.auto_rules = any(s.auto_rollback for s in config.services.values())
+        self._recording = asyncio.Semaphore(CONCURRENT_CHUNKS)
 
     async def receive(self, alerts: list[Alert]) -> Received:
         """Record a delivery chunk by chunk, letting other writers in between, then start
@@ -111,7 +118,9 @@ class AlertService:
         if not self.auto_rules:
             return
         for thread_id in new_threads:
-            if await self._auto_rollback_due(thread_id):
+            async with self._recording:
+                due = await self._auto_rollback_due(thread_id)
+            if due:
                 await self.rollbacks.from_alert(thread_id, "shipbot", auto=True)
 
     async def _receive(self, chunk: list[Alert]) -> Received:
@@ -119,7 +128,7 @@ class AlertService:
         race (it then finds that delivery's instance or thread)."""
         for attempt in range(RETRIES):
             try:
-                async with self.writers():
+                async with self._recording, self.writers():
                     return await self._record(chunk)
             except (IntegrityError, StaleDataError, OperationalError):
                 if attempt == RETRIES - 1:
