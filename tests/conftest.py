@@ -45,6 +45,16 @@ def pytest_configure(config: pytest.Config) -> None:
     sys.dont_write_bytecode = False
 
 
+@pytest.fixture(autouse=True)
+def _subprocess_coverage(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python processes a test starts are measured only where the test says so (marked
+    ``measure_subprocesses``: the CLI, the command provider's supervisor). Coverage set up
+    in each of thousands of supervisors that every deployment starts cost a third of the
+    suite's CPU, measuring the same lines again; the marked tests cover them."""
+    if request.node.get_closest_marker("measure_subprocesses") is None:
+        monkeypatch.delenv("COVERAGE_PROCESS_CONFIG", raising=False)
+
+
 def step(log: Path, **env: Any) -> dict[str, Any]:
     """A command-provider config running tests/scripts/step.py."""
     timeout = env.pop("timeout", 30)

@@ -12,6 +12,8 @@ import pytest
 
 from tests.postgres_fixture import free_port
 
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

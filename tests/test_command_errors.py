@@ -12,10 +12,14 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from integrations.base import RunState
 from integrations.command import RUNNER_LOST, CommandConfig, CommandProvider
 from integrations.command_wrapper import is_alive, process_fingerprint, read_pid
 from tests.test_command_provider import PY, finish, job, make, program, program_pid, wait_for
+
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
 
 __all__ = ["program"]  # the fixture, imported for the tests below
 

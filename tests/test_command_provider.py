@@ -18,6 +18,8 @@ from integrations.base import IntegrationError, JobSpec, RunState, RunStatus
 from integrations.command import RUNNER_LOST, CommandConfig, CommandProvider, run_id_for
 from integrations.command_wrapper import process_fingerprint, read_pid
 
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
+
 PY = sys.executable
 
 # Records its argv and one line per start, prints numbered lines, then sleeps / exits.

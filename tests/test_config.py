@@ -12,6 +12,8 @@ import yaml
 from bot.cli import main
 from bot.config import ConfigError, load_config
 
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
+
 ROOT = Path(__file__).parent.parent
 
 

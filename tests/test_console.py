@@ -12,6 +12,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
+
 from bot.devtools.console import Console, run_console
 from bot.devtools.fake_slack import FakeSlack, RecordedCall
 from bot.devtools.local import LocalBot
@@ -31,6 +33,8 @@ from bot.slack.blocks import STATE_EMOJI, reject_modal, status_card, thread_note
 from bot.store.models import Deployment
 from commands.actions import ActionId
 from tests.conftest import make_config, step
+
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 3, 4, 10, 0, 12, tzinfo=UTC)

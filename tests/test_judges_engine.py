@@ -167,6 +167,7 @@ async def test_evidence_pools_across_steps_and_the_thread_gives_the_shift_with_i
                          r"\[[+−][\d.]+, [+−][\d.]+\]\)", r) for r in reports), reports
 
 
+@pytest.mark.measure_subprocesses  # the `shipbot judges report` it runs counts for coverage
 async def test_a_metric_in_shadow_mode_reports_but_never_rolls_back(
         make_bot: Any, tmp_path: Path, prometheus: Any) -> None:
     exporter = prometheus.exporter

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
@@ -19,6 +20,8 @@ from bot.devtools.driver import SlackDriver
 from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import invite_bot
 from tests.conftest import eventually, make_config, step
+
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
 
 
 def free_port() -> int:

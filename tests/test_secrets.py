@@ -28,6 +28,8 @@ from tests.conftest import eventually, make_config
 from tests.test_command_provider import finish
 from tests.test_deploy_flow import finished
 
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
+
 PY = sys.executable
 GHP = "ghp_" + "Z9y8X7w6V5u4T3s2R1q0P9o8N7m6L5k4J3i2"
 DB_URL = "postgresql://shipbot:Pa55-w0rd-xyz@db:5432/shipbot"

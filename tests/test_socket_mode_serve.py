@@ -25,6 +25,8 @@ from bot.devtools.fake_slack import FakeSlack
 from bot.devtools.local import invite_bot
 from tests.conftest import eventually, make_config
 
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
+
 ROOT = Path(__file__).parent.parent
 APP_TOKEN = "xapp-1-A0SHIPBOT-1-socketmode"
 

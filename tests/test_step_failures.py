@@ -17,6 +17,8 @@ from integrations.command_wrapper import process_fingerprint
 from tests.conftest import FakeClock, eventually, make_config, step
 from tests.test_deploy_flow import delivered, finished
 
+pytestmark = pytest.mark.measure_subprocesses  # its shipbot processes count for coverage
+
 
 def last_reply(card: dict) -> str:
     return card["replies"][-1]["text"]
