@@ -250,11 +250,12 @@ class Shipbot:
                 await self.heartbeat.leave()
             except Exception:  # its heartbeat runs out instead
                 log.exception("shutting down: giving this replica's runs up failed")
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        # Their ends (cancelled, or failed: nothing left to do about it) are collected; a
+        # cancel of this stop itself goes on up.
+        await asyncio.gather(*tasks, return_exceptions=True)
         try:  # Slack threads this process was posting: the others go on at once
             await self.notifier.claims.hand_back()
         except Exception:  # its claims lapse instead

@@ -16,7 +16,7 @@ import faulthandler
 import functools
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -35,16 +35,23 @@ def guarded(test: Callable[..., Awaitable[Any]], name: str,
         fired: list[bool] = []
         handle = asyncio.get_running_loop().call_later(limit, _hung, task, name, limit, fired)
         try:
-            return await test(*args, **kwargs)
+            result = await test(*args, **kwargs)
         except asyncio.CancelledError:
             if fired:
-                pytest.fail(f"{name} hung: still running after {limit:.0f} s "
-                            "(every task's stack is printed above)", pytrace=True)
+                _fail(name, limit)
             raise
         finally:
             handle.cancel()
+        if fired:  # the test swallowed the cancel: it hung all the same
+            _fail(name, limit)
+        return result
 
     return run
+
+
+def _fail(name: str, limit: float) -> NoReturn:
+    pytest.fail(f"{name} hung: still running after {limit:.0f} s (every task's stack is "
+                "printed above)", pytrace=True)
 
 
 def _hung(task: asyncio.Task[Any], name: str, limit: float, fired: list[bool]) -> None:
@@ -77,5 +84,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """The last hook: from here on the process only exits, which must not take long."""
-    faulthandler.dump_traceback_later(EXIT_GRACE_SECONDS, exit=True)
+    """An xdist worker's last hook: from here on it only exits, which must not take long.
+    (Not elsewhere: a process that runs pytest in-process, as mutmut does, goes on.)"""
+    if hasattr(config, "workerinput"):
+        faulthandler.dump_traceback_later(EXIT_GRACE_SECONDS, exit=True)

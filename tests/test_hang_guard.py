@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -29,10 +30,18 @@ async def test_a_hung_test_fails_with_the_stacks_of_its_tasks(capsys: pytest.Cap
     assert "waits_for_ever" in printed and "spinner" in printed
 
 
+async def test_a_hung_test_that_swallows_the_cancel_still_fails() -> None:
+    async def waits_for_ever_and_ignores_cancels() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # as a careless stop() might
+            await asyncio.Event().wait()
+
+    with pytest.raises(pytest.fail.Exception, match="hung"):
+        await guarded(waits_for_ever_and_ignores_cancels, "t", limit=0.1)()
+
+
 async def test_a_test_that_ends_in_time_is_untouched() -> None:
     async def quick(value: int) -> int:
-        await asyncio.sleep(0.01)
         return value
 
-    assert await guarded(quick, "q", limit=5)(value=7) == 7
-    await asyncio.sleep(0.05)  # the cancelled timer does not fire later
+    assert await guarded(quick, "q", limit=0.05)(value=7) == 7
+    await asyncio.sleep(0.2)  # past the limit: its timer, cancelled, must not cancel us

@@ -276,7 +276,9 @@ async def test_a_replica_that_dies_holding_a_claim_is_taken_over_after_the_lease
 
 async def test_an_alert_root_posted_by_a_replica_that_died_is_not_posted_again(
         pods: Callable[[str], Awaitable[Pod]], clock: FakeClock, slack: FakeSlack) -> None:
-    """Its ts is recorded as soon as Slack gives it, not with the thread's last reply."""
+    """Its ts is recorded as soon as Slack gives it, not with the thread's last reply.
+    (Cancelled, the pass records the replies it had posted; the one Slack was answering
+    is posted again: at least once.)"""
     a, b = await pods("pod-a"), await pods("pod-b")
     alert = await add_alert(a, clock)
     await queue(a, clock, [], alert, 0)
@@ -286,7 +288,8 @@ async def test_an_alert_root_posted_by_a_replica_that_died_is_not_posted_again(
     await until_delivered(b)
 
     [root] = slack.messages(ALERTS)
-    assert texts(root["replies"])[-REPLIES:] == [f"alert reply 0.{n}" for n in range(REPLIES)]
+    assert [t for t in texts(root["replies"]) if t.startswith("alert reply")] == [
+        "alert reply 0.0", "alert reply 0.1", *(f"alert reply 0.{n}" for n in range(1, REPLIES))]
     async with b.sessions() as session:
         thread = await session.get(AlertThread, alert)
     assert thread is not None and thread.root_ts == root["ts"]
@@ -508,3 +511,31 @@ async def test_a_stopping_replica_does_not_wait_out_a_rate_limit(
     await until_delivered(b, rounds=1)
     assert len(slack.messages(DEPLOYS)) == 1
     assert not backoffs.tasks
+
+
+async def test_an_alert_reply_posted_before_a_stop_during_a_rate_limit_is_recorded(
+        pods: Callable[[str], Awaitable[Pod]], clock: FakeClock) -> None:
+    """An alert thread's pass records its posts at its end. SIGTERM while its next reply
+    waits out Retry-After ends the pass at once: what it had posted is recorded first, so
+    the replica taking over does not post it again."""
+    a = await pods("pod-a")
+    alert = await add_alert(a, clock)
+    async with a.sessions() as session:
+        session.add(Outbox(alert_thread_id=alert, kind="alert_root", created_at=clock()))
+        for n in range(2):
+            session.add(Outbox(alert_thread_id=alert, kind="alert_reply", created_at=clock(),
+                               text=f"alert reply {n}"))
+        await session.commit()
+    # Two posts go through (the root and the first reply); the next waits ~1,000 s.
+    async with FakeSlack(post_burst=2, post_rate_per_channel=0.001) as limited:
+        limited.add_channel(ALERTS)
+        a.notifier.client = build_web_client("xoxb-test", limited.base_url)
+        running = asyncio.get_running_loop().create_task(a.notifier.run_forever())
+        backoffs = a.notifier.client.backoffs
+        await eventually(lambda: asyncio.sleep(0, bool(backoffs.tasks)))
+        running.cancel()  # what stopping the bot does
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(running, 30)  # a bound on a hang, not a measure of speed
+    delivered = {r.kind + (r.text or ""): r.delivered_at is not None for r in await outbox(a)}
+    assert delivered == {"alert_root": True, "alert_replyalert reply 0": True,
+                         "alert_replyalert reply 1": False}

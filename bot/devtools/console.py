@@ -111,7 +111,11 @@ class Console(Commands):
             await self.run(stream)
         finally:
             watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)  # not our own cancel
+            # Its cancellation is collected (not ours, if we are being cancelled); a crash
+            # of it is not hidden.
+            [outcome] = await asyncio.gather(watcher, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                raise outcome
             self.flush()
 
 

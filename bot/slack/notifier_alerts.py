@@ -8,6 +8,7 @@ the other.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable
@@ -67,7 +68,8 @@ class Outlet(Protocol):
 class AlertDelivery:
     """Posts what the rows ask for, then records the delivered rows in one transaction:
     fewer writes on the hot path. A crash in between re-posts the replies (at least once),
-    as everywhere in the outbox; a Slack error records what was done and retries the rest.
+    as everywhere in the outbox; a Slack error or a stop records what was done (and the
+    rest is retried, by this replica or another).
     The root and the suspect reply are recorded as soon as Slack gives their ts (once per
     thread): a replica taking a dead one's claim over edits them, never posts a second."""
 
@@ -99,6 +101,9 @@ class AlertDelivery:
                 continue
             try:
                 await call
+            except asyncio.CancelledError:  # stopping (a post waiting out a rate limit
+                await self._record(done)  # goes at once): what went out is recorded first
+                raise
             except (SlackApiError, SlackClientError, OSError, TimeoutError, UnknownFact) as exc:
                 await self._record(done)
                 if isinstance(exc, UnknownFact):
