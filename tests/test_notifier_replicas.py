@@ -29,6 +29,7 @@ from bot.metrics import Metrics
 from bot.slack import notifier as notifier_module
 from bot.slack.app import build_web_client
 from bot.slack.notifier import Notifier
+from bot.slack.retries import Backoffs
 from bot.store.db import Sessions, create_engine, create_schema, session_factory
 from bot.store.models import AlertThread, Deployment, Outbox
 from bot.store.writers import WriterQueue
@@ -486,6 +487,17 @@ async def test_a_row_another_replica_holds_in_the_middle_of_the_list_stops_the_c
     assert not [r for r in await outbox(a) if r.claimed_by == "pod-a/1"]  # rolled back
 
 
+async def stopped_while_backing_off(notifier: Notifier) -> Backoffs:
+    """Run ``notifier`` until a post of it waits to retry, then stop it as the bot does."""
+    running = asyncio.get_running_loop().create_task(notifier.run_forever())
+    backoffs: Backoffs = notifier.client.backoffs  # type: ignore[attr-defined]
+    await eventually(lambda: asyncio.sleep(0, bool(backoffs.tasks)))
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, 30)  # a bound on a hang, not a measure of speed
+    return backoffs
+
+
 async def test_a_stopping_replica_does_not_wait_out_a_rate_limit(
         pods: Callable[[str], Awaitable[Pod]], clock: FakeClock, slack: FakeSlack,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -500,12 +512,7 @@ async def test_a_stopping_replica_does_not_wait_out_a_rate_limit(
         session.add(Outbox(deployment_id=dep_id, kind="card", created_at=clock()))
         await session.commit()
     slack.fail_next("chat.postMessage", error="ratelimited", retry_after=600)
-    running = asyncio.get_running_loop().create_task(a.notifier.run_forever())
-    backoffs = a.notifier.client.backoffs
-    await eventually(lambda: asyncio.sleep(0, bool(backoffs.tasks)))
-    running.cancel()  # what stopping the bot does
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(running, 30)  # a bound on a hang, not a measure of speed
+    backoffs = await stopped_while_backing_off(a.notifier)
     await a.notifier.claims.hand_back()
 
     await until_delivered(b, rounds=1)
@@ -530,12 +537,7 @@ async def test_an_alert_reply_posted_before_a_stop_during_a_rate_limit_is_record
     async with FakeSlack(post_burst=2, post_rate_per_channel=0.001) as limited:
         limited.add_channel(ALERTS)
         a.notifier.client = build_web_client("xoxb-test", limited.base_url)
-        running = asyncio.get_running_loop().create_task(a.notifier.run_forever())
-        backoffs = a.notifier.client.backoffs
-        await eventually(lambda: asyncio.sleep(0, bool(backoffs.tasks)))
-        running.cancel()  # what stopping the bot does
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(running, 30)  # a bound on a hang, not a measure of speed
+        await stopped_while_backing_off(a.notifier)
     delivered = {r.kind + (r.text or ""): r.delivered_at is not None for r in await outbox(a)}
     assert delivered == {"alert_root": True, "alert_replyalert reply 0": True,
                          "alert_replyalert reply 1": False}
