@@ -67,7 +67,7 @@ async def acts_once(bot: LocalBot, text: str, user: str = "U0ALICE",
     return str(first.json()["text"])
 
 
-async def test_replayed_lock_unlock_freeze_unfreeze_act_once(make_bot, database_url) -> None:
+async def test_replayed_lock_unlock_freeze_unfreeze_act_once(database_url, make_bot) -> None:
     bot = await make_bot(database_url=database_url)
     locked = await acts_once(bot, "lock staging --reason x")
     assert locked.startswith(":lock: Locked staging.")
@@ -88,7 +88,7 @@ async def test_replayed_cancel_acts_once(make_bot, tmp_path, database_url) -> No
         "Cancelled deployment #1 of api to staging."
 
 
-async def test_replayed_deploy_and_rollback_act_once(make_bot, database_url) -> None:
+async def test_replayed_deploy_and_rollback_act_once(database_url, make_bot) -> None:
     bot = await make_bot(database_url=database_url)
     assert "Deployment #1" in await acts_once(bot, "api dev v1.0.0")
     await finished(bot, 1)
@@ -182,7 +182,7 @@ async def test_an_approve_acked_then_killed_is_applied_by_the_next_bot(
 
 
 async def test_a_retried_and_a_double_click_record_one_approval(
-        make_bot, database_url) -> None:
+        database_url, make_bot) -> None:
     """Slack retries the same click payload (its 3 s passed); Carol also clicks twice.
     One approval, one decision; the retry is not answered twice."""
     bot = await make_bot(database_url=database_url)
