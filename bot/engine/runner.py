@@ -109,7 +109,7 @@ class Runner(Advancing):
         if self._draining:
             return 0
         if not under_way and not urgent and self._claiming.locked():
-            self._again = True  # the claim under way takes what is due now, too
+            self._again = True  # the claim loop under way starts a tick for it when done
             return 0
         with self.turns.turn() if under_way else contextlib.nullcontext(), \
                 self.urgency.serving() if urgent else contextlib.nullcontext():
