@@ -3,8 +3,9 @@ is not one of them: "did you mean", and user input echoed back safely."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping, Sequence
+
+from rapidfuzz import fuzz, process
 
 from bot.values import UsageError
 
@@ -19,18 +20,10 @@ class Catalog:
         self.services = dict(services)
         self.environments = list(environments or dict.fromkeys(
             e for envs in self.services.values() for e in envs))
-        self._hints: dict[str, str] = {}
 
     def suggestion(self, name: str) -> str:
-        """``did_you_mean`` over the services, remembered (a few hundred names): a name
-        that is no service is looked up twice per command (a subcommand's typo? then the
-        reply), and with hundreds of services each lookup costs milliseconds."""
-        hint = self._hints.get(name)
-        if hint is None:
-            hint = did_you_mean(name, self.services)
-            if len(self._hints) < 512:
-                self._hints[name] = hint
-        return hint
+        """``did_you_mean`` over the services."""
+        return did_you_mean(name, self.services)
 
     def service(self, name: str) -> str:
         if name in self.services:
@@ -57,8 +50,12 @@ class Catalog:
 
 
 def did_you_mean(word: str, choices: Sequence[str] | Mapping[str, object]) -> str:
+    """The closest name at 60 % similarity or more (difflib's cutoff), else one that
+    starts with ``word``. rapidfuzz, not difflib: over 600 services difflib took ~1.5 ms
+    of an unknown name's ack, rapidfuzz a few microseconds."""
     names = list(choices)
-    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6) or [
+    best = process.extractOne(word, names, scorer=fuzz.ratio, score_cutoff=60)
+    close = [best[0]] if best else [
         n for n in names if len(word) >= 2 and n.startswith(word)][:1]
     return f" Did you mean '{close[0]}'?" if close else ""
 
