@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot.config_alerts import AlertsConfig, AutoRollbackConfig
+from bot.config_analysis import JudgeKind
 from bot.config_delivery import StrategyConfig
 from bot.config_policy import ApprovalConfig, FreezeWindowConfig, Roles
 from integrations.base import Capability
@@ -178,6 +179,12 @@ class ShipbotConfig(BaseModel):
                     raise ValueError(f"services.{name}.{where}.analysis: configure a metrics "
                                      "provider (top-level `metrics:`) first")
         return self
+
+    def judges(self) -> set[JudgeKind]:
+        """The judges some service's canary analysis uses."""
+        return {metric.judge for svc in self.services.values()
+                for strategy in (svc.strategy, *svc.strategies.values()) if strategy.analysis
+                for metric in strategy.analysis.metrics}
 
     def strategy_for(self, service: str, env: str, kind: str | None = None) -> StrategyConfig:
         """The environment's strategy, or with ``--strategy KIND`` the configured strategy

@@ -23,8 +23,10 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.clock import Clock, system_clock
 from bot.config import ShipbotConfig
+from bot.config_analysis import JudgeKind
 from bot.engine import progressive, replicas, slot_versions
 from bot.engine.alerts import AlertService
+from bot.engine.analysis import mann_whitney
 from bot.engine.approvals import ApprovalService
 from bot.engine.controls import ControlService
 from bot.engine.deploys import DeployService
@@ -136,6 +138,8 @@ class Shipbot:
         await create_schema(self.db)
         await self._mend_slot_versions()  # before anything else writes
         await self._become_replica()
+        if JudgeKind.MANN_WHITNEY in self.config.judges():  # ~0.4 s of imports: not on the loop
+            await asyncio.to_thread(mann_whitney.scipy_stats)
         # One connection pool for every Web API call (slack_sdk opens a session per call
         # otherwise): alert threads are posted in a few milliseconds, not a TCP handshake.
         self.client.session = aiohttp.ClientSession()
