@@ -62,6 +62,7 @@ def build_slack_app(
     # Verification stays on: Bolt skips it for Socket Mode envelopes, and without a signing
     # secret (Socket Mode only) an unguessable one makes every HTTP request fail it.
     app = RedactingApp(
+        name="shipbot",  # else Bolt reads the source of every frame of the caller's stack
         client=client,
         signing_secret=signing_secret or secrets.token_hex(32),
         authorize=identity.authorizer(),  # one workspace, one token: no auth.test per request
