@@ -36,7 +36,7 @@ from bot.engine.machine import IN_FLIGHT
 from bot.store.models import AuditEvent, Deployment, Freeze, InboundRequest, Lock, Outbox
 from commands.handlers import Invocation
 
-D, A, O, I, L, F = (m.__table__ for m in (  # type: ignore[attr-defined]
+DEP, AUDIT, OUTBOX, INBOX, LOCK, FREEZE = (m.__table__ for m in (  # type: ignore[attr-defined]
     Deployment, AuditEvent, Outbox, InboundRequest, Lock, Freeze))
 RUNNING = [s.value for s in IN_FLIGHT]
 
@@ -55,24 +55,25 @@ async def sketch(engine: AsyncEngine, services: Sequence[str], env: str = "stagi
     now = datetime.now(UTC)
     keys = {uuid.uuid4().hex: service for service in services}
     async with engine.begin() as conn:
-        await conn.execute(sa.select(I.c.key).where(I.c.key.in_(keys)))
-        await conn.execute(sa.select(D.c.service, D.c.id, D.c.state).where(
-            D.c.service.in_(services), D.c.env == env, D.c.state.in_(RUNNING)))
-        await conn.execute(sa.select(L.c.id, L.c.service).where(
-            L.c.env == env, L.c.released_at.is_(None),
-            sa.or_(L.c.expires_at.is_(None), L.c.expires_at > now)))
-        await conn.execute(sa.select(F.c.id).where(F.c.lifted_at.is_(None), F.c.ends_at > now))
+        await conn.execute(sa.select(INBOX.c.key).where(INBOX.c.key.in_(keys)))
+        await conn.execute(sa.select(DEP.c.service, DEP.c.id, DEP.c.state).where(
+            DEP.c.service.in_(services), DEP.c.env == env, DEP.c.state.in_(RUNNING)))
+        await conn.execute(sa.select(LOCK.c.id, LOCK.c.service).where(
+            LOCK.c.env == env, LOCK.c.released_at.is_(None),
+            sa.or_(LOCK.c.expires_at.is_(None), LOCK.c.expires_at > now)))
+        await conn.execute(sa.select(FREEZE.c.id).where(
+            FREEZE.c.lifted_at.is_(None), FREEZE.c.ends_at > now))
         ids = (await conn.execute(
-            sa.insert(D).returning(D.c.id, sort_by_parameter_order=True),
+            sa.insert(DEP).returning(DEP.c.id, sort_by_parameter_order=True),
             [deployment_row(k, s, env, now) for k, s in keys.items()])).scalars().all()
         slots = list(zip(ids, keys.values(), strict=True))
-        await conn.execute(sa.insert(A), [
+        await conn.execute(sa.insert(AUDIT), [
             {"deployment_id": i, "service": s, "env": env, "actor": "U0BENCH",
              "action": "requested", "to_state": "requested", "detail": "", "at": now}
             for i, s in slots])
-        await conn.execute(sa.insert(O), [{"deployment_id": i, "kind": "card",
+        await conn.execute(sa.insert(OUTBOX), [{"deployment_id": i, "kind": "card",
                                            "created_at": now} for i in ids])
-        await conn.execute(sa.insert(I), [
+        await conn.execute(sa.insert(INBOX), [
             {"key": k, "kind": "slash", "user": "U0BENCH", "payload": "{}",
              "received_at": now, "reply": "ok", "done_at": now, "told_at": now,
              "attempts": 1} for k in keys])
