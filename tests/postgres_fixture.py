@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,14 +144,49 @@ def _admin(server: PostgresServer, sql: str) -> None:
         finally:
             await conn.close()
 
+    _in_a_thread(run())
+
+
+def _in_a_thread(work: Coroutine[Any, Any, None]) -> None:
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result(timeout=30)
+        pool.submit(asyncio.run, work).result(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server: PostgresServer) -> str:
+    """A database migrated to the newest revision, made once per test process: bots start
+    on copies of it (``CREATE DATABASE ... TEMPLATE``, as ``make_bot`` copies a migrated
+    SQLite file) instead of running every migration again. tests/test_migrations.py
+    migrates empty databases for real."""
+    from bot.store.db import create_engine, create_schema
+
+    name = f"template_{uuid.uuid4().hex[:12]}"
+    _admin(postgres_server, f'CREATE DATABASE "{name}"')
+
+    async def migrate() -> None:
+        engine = create_engine(postgres_server.url(name))
+        await create_schema(engine)
+        await engine.dispose()  # a template takes copies only while nobody is connected
+
+    _in_a_thread(migrate())
+    return name
 
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """URL of a fresh, empty database on the session's server, dropped afterwards."""
+    yield from _database(postgres_server)
+
+
+@pytest.fixture
+def migrated_postgres_url(postgres_server: PostgresServer, migrated_template: str
+                          ) -> Iterator[str]:
+    """URL of a fresh database at the newest revision, dropped afterwards."""
+    yield from _database(postgres_server, f' TEMPLATE "{migrated_template}"')
+
+
+def _database(server: PostgresServer, template: str = "") -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
-    _admin(postgres_server, f'CREATE DATABASE "{name}"')
-    yield postgres_server.url(name)
-    _admin(postgres_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _admin(server, f'CREATE DATABASE "{name}"{template}')
+    yield server.url(name)
+    _admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

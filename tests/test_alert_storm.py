@@ -76,7 +76,7 @@ async def test_a_retried_storm_records_each_alert_once(launch, tmp_path, request
                                                        database: str) -> None:
     """Alertmanager retries a delivery it saw fail; HA pairs send it twice at once (on
     PostgreSQL, with no writer queue, their chunks really race on the unique keys)."""
-    url = request.getfixturevalue("postgres_url") if database == "postgresql" else \
+    url = request.getfixturevalue("migrated_postgres_url") if database == "postgresql" else \
         f"sqlite:///{tmp_path}/shipbot.db"
     bot = await launch(alert_config(tmp_path), database_url=url)
     payload = storm()

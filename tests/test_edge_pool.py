@@ -23,8 +23,8 @@ pytest_plugins = ["tests.postgres_fixture"]
 
 
 async def test_an_ack_is_answered_while_the_engine_holds_every_connection(
-        postgres_url, make_bot) -> None:
-    bot = await make_bot(database_url=postgres_url)
+        migrated_postgres_url, make_bot) -> None:
+    bot = await make_bot(database_url=migrated_postgres_url)
     engine = bot.bot.db
     capacity = engine.pool.size() + engine.pool._max_overflow  # type: ignore[attr-defined]
     async with contextlib.AsyncExitStack() as held:
@@ -42,11 +42,11 @@ async def test_an_ack_is_answered_while_the_engine_holds_every_connection(
 
 
 async def test_an_ack_is_answered_while_a_storm_of_alert_deliveries_holds_the_database(
-        postgres_url, make_bot, tmp_path) -> None:
+        migrated_postgres_url, make_bot, tmp_path) -> None:
     """Alertmanager sends each group on its own, so a storm arrives as many deliveries at
     once. However slow the database is for them, they hold at most ``CONCURRENT_CHUNKS`` of
     the edge pool's connections; a slash command answers from the others."""
-    bot = await make_bot(alert_config(tmp_path), database_url=postgres_url)
+    bot = await make_bot(alert_config(tmp_path), database_url=migrated_postgres_url)
     alerts = bot.bot.alerts
     arrived, inside, release = [], [], asyncio.Event()
     receive, record = alerts.receive, alerts._record

@@ -35,7 +35,7 @@ FORM = "application/x-www-form-urlencoded"
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/shipbot.db"
-    return str(request.getfixturevalue("postgres_url"))
+    return str(request.getfixturevalue("migrated_postgres_url"))
 
 
 async def audits_by(bot: LocalBot, user: str) -> list[tuple[str, str | None]]:

@@ -4,6 +4,7 @@ old create_all without losing rows."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -396,3 +397,16 @@ async def test_slot_versions_upgrade_backfills_and_downgrade(engine: AsyncEngine
     async with engine.connect() as conn:
         tables = await conn.run_sync(lambda c: c.dialect.get_table_names(c))
     assert "slotversion" not in tables and await count(engine, "deployment") == len(history)
+
+
+async def test_replicas_starting_together_on_an_empty_postgres_migrate_once(
+        postgres_url: str) -> None:
+    """Each replica migrates on start; on PostgreSQL an advisory lock makes the second
+    wait for the first and then find the schema at head."""
+    engines = [create_engine(postgres_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(create_schema(e) for e in engines))
+        assert await revision(engines[0]) == head()
+        assert await differences(engines[0]) == []
+    finally:
+        await asyncio.gather(*(e.dispose() for e in engines))

@@ -46,13 +46,13 @@ def short_leases(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def replica(tmp_path: Path, postgres_url: str, quiet: FakeSlack,
+async def replica(tmp_path: Path, migrated_postgres_url: str, quiet: FakeSlack,
                   short_leases: None) -> AsyncIterator[Launch]:
     """Start a replica ``name`` on the shared database, with its own state directory."""
     bots: list[LocalBot] = []
 
     async def launch(config: ShipbotConfig, name: str, **kwargs: Any) -> LocalBot:
-        bot = LocalBot(config, database_url=postgres_url, state_dir=tmp_path / name,
+        bot = LocalBot(config, database_url=migrated_postgres_url, state_dir=tmp_path / name,
                        fake_slack=quiet, tick_seconds=0.1, **kwargs)
         await bot.start()
         bots.append(bot)

@@ -292,10 +292,10 @@ async def test_an_error_while_recording_a_failed_step_does_not_stop_the_tick(
 
 
 async def test_steps_waiting_on_a_slow_target_hold_no_postgres_connection(
-        make_bot: Launch, tmp_path: Path, postgres_url: str) -> None:
+        make_bot: Launch, tmp_path: Path, migrated_postgres_url: str) -> None:
     """A step gives its connection back before it calls the target: with more due
     deployments than the pool, a slash command's ack must not wait for the slowest step."""
-    bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET, database_url=postgres_url)
+    bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET, database_url=migrated_postgres_url)
     for i in range(50):  # more than the pool's 10 + 30
         await insert(bot, state=State.DEPLOYING, deploy_run_id=f"run-{i}",
                      active_slot=f"api/dev-{i}")

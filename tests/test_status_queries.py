@@ -53,7 +53,7 @@ PATHS: dict[str, list[State]] = {
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Sessions]:
     url = (f"sqlite:///{tmp_path}/status.db" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))
+           else request.getfixturevalue("migrated_postgres_url"))
     engine = create_engine(url)
     await create_schema(engine)
     yield session_factory(engine)

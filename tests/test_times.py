@@ -24,7 +24,7 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/shipbot.db"
-    return str(request.getfixturevalue("postgres_url"))
+    return str(request.getfixturevalue("migrated_postgres_url"))
 
 
 @pytest.mark.parametrize(("zone", "ends"), [
