@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -140,7 +139,7 @@ async def test_status_shows_what_the_old_aggregate_showed(sessions: Sessions, se
             if slot.current is not None:
                 dep = await session.get(Deployment, slot.current.id)
                 assert dep is not None
-                assert astuple(slot.current) == (dep.id, dep.version, dep.requester, dep.state,
+                assert tuple(slot.current) == (dep.id, dep.version, dep.requester, dep.state,
                                                  dep.created_at, dep.finished_at)
     assert await new_status(sessions, "api") == await old_status(sessions, "api")
     # The history is varied enough to mean something: slots with and without a success,

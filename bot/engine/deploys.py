@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -30,10 +31,10 @@ from bot.store.writers import WriterQueue
 from integrations.base import Capability
 
 
-@dataclass(frozen=True)
-class SlotRun:
+class SlotRun(NamedTuple):
     """What `/deploy status` shows of a deployment: a few columns, not the whole row (with
-    a thousand services, loading full rows was most of the command's time)."""
+    a thousand services, loading full rows was most of the command's time). A NamedTuple:
+    a frozen dataclass took 1.2 ms to build 4,000 of them, a quarter of the command."""
 
     id: int
     version: str | None
