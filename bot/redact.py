@@ -35,13 +35,14 @@ SECRET_ENV_FIELDS = ("secret_env", "bearer_token_env", "token_env",
 
 _KEY_BLOCK = r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"
 _KEY_END = r"-----END [A-Z0-9 ]*PRIVATE KEY-----"
-_SHAPES = re.compile("|".join((
-    # A whole key block; or, when a tail or a limit cut it, from BEGIN to the end of the
-    # text, or from the first base64 line to END.
-    rf"{_KEY_BLOCK}(?:.*?{_KEY_END}|.*)",
-    # Base64 lines (16+ characters each) before an END; whitespace must separate them, and
-    # a line starts a run, or a long run without an END takes exponential time to reject.
-    rf"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/=]{{16,}}(?:\s+[A-Za-z0-9+/=]{{16,}})*\s*{_KEY_END}",
+_KEY_BLOCK_SHAPE = rf"{_KEY_BLOCK}(?:.*?{_KEY_END}|.*)"
+# Base64 lines (16+ characters each) before an END; whitespace must separate them, and a
+# line starts a run, or a long run without an END takes exponential time to reject. Even
+# so, rejecting it costs a scan to the run's end from each of its lines: this shape is
+# looked for only in a text with an END in it (a 96 KB base64 blob: 1.5 s otherwise).
+_KEY_TAIL_SHAPE = (rf"(?<![A-Za-z0-9+/=])[A-Za-z0-9+/=]{{16,}}(?:\s+[A-Za-z0-9+/=]{{16,}})*"
+                   rf"\s*{_KEY_END}")
+_TOKEN_SHAPES = (
     r"\bxox[a-z]-[A-Za-z0-9][A-Za-z0-9-]*",  # Slack: bot, user, refresh, client... tokens
     r"\bxapp-[A-Za-z0-9][A-Za-z0-9-]*",  # Slack app-level (Socket Mode) tokens
     r"\bgh[pousr]_[A-Za-z0-9]{20,}",  # GitHub personal, OAuth, user, server, refresh
@@ -49,7 +50,12 @@ _SHAPES = re.compile("|".join((
     # GitLab: personal/project/group access, pipeline trigger, deploy, runner, CI job...
     r"\bgl(?:pat|ptt|dt|rt|cbt|ft|oas|imt|soat|agent)-[A-Za-z0-9_-]{20,}",
     r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b",  # AWS access key ids
-)), re.DOTALL)
+)
+# A whole key block (or, when a tail or a limit cut it, from BEGIN to the end of the text,
+# or from the first base64 line to END), and token shapes; leftmost first, in one pass.
+_SHAPES = re.compile("|".join((_KEY_BLOCK_SHAPE, _KEY_TAIL_SHAPE, *_TOKEN_SHAPES)), re.DOTALL)
+_SHAPES_WITHOUT_END = re.compile("|".join((_KEY_BLOCK_SHAPE, *_TOKEN_SHAPES)), re.DOTALL)
+_HAS_KEY_END = re.compile(_KEY_END)
 # ``password=x``, ``DEPLOY_TOKEN: x``, ``"secret": "x"``, ``client_secret='x'``: the key is
 # kept, the value goes. Quoted values end at their quote, bare ones at a space or separator.
 _ASSIGNMENT = re.compile(
@@ -91,7 +97,8 @@ class Redactor:
     def text(self, text: str) -> str:
         if self._values is not None:
             text = self._values.sub(REDACTED, text)
-        text = _SHAPES.sub(REDACTED, text)
+        shapes = _SHAPES if _HAS_KEY_END.search(text) else _SHAPES_WITHOUT_END
+        text = shapes.sub(REDACTED, text)
         text = _ASSIGNMENT.sub(_keep_key, text)
         return _URL_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
 
