@@ -48,7 +48,7 @@ async def test_a_freeze_until_a_time_in_another_zone_is_in_force_and_can_be_lift
     assert "is on its way" in await say(bot, "api staging v3")
 
 
-async def test_stored_instants_come_back_as_utc(make_bot, tmp_path, database_url) -> None:
+async def test_stored_instants_come_back_as_utc(database_url, make_bot, tmp_path) -> None:
     bot = await make_bot(guarded_config(tmp_path), clock=FakeClock(NOW),
                          database_url=database_url)
     berlin = datetime(2026, 11, 25, 12, 0, tzinfo=UTC).astimezone(ZoneInfo("Europe/Berlin"))
