@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from bot.engine.urgency import MAX_WAIT, Urgency
+from bot.engine.machine import StepInProgress, retry_on_conflict
+from bot.engine.urgency import MAX_WAIT, Urgency, stand_aside
 from bot.store.writers import WriterQueue
 from tests.conftest import eventually
 
@@ -112,3 +113,51 @@ async def test_background_writes_wait_for_a_request_being_answered_not_its_own_w
     answered.set()
     await asyncio.gather(serving, later)
     assert order == ["the request's write", "urgent write", "background write"]
+
+
+async def test_a_request_retrying_a_conflict_lets_the_step_it_waits_for_end() -> None:
+    """A cancel that meets the runner mid-step retries until the step lets go; the step's
+    last writes are background turns, which must not wait for the cancel that waits for
+    them (with a long MAX_WAIT: each turn would outlast all the retries)."""
+    urgency = Urgency(max_wait=60)
+    cancel_arrived, step_over = asyncio.Event(), asyncio.Event()
+
+    async def step() -> None:  # the runner finishing its step: two background turns
+        await cancel_arrived.wait()
+        for _ in range(2):
+            await urgency.background_turn()
+            await asyncio.sleep(0)
+        step_over.set()
+
+    async def cancel() -> str:
+        if not step_over.is_set():
+            raise StepInProgress
+        return "Cancelled."
+
+    runner = asyncio.create_task(step())  # the runner's own task: not the request's
+    async with urgency.urgent():
+        cancel_arrived.set()
+        answer = await asyncio.wait_for(
+            retry_on_conflict(cancel, give_up="Try again in a few seconds."), 10)
+    await runner
+    assert answer == "Cancelled."
+
+
+async def test_a_request_is_urgent_again_once_it_stood_aside() -> None:
+    urgency, order, release = Urgency(max_wait=60), [], asyncio.Event()
+
+    async def background() -> None:
+        await release.wait()
+        await urgency.background_turn()
+        order.append("background")
+
+    await stand_aside(0)  # outside a request: a plain sleep
+    task = asyncio.create_task(background())
+    async with urgency.urgent():
+        await stand_aside(0)
+        release.set()
+        for _ in range(5):  # turns of the loop in which the background task could go
+            await asyncio.sleep(0)
+        order.append("request")
+    await asyncio.wait_for(task, 5)
+    assert order == ["request", "background"]

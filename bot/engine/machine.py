@@ -6,7 +6,6 @@ in the caller's transaction, together with a status-card refresh in the outbox.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from enum import StrEnum
@@ -19,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bot.clock import as_utc
 from bot.engine import alert_outbox, mirror_outbox
+from bot.engine.urgency import stand_aside
 from bot.store.db import redactor_of
 from bot.store.models import AuditEvent, Deployment, Outbox, SlotVersion
 from bot.store.writers import WriterQueue
@@ -254,6 +254,6 @@ async def retry_on_conflict(attempt: Callable[[], Awaitable[str]], *, give_up: s
             async with writers():
                 return await attempt()
         except CONFLICTS:
-            if writers is None:
-                await asyncio.sleep(0.05 * 2 ** i)
+            if writers is None:  # the runner's step may need background turns to end
+                await stand_aside(0.05 * 2 ** i)
     return give_up

@@ -22,6 +22,8 @@ from integrations.metrics import MetricsProvider, Sample
 
 MAX_WAIT = 0.25
 _SERVING: ContextVar[bool] = ContextVar("shipbot_serving_a_person", default=False)
+# The Urgency whose ``urgent`` block the current task runs in (``stand_aside`` leaves it).
+_ANSWERING: ContextVar[Urgency | None] = ContextVar("shipbot_answering", default=None)
 
 
 class _Gauge:
@@ -62,10 +64,12 @@ class Urgency:
         """A person waits for what runs inside (and for the tasks it starts)."""
         self._answering.enter()
         self._any.enter()
+        token = _ANSWERING.set(self)
         try:
             with self.serving():
                 yield
         finally:
+            _ANSWERING.reset(token)
             self._any.leave()
             self._answering.leave()
 
@@ -105,6 +109,24 @@ class Urgency:
                 await asyncio.wait_for(gauge.none.wait(), self.max_wait)
         finally:
             self.waiting -= 1
+
+
+async def stand_aside(seconds: float) -> None:
+    """Sleep, no longer urgent meanwhile: a request that waits for background work (a
+    cancel retrying until the runner's step has let go of the deployment) must let that
+    work have its turns, or each of them waits ``MAX_WAIT`` for the request that waits
+    for it, and the request gives up first."""
+    urgency = _ANSWERING.get()
+    if urgency is None:
+        await asyncio.sleep(seconds)
+        return
+    urgency._any.leave()
+    urgency._answering.leave()
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        urgency._answering.enter()
+        urgency._any.enter()
 
 
 class YieldingMetrics:
