@@ -2,7 +2,8 @@
 
 Several replicas share a PostgreSQL in production, and its DDL, types and triggers
 differ from SQLite's, so the schema is checked on the real server. Use via
-``pytest_plugins = ["tests.postgres_fixture"]`` and the ``postgres_url`` fixture.
+``pytest_plugins = ["tests.postgres_fixture"]`` and the ``postgres_url`` fixture (an
+empty database) or ``migrated_postgres_url`` (one at the newest revision, for bots).
 A missing server binary skips locally and fails on CI (as for Prometheus).
 """
 

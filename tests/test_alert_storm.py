@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from sqlmodel import col, func, select
@@ -71,14 +72,18 @@ async def test_a_command_gets_in_between_the_chunks_of_a_large_payload(launch,
     assert await rows(bot, AlertInstance) == ALERTS and await rows(bot, AlertThread) == 1
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
-async def test_a_retried_storm_records_each_alert_once(launch, tmp_path, request,
-                                                       database: str) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Asked for before ``launch``: the database outlives the bots on it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/shipbot.db"
+    return str(request.getfixturevalue("migrated_postgres_url"))
+
+
+async def test_a_retried_storm_records_each_alert_once(database_url, launch, tmp_path) -> None:
     """Alertmanager retries a delivery it saw fail; HA pairs send it twice at once (on
     PostgreSQL, with no writer queue, their chunks really race on the unique keys)."""
-    url = request.getfixturevalue("migrated_postgres_url") if database == "postgresql" else \
-        f"sqlite:///{tmp_path}/shipbot.db"
-    bot = await launch(alert_config(tmp_path), database_url=url)
+    bot = await launch(alert_config(tmp_path), database_url=database_url)
     payload = storm()
     first, second = await asyncio.gather(post(bot, "alertmanager", payload),
                                          post(bot, "alertmanager", payload))

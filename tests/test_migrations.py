@@ -405,7 +405,9 @@ async def test_replicas_starting_together_on_an_empty_postgres_migrate_once(
     wait for the first and then find the schema at head."""
     engines = [create_engine(postgres_url) for _ in range(3)]
     try:
-        await asyncio.gather(*(create_schema(e) for e in engines))
+        # Without the lock they deadlock on each other's DDL: fail in seconds, not at the
+        # hang guard's 150.
+        await asyncio.wait_for(asyncio.gather(*(create_schema(e) for e in engines)), 30)
         assert await revision(engines[0]) == head()
         assert await differences(engines[0]) == []
     finally:

@@ -292,7 +292,7 @@ async def test_an_error_while_recording_a_failed_step_does_not_stop_the_tick(
 
 
 async def test_steps_waiting_on_a_slow_target_hold_no_postgres_connection(
-        make_bot: Launch, tmp_path: Path, migrated_postgres_url: str) -> None:
+        migrated_postgres_url: str, make_bot: Launch, tmp_path: Path) -> None:
     """A step gives its connection back before it calls the target: with more due
     deployments than the pool, a slash command's ack must not wait for the slowest step."""
     bot = await make_bot(no_ci(tmp_path), tick_seconds=QUIET, database_url=migrated_postgres_url)

@@ -1,5 +1,6 @@
 """What a process pays at start-up: scipy.stats (~0.4 s of imports) only when the config
-uses the Mann-Whitney judge, and then loaded before the bot serves, not on its loop."""
+uses the Mann-Whitney judge, and then loaded while the bot starts (in a thread), so the
+first judgement does not import it on the loop."""
 
 from __future__ import annotations
 
