@@ -73,6 +73,16 @@ class Urgency:
             self._any.leave()
             self._answering.leave()
 
+    async def aside(self, seconds: float) -> None:
+        """Sleep as one request fewer being answered (see ``stand_aside``)."""
+        self._any.leave()
+        self._answering.leave()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self._answering.enter()
+            self._any.enter()
+
     def until_done(self, task: asyncio.Future[object]) -> None:
         """Urgent for the notifier until ``task`` (the runner tick that calls the
         target) ends."""
@@ -119,14 +129,8 @@ async def stand_aside(seconds: float) -> None:
     urgency = _ANSWERING.get()
     if urgency is None:
         await asyncio.sleep(seconds)
-        return
-    urgency._any.leave()
-    urgency._answering.leave()
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        urgency._answering.enter()
-        urgency._any.enter()
+    else:
+        await urgency.aside(seconds)
 
 
 class YieldingMetrics:

@@ -102,8 +102,9 @@ def classify(canary: ArrayLike, baseline: ArrayLike, spec: MetricSpec
     enough = (nc >= spec.min_samples) & (nb >= spec.min_samples)
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        res = scipy_stats().mannwhitneyu(c, b, axis=-1, nan_policy="omit", method="asymptotic",
-                                 alternative="two-sided", use_continuity=True)
+        res = scipy_stats().mannwhitneyu(c, b, axis=-1, nan_policy="omit",
+                                         method="asymptotic", alternative="two-sided",
+                                         use_continuity=True)
         p = np.asarray(res.pvalue, dtype=np.float64)
         u = np.asarray(res.statistic, dtype=np.float64)
         mc, mb = np.nanmean(c, axis=-1), np.nanmean(b, axis=-1)
